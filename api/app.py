@@ -1,0 +1,50 @@
+"""FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from psycopg_pool import AsyncConnectionPool
+
+from api import problems
+from api.routes import health, readings, registry
+from gateway import __version__
+from gateway.pii import PinCipher
+from gateway.settings import Settings
+
+
+def create_app(
+    settings: Settings, *, api_database_url: str, metrics_registry: CollectorRegistry
+) -> FastAPI:
+    pool = AsyncConnectionPool(
+        api_database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": False}
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="welfare-gateway API",
+        version=__version__,
+        description="Registry, readings and operations of the welfare-technology gateway.",
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    app.state.jwt_secret = settings.jwt_secret.get_secret_value()
+    app.state.metrics_registry = metrics_registry
+    app.state.pin_cipher = PinCipher.from_settings(
+        {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
+    )
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(registry.router)
+    app.include_router(readings.router)
+    return app

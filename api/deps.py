@@ -1,0 +1,56 @@
+"""Request dependencies: the authenticated principal and a tenant-scoped transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import AsyncConnectionPool
+
+from api.auth import AuthError, Principal, Role, verify
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise HTTPException(401, "bearer token required", {"WWW-Authenticate": "Bearer"})
+    try:
+        return verify(request.app.state.jwt_secret, credentials.credentials)
+    except AuthError as exc:
+        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+
+
+CurrentPrincipal = Annotated[Principal, Depends(principal)]
+
+
+def require(*roles: Role) -> Any:
+    def check(who: CurrentPrincipal) -> Principal:
+        if who.role not in roles:
+            raise HTTPException(403, f"role {who.role.value} may not do this")
+        return who
+
+    return Depends(check)
+
+
+async def tenant_conn(
+    request: Request, who: CurrentPrincipal
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A transaction as role wg_api with the caller's tenant set: row-level security and
+    the tenant-filtered views apply to every statement in it."""
+    pool: AsyncConnectionPool = request.app.state.pool
+    try:
+        async with pool.connection(timeout=5) as conn, conn.transaction():
+            await conn.execute("select set_config('wg.tenant_id', %s, true)", (who.tenant,))
+            yield conn
+    except psycopg.OperationalError:
+        raise HTTPException(503, "database unavailable") from None
+
+
+TenantConn = Annotated[psycopg.AsyncConnection[Any], Depends(tenant_conn)]

@@ -1,0 +1,28 @@
+"""Liveness/readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> JSONResponse:
+    try:
+        async with request.app.state.pool.connection(timeout=2) as conn:
+            await conn.execute("select 1")
+        database = "up"
+    except Exception:
+        database = "down"
+    status = 200 if database == "up" else 503
+    return JSONResponse({"status": "ok" if status == 200 else "degraded", "database": database},
+                        status_code=status)  # fmt: skip
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics_registry),
+                    media_type=CONTENT_TYPE_LATEST)  # fmt: skip

@@ -1,0 +1,162 @@
+"""Registry: tenants, device models, persons, devices, assignment and return."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Request
+from pydantic import AwareDatetime, BaseModel, Field
+
+from api.auth import Principal, Role
+from api.deps import TenantConn, require
+from firmware_contracts.topics import DEVICE_ID_PATTERN
+from gateway.storage import registry_repo as repo
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+ADMINS = (Role.TENANT_ADMIN, Role.PLATFORM_ADMIN)
+INSTALLERS = (Role.TENANT_ADMIN, Role.INSTALLER, Role.PLATFORM_ADMIN)
+MUNICIPAL_READERS = (Role.TENANT_ADMIN, Role.INSTALLER, Role.OPERATOR, Role.PLATFORM_ADMIN)
+
+
+class TenantIn(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", examples=["vasteras"])
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["municipality", "region"]
+    org_number: str = Field(pattern=r"^[0-9]{6}-[0-9]{4}$", examples=["212000-2080"])
+
+
+class DeviceModelIn(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    vendor: str = Field(min_length=1, max_length=100)
+    model: str = Field(min_length=1, max_length=100)
+    device_type: Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
+    heartbeat_interval_s: int = Field(ge=5, le=86_400)
+
+
+class PersonIn(BaseModel):
+    ref: str = Field(min_length=1, max_length=64, description="Pseudonymous reference.")
+    personal_identity_number: str | None = Field(
+        default=None, description="Stored only encrypted; never returned.", max_length=13
+    )
+    care_notes: str = Field(default="", max_length=2000)
+
+
+class PersonOut(BaseModel):
+    id: UUID
+    tenant_id: str
+    ref: str
+    care_notes: str
+    created_at: datetime
+    has_personal_identity_number: bool
+
+
+class DeviceIn(BaseModel):
+    id: str = Field(pattern=DEVICE_ID_PATTERN)
+    model_id: str = Field(min_length=1, max_length=64)
+    serial: str | None = Field(default=None, max_length=100)
+
+
+class AssignIn(BaseModel):
+    person_id: UUID
+    valid_from: AwareDatetime | None = Field(default=None, description="Default: now.")
+
+
+class ReturnIn(BaseModel):
+    at: AwareDatetime | None = Field(default=None, description="Default: now.")
+
+
+class DeviceOut(BaseModel):
+    id: str
+    tenant_id: str
+    model_id: str
+    device_type: str
+    serial: str | None
+    status: str
+    registered_at: datetime
+    person_id: UUID | None
+    last_seen: datetime | None
+    battery_percent: int | None
+    firmware: str | None
+    online: bool | None
+
+
+class Created(BaseModel):
+    id: str
+
+
+@router.post("/tenants", status_code=201, response_model=Created)
+async def create_tenant(
+    body: TenantIn, conn: TenantConn, _: Principal = require(Role.PLATFORM_ADMIN)
+) -> Created:
+    await repo.create_tenant(conn, body.id, body.name, body.kind, body.org_number)
+    return Created(id=body.id)
+
+
+@router.post("/device-models", status_code=201, response_model=Created)
+async def create_device_model(
+    body: DeviceModelIn, conn: TenantConn, _: Principal = require(*ADMINS)
+) -> Created:
+    await repo.ensure_device_model(conn, repo.DeviceModel(**body.model_dump()))
+    return Created(id=body.id)
+
+
+@router.post("/persons", status_code=201, response_model=Created)
+async def create_person(
+    body: PersonIn, request: Request, conn: TenantConn, who: Principal = require(*ADMINS)
+) -> Created:
+    person_id = await repo.create_person(
+        conn,
+        who.tenant,
+        body.ref,
+        pin=body.personal_identity_number,
+        care_notes=body.care_notes,
+        cipher=request.app.state.pin_cipher,
+    )
+    return Created(id=str(person_id))
+
+
+@router.get("/persons/{person_id}", response_model=PersonOut)
+async def get_person(
+    person_id: UUID, conn: TenantConn, _: Principal = require(*MUNICIPAL_READERS)
+) -> PersonOut:
+    row = await repo.get_person(conn, person_id)
+    return PersonOut(has_personal_identity_number=row.pop("has_pin"), **row)
+
+
+@router.post("/devices", status_code=201, response_model=Created)
+async def register_device(
+    body: DeviceIn, conn: TenantConn, who: Principal = require(*INSTALLERS)
+) -> Created:
+    await repo.register_device(conn, who.tenant, body.id, body.model_id, body.serial)
+    return Created(id=body.id)
+
+
+@router.post("/devices/{device_id}/assign", status_code=204)
+async def assign_device(
+    device_id: str, body: AssignIn, conn: TenantConn, _: Principal = require(*INSTALLERS)
+) -> None:
+    await repo.assign_device(conn, device_id, body.person_id, body.valid_from or _now())
+
+
+@router.post("/devices/{device_id}/return", status_code=204)
+async def return_device(
+    device_id: str, conn: TenantConn, body: ReturnIn | None = None,
+    _: Principal = require(*INSTALLERS),
+) -> None:  # fmt: skip
+    await repo.return_device(conn, device_id, (body.at if body else None) or _now())
+
+
+@router.get("/devices", response_model=list[DeviceOut])
+async def list_devices(
+    conn: TenantConn,
+    status: Literal["in_stock", "active", "returned", "retired"] | None = None,
+    _: Principal = require(*MUNICIPAL_READERS),
+) -> list[dict[str, Any]]:
+    return await repo.list_devices(conn, status)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,187 @@
+"""Message models of device contract v1.
+
+Every message is a JSON object with ``v`` (= 1), ``type``, ``id`` (unique per device,
+1-64 characters: the idempotency key) and ``ts`` (device time, RFC 3339 with offset).
+Field names here are the public contract: optional fields may be added in v1, none may
+be renamed or removed. Unknown fields are refused so that a vendor's typo is caught at
+the first test, not in production.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+CONTRACT_VERSION = 1
+
+MessageId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Percent = Annotated[int, Field(ge=0, le=100)]
+Latitude = Annotated[float, Field(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, Field(ge=-180.0, le=180.0)]
+AccuracyM = Annotated[float, Field(ge=0.0, le=100_000.0)]
+
+
+def _require_rfc3339(value: Any) -> Any:
+    # Pydantic would also accept Unix numbers for datetimes; the contract says RFC 3339.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("ts must be an RFC 3339 string with a UTC offset")
+    return value
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = Field(description="Contract version; always 1 for this contract.")
+    id: MessageId = Field(description="Unique per device; the idempotency key.")
+    ts: AwareDatetime = Field(description="Device time, RFC 3339 with offset.")
+
+    _check_ts = field_validator("ts", mode="before")(_require_rfc3339)
+
+
+# --- telemetry -------------------------------------------------------------------------
+
+
+class Weight(_Message):
+    """Body weight from a scale."""
+
+    type: Literal["weight"]
+    kg: float = Field(gt=0.0, le=500.0, description="Body weight in kilograms, 0 < kg <= 500.")
+
+
+class BloodPressure(_Message):
+    """One blood-pressure measurement."""
+
+    type: Literal["blood_pressure"]
+    systolic_mmhg: int = Field(ge=40, le=300)
+    diastolic_mmhg: int = Field(ge=20, le=200)
+    pulse_bpm: int | None = Field(default=None, ge=20, le=300)
+
+    @model_validator(mode="after")
+    def _systolic_above_diastolic(self) -> BloodPressure:
+        if self.systolic_mmhg <= self.diastolic_mmhg:
+            raise ValueError("systolic_mmhg must be greater than diastolic_mmhg")
+        return self
+
+
+class Position(_Message):
+    """A GNSS fix."""
+
+    type: Literal["position"]
+    lat: Latitude
+    lon: Longitude
+    accuracy_m: AccuracyM
+
+
+class Battery(_Message):
+    type: Literal["battery"]
+    percent: Percent
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+class AlarmKind(StrEnum):
+    BUTTON = "button"
+    FALL = "fall"
+    GEOFENCE_EXIT = "geofence_exit"
+    TAMPER = "tamper"
+
+
+class Alarm(_Message):
+    """A safety event raised by the device itself."""
+
+    type: Literal["alarm"]
+    kind: AlarmKind
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    accuracy_m: AccuracyM | None = None
+
+    @model_validator(mode="after")
+    def _lat_lon_together(self) -> Alarm:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon must be given together")
+        return self
+
+
+class Lock(_Message):
+    """A keyless door lock reports what happened at the door."""
+
+    type: Literal["lock"]
+    action: Literal["unlocked", "locked", "denied"]
+    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    method: Literal["app", "remote", "manual"]
+
+    @model_validator(mode="after")
+    def _app_needs_key(self) -> Lock:
+        if self.method == "app" and self.key_id is None:
+            raise ValueError("key_id is required when method is 'app'")
+        return self
+
+
+class BatteryLow(_Message):
+    type: Literal["battery_low"]
+    percent: Percent
+
+
+# --- heartbeat, status -----------------------------------------------------------------
+
+
+class Heartbeat(_Message):
+    type: Literal["heartbeat"]
+    battery_percent: Percent | None = None
+    rssi_dbm: int | None = Field(default=None, ge=-150, le=0)
+
+
+class Status(_Message):
+    """Online/offline; retained, and also the last will (which may omit id and ts)."""
+
+    type: Literal["status"]
+    id: MessageId | None = None  # type: ignore[assignment]
+    ts: AwareDatetime | None = None  # type: ignore[assignment]
+    state: Literal["online", "offline"]
+    firmware: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+# --- commands and replies --------------------------------------------------------------
+
+
+class Command(_Message):
+    """Gateway -> device. ``expires_at`` bounds when the device may still act on it."""
+
+    type: Literal["command"]
+    name: Literal["unlock", "locate", "configure"]
+    args: dict[str, Any] = Field(default_factory=dict)
+    expires_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _unlock_expires(self) -> Command:
+        if self.name == "unlock" and self.expires_at is None:
+            raise ValueError("an unlock command must carry expires_at")
+        return self
+
+
+class Reply(_Message):
+    type: Literal["reply"]
+    command_id: MessageId
+    ok: bool
+    detail: str | None = Field(default=None, max_length=256)
+
+
+DeviceMessage = (
+    Weight
+    | BloodPressure
+    | Position
+    | Battery
+    | Alarm
+    | Lock
+    | BatteryLow
+    | Heartbeat
+    | Status
+    | Command
+    | Reply
+)

@@ -1,0 +1,65 @@
+"""Topic scheme of contract v1.
+
+Device side: ``devices/{device_id}/{channel}``. Operator side:
+``tenants/{tenant_id}/alarms`` (published by the gateway only).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+
+
+class Channel(StrEnum):
+    """The last topic level; says who publishes and which message types are allowed."""
+
+    TELEMETRY = "telemetry"
+    EVENTS = "events"
+    HEARTBEAT = "heartbeat"
+    STATUS = "status"  # retained; also the last-will topic
+    COMMANDS = "commands"  # gateway -> device
+    REPLIES = "replies"  # device -> gateway, command results
+
+
+#: Channels a device publishes on (the gateway subscribes to these).
+DEVICE_PUBLISHED: frozenset[Channel] = frozenset(
+    {Channel.TELEMETRY, Channel.EVENTS, Channel.HEARTBEAT, Channel.STATUS, Channel.REPLIES}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    device_id: str
+    channel: Channel
+
+
+def is_valid_device_id(device_id: str) -> bool:
+    return _DEVICE_ID_RE.match(device_id) is not None
+
+
+def device_topic(device_id: str, channel: Channel | str) -> str:
+    if not is_valid_device_id(device_id):
+        raise ValueError(f"invalid device id {device_id!r}: must match {DEVICE_ID_PATTERN}")
+    return f"devices/{device_id}/{Channel(channel).value}"
+
+
+def tenant_alarms_topic(tenant_id: str) -> str:
+    return f"tenants/{tenant_id}/alarms"
+
+
+def parse_device_topic(topic: str) -> DeviceTopic | None:
+    """Split ``devices/{id}/{channel}``; None when the topic is not of that form."""
+    parts = topic.split("/")
+    if len(parts) != 3 or parts[0] != "devices":
+        return None
+    device_id, channel = parts[1], parts[2]
+    if not is_valid_device_id(device_id):
+        return None
+    try:
+        return DeviceTopic(device_id, Channel(channel))
+    except ValueError:
+        return None

@@ -1,0 +1,140 @@
+"""Composition root: wires settings, storage, registry, ingest and the MQTT session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from gateway.device_state import DeviceState, DeviceStates
+from gateway.ingest import AlarmPath, Ingest
+from gateway.metrics import IngestMetrics
+from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer
+from gateway.registry_cache import RegistryCache
+from gateway.settings import Settings
+from gateway.storage import partitions, queries
+from gateway.storage.batch_writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+PARTITION_MAINTENANCE_S = 3600.0
+DRAIN_TIMEOUT_S = 20.0
+
+
+class GatewayService:
+    """The ingest side of the gateway. ``run`` until ``stop`` is set; stopping flushes,
+    commits and acknowledges what was received before disconnecting."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        database_url: str,
+        mqtt_url: str,
+        metrics: IngestMetrics | None = None,
+        alarms: AlarmPath | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.metrics = metrics or IngestMetrics()
+        self.states = DeviceStates()
+        self.registry = RegistryCache(database_url, self.metrics)
+        self.consumer = MqttConsumer(
+            ConsumerConfig(
+                url=mqtt_url,
+                client_id=settings.mqtt_client_id,
+                shared_group=settings.mqtt_shared_group,
+                protocol=settings.mqtt_protocol,
+                session_expiry_s=settings.mqtt_session_expiry_s,
+                receive_maximum=settings.mqtt_receive_maximum,
+                keepalive_s=settings.mqtt_keepalive_s,
+            ),
+            self._handle,
+            self.metrics,
+        )
+        self.writer = BatchWriter(
+            database_url,
+            metrics=self.metrics,
+            states=self.states,
+            ack=self.consumer.ack,
+            max_rows=settings.batch_max_rows,
+            max_delay_s=settings.batch_max_delay_ms / 1000,
+            queue_size=settings.ingest_queue_size,
+        )
+        self.ingest = Ingest(
+            resolve=self.registry.resolve,
+            put=self.writer.put,
+            states=self.states,
+            metrics=self.metrics,
+            retention=settings.retention,
+            max_payload_bytes=settings.max_payload_bytes,
+            quarantine_payload_bytes=settings.quarantine_payload_bytes,
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+            alarms=alarms,
+        )
+
+    async def _handle(self, inbound: Any) -> None:
+        await self.ingest.handle(inbound)
+
+    async def _maintain_partitions(self) -> None:
+        def work() -> None:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                partitions.maintain(conn, self.settings.retention, datetime.now(UTC))
+
+        await asyncio.to_thread(work)
+
+    async def _partition_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), PARTITION_MAINTENANCE_S)
+            if stop.is_set():
+                return
+            try:
+                await self._maintain_partitions()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("partition maintenance failed", extra={"error": type(exc).__name__})
+
+    async def _restore_device_states(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+            for row in await (await conn.execute(queries.LOAD_DEVICE_STATE)).fetchall():
+                device = self.registry.get(row[0])
+                if device is not None:
+                    self.states.restore(row[0], DeviceState(device.tenant_id, row[1], *row[2:]))
+
+    async def start(self) -> None:
+        """What must succeed before the gateway takes traffic (database reachable)."""
+        await self._maintain_partitions()
+        await self.registry.load()
+        await self._restore_device_states()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        writer_task = asyncio.create_task(self.writer.run(), name="batch-writer")
+        tasks = [
+            asyncio.create_task(self.registry.follow(stop), name="registry-follow"),
+            asyncio.create_task(self._partition_loop(stop), name="partitions"),
+        ]
+
+        async def drain() -> None:
+            await self.writer.close()
+            try:
+                await asyncio.wait_for(asyncio.shield(writer_task), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                # Database unreachable: what is not committed is not acknowledged either,
+                # so the broker redelivers it to the next session. Nothing is lost.
+                log.warning("shutdown without flushing: database unreachable")
+
+        try:
+            await self.consumer.run(stop, drain)
+        finally:
+            stop.set()
+            if not writer_task.done():
+                writer_task.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(writer_task, *tasks, return_exceptions=True)
+            await self.registry.close()

@@ -1,0 +1,160 @@
+"""The ``welfare-gateway`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.settings import Settings, SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    config = args.config or os.environ.get("WG_CONFIG")
+    return load_settings(Path(config) if config else None)
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway.runtime import endpoints
+
+    settings = _settings(args)
+
+    async def go() -> None:
+        async with endpoints(settings) as ep:
+            print(f"database migrated ({'embedded' if settings.embedded_database else 'by URL'})")
+            del ep
+
+    asyncio.run(go())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.runtime import embedded_overrides, endpoints, serve
+
+    settings = embedded_overrides(_settings(args))
+    logs.configure(settings.log_level)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with endpoints(settings) as ep:
+            await serve(settings, ep, stop, settings.api_port)
+
+    asyncio.run(go())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.demo import run_demo
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    return asyncio.run(
+        run_demo(settings, duration=args.duration, devices=args.devices, scenario=args.scenario)
+    )
+
+
+def _cmd_contract_export(args: argparse.Namespace) -> int:
+    from firmware_contracts.schema import export
+
+    for path in export(Path(args.directory)):
+        print(path)
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from api.auth import Role, mint
+
+    settings = _settings(args)
+    print(
+        mint(
+            settings.jwt_secret.get_secret_value(),
+            tenant=args.tenant,
+            role=Role(args.role),
+            subject=args.subject,
+            org=args.org,
+            ttl_s=args.ttl,
+        )
+    )
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from device_sims.runner import run_fleet
+    from device_sims.scenario import load_scenario
+
+    from gateway.mqtt.connection import BrokerAddress
+
+    address = BrokerAddress.parse(args.broker)
+    specs = load_scenario(Path(args.scenario)).device_specs(args.devices)
+    report = asyncio.run(
+        run_fleet(specs, host=address.host, port=address.port, duration_s=args.duration)
+    )
+    print(report)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="welfare-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--config", help="TOML settings file (or WG_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
+    sub.add_parser("run", help="run the gateway and the API").set_defaults(func=_cmd_run)
+
+    demo = sub.add_parser("demo", help="run everything embedded with a simulated fleet")
+    demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")
+    demo.add_argument("--devices", type=int, default=None, help="number of simulated devices")
+    demo.add_argument("--scenario", type=Path, default=None, help="scenario TOML file")
+    demo.set_defaults(func=_cmd_demo)
+
+    contract = sub.add_parser("contract", help="device contract tools")
+    csub = contract.add_subparsers(dest="contract_command", required=True)
+    export = csub.add_parser("export", help="write the JSON Schemas of contract v1")
+    export.add_argument("directory")
+    export.set_defaults(func=_cmd_contract_export)
+
+    token = sub.add_parser("token", help="mint a development bearer token")
+    token.add_argument("--tenant", required=True)
+    token.add_argument(
+        "--role",
+        required=True,
+        choices=["platform_admin", "tenant_admin", "installer", "operator", "clinician", "auditor"],
+    )
+    token.add_argument("--org", default=None, help="organisation number, e.g. 232100-0172")
+    token.add_argument("--subject", default="dev-user")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds")
+    token.set_defaults(func=_cmd_token)
+
+    sim = sub.add_parser("simulate", help="run a simulated fleet against a broker")
+    sim.add_argument("--scenario", required=True)
+    sim.add_argument("--devices", type=int, default=None)
+    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    sim.add_argument("--duration", type=float, default=None)
+    sim.set_defaults(func=_cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except SettingsError as exc:
+        print(f"welfare-gateway: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

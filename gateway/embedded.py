@@ -1,0 +1,75 @@
+"""Embedded defaults: a real PostgreSQL from the ``pgserver`` wheel and an in-process amqtt
+broker on loopback, so the demo and a first run need nothing installed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 16 from the pgserver wheel, data in ``pgdata``, reached by Unix socket."""
+
+    def __init__(self, pgdata: Path, *, delete_on_stop: bool = False) -> None:
+        self.pgdata = pgdata
+        self._delete = delete_on_stop
+        self._server: Any = None
+
+    def start(self) -> str:
+        os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # pgserver lock file
+        from pgserver import get_server
+
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self._server = get_server(self.pgdata, cleanup_mode="delete" if self._delete else "stop")
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+def with_user(url: str, user: str, password: str) -> str:
+    """The same database URL with other credentials (e.g. the API's role)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{quote(user)}:{quote(password)}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class EmbeddedBroker:
+    """amqtt (MQTT 3.1.1) in this process, anonymous, on 127.0.0.1:port (demo only)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        from amqtt.broker import Broker
+
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+        log.info("embedded broker started", extra={"port": self.port})
+
+    async def stop(self) -> None:
+        if self._broker is not None:
+            await self._broker.shutdown()
+            self._broker = None

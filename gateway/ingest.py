@@ -1,0 +1,130 @@
+"""Ingest: decode -> validate -> bind to the registry -> alarm fast path -> batch writer.
+
+Everything a message can be refused for becomes a quarantine row with a reason; nothing
+here raises on bad input, so a flood of garbage costs a decode attempt and a row each and
+never stops the loop. Refusals go through the same batch and the same ack-after-commit as
+good messages, so a refused message is acknowledged only once its quarantine row is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
+from gateway.device_state import DeviceStates
+from gateway.domain.registry import Binding, DeviceRecord, Refused, bind
+from gateway.metrics import IngestMetrics
+from gateway.mqtt.consumer import AckToken, Inbound
+from gateway.settings import RetentionDays
+from gateway.storage.partitions import TABLES, retention_cutoff
+from gateway.storage.rows import PERSONAL_TYPES, Row, message_row, quarantine_row
+
+log = logging.getLogger(__name__)
+
+_TABLE_BY_NAME = {table.name: table for table in TABLES}
+
+
+class AlarmPath(Protocol):
+    """The safety path: sees every accepted message before it is queued for storage."""
+
+    def observe(
+        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
+    ) -> None: ...
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        resolve: Callable[[str], Awaitable[DeviceRecord | None]],
+        put: Callable[[Row, AckToken | None], Awaitable[None]],
+        states: DeviceStates,
+        metrics: IngestMetrics,
+        retention: RetentionDays,
+        max_payload_bytes: int,
+        quarantine_payload_bytes: int,
+        max_clock_skew: timedelta,
+        alarms: AlarmPath | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._put = put
+        self._states = states
+        self._metrics = metrics
+        self._retention = retention
+        self._max_bytes = max_payload_bytes
+        self._quarantine_cap = quarantine_payload_bytes
+        self._max_skew = max_clock_skew
+        self._alarms = alarms
+        self._received = {ch: metrics.received.labels(ch.value) for ch in DEVICE_PUBLISHED}
+
+    async def handle(self, msg: Inbound) -> None:
+        topic = parse_device_topic(msg.topic)
+        if topic is None or topic.channel not in DEVICE_PUBLISHED:
+            await self._quarantine(msg, None, None, "unknown_topic", "not devices/{id}/{channel}")
+            return
+        self._received[topic.channel].inc()
+        decoded = decode_payload(
+            topic.channel,
+            msg.payload,
+            now=msg.received_at,
+            max_bytes=self._max_bytes,
+            max_skew=self._max_skew,
+        )
+        if isinstance(decoded, DecodeError):
+            device = await self._resolve(topic.device_id)
+            tenant = device.tenant_id if device else None
+            await self._quarantine(msg, topic.device_id, tenant, decoded.reason, decoded.detail)
+            return
+        message = decoded.message
+        device = await self._resolve(topic.device_id)
+        ts = getattr(message, "ts", None)
+        bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES)
+        if isinstance(bound, Refused):
+            await self._quarantine(
+                msg, topic.device_id, bound.tenant_id, bound.reason, bound.detail
+            )
+            return
+        assert device is not None
+        row = message_row(message, topic.device_id, bound, msg.received_at)
+        table = _TABLE_BY_NAME.get(row.table)
+        if ts is not None and table is not None:
+            if ts < retention_cutoff(table, self._retention, msg.received_at):
+                await self._quarantine(
+                    msg, topic.device_id, bound.tenant_id, "older_than_retention",
+                    f"ts older than the {row.table} retention",
+                )  # fmt: skip
+                return
+            self._metrics.device_lag.observe(max(0.0, (msg.received_at - ts).total_seconds()))
+        if self._alarms is not None:
+            # The safety path runs first, from memory, before and independent of storage.
+            try:
+                self._alarms.observe(device, bound, message, msg.received_at)
+            except Exception:
+                log.exception("alarm path failed for a message; storage continues")
+        self._states.observe(topic.device_id, bound.tenant_id, message, msg.received_at)
+        await self._put(row, msg.ack)
+
+    async def _quarantine(
+        self,
+        msg: Inbound,
+        device_id: str | None,
+        tenant_id: str | None,
+        reason: str,
+        detail: str,
+    ) -> None:
+        self._metrics.quarantined.labels(reason).inc()
+        row = quarantine_row(
+            received_at=msg.received_at,
+            topic=msg.topic,
+            device_id=device_id,
+            tenant_id=tenant_id,
+            reason=str(reason),
+            detail=detail,
+            payload=msg.payload,
+            payload_cap=self._quarantine_cap,
+        )
+        await self._put(row, msg.ack)

@@ -1,0 +1,60 @@
+"""Prometheus metrics of the gateway (exposed by the API at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "wg_ingest_received", "MQTT messages received", ["channel"], registry=r
+        )
+        self.stored = Counter("wg_ingest_stored", "Rows committed, by table", ["table"], registry=r)
+        self.duplicates = Counter(
+            "wg_ingest_duplicates", "Redelivered messages already stored", registry=r
+        )
+        self.quarantined = Counter(
+            "wg_ingest_quarantined", "Messages refused into quarantine", ["reason"], registry=r
+        )
+        self.batch_rows = Histogram(
+            "wg_batch_rows",
+            "Rows per committed batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "wg_batch_commit_seconds",
+            "Time to write and commit one batch",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.commit_lag = Histogram(
+            "wg_ingest_receive_to_commit_seconds",
+            "From MQTT receipt to database commit",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.device_lag = Histogram(
+            "wg_ingest_device_lag_seconds",
+            "From device time (ts) to receipt; large values mean buffered replay or skew",
+            buckets=(0.1, 0.5, 1, 5, 30, 60, 300, 3600, 86400),
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "wg_ingest_queue_depth", "Messages waiting for the batch writer", registry=r
+        )
+        self.write_failures = Counter(
+            "wg_batch_write_failures", "Batch writes that failed and were retried", registry=r
+        )
+        self.database_up = Gauge(
+            "wg_database_up", "1 when the batch writer's last write succeeded", registry=r
+        )
+        self.mqtt_connected = Gauge(
+            "wg_mqtt_connected", "1 while the ingest MQTT session is connected", registry=r
+        )
+        self.registry_devices = Gauge(
+            "wg_registry_devices", "Devices in the in-memory registry", registry=r
+        )

@@ -1,0 +1,126 @@
+"""The registry in memory: device -> tenant, status, model, assignments.
+
+Loaded at start, kept current by ``LISTEN wg_registry`` (triggers notify on every change
+to devices and assignments) and a periodic full reload. A device not in memory is looked
+up once (a newly registered device whose notification has not arrived yet) and the
+answer, found or not, is remembered briefly so that a flood of messages for an unknown
+id costs one query, not one per message. Keeps serving from memory while the database is
+down: binding, and with it the alarm path, does not depend on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import psycopg
+
+from gateway.domain.registry import DeviceRecord
+from gateway.metrics import IngestMetrics
+from gateway.storage import queries
+
+log = logging.getLogger(__name__)
+
+NEGATIVE_TTL_S = 5.0
+FULL_RELOAD_S = 300.0
+
+
+class RegistryCache:
+    def __init__(self, url: str, metrics: IngestMetrics) -> None:
+        self._url = url
+        self._metrics = metrics
+        self._devices: dict[str, DeviceRecord] = {}
+        self._missing: dict[str, float] = {}
+        self._lookup_conn: psycopg.AsyncConnection[Any] | None = None
+        self.loaded = asyncio.Event()
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        return self._devices.get(device_id)
+
+    def devices(self) -> list[DeviceRecord]:
+        return list(self._devices.values())
+
+    async def resolve(self, device_id: str) -> DeviceRecord | None:
+        """From memory; on a miss, one database look-up, remembered for a few seconds."""
+        record = self._devices.get(device_id)
+        if record is not None:
+            return record
+        missed_at = self._missing.get(device_id)
+        now = time.monotonic()
+        if missed_at is not None and now - missed_at < NEGATIVE_TTL_S:
+            return None
+        try:
+            record = await asyncio.wait_for(self._lookup(device_id), timeout=2.0)
+        except (psycopg.Error, OSError, TimeoutError):
+            record = None
+        if record is None:
+            if len(self._missing) > 100_000:
+                self._missing.clear()
+            self._missing[device_id] = now
+            return None
+        self._put(record)
+        return record
+
+    async def _lookup(self, device_id: str) -> DeviceRecord | None:
+        if self._lookup_conn is None or self._lookup_conn.closed:
+            self._lookup_conn = await psycopg.AsyncConnection.connect(
+                self._url, autocommit=True, connect_timeout=2
+            )
+        return await queries.load_device(self._lookup_conn, device_id)
+
+    def _put(self, record: DeviceRecord) -> None:
+        self._devices[record.device_id] = record
+        self._missing.pop(record.device_id, None)
+        self._metrics.registry_devices.set(len(self._devices))
+
+    async def load(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            self._devices = await queries.load_registry(conn)
+        self._missing.clear()
+        self._metrics.registry_devices.set(len(self._devices))
+        self.loaded.set()
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Apply change notifications until ``stop``; reconnects when the database returns."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute("listen wg_registry")
+                    # Changes made while we were not listening: reload everything once.
+                    self._devices = await queries.load_registry(conn)
+                    self._metrics.registry_devices.set(len(self._devices))
+                    self.loaded.set()
+                    backoff = 0.1
+                    await self._listen(conn, stop)
+            except (psycopg.Error, OSError) as exc:
+                log.warning(
+                    "registry listener lost the database; serving from memory",
+                    extra={"error": type(exc).__name__},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
+        last_full = time.monotonic()
+        while not stop.is_set():
+            async for notify in conn.notifies(timeout=0.5):
+                device_id = notify.payload
+                record = await self._lookup(device_id)
+                if record is None:
+                    self._devices.pop(device_id, None)
+                else:
+                    self._put(record)
+            if time.monotonic() - last_full > FULL_RELOAD_S:
+                self._devices = await queries.load_registry(conn)
+                last_full = time.monotonic()
+
+    async def close(self) -> None:
+        if self._lookup_conn is not None:
+            await self._lookup_conn.close()

@@ -1,0 +1,221 @@
+"""One typed settings object, read from ``WG_*`` environment variables and an optional TOML file.
+
+Precedence: init arguments > environment > TOML file > defaults. No URL given means the
+embedded default (PostgreSQL from the ``pgserver`` wheel, an in-process amqtt broker).
+A bad setting stops start-up with :class:`SettingsError`, naming the setting and, for a
+TOML file, the line it stands on.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("wg_toml_data", default={})  # noqa: B039
+
+
+class SettingsError(Exception):
+    """Start-up configuration is wrong; the message says which setting and where."""
+
+
+class RetentionDays(BaseModel):
+    """How long each data category is kept (days). Positions are privacy-sensitive."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    readings: int = Field(default=730, ge=1)
+    positions: int = Field(default=30, ge=1)
+    lock_events: int = Field(default=365, ge=1)
+    device_health: int = Field(default=90, ge=1)
+    device_alarms: int = Field(default=730, ge=1)
+    command_replies: int = Field(default=90, ge=1)
+    quarantine: int = Field(default=30, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="WG_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    # --- where things are ------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL; unset = embedded pgserver in data_dir."
+    )
+    api_database_url: str | None = Field(
+        default=None,
+        description="URL the API connects with (role wg_api, no BYPASSRLS). "
+        "Unset = database_url with the user replaced by wg_api.",
+    )
+    api_db_password: SecretStr = Field(
+        default=SecretStr("wg_api"), description="Password set for role wg_api by migrate."
+    )
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://user:pass@host:port; unset = embedded amqtt broker."
+    )
+    data_dir: Path = Field(
+        default=Path.home() / ".local" / "share" / "welfare-gateway",
+        description="Embedded database, journal and other local state.",
+    )
+
+    # --- MQTT ingest -----------------------------------------------------------------
+    mqtt_client_id: str = Field(default="wg-gateway-1", min_length=1, max_length=64)
+    mqtt_shared_group: str | None = Field(
+        default="wg", description="Shared-subscription group; unset = plain subscription."
+    )
+    mqtt_protocol: int = Field(default=5, description="5 (MQTT v5) or 4 (3.1.1).")
+    mqtt_session_expiry_s: int = Field(default=86_400, ge=0)
+    mqtt_receive_maximum: int = Field(
+        default=2_000, ge=1, le=65_535, description="Unacknowledged QoS 1 messages in flight."
+    )
+    mqtt_keepalive_s: int = Field(default=30, ge=5)
+
+    # --- batching and validation -------------------------------------------------------
+    batch_max_rows: int = Field(default=1_000, ge=1)
+    batch_max_delay_ms: int = Field(default=50, ge=1)
+    ingest_queue_size: int = Field(default=4_000, ge=1)
+    max_payload_bytes: int = Field(default=16_384, ge=256)
+    quarantine_payload_bytes: int = Field(default=4_096, ge=0)
+    max_clock_skew_s: int = Field(default=300, ge=0)
+    retention: RetentionDays = Field(default_factory=RetentionDays)
+
+    # --- API -----------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65_535)
+    jwt_secret: SecretStr = Field(
+        default=SecretStr("dev-only-change-me-dev-only-change-me"),
+        description="HS256 key for development tokens (welfare-gateway token).",
+    )
+
+    # --- secrets -------------------------------------------------------------------------
+    pii_keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Key id -> base64 32-byte AES-GCM key for personal identity numbers.",
+    )
+    pii_active_key: str | None = None
+
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("database_url", "api_database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must be mqtt://host:port or mqtts://host:port")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @field_validator("mqtt_protocol")
+    @classmethod
+    def _protocol(cls, value: int) -> int:
+        if value not in (4, 5):
+            raise ValueError("must be 4 (MQTT 3.1.1) or 5 (MQTT v5)")
+        return value
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.mqtt_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls, _TOML_DATA.get()))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings; raise :class:`SettingsError` naming the bad setting (and line)."""
+    text = ""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            text = config_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_file}: not valid TOML: {exc}") from None
+    token = _TOML_DATA.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, config_file, text, data)) from None
+    finally:
+        _TOML_DATA.reset(token)
+
+
+def _describe(exc: ValidationError, path: Path | None, text: str, data: dict[str, Any]) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        name = ".".join(loc)
+        env = "WG_" + "__".join(loc).upper()
+        where = f"setting {name!r} (env {env})"
+        if path is not None and loc and loc[0] in data:
+            line_no = _find_line(text, loc)
+            if line_no:
+                where += f" at {path}:{line_no}"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"{where}: {msg}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _find_line(text: str, loc: list[str]) -> int | None:
+    """Line of ``key = ...`` for the last key of ``loc`` (inside its [table] if nested)."""
+    table = ".".join(loc[:-1]) if len(loc) > 1 else ""
+    key = loc[-1]
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[([^\[\]]+)\]", stripped)
+        if header:
+            current = header.group(1).strip()
+            continue
+        if re.match(rf"^{re.escape(key)}\s*=", stripped) and current == table:
+            return number
+        if not table and re.match(rf"^\[{re.escape(key)}\]", stripped):
+            return number
+    return None

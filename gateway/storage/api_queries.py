@@ -1,0 +1,38 @@
+"""The API's read queries over the tenant-filtered views (role wg_api)."""
+
+from __future__ import annotations
+
+_PAGE = """
+    where person_id = %(person)s
+      and (%(from)s::timestamptz is null or ts >= %(from)s)
+      and (%(to)s::timestamptz is null or ts < %(to)s)
+      and (%(after_ts)s::timestamptz is null
+           or (ts, device_id, msg_id) > (%(after_ts)s, %(after_device)s, %(after_msg)s))
+    order by ts, device_id, msg_id
+    limit %(limit)s
+"""
+
+READING_QUERIES: dict[str, tuple[str, str | None]] = {
+    "weight": (
+        "select ts, device_id, msg_id, weight_kg from api_readings"
+        + _PAGE.replace("where person_id", "where kind = %(kind)s and person_id"),
+        "weight",
+    ),
+    "blood_pressure": (
+        "select ts, device_id, msg_id, systolic_mmhg, diastolic_mmhg, pulse_bpm from api_readings"
+        + _PAGE.replace("where person_id", "where kind = %(kind)s and person_id"),
+        "blood_pressure",
+    ),
+    "position": (
+        "select ts, device_id, msg_id, lat, lon, accuracy_m from api_positions" + _PAGE,
+        None,
+    ),
+    "lock_events": (
+        "select ts, device_id, msg_id, action, key_id, method from api_lock_events" + _PAGE,
+        None,
+    ),
+    "alarms": (
+        "select ts, device_id, msg_id, kind, lat, lon, accuracy_m from api_device_alarms" + _PAGE,
+        None,
+    ),
+}

@@ -1,0 +1,225 @@
+"""Batched, idempotent writes: binary COPY into staging, then insert-on-conflict-do-nothing.
+
+One transaction per batch. Acknowledgements to the broker are released only after the
+batch has committed. When the database is slow or down the batch is retried with backoff
+and kept; the bounded queue in front of the writer fills, ``put`` blocks, the ingest loop
+stops reading, unacknowledged messages reach the MQTT receive maximum, and the broker
+holds the rest: backpressure, not buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from gateway.device_state import DeviceStates
+from gateway.metrics import IngestMetrics
+from gateway.storage import queries
+from gateway.storage.rows import COLUMNS, TYPES, Row
+
+log = logging.getLogger(__name__)
+
+AckToken = Any
+
+
+@dataclass(slots=True)
+class Item:
+    row: Row
+    ack: AckToken | None
+    received_mono: float
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    inserted: dict[str, int] = field(default_factory=dict)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        url: str,
+        *,
+        metrics: IngestMetrics,
+        states: DeviceStates,
+        ack: Callable[[Sequence[AckToken]], None],
+        max_rows: int,
+        max_delay_s: float,
+        queue_size: int,
+    ) -> None:
+        self._url = url
+        self._metrics = metrics
+        self._states = states
+        self._ack = ack
+        self._max_rows = max_rows
+        self._max_delay = max_delay_s
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=queue_size)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.stats = BatchStats()
+
+    async def put(self, row: Row, ack: AckToken | None) -> None:
+        await self._queue.put(Item(row, ack, time.monotonic()))
+        self._metrics.queue_depth.set(self._queue.qsize())
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def close(self) -> None:
+        """Flush what is queued, then stop ``run``."""
+        await self._queue.put(None)
+
+    async def run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self._max_delay
+            while len(batch) < self._max_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._metrics.queue_depth.set(self._queue.qsize())
+            await self._write_until_committed(batch)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _write_until_committed(self, batch: list[Item]) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                await self._write(batch)
+                self._metrics.database_up.set(1)
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                self._metrics.write_failures.inc()
+                self._metrics.database_up.set(0)
+                log.warning(
+                    "batch write failed; keeping batch and retrying",
+                    extra={"rows": len(batch), "error": type(exc).__name__, "retry_s": backoff},
+                )
+                if self._conn is not None:
+                    await self._conn.close()
+                    self._conn = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
+            for table, _ in TYPES.items():
+                await conn.execute(
+                    sql.SQL(
+                        "create temp table if not exists {} (like {} including defaults)"
+                        " on commit delete rows"
+                    ).format(sql.Identifier(f"stage_{table}"), sql.Identifier(table))
+                )
+            await conn.commit()
+            self._conn = conn
+        return self._conn
+
+    async def _write(self, batch: list[Item]) -> None:
+        started = time.monotonic()
+        by_table: dict[str, list[tuple[Any, ...]]] = {}
+        for item in batch:
+            by_table.setdefault(item.row.table, []).append(item.row.values)
+        dirty = self._states.take_dirty()
+        try:
+            conn = await self._connection()
+            inserted: dict[str, int] = {}
+            async with conn.transaction(), conn.cursor() as cur:
+                for table, rows in by_table.items():
+                    inserted[table] = await self._copy_table(cur, table, rows)
+                if dirty:
+                    await cur.execute(queries.UPSERT_DEVICE_STATE, _state_arrays(dirty))
+        except BaseException:
+            self._states.mark_dirty([d for d, _ in dirty])
+            raise
+        now = time.monotonic()
+        self._ack([item.ack for item in batch if item.ack is not None])
+        self._record(batch, by_table, inserted, started, now)
+
+    async def _copy_table(
+        self, cur: psycopg.AsyncCursor[Any], table: str, rows: list[tuple[Any, ...]]
+    ) -> int:
+        columns = COLUMNS[table]
+        column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+        if table == "quarantine":
+            target = sql.Identifier(table)
+            async with cur.copy(
+                sql.SQL("copy {} ({}) from stdin (format binary)").format(target, column_list)
+            ) as copy:
+                copy.set_types(list(TYPES[table]))
+                for row in rows:
+                    await copy.write_row(row)
+            return len(rows)
+        stage = sql.Identifier(f"stage_{table}")
+        async with cur.copy(
+            sql.SQL("copy {} ({}) from stdin (format binary)").format(stage, column_list)
+        ) as copy:
+            copy.set_types(list(TYPES[table]))
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute(
+            sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
+                sql.Identifier(table), column_list, column_list, stage
+            )
+        )
+        return cur.rowcount
+
+    def _record(
+        self,
+        batch: list[Item],
+        by_table: dict[str, list[tuple[Any, ...]]],
+        inserted: dict[str, int],
+        started: float,
+        now: float,
+    ) -> None:
+        m = self._metrics
+        m.batch_rows.observe(len(batch))
+        m.batch_seconds.observe(now - started)
+        for item in batch:
+            m.commit_lag.observe(now - item.received_mono)
+        duplicates = 0
+        for table, count in inserted.items():
+            m.stored.labels(table).inc(count)
+            self.stats.inserted[table] = self.stats.inserted.get(table, 0) + count
+            duplicates += len(by_table[table]) - count
+        if duplicates:
+            m.duplicates.inc(duplicates)
+        self.stats.batches += 1
+        self.stats.rows += len(batch)
+
+
+def _state_arrays(dirty: list[tuple[str, Any]]) -> tuple[list[Any], ...]:
+    return (
+        [d for d, _ in dirty],
+        [s.tenant_id for _, s in dirty],
+        [s.last_seen for _, s in dirty],
+        [s.last_ts for _, s in dirty],
+        [s.battery_percent for _, s in dirty],
+        [s.rssi_dbm for _, s in dirty],
+        [s.firmware for _, s in dirty],
+        [s.online for _, s in dirty],
+    )

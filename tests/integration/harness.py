@@ -1,0 +1,141 @@
+"""Shared pieces for integration tests: seeding, a running gateway, publishing, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import aiomqtt
+import orjson
+import psycopg
+
+from gateway.app import GatewayService
+from gateway.settings import Settings
+from gateway.storage import registry_repo as repo
+from tests.conftest import API_PASSWORD
+
+MODELS = [
+    repo.DeviceModel("t-gps", "Acme", "GPS", "gps_alarm", 60),
+    repo.DeviceModel("t-scale", "Acme", "Scale", "scale", 300),
+    repo.DeviceModel("t-bp", "Acme", "BP", "blood_pressure_monitor", 300),
+    repo.DeviceModel("t-lock", "Acme", "Lock", "door_lock", 120),
+]
+
+
+@dataclass
+class Seed:
+    tenant: str
+    persons: dict[str, UUID]
+    devices: dict[str, str]  # device id -> model id
+
+
+async def seed(
+    url: str,
+    tenant: str = "kommun-a",
+    org: str = "212000-0001",
+    devices: dict[str, str] | None = None,
+    since: datetime | None = None,
+) -> Seed:
+    """A tenant, one person per device, each device assigned from ``since``."""
+    devices = devices or {
+        "gps-1": "t-gps", "scale-1": "t-scale", "bp-1": "t-bp", "lock-1": "t-lock"
+    }  # fmt: skip
+    since = since or datetime.now(UTC) - timedelta(days=10)
+    persons: dict[str, UUID] = {}
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        async with conn.transaction():
+            await repo.create_tenant(conn, tenant, tenant.title(), "municipality", org)
+            for model in MODELS:
+                await repo.ensure_device_model(conn, model)
+            for n, (device_id, model_id) in enumerate(devices.items(), start=1):
+                person = await repo.create_person(conn, tenant, f"{tenant}-brukare-{n}")
+                persons[device_id] = person
+                await repo.register_device(conn, tenant, device_id, model_id)
+                await repo.assign_device(conn, device_id, person, since)
+    return Seed(tenant, persons, devices)
+
+
+def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mqtt_url": mqtt_url,
+        "database_url": database_url,
+        "mqtt_client_id": "wg-test-gateway",
+        "api_db_password": API_PASSWORD,
+        "batch_max_delay_ms": 10,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[GatewayService]:
+    assert settings.database_url and settings.mqtt_url
+    service = GatewayService(
+        settings, database_url=settings.database_url, mqtt_url=settings.mqtt_url
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    waiter = asyncio.create_task(service.consumer.connected.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raise what stopped it
+    assert waiter in done, "gateway did not connect to the broker"
+    try:
+        yield service
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def now_iso(offset_s: float = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=offset_s)).isoformat()
+
+
+def payload(type_: str, msg_id: str, ts: str | None = None, **fields: Any) -> bytes:
+    return orjson.dumps({"v": 1, "type": type_, "id": msg_id, "ts": ts or now_iso(), **fields})
+
+
+async def publish(
+    mqtt_url: str, messages: list[tuple[str, bytes]], *, client_id: str = "test-pub"
+) -> None:
+    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+    async with aiomqtt.Client(host, int(port), identifier=client_id) as client:
+        for topic, body in messages:
+            await client.publish(topic, body, qos=1)
+
+
+async def scalar(url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cur = await conn.execute(query, params)
+        row = await cur.fetchone()
+        return row[0] if row else None
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], timeout: float = 20, what: str = "condition"
+) -> None:
+    """Poll an async condition until true (we wait *for* something; no fixed sleeps)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def wait_count(url: str, query: str, expected: int, timeout: float = 20) -> None:
+    last: list[Any] = [None]
+
+    async def check() -> bool:
+        last[0] = await scalar(url, query)
+        return bool(last[0] == expected)
+
+    try:
+        await wait_for(check, timeout, query)
+    except TimeoutError:
+        raise TimeoutError(f"{query!r}: expected {expected}, last saw {last[0]}") from None

@@ -1,0 +1,166 @@
+"""Ingest end to end: real Mosquitto, real PostgreSQL, the real gateway service."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from tests.integration.harness import (
+    now_iso,
+    payload,
+    publish,
+    running_gateway,
+    scalar,
+    seed,
+    settings_for,
+    wait_count,
+)
+
+
+async def test_every_type_is_stored_with_its_person(mosquitto, database_url) -> None:
+    s = await seed(database_url)
+    messages = [
+        ("devices/scale-1/telemetry", payload("weight", "w1", kg=81.5)),
+        ("devices/bp-1/telemetry", payload("blood_pressure", "b1", systolic_mmhg=128,
+                                           diastolic_mmhg=82, pulse_bpm=66)),
+        ("devices/gps-1/telemetry", payload("position", "p1", lat=59.61, lon=16.55,
+                                            accuracy_m=8)),
+        ("devices/gps-1/telemetry", payload("battery", "bt1", percent=77)),
+        ("devices/gps-1/events", payload("alarm", "a1", kind="button", lat=59.61, lon=16.55)),
+        ("devices/lock-1/events", payload("lock", "l1", action="unlocked", key_id="k-17",
+                                          method="app")),
+        ("devices/lock-1/events", payload("battery_low", "bl1", percent=9)),
+        ("devices/gps-1/heartbeat", payload("heartbeat", "h1", battery_percent=76, rssi_dbm=-71)),
+        ("devices/gps-1/status", payload("status", "s1", state="online", firmware="2.4.1")),
+        ("devices/lock-1/replies", payload("reply", "r1", command_id="c-1", ok=True)),
+    ]  # fmt: skip
+    async with running_gateway(settings_for(mosquitto.url, database_url)):
+        await publish(mosquitto.url, messages)
+        await wait_count(database_url, "select count(*) from device_health", 4)
+        await wait_count(database_url, "select count(*) from readings", 2)
+        await wait_count(database_url, "select count(*) from command_replies", 1)
+    assert await scalar(database_url, "select count(*) from quarantine") == 0
+    assert (
+        await scalar(database_url, "select person_id from readings where msg_id = 'w1'")
+        == s.persons["scale-1"]
+    )
+    assert (
+        await scalar(database_url, "select systolic_mmhg from readings where msg_id = 'b1'") == 128
+    )
+    assert await scalar(database_url, "select person_id from positions") == s.persons["gps-1"]
+    assert await scalar(database_url, "select kind from device_alarms") == "button"
+    assert await scalar(database_url, "select key_id from lock_events") == "k-17"
+    # device state is kept current in memory and written with the batches
+    assert (
+        await scalar(database_url, "select firmware from device_state where device_id = 'gps-1'")
+        == "2.4.1"
+    )
+    assert (
+        await scalar(
+            database_url, "select battery_percent from device_state where device_id = 'lock-1'"
+        )
+        == 9
+    )
+
+
+async def test_each_refusal_goes_to_quarantine_with_reason(mosquitto, database_url) -> None:
+    await seed(database_url, since=datetime.now(UTC) - timedelta(days=900))
+    async with await __import__("psycopg").AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "insert into devices (id, tenant_id, model_id) values ('spare-1', 'kommun-a', 't-gps')"
+        )
+        await conn.commit()
+    far_future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()  # positions keep 30
+    cases = {
+        "invalid_json": ("devices/scale-1/telemetry", b"{not json"),
+        "not_an_object": ("devices/scale-1/telemetry", b"[1,2]"),
+        "unsupported_version": ("devices/scale-1/telemetry",
+                                orjson.dumps({"v": 2, "type": "weight", "id": "x", "kg": 1})),
+        "unknown_type": ("devices/scale-1/telemetry", payload("temperature", "u1", c=20)),
+        "wrong_channel": ("devices/scale-1/events", payload("weight", "wc1", kg=80)),
+        "schema_violation": ("devices/bp-1/telemetry",
+                             payload("blood_pressure", "sv1", systolic_mmhg=70,
+                                     diastolic_mmhg=90)),
+        "future_timestamp": ("devices/scale-1/telemetry", payload("weight", "f1", far_future,
+                                                                  kg=80)),
+        "implausible_timestamp": ("devices/scale-1/telemetry",
+                                  payload("weight", "i1", "1970-01-01T00:00:10+00:00", kg=80)),
+        "payload_too_large": ("devices/scale-1/telemetry", b"{" + b" " * 20000 + b"}"),
+        "unknown_device": ("devices/nobody-1/telemetry", payload("weight", "n1", kg=80)),
+        "inactive_device": ("devices/spare-1/heartbeat", payload("heartbeat", "ia1")),
+        "no_assignment_at_ts": ("devices/scale-1/telemetry",
+                                payload("weight", "na1", now_iso(-1000 * 86400), kg=80)),
+        "older_than_retention": ("devices/gps-1/telemetry",
+                                 payload("position", "o1", long_ago, lat=1, lon=1, accuracy_m=5)),
+    }  # fmt: skip
+    good = ("devices/scale-1/telemetry", payload("weight", "ok1", kg=80))
+    async with running_gateway(settings_for(mosquitto.url, database_url)) as gw:
+        await publish(mosquitto.url, [*cases.values(), good])
+        await wait_count(database_url, "select count(*) from quarantine", len(cases))
+        await wait_count(database_url, "select count(*) from readings", 1)
+        metric = gw.metrics.quarantined.labels("schema_violation")._value.get()
+        assert metric == 1
+    async with await __import__("psycopg").AsyncConnection.connect(database_url) as conn:
+        rows = await (await conn.execute("select reason, topic, detail from quarantine")).fetchall()
+    reasons = {r[0]: (r[1], r[2]) for r in rows}
+    assert set(reasons) == set(cases)
+    for reason, (topic, _) in cases.items():
+        assert reasons[reason][0] == topic
+        assert reasons[reason][1], f"{reason} has no detail"
+    # the oversize payload is kept, but capped
+    size = await scalar(
+        database_url, "select length(payload) from quarantine where reason='payload_too_large'"
+    )
+    assert size == 4096
+
+
+async def test_duplicate_delivery_is_stored_once(mosquitto, database_url) -> None:
+    await seed(database_url)
+    msg = ("devices/scale-1/telemetry", payload("weight", "dup-1", kg=70.1))
+    async with running_gateway(settings_for(mosquitto.url, database_url)) as gw:
+        await publish(mosquitto.url, [msg, msg, msg])
+        await publish(mosquitto.url, [("devices/scale-1/telemetry", payload("weight", "m2",
+                                                                           kg=70))])  # fmt: skip
+        await wait_count(database_url, "select count(*) from readings", 2)
+        assert gw.metrics.duplicates._value.get() == 2
+    # and across a restart of the gateway
+    async with running_gateway(settings_for(mosquitto.url, database_url)):
+        await publish(mosquitto.url, [msg, ("devices/scale-1/telemetry",
+                                            payload("weight", "m3", kg=70))])  # fmt: skip
+        await wait_count(database_url, "select count(*) from readings", 3)
+    assert await scalar(database_url, "select count(*) from readings where msg_id = 'dup-1'") == 1
+
+
+async def test_reassigned_device_attributes_by_message_time(mosquitto, database_url) -> None:
+    import psycopg
+
+    from gateway.storage import registry_repo as repo
+
+    s = await seed(database_url, since=datetime.now(UTC) - timedelta(days=10))
+    handover = datetime.now(UTC) - timedelta(days=2)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        async with conn.transaction():
+            await repo.return_device(conn, "scale-1", handover)
+            new_holder = await repo.create_person(conn, s.tenant, "next-holder")
+            await repo.assign_device(conn, "scale-1", new_holder, handover)
+    before = (handover - timedelta(hours=5)).isoformat()
+    after = (handover + timedelta(hours=5)).isoformat()
+    async with running_gateway(settings_for(mosquitto.url, database_url)):
+        await publish(
+            mosquitto.url,
+            [
+                ("devices/scale-1/telemetry", payload("weight", "old", before, kg=90)),
+                ("devices/scale-1/telemetry", payload("weight", "new", after, kg=60)),
+            ],
+        )
+        await wait_count(database_url, "select count(*) from readings", 2)
+    assert (
+        await scalar(database_url, "select person_id from readings where msg_id='old'")
+        == s.persons["scale-1"]
+    )
+    assert (
+        await scalar(database_url, "select person_id from readings where msg_id='new'")
+        == new_holder
+    )
