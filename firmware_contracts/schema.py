@@ -1,4 +1,4 @@
-"""JSON Schema export of contract v1: one schema per channel and one for all messages."""
+"""JSON Schema export of contract v1: one schema per channel (``{channel}.json``)."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ class DeviceTopic:
 
 
 def is_valid_device_id(device_id: str) -> bool:
-    return _DEVICE_ID_RE.match(device_id) is not None
+    return _DEVICE_ID_RE.fullmatch(device_id) is not None
 
 
 def device_topic(device_id: str, channel: Channel | str) -> str:

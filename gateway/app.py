@@ -105,6 +105,30 @@ class GatewayService:
                 if device is not None:
                     self.states.restore(row[0], DeviceState(device.tenant_id, row[1], *row[2:]))
 
+    async def wait_idle(self, quiet_s: float = 0.5, timeout_s: float = 15.0) -> bool:
+        """Wait until nothing has been received for ``quiet_s`` and nothing is queued for
+        the writer (e.g. before a demo stops). False if still busy after ``timeout_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last = (-1.0, -1)
+        quiet_since = loop.time()
+        while loop.time() < deadline:
+            now = (self._received_total(), self.writer.pending())
+            if now != last:
+                last, quiet_since = now, loop.time()
+            elif now[1] == 0 and loop.time() - quiet_since >= quiet_s:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def _received_total(self) -> float:
+        return sum(
+            sample.value
+            for metric in self.metrics.received.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+        )
+
     async def start(self) -> None:
         """What must succeed before the gateway takes traffic (database reachable)."""
         await self._maintain_partitions()

@@ -90,15 +90,21 @@ def _cmd_token(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from device_sims.runner import run_fleet
     from device_sims.scenario import load_scenario
-
     from gateway.mqtt.connection import BrokerAddress
 
     address = BrokerAddress.parse(args.broker)
-    specs = load_scenario(Path(args.scenario)).device_specs(args.devices)
+    scenario = load_scenario(Path(args.scenario))
+    specs = scenario.device_specs(args.devices)
     report = asyncio.run(
-        run_fleet(specs, host=address.host, port=address.port, duration_s=args.duration)
+        run_fleet(
+            specs,
+            host=address.host,
+            port=address.port,
+            duration_s=args.duration,
+            seed=scenario.seed,
+        )
     )
-    print(report)
+    print(report.summary())
     return 0
 
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from device_sims.runner import run_fleet
-from device_sims.scenario import DeviceSpec, load_scenario
 
 from api.auth import Role, mint
+from device_sims.runner import run_fleet
+from device_sims.scenario import DeviceSpec, load_scenario
+from gateway.app import GatewayService
 from gateway.runtime import Endpoints, embedded_overrides, endpoints, free_port, serve
 from gateway.settings import Settings
 from gateway.storage import registry_repo as repo
@@ -76,48 +77,51 @@ async def run_demo(
     settings: Settings, *, duration: float | None, devices: int | None, scenario: Path | None
 ) -> int:
     settings = embedded_overrides(settings)
+    # Ctrl-C or the duration stops the fleet; the gateway stops once it has stored what
+    # the fleet sent (its last "offline" statuses included).
+    fleet_stop = asyncio.Event()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, fleet_stop.set)
     scenario_file = scenario or SCENARIO / "small_municipality_night.toml"
-    specs = load_scenario(scenario_file).device_specs(devices)
+    loaded = load_scenario(scenario_file)
+    specs = loaded.device_specs(devices)
     with tempfile.TemporaryDirectory(prefix="wg-demo-") as tmp:
         async with endpoints(settings, pgdata=Path(tmp) / "pg", ephemeral=True) as ep:
             await seed(ep.database_url, specs)
-            api_port = settings.api_port if _port_free(settings.api_port) else free_port()
-            server = asyncio.create_task(serve(settings, ep, stop, api_port))
+            api_port = (
+                settings.api_port
+                if settings.api_port and _port_free(settings.api_port)
+                else free_port()
+            )
+            gateway = GatewayService(settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url)
+            server = asyncio.create_task(serve(settings, ep, stop, api_port, gateway))
+            await _wait_connected(gateway, server)
             _print_banner(settings, ep, api_port, len(specs), scenario_file)
             host, port = _host_port(ep.mqtt_url)
-            fleet = asyncio.create_task(
-                run_fleet(specs, host=host, port=port, duration_s=duration, stop=stop)
-            )
-            timer = asyncio.create_task(_stop_after(stop, duration))
-            progress = asyncio.create_task(_progress(ep, stop))
-            report = await fleet
-            if duration is not None:
-                await timer
+            progress = asyncio.create_task(_progress(ep, fleet_stop))
+            report = await run_fleet(
+                specs, host=host, port=port, duration_s=duration, stop=fleet_stop,
+                seed=loaded.seed,
+            )  # fmt: skip
+            fleet_stop.set()
+            await gateway.wait_idle()
             stop.set()
             await server
             progress.cancel()
             counts = await _stored_counts(ep.database_url)
-            print(f"\nsimulated devices published: {_report_summary(report)}")
+            print(f"\nsimulated devices published: {report.summary()}")
             print(f"stored: {counts}")
     return 0
 
 
-def _report_summary(report: Any) -> str:
-    published = getattr(report, "published", None)
-    return str(published if published is not None else report)
-
-
-async def _stop_after(stop: asyncio.Event, duration: float | None) -> None:
-    if duration is None:
-        await stop.wait()
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), duration)
-    stop.set()
+async def _wait_connected(gateway: GatewayService, server: asyncio.Task[None]) -> None:
+    connected = asyncio.create_task(gateway.consumer.connected.wait())
+    done, _ = await asyncio.wait({connected, server}, return_when=asyncio.FIRST_COMPLETED)
+    if server in done:
+        connected.cancel()
+        server.result()  # raises what stopped it
 
 
 async def _progress(ep: Endpoints, stop: asyncio.Event) -> None:

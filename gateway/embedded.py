@@ -22,8 +22,11 @@ class EmbeddedPostgres:
         self._server: Any = None
 
     def start(self) -> str:
-        os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # pgserver lock file
-        from pgserver import get_server
+        if "XDG_RUNTIME_DIR" not in os.environ:  # where pgserver keeps its lock file
+            runtime = Path(tempfile.gettempdir()) / f"wg-runtime-{os.getuid()}"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        from pgserver.postgres_server import get_server
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self._server = get_server(self.pgdata, cleanup_mode="delete" if self._delete else "stop")

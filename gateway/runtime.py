@@ -78,9 +78,17 @@ def embedded_overrides(settings: Settings) -> Settings:
     return settings
 
 
-async def serve(settings: Settings, ep: Endpoints, stop: asyncio.Event, api_port: int) -> None:
+async def serve(
+    settings: Settings,
+    ep: Endpoints,
+    stop: asyncio.Event,
+    api_port: int,
+    gateway: GatewayService | None = None,
+) -> None:
     """Gateway ingest and the HTTP API until ``stop``."""
-    gateway = GatewayService(settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url)
+    gateway = gateway or GatewayService(
+        settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url
+    )
     app = create_app(
         settings,
         api_database_url=ep.api_database_url,

@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("wg_toml_data", default={})  # noqa: B039
 
 

@@ -48,16 +48,15 @@ async def seed(
     }  # fmt: skip
     since = since or datetime.now(UTC) - timedelta(days=10)
     persons: dict[str, UUID] = {}
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        async with conn.transaction():
-            await repo.create_tenant(conn, tenant, tenant.title(), "municipality", org)
-            for model in MODELS:
-                await repo.ensure_device_model(conn, model)
-            for n, (device_id, model_id) in enumerate(devices.items(), start=1):
-                person = await repo.create_person(conn, tenant, f"{tenant}-brukare-{n}")
-                persons[device_id] = person
-                await repo.register_device(conn, tenant, device_id, model_id)
-                await repo.assign_device(conn, device_id, person, since)
+    async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+        await repo.create_tenant(conn, tenant, tenant.title(), "municipality", org)
+        for model in MODELS:
+            await repo.ensure_device_model(conn, model)
+        for n, (device_id, model_id) in enumerate(devices.items(), start=1):
+            person = await repo.create_person(conn, tenant, f"{tenant}-brukare-{n}")
+            persons[device_id] = person
+            await repo.register_device(conn, tenant, device_id, model_id)
+            await repo.assign_device(conn, device_id, person, since)
     return Seed(tenant, persons, devices)
 
 

@@ -140,11 +140,10 @@ async def test_reassigned_device_attributes_by_message_time(mosquitto, database_
 
     s = await seed(database_url, since=datetime.now(UTC) - timedelta(days=10))
     handover = datetime.now(UTC) - timedelta(days=2)
-    async with await psycopg.AsyncConnection.connect(database_url) as conn:
-        async with conn.transaction():
-            await repo.return_device(conn, "scale-1", handover)
-            new_holder = await repo.create_person(conn, s.tenant, "next-holder")
-            await repo.assign_device(conn, "scale-1", new_holder, handover)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await repo.return_device(conn, "scale-1", handover)
+        new_holder = await repo.create_person(conn, s.tenant, "next-holder")
+        await repo.assign_device(conn, "scale-1", new_holder, handover)
     before = (handover - timedelta(hours=5)).isoformat()
     after = (handover + timedelta(hours=5)).isoformat()
     async with running_gateway(settings_for(mosquitto.url, database_url)):

@@ -1,0 +1,61 @@
+"""The ceiling: a bare aiomqtt consumer (QoS 1, shared subscription,
+acknowledging on receipt, no validation, no storage) on the same broker and load.
+
+Run as ``python -m bench.bare_consumer``; prints one JSON line when it has received
+``--expect`` messages: the time of the first and the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+import aiomqtt
+import orjson
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gateway.mqtt.connection import NODELAY
+from gateway.mqtt.consumer import subscription_filters
+
+
+async def consume(port: int, expect: int, ready_file: str) -> None:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    # The session ends with the connection: a lingering member of the share group would
+    # take half of the gateway's messages in the next phase.
+    props.SessionExpiryInterval = 0
+    props.ReceiveMaximum = 2000
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier="bench-bare", protocol=aiomqtt.ProtocolVersion.V5,
+        clean_start=True, properties=props, socket_options=NODELAY,
+    ) as client:  # fmt: skip
+        await client.subscribe([(f, SubscribeOptions(qos=1)) for f in subscription_filters("wg")])
+        with open(ready_file, "w") as f:  # noqa: ASYNC230 - once, before the load
+            f.write("ready")
+        received = 0
+        first = 0.0
+        async for _ in client.messages:
+            if received == 0:
+                first = time.time()
+            received += 1
+            if received >= expect:
+                break
+        last = time.time()
+    sys.stdout.write(orjson.dumps({"received": received, "first": first, "last": last}).decode())
+    sys.stdout.write("\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--ready-file", required=True)
+    args = parser.parse_args()
+    asyncio.run(consume(args.port, args.expect, args.ready_file))
+
+
+if __name__ == "__main__":
+    main()

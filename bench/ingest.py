@@ -1,0 +1,260 @@
+"""``python -m bench.ingest``: sustained ingest, validated and committed, zero loss, QoS 1.
+
+One run, one private Mosquitto, one private PostgreSQL:
+
+1. ceiling: a bare aiomqtt consumer (no validation, no storage) drains the same load;
+2. the gateway (``welfare-gateway run`` in its own process) drains the same load, and the
+   database is checked: every message stored exactly once.
+
+The load is published by separate processes over many connections (one per simulated
+device) as fast as they can: offered load above capacity, so the figure is the rate at
+which the consumer keeps up while the broker queues the rest. Publish -> commit latency
+comes from the commit timestamps PostgreSQL records (``track_commit_timestamp``) minus
+the ``ts`` each publisher stamped. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import psycopg
+
+from bench import machine
+from bench.mosquitto import Mosquitto, wait_until
+from gateway.embedded import EmbeddedPostgres, with_user
+from gateway.settings import RetentionDays
+from gateway.storage import partitions
+from gateway.storage import registry_repo as repo
+from gateway.storage.migrate import migrate
+
+API_PASSWORD = "bench-api"
+TARGET_MSGS_PER_S = 7000
+TARGET_RATIO = 0.75
+
+
+Procs = list[subprocess.Popen[bytes]]
+
+
+def _loadgen(port: int, processes: int, devices: int, per_device: int, offset: int) -> Procs:
+    share = devices // processes
+    return [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--port",
+                str(port),
+                "--first",
+                str(p * share),
+                "--devices",
+                str(share),
+                "--per-device",
+                str(per_device),
+                "--offset",
+                str(offset),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        for p in range(processes)
+    ]
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[dict[str, Any]]:
+    out = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed ({proc.returncode})")
+        out.append(orjson.loads(stdout.splitlines()[-1]))
+    return out
+
+
+def _seed(url: str, devices: int) -> None:
+    async def go() -> None:
+        since = datetime.now(UTC) - timedelta(days=1)
+        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+            await repo.create_tenant(conn, "bench", "Bench", "municipality", "212000-9999")
+            await repo.ensure_device_model(
+                conn, repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60)
+            )
+            for i in range(devices):
+                device_id = f"bench-{i:05d}"
+                person = await repo.create_person(conn, "bench", f"p{i}")
+                await repo.register_device(conn, "bench", device_id, "bench-gps")
+                await repo.assign_device(conn, device_id, person, since)
+
+    asyncio.run(go())
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[str, Any]:
+    total = devices * per_device
+    broker = Mosquitto(workdir / "mosquitto").start()
+    pg = EmbeddedPostgres(workdir / "pg")
+    url = pg.start()
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("alter system set track_commit_timestamp = on")
+            conn.execute("alter system set synchronous_commit = on")
+        pg.stop()
+        url = pg.start()
+        migrate(url, api_password=API_PASSWORD)
+        with psycopg.connect(url, autocommit=True) as conn:
+            partitions.maintain(conn, RetentionDays(), datetime.now(UTC))
+        _seed(url, devices)
+
+        # 1. the ceiling: bare consumer, same broker, same load
+        ready = workdir / "bare.ready"
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.bare_consumer", "--port", str(broker.port),
+             "--expect", str(total), "--ready-file", str(ready)],
+            stdout=subprocess.PIPE,
+        )  # fmt: skip
+        wait_until(ready.exists, 30, "bare consumer subscribed")
+        pubs = _wait_all(_loadgen(broker.port, processes, devices, per_device, 0), 600)
+        bare_out, _ = bare.communicate(timeout=600)
+        bare_result = orjson.loads(bare_out.splitlines()[-1])
+        started = min(p["started"] for p in pubs)
+        bare_rate = total / (bare_result["last"] - started)
+        publish_rate_bare = total / (max(p["finished"] for p in pubs) - started)
+
+        # 2. the gateway, same broker, same load (new message ids)
+        env = {
+            **os.environ,
+            "WG_DATABASE_URL": url,
+            "WG_API_DATABASE_URL": with_user(url, "wg_api", API_PASSWORD),
+            "WG_MQTT_URL": broker.url,
+            "WG_API_PORT": "0",
+            "WG_LOG_LEVEL": "WARNING",
+            "WG_API_DB_PASSWORD": API_PASSWORD,
+        }
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run"], env=env,
+            stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("wb"),
+        )  # fmt: skip
+        proc = psutil.Process(gw.pid)
+        with psycopg.connect(url, autocommit=True) as conn:
+            n = 0
+
+            def serving() -> bool:
+                # a probe stored means: registry loaded, session subscribed, writer up
+                nonlocal n
+                n += 1
+                asyncio.run(_probe(broker.port, n))
+                return _stored(conn) > 0
+
+            wait_until(serving, 90, "gateway serving")
+            baseline = _stored(conn)
+            total_expected = total + baseline
+            rss_peak = 0.0
+            loadgen = _loadgen(broker.port, processes, devices, per_device, total)
+            deadline = time.monotonic() + 900
+            stored = 0
+            while time.monotonic() < deadline:
+                stored = _stored(conn)
+                rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
+                if stored >= total_expected:
+                    break
+                time.sleep(0.25)
+            pubs_out = _wait_all(loadgen, 60)
+            started = min(p["started"] for p in pubs_out)
+            stats = conn.execute(
+                "with rows as (select ts, pg_xact_commit_timestamp(xmin) as committed"
+                " from device_health where msg_id like 'm%%' union all"
+                " select ts, pg_xact_commit_timestamp(xmin) from positions)"
+                " select count(*), max(extract(epoch from committed)),"
+                " array_agg(extract(epoch from committed - ts) * 1000) from rows"
+            ).fetchone()
+            assert stats is not None
+            count, last_commit, latencies = stats
+            distinct = _distinct(conn)
+        gw.terminate()
+        gw.wait(60)
+        rate = count / (float(last_commit) - started)
+        return {
+            "messages": total,
+            "stored": count,
+            "stored_distinct": distinct,
+            "lost": total - distinct,
+            "stored_msgs_per_s": round(rate),
+            "bare_consumer_msgs_per_s": round(bare_rate),
+            "ratio_to_bare": round(rate / bare_rate, 3),
+            "publish_rate_msgs_per_s": round(publish_rate_bare),
+            "publish_to_commit_ms": {
+                "p50": round(_percentile([float(x) for x in latencies], 0.50), 1),
+                "p99": round(_percentile([float(x) for x in latencies], 0.99), 1),
+            },
+            "gateway_rss_mb_peak": round(rss_peak, 1),
+            "devices": devices,
+            "publisher_processes": processes,
+            "targets": {"stored_msgs_per_s": TARGET_MSGS_PER_S, "ratio_to_bare": TARGET_RATIO},
+            "meets_targets": rate >= TARGET_MSGS_PER_S
+            and rate / bare_rate >= TARGET_RATIO
+            and distinct == total,
+        }
+    finally:
+        broker.stop()
+        pg.stop()
+
+
+async def _probe(port: int, n: int) -> None:
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-probe") as client:
+        body = orjson.dumps({"v": 1, "type": "heartbeat", "id": f"probe-{n}",
+                             "ts": datetime.now(UTC).isoformat()})  # fmt: skip
+        await client.publish("devices/bench-00000/heartbeat", body, qos=1)
+
+
+def _stored(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "select (select count(*) from device_health) + (select count(*) from positions)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _distinct(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute(
+        "select (select count(distinct (device_id, msg_id)) from device_health"
+        " where msg_id like 'm%')"
+        " + (select count(distinct (device_id, msg_id)) from positions)"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="bench.ingest")
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--per-device", type=int, default=500)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="a few seconds, for the tests")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.devices, args.per_device = 20, 50
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        result = {
+            "ingest": run(args.devices, args.per_device, args.processes, Path(tmp)),
+            "machine": machine.describe(),
+        }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return result
+
+
+if __name__ == "__main__":
+    main()

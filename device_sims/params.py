@@ -1,0 +1,196 @@
+"""Per-group device parameters of a scenario file (pydantic models, pure).
+
+One ``[[devices]]`` table of a scenario describes a group of identical devices; its
+``type`` key selects the model below. Every model forbids unknown keys, so a typo in a
+scenario file is an error naming the key, never a silently ignored setting.
+
+Times of day (``weigh_in_time``, ``visits``...) are local times in the scenario's
+``timezone``; offsets (``at``, ``gain_starts_after``) count from the start of simulated
+time (see :mod:`device_sims.clock`).
+"""
+
+from __future__ import annotations
+
+from datetime import time, timedelta
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from device_sims.durations import Duration, PositiveDuration
+
+DeviceType = Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
+DEVICE_TYPES: tuple[DeviceType, ...] = ("gps_alarm", "scale", "blood_pressure_monitor", "door_lock")
+
+#: Clock skew a healthy device may have: well inside the gateway's 5-minute tolerance.
+MAX_HEALTHY_SKEW_S = 240.0
+
+DisconnectMode = Literal["abrupt", "clean"]
+"""``abrupt``: the socket dies without DISCONNECT, so the broker publishes the last will.
+``clean``: an MQTT DISCONNECT is sent, so the will is discarded and the device just goes
+quiet (only missing heartbeats reveal it)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatterySpec(_Strict):
+    start_percent: float = Field(default=100.0, gt=0.0, le=100.0)
+    drain_percent_per_day: float = Field(default=1.0, ge=0.0, le=100_000.0)
+    per_operation_percent: float = Field(
+        default=0.0, ge=0.0, le=100.0, description="Extra drain per lock operation."
+    )
+    low_threshold_percent: float = Field(default=15.0, ge=0.0, le=100.0)
+    report_interval: PositiveDuration = Field(
+        default=timedelta(hours=6), description="Interval of `battery` telemetry."
+    )
+    death: DisconnectMode = Field(
+        default="abrupt", description="How the connection ends when the battery is flat."
+    )
+
+
+class ConnectionLoss(_Strict):
+    """The device loses its connection at ``at`` for ``duration``, buffering readings."""
+
+    kind: Literal["connection_loss"] = "connection_loss"
+    at: Duration
+    duration: PositiveDuration
+    mode: DisconnectMode = "abrupt"
+
+
+class _GroupBase(_Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    count: int = Field(default=1, ge=0, le=1_000_000)
+    firmware: str = Field(default="sim-1.0.0", min_length=1, max_length=64)
+    heartbeat_interval_s: float = Field(default=60.0, ge=1.0, le=86_400.0)
+    rssi_dbm: int = Field(default=-75, ge=-140, le=-10)
+    rssi_jitter_db: float = Field(default=4.0, ge=0.0, le=30.0)
+    battery: BatterySpec = BatterySpec()
+    clock_skew_s: float = Field(
+        default=0.0,
+        ge=-3.0e9,
+        le=3.0e9,
+        description="Added to every timestamp the device writes (-1.8e9 is a 1970 clock).",
+    )
+    bad_clock: bool = Field(
+        default=False,
+        description="Allow a skew outside the contract (to test the gateway's refusal).",
+    )
+    telemetry_interval: PositiveDuration | None = Field(
+        default=None,
+        description="Load-test mode: emit the device's telemetry at this fixed interval "
+        "instead of its natural schedule.",
+    )
+    faults: list[ConnectionLoss] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _healthy_clock(self) -> _GroupBase:
+        if not self.bad_clock and abs(self.clock_skew_s) > MAX_HEALTHY_SKEW_S:
+            raise ValueError(
+                f"clock_skew_s={self.clock_skew_s} is outside +-{MAX_HEALTHY_SKEW_S:.0f} s; "
+                "set bad_clock = true to simulate a device with a wrong clock"
+            )
+        return self
+
+
+class GpsIncident(_Strict):
+    """A scripted incident at offset ``at`` from the start of simulated time."""
+
+    at: Duration
+    kind: Literal["button", "fall", "wander"]
+    duration: PositiveDuration | None = Field(
+        default=None, description="How long a wander lasts (default: wander_duration)."
+    )
+
+
+class GpsAlarmGroup(_GroupBase):
+    type: Literal["gps_alarm"]
+    home_lat: float = Field(ge=-89.0, le=89.0)
+    home_lon: float = Field(ge=-180.0, le=180.0)
+    home_spread_m: float = Field(
+        default=0.0, ge=0.0, le=200_000.0, description="Homes are spread around home_lat/lon."
+    )
+    safe_zone_radius_m: float = Field(default=200.0, gt=0.0, le=100_000.0)
+    position_interval: PositiveDuration = timedelta(seconds=60)
+    geofence_alarm: bool = Field(
+        default=True, description="The device itself raises geofence_exit alarms."
+    )
+    walks_per_day: float = Field(default=2.0, ge=0.0, le=1000.0)
+    walk_duration: PositiveDuration = timedelta(minutes=30)
+    button_per_day: float = Field(default=0.1, ge=0.0, le=10_000.0)
+    fall_per_day: float = Field(default=0.02, ge=0.0, le=10_000.0)
+    wander_per_day: float = Field(default=0.05, ge=0.0, le=1000.0)
+    wander_duration: PositiveDuration = timedelta(minutes=45)
+    wander_distance_factor: float = Field(
+        default=2.5, gt=1.0, le=100.0, description="How far out a wander goes, x radius."
+    )
+    incidents: list[GpsIncident] = Field(default_factory=list)
+
+
+class ScaleGroup(_GroupBase):
+    type: Literal["scale"]
+    baseline_kg: float = Field(default=80.0, ge=20.0, le=300.0)
+    noise_kg: float = Field(default=0.2, ge=0.0, le=5.0)
+    weigh_in_time: time = time(7, 15)
+    jitter: Duration = timedelta(minutes=15)
+    skip_probability: float = Field(default=0.05, ge=0.0, le=1.0)
+    gain_kg: float = Field(default=0.0, ge=-30.0, le=30.0)
+    gain_over: PositiveDuration = timedelta(days=3)
+    gain_starts_after: Duration = timedelta(0)
+
+
+class BloodPressureGroup(_GroupBase):
+    type: Literal["blood_pressure_monitor"]
+    systolic_mmhg: float = Field(default=128.0, ge=70.0, le=260.0)
+    diastolic_mmhg: float = Field(default=82.0, ge=40.0, le=180.0)
+    pulse_bpm: float = Field(default=68.0, ge=35.0, le=180.0)
+    systolic_noise: float = Field(default=7.0, ge=0.0, le=40.0)
+    diastolic_noise: float = Field(default=5.0, ge=0.0, le=30.0)
+    pulse_noise: float = Field(default=5.0, ge=0.0, le=30.0)
+    systolic_rise_per_day: float = Field(default=0.0, ge=-20.0, le=20.0)
+    reading_times: list[time] = Field(default_factory=lambda: [time(7, 30), time(20, 0)])
+    jitter: Duration = timedelta(minutes=20)
+    skip_probability: float = Field(default=0.05, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _plausible(self) -> BloodPressureGroup:
+        if self.systolic_mmhg < self.diastolic_mmhg + 15:
+            raise ValueError("systolic_mmhg must be at least 15 above diastolic_mmhg")
+        if not self.reading_times:
+            raise ValueError("reading_times must not be empty")
+        return self
+
+
+class DoorLockGroup(_GroupBase):
+    type: Literal["door_lock"]
+    staff_key_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, description="Keys of the home-care staff (default: staff_count keys)."
+    )
+    staff_count: int = Field(default=4, ge=1, le=1000)
+    visits: list[time] = Field(
+        default_factory=lambda: [time(7, 30), time(12, 0), time(16, 30), time(21, 30)],
+        description="Planned home-care visits, local times of day.",
+    )
+    visit_duration: PositiveDuration = timedelta(minutes=20)
+    visit_jitter: Duration = timedelta(minutes=10)
+    denied_probability: float = Field(default=0.05, ge=0.0, le=1.0)
+    tamper_per_day: float = Field(default=0.0, ge=0.0, le=1000.0)
+    auto_lock_after: PositiveDuration = Field(
+        default=timedelta(minutes=2), description="Relock delay after a remote unlock."
+    )
+    battery: BatterySpec = BatterySpec(drain_percent_per_day=0.3, per_operation_percent=0.02)
+
+    @model_validator(mode="after")
+    def _has_visits(self) -> DoorLockGroup:
+        if not self.visits:
+            raise ValueError("visits must not be empty")
+        if self.staff_key_ids is not None and not self.staff_key_ids:
+            raise ValueError("staff_key_ids must not be empty when given")
+        return self
+
+
+DeviceGroup = Annotated[
+    GpsAlarmGroup | ScaleGroup | BloodPressureGroup | DoorLockGroup,
+    Field(discriminator="type"),
+]
+AnyGroup = GpsAlarmGroup | ScaleGroup | BloodPressureGroup | DoorLockGroup

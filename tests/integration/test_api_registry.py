@@ -1,0 +1,118 @@
+"""The registry API over real HTTP (uvicorn) on a real PostgreSQL as role wg_api."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from prometheus_client import CollectorRegistry
+
+from api.app import create_app
+from api.auth import Role, mint
+from gateway.embedded import with_user
+from gateway.settings import Settings
+from tests.conftest import API_PASSWORD
+from tests.integration.harness import seed
+from tests.services import free_port
+
+SECRET = "test-secret-test-secret-test-secret"
+
+
+@contextlib.asynccontextmanager
+async def api_server(database_url: str) -> AsyncIterator[str]:
+    settings = Settings(database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD)
+    app = create_app(
+        settings,
+        api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+        metrics_registry=CollectorRegistry(),
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def auth(tenant: str, role: Role) -> dict[str, str]:
+    token = mint(SECRET, tenant=tenant, role=role, subject=f"{tenant}-{role}", org=None, ttl_s=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_server(database_url) as base, httpx.AsyncClient(base_url=base) as client:
+        yield client
+
+
+async def test_register_assign_return_over_http(http: httpx.AsyncClient, database_url) -> None:
+    await seed(database_url, tenant="kommun-b", org="212000-0002", devices={"b-1": "t-scale"})
+    admin = auth("platform", Role.PLATFORM_ADMIN)
+    r = await http.post(
+        "/api/v1/tenants",
+        headers=admin,
+        json={
+            "id": "kommun-a",
+            "name": "Kommun A",
+            "kind": "municipality",
+            "org_number": "212000-0001",
+        },
+    )
+    assert r.status_code == 201, r.text
+    a = auth("kommun-a", Role.TENANT_ADMIN)
+    r = await http.post("/api/v1/persons", headers=a, json={"ref": "Brukare 1"})
+    assert r.status_code == 201, r.text
+    person = r.json()["id"]
+    r = await http.post("/api/v1/devices", headers=a, json={"id": "a-1", "model_id": "t-scale"})
+    assert r.status_code == 201, r.text
+    r = await http.post("/api/v1/devices/a-1/assign", headers=a, json={"person_id": person})
+    assert r.status_code == 204, r.text
+    r = await http.get("/api/v1/devices", headers=a, params={"status": "active"})
+    assert [d["id"] for d in r.json()] == ["a-1"]
+    assert r.json()[0]["person_id"] == person
+    r = await http.post("/api/v1/devices/a-1/assign", headers=a, json={"person_id": person})
+    assert r.status_code == 409
+    assert r.headers["content-type"].startswith("application/problem+json")
+    r = await http.post("/api/v1/devices/a-1/return", headers=a)
+    assert r.status_code == 204
+    r = await http.get("/api/v1/devices", headers=a, params={"status": "returned"})
+    assert [d["id"] for d in r.json()] == ["a-1"]
+
+
+async def test_errors_are_problem_details_and_tenants_are_isolated(
+    http: httpx.AsyncClient, database_url
+) -> None:
+    b = await seed(database_url, tenant="kommun-b", org="212000-0002", devices={"b-1": "t-scale"})
+    await seed(database_url, tenant="kommun-a", org="212000-0001", devices={"a-1": "t-scale"})
+    a = auth("kommun-a", Role.TENANT_ADMIN)
+    other_person = b.persons["b-1"]
+    r = await http.get(f"/api/v1/persons/{other_person}", headers=a)
+    assert r.status_code == 404 and r.json()["title"] == "Not Found"
+    r = await http.get("/api/v1/devices", headers=a)
+    assert [d["id"] for d in r.json()] == ["a-1"]
+    r = await http.post("/api/v1/devices/b-1/return", headers=a)
+    assert r.status_code == 404
+    r = await http.get("/api/v1/devices", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    r = await http.post("/api/v1/tenants", headers=a, json={})
+    assert r.status_code == 403
+    r = await http.post("/api/v1/devices", headers=a, json={"id": "bad id!", "model_id": "x"})
+    assert r.status_code == 422
+    body: dict[str, Any] = r.json()
+    assert any(e["field"] == "body.id" for e in body["errors"])
+    r = await http.get(f"/api/v1/persons/{other_person}/readings", headers=a,
+                       params={"category": "weight"})  # fmt: skip
+    assert r.status_code == 404
+    r = await http.get("/healthz")
+    assert r.json() == {"status": "ok", "database": "up"}

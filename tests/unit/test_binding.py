@@ -1,0 +1,70 @@
+"""Binding a message to tenant and person: pure, no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.domain.registry import (
+    Assignment,
+    Binding,
+    DeviceRecord,
+    DeviceStatus,
+    Refusal,
+    Refused,
+    bind,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ALICE, BOB = uuid4(), uuid4()
+
+
+def device(status: DeviceStatus = DeviceStatus.ACTIVE, *assignments: Assignment) -> DeviceRecord:
+    return DeviceRecord("d-1", "kommun-a", status, "scale", 300, tuple(assignments))
+
+
+HANDED_OVER = T0 + timedelta(days=10)
+REISSUED = device(
+    DeviceStatus.ACTIVE,
+    Assignment(ALICE, T0, HANDED_OVER),
+    Assignment(BOB, HANDED_OVER, None),
+)
+
+
+def test_unknown_and_inactive_are_refused() -> None:
+    assert isinstance(r := bind(None, T0, needs_person=True), Refused)
+    assert r.reason is Refusal.UNKNOWN_DEVICE
+    for status in (DeviceStatus.IN_STOCK, DeviceStatus.RETURNED, DeviceStatus.RETIRED):
+        r = bind(device(status), T0, needs_person=False)
+        assert isinstance(r, Refused) and r.reason is Refusal.INACTIVE_DEVICE
+        assert r.tenant_id == "kommun-a"
+
+
+def test_reading_goes_to_holder_at_its_own_time() -> None:
+    assert bind(REISSUED, T0 + timedelta(days=1), needs_person=True) == Binding("kommun-a", ALICE)
+    assert bind(REISSUED, HANDED_OVER, needs_person=True) == Binding("kommun-a", BOB)
+    assert bind(REISSUED, HANDED_OVER - timedelta(microseconds=1), needs_person=True) == Binding(
+        "kommun-a", ALICE
+    )
+
+
+def test_personal_data_before_any_assignment_is_refused_health_is_not() -> None:
+    before = T0 - timedelta(days=1)
+    r = bind(REISSUED, before, needs_person=True)
+    assert isinstance(r, Refused) and r.reason is Refusal.NO_ASSIGNMENT_AT_TS
+    assert bind(REISSUED, before, needs_person=False) == Binding("kommun-a", None)
+
+
+def test_status_without_ts_binds_to_current_holder() -> None:
+    assert bind(REISSUED, None, needs_person=False) == Binding("kommun-a", BOB)
+
+
+@given(st.integers(min_value=0, max_value=40 * 86400))
+def test_never_attributed_to_someone_who_did_not_hold_it(offset_s: int) -> None:
+    ts = T0 + timedelta(seconds=offset_s)
+    result = bind(REISSUED, ts, needs_person=True)
+    assert isinstance(result, Binding)
+    assert result.person_id == (ALICE if ts < HANDED_OVER else BOB)
