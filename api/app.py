@@ -10,14 +10,20 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
 from api import problems
-from api.routes import health, readings, registry
+from api.routes import alarms as alarm_routes
+from api.routes import health, readings, registry, rules
 from gateway import __version__
+from gateway.alarms.service import AlarmService
 from gateway.pii import PinCipher
 from gateway.settings import Settings
 
 
 def create_app(
-    settings: Settings, *, api_database_url: str, metrics_registry: CollectorRegistry
+    settings: Settings,
+    *,
+    api_database_url: str,
+    metrics_registry: CollectorRegistry,
+    alarms: AlarmService | None = None,
 ) -> FastAPI:
     pool = AsyncConnectionPool(
         api_database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": False}
@@ -40,6 +46,7 @@ def create_app(
     app.state.pool = pool
     app.state.jwt_secret = settings.jwt_secret.get_secret_value()
     app.state.metrics_registry = metrics_registry
+    app.state.alarms = alarms
     app.state.pin_cipher = PinCipher.from_settings(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
     )
@@ -47,4 +54,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(registry.router)
     app.include_router(readings.router)
+    app.include_router(alarm_routes.router)
+    app.include_router(rules.router)
     return app

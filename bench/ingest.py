@@ -143,6 +143,7 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
             "WG_API_PORT": "0",
             "WG_LOG_LEVEL": "WARNING",
             "WG_API_DB_PASSWORD": API_PASSWORD,
+            "WG_DATA_DIR": str(workdir / "data"),
         }
         gw = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run"], env=env,

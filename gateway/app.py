@@ -10,8 +10,9 @@ from typing import Any
 
 import psycopg
 
+from gateway.alarms.service import AlarmService
 from gateway.device_state import DeviceState, DeviceStates
-from gateway.ingest import AlarmPath, Ingest
+from gateway.ingest import Ingest
 from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer
 from gateway.registry_cache import RegistryCache
@@ -36,13 +37,21 @@ class GatewayService:
         database_url: str,
         mqtt_url: str,
         metrics: IngestMetrics | None = None,
-        alarms: AlarmPath | None = None,
     ) -> None:
         self.settings = settings
         self.database_url = database_url
         self.metrics = metrics or IngestMetrics()
         self.states = DeviceStates()
         self.registry = RegistryCache(database_url, self.metrics)
+        self.alarms = AlarmService(
+            settings.alarms,
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            client_id=settings.mqtt_client_id,
+            registry=self.registry,
+            states=self.states,
+            journal_dir=settings.data_dir / "journal" / settings.mqtt_client_id,
+        )
         self.consumer = MqttConsumer(
             ConsumerConfig(
                 url=mqtt_url,
@@ -74,7 +83,7 @@ class GatewayService:
             max_payload_bytes=settings.max_payload_bytes,
             quarantine_payload_bytes=settings.quarantine_payload_bytes,
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
-            alarms=alarms,
+            alarms=self.alarms,
         )
 
     async def _handle(self, inbound: Any) -> None:
@@ -134,10 +143,13 @@ class GatewayService:
         await self._maintain_partitions()
         await self.registry.load()
         await self._restore_device_states()
+        await self.alarms.start()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.start()
         writer_task = asyncio.create_task(self.writer.run(), name="batch-writer")
+        alarms_stop = asyncio.Event()
+        alarms_task = asyncio.create_task(self.alarms.run(alarms_stop), name="alarms")
         tasks = [
             asyncio.create_task(self.registry.follow(stop), name="registry-follow"),
             asyncio.create_task(self._partition_loop(stop), name="partitions"),
@@ -156,6 +168,8 @@ class GatewayService:
             await self.consumer.run(stop, drain)
         finally:
             stop.set()
+            alarms_stop.set()  # after ingest has drained: deliver what it raised
+            await alarms_task
             if not writer_task.done():
                 writer_task.cancel()
             for task in tasks:

@@ -11,8 +11,6 @@ down: binding, and with it the alarm path, does not depend on the database.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
 from typing import Any
 
@@ -20,9 +18,7 @@ import psycopg
 
 from gateway.domain.registry import DeviceRecord
 from gateway.metrics import IngestMetrics
-from gateway.storage import queries
-
-log = logging.getLogger(__name__)
+from gateway.storage import listen, queries
 
 NEGATIVE_TTL_S = 5.0
 FULL_RELOAD_S = 300.0
@@ -85,41 +81,23 @@ class RegistryCache:
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Apply change notifications until ``stop``; reconnects when the database returns."""
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute("listen wg_registry")
-                    # Changes made while we were not listening: reload everything once.
-                    self._devices = await queries.load_registry(conn)
-                    self._metrics.registry_devices.set(len(self._devices))
-                    self.loaded.set()
-                    backoff = 0.1
-                    await self._listen(conn, stop)
-            except (psycopg.Error, OSError) as exc:
-                log.warning(
-                    "registry listener lost the database; serving from memory",
-                    extra={"error": type(exc).__name__},
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
 
-    async def _listen(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
-        last_full = time.monotonic()
-        while not stop.is_set():
-            async for notify in conn.notifies(timeout=0.5):
-                device_id = notify.payload
-                record = await self._lookup(device_id)
-                if record is None:
-                    self._devices.pop(device_id, None)
-                else:
-                    self._put(record)
-            if time.monotonic() - last_full > FULL_RELOAD_S:
-                self._devices = await queries.load_registry(conn)
-                last_full = time.monotonic()
+        async def reload(conn: psycopg.AsyncConnection[Any]) -> None:
+            self._devices = await queries.load_registry(conn)
+            self._metrics.registry_devices.set(len(self._devices))
+            self.loaded.set()
+
+        async def changed(device_id: str) -> None:
+            record = await self._lookup(device_id)
+            if record is None:
+                self._devices.pop(device_id, None)
+            else:
+                self._put(record)
+
+        await listen.follow(
+            self._url, "wg_registry", reload=reload, changed=changed, stop=stop,
+            full_reload_s=FULL_RELOAD_S,
+        )  # fmt: skip
 
     async def close(self) -> None:
         if self._lookup_conn is not None:

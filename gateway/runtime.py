@@ -93,6 +93,7 @@ async def serve(
         settings,
         api_database_url=ep.api_database_url,
         metrics_registry=gateway.metrics.registry,
+        alarms=gateway.alarms,
     )
     server = uvicorn.Server(
         uvicorn.Config(

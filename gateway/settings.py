@@ -12,7 +12,7 @@ import re
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -37,6 +37,48 @@ class RetentionDays(BaseModel):
     device_alarms: int = Field(default=730, ge=1)
     command_replies: int = Field(default=90, ge=1)
     quarantine: int = Field(default=30, ge=1)
+
+
+SeverityName = Literal["critical", "high", "medium", "low"]
+
+
+def _default_escalation() -> dict[SeverityName, list[int]]:
+    return {"critical": [60, 120], "high": [180, 300], "medium": [900], "low": []}
+
+
+class WebhookSetting(BaseModel):
+    """An external receiver (e.g. an alarm receiving centre) for one recipient group."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(min_length=1, max_length=64)
+    url: str = Field(pattern=r"^https?://")
+    secret: SecretStr = Field(min_length=16)
+
+
+class AlarmSettings(BaseModel):
+    """The safety path's rules and delivery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    silence_factor: float = Field(default=2.0, gt=0, description="x heartbeat interval")
+    silence_grace_s: float = Field(default=30.0, ge=0)
+    battery_low_percent: int = Field(default=20, ge=1, le=99)
+    battery_ok_percent: int = Field(default=30, ge=1, le=100)
+    door_unlocked_after_s: float = Field(default=900, gt=0)
+    geofence_hysteresis_m: float = Field(default=25.0, ge=0)
+    geofence_max_accuracy_m: float = Field(default=500.0, gt=0)
+    escalation_s: dict[SeverityName, list[int]] = Field(
+        default_factory=_default_escalation,
+        description="Seconds unacknowledged before each escalation step, per severity.",
+    )  # fmt: skip
+    severity: dict[str, dict[str, SeverityName]] = Field(
+        default_factory=dict,
+        description='Per tenant ("*" for all): alarm kind -> severity.',
+    )
+    timezone: str = "Europe/Stockholm"
+    webhooks: list[WebhookSetting] = Field(default_factory=list)
+    tick_ms: int = Field(default=250, ge=10, le=5000)
 
 
 class Settings(BaseSettings):
@@ -84,6 +126,7 @@ class Settings(BaseSettings):
     quarantine_payload_bytes: int = Field(default=4_096, ge=0)
     max_clock_skew_s: int = Field(default=300, ge=0)
     retention: RetentionDays = Field(default_factory=RetentionDays)
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
 
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

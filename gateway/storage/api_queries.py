@@ -36,3 +36,17 @@ READING_QUERIES: dict[str, tuple[str, str | None]] = {
         None,
     ),
 }
+
+LIST_ALARMS = """
+    select id, tenant_id, kind, severity, state, device_id, person_id, person_ref, raised_at,
+        last_at, occurrences, condition, cleared_at, acknowledged_by, acknowledged_at,
+        resolved_by, resolved_at, outcome, lat, lon, accuracy_m, escalation_level, detail
+    from alarms
+    where (%(state)s::text is null
+           or (%(state)s = 'open' and state <> 'resolved')
+           or state = %(state)s)
+    order by (state = 'resolved'),
+        case severity when 'critical' then 0 when 'high' then 1 when 'medium' then 2 else 3 end,
+        raised_at desc
+    limit %(limit)s
+"""

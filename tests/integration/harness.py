@@ -61,7 +61,10 @@ async def seed(
 
 
 def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings:
+    import tempfile
+
     values: dict[str, Any] = {
+        "data_dir": tempfile.mkdtemp(prefix="wg-test-data-"),
         "mqtt_url": mqtt_url,
         "database_url": database_url,
         "mqtt_client_id": "wg-test-gateway",

@@ -36,6 +36,7 @@ def _gateway_process(mqtt_url: str, database_url: str, log: Path) -> subprocess.
         "WG_API_DB_PASSWORD": API_PASSWORD,
         "WG_MQTT_CLIENT_ID": "wg-kill-test",
         "WG_BATCH_MAX_DELAY_MS": "20",
+        "WG_DATA_DIR": str(log.parent / "data"),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run"],

@@ -1,0 +1,156 @@
+"""Alarms: list, acknowledge, resolve, and the live stream (Server-Sent Events)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from api.auth import Principal, Role
+from api.deps import TenantConn, require
+from gateway.alarms.codec import alarm_to_dict
+from gateway.alarms.service import AlarmService
+from gateway.domain.alarms import AlarmError
+from gateway.storage.api_queries import LIST_ALARMS
+
+router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
+
+STAFF = (Role.OPERATOR, Role.TENANT_ADMIN, Role.PLATFORM_ADMIN)
+KEEPALIVE_S = 15.0
+
+
+class AlarmOut(BaseModel):
+    alarm_id: UUID
+    tenant_id: str
+    kind: str
+    severity: str
+    state: str
+    device_id: str
+    person_id: UUID | None
+    person_ref: str | None
+    raised_at: datetime
+    last_at: datetime
+    occurrences: int
+    condition: Literal["active", "cleared"] | None
+    cleared_at: datetime | None
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    resolved_by: str | None
+    resolved_at: datetime | None
+    outcome: str | None
+    position: dict[str, float | None] | None
+    escalation_level: int
+    detail: dict[str, Any]
+
+
+class ResolveIn(BaseModel):
+    outcome: str = Field(min_length=1, max_length=2000, description="What was done.")
+
+
+def _service(request: Request) -> AlarmService:
+    service: AlarmService | None = request.app.state.alarms
+    if service is None:
+        raise HTTPException(503, "the alarm service does not run in this API process")
+    return service
+
+
+@router.get("", response_model=list[AlarmOut])
+async def list_alarms(
+    conn: TenantConn,
+    state: Literal["raised", "acknowledged", "resolved", "open"] | None = None,
+    limit: int = 200,
+    _: Principal = require(*STAFF),
+) -> list[dict[str, Any]]:
+    """Newest and most severe first. ``state=open`` means raised or acknowledged."""
+    limit = max(1, min(limit, 1000))
+    cur = await conn.execute(LIST_ALARMS, {"state": state, "limit": limit})
+    names = [c.name for c in cur.description or []]
+    rows = []
+    for row in await cur.fetchall():
+        r = dict(zip(names, row, strict=True))
+        lat, lon, acc = r.pop("lat"), r.pop("lon"), r.pop("accuracy_m")
+        r["position"] = {"lat": lat, "lon": lon, "accuracy_m": acc} if lat is not None else None
+        r["condition"] = {None: None, True: "active", False: "cleared"}[r["condition"]]
+        r["alarm_id"] = r.pop("id")
+        rows.append(r)
+    return rows
+
+
+@router.post("/{alarm_id}/acknowledge", response_model=AlarmOut)
+async def acknowledge(
+    alarm_id: UUID, request: Request, who: Principal = require(*STAFF)
+) -> dict[str, Any]:
+    try:
+        alarm = _service(request).acknowledge(who.tenant, alarm_id, who.subject)
+    except AlarmError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return alarm_to_dict(alarm)
+
+
+@router.post("/{alarm_id}/resolve", response_model=AlarmOut)
+async def resolve(
+    alarm_id: UUID, body: ResolveIn, request: Request, who: Principal = require(*STAFF)
+) -> dict[str, Any]:
+    try:
+        alarm = _service(request).resolve(who.tenant, alarm_id, who.subject, body.outcome)
+    except AlarmError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    return alarm_to_dict(alarm)
+
+
+@router.get(
+    "/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(
+    request: Request,
+    who: Principal = require(*STAFF),
+    last_event_id: str | None = Header(default=None),
+) -> StreamingResponse:
+    """Every alarm state change of the caller's tenant, live. Each event's ``id`` may be
+    sent back as ``Last-Event-ID`` on reconnect to receive what was missed, once; when too
+    much was missed, an event ``resync`` says to reload the list."""
+    service = _service(request)
+    try:
+        after = int(last_event_id) if last_event_id else 0
+    except ValueError:
+        raise HTTPException(422, "Last-Event-ID must be a number") from None
+    queue = service.hub.subscribe(who.tenant)
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield b"retry: 2000\n\n"
+            backlog, complete = service.hub.since(who.tenant, after)
+            if not complete:
+                yield b"event: resync\ndata: {}\n\n"
+            sent = after
+            for event in backlog:
+                sent = event.id
+                yield b"id: %d\nevent: alarm\ndata: %s\n\n" % (event.id, event.data)
+            while True:
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keepalive\n\n"
+                    continue
+                if item is None:
+                    return  # too slow: the client reconnects and catches up
+                if item.id <= sent:
+                    continue
+                sent = item.id
+                yield b"id: %d\nevent: alarm\ndata: %s\n\n" % (item.id, item.data)
+        finally:
+            service.hub.unsubscribe(who.tenant, queue)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

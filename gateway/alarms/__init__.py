@@ -1,0 +1,1 @@
+"""The alarm path: rules in memory, lifecycle, journal, dispatch, supervision."""

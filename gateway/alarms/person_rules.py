@@ -1,0 +1,110 @@
+"""Persons' alarm rules in memory: pseudonymous reference, safe zones, vital-sign limits.
+
+Loaded from the registry (``persons``, ``safe_zones``, ``person_limits``) and kept current
+by ``LISTEN wg_rules``, so that rules are evaluated without the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import time, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from gateway.alarms.engine import PersonRules
+from gateway.domain.geofence import Circle, Polygon, SafeZone, TimeWindow
+from gateway.domain.vitals import BloodPressureLimits, WeightGainLimit
+from gateway.storage import listen
+
+_PERSONS = "select id, tenant_id, ref from persons"
+_ZONES = "select id, person_id, name, shape, windows, timezone from safe_zones"
+_LIMITS = "select person_id, blood_pressure, weight_gain from person_limits"
+
+
+def zone_from_row(
+    zone_id: str, name: str, shape: dict[str, Any], windows: list[Any], tz: str
+) -> SafeZone:
+    """The stored JSON of a safe zone (as the API validated it) to the domain's type."""
+    if shape["type"] == "circle":
+        geometry: Circle | Polygon = Circle(shape["lat"], shape["lon"], shape["radius_m"])
+    else:
+        geometry = Polygon(tuple((float(p[0]), float(p[1])) for p in shape["points"]))
+    return SafeZone(
+        zone_id=zone_id,
+        name=name,
+        shape=geometry,
+        windows=tuple(
+            TimeWindow(
+                frozenset(w["weekdays"]),
+                time.fromisoformat(w["start"]),
+                time.fromisoformat(w["end"]),
+            )
+            for w in windows
+        ),
+        timezone=tz,
+    )
+
+
+def limits_from_row(
+    bp: dict[str, Any] | None, weight: dict[str, Any] | None
+) -> tuple[BloodPressureLimits, WeightGainLimit]:
+    bp_limits = BloodPressureLimits(**bp) if bp else BloodPressureLimits()
+    weight_limit = (
+        WeightGainLimit(weight["gain_kg"], timedelta(days=weight["window_days"]))
+        if weight
+        else WeightGainLimit()
+    )
+    return bp_limits, weight_limit
+
+
+async def _load(
+    conn: psycopg.AsyncConnection[Any], person_id: UUID | None
+) -> dict[UUID, PersonRules]:
+    where, params = (" where id = %s", (person_id,)) if person_id else ("", ())
+    persons = await (await conn.execute(_PERSONS + where, params)).fetchall()
+    where = " where person_id = %s" if person_id else ""
+    zones: dict[UUID, list[SafeZone]] = defaultdict(list)
+    for zid, pid, name, shape, windows, tz in await (
+        await conn.execute(_ZONES + where, params)
+    ).fetchall():
+        zones[pid].append(zone_from_row(str(zid), name, shape, windows, tz))
+    limits = {
+        pid: limits_from_row(bp, weight)
+        for pid, bp, weight in await (await conn.execute(_LIMITS + where, params)).fetchall()
+    }
+    out = {}
+    for pid, tenant, ref in persons:
+        bp_limits, weight_limit = limits.get(pid, (BloodPressureLimits(), WeightGainLimit()))
+        out[pid] = PersonRules(pid, tenant, ref, tuple(zones[pid]), bp_limits, weight_limit)
+    return out
+
+
+class PersonRulesCache:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._rules: dict[UUID, PersonRules] = {}
+
+    def get(self, person_id: UUID) -> PersonRules | None:
+        return self._rules.get(person_id)
+
+    async def load(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            self._rules = await _load(conn, None)
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        async def reload(conn: psycopg.AsyncConnection[Any]) -> None:
+            self._rules = await _load(conn, None)
+
+        async def changed(payload: str) -> None:
+            person_id = UUID(payload)
+            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                found = await _load(conn, person_id)
+            if person_id in found:
+                self._rules[person_id] = found[person_id]
+            else:
+                self._rules.pop(person_id, None)
+
+        await listen.follow(self._url, "wg_rules", reload=reload, changed=changed, stop=stop)

@@ -1,0 +1,1 @@
+"""Delivery of alarm state changes to recipients outside the gateway."""

@@ -1,0 +1,78 @@
+"""Who receives an alarm: recipient groups chosen by kind, severity and time of day.
+
+A route matches an alarm by kind, severity and local time of day; its ``chain`` lists the
+recipient groups in escalation order. At level 0 the alarm goes to ``chain[0]``; each
+escalation adds the next group (the earlier ones keep receiving it), and the last group
+stays the last. The first matching route wins. Pure: the clock comes in as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from zoneinfo import ZoneInfo
+
+from gateway.domain.alarms import Alarm, AlarmKind, Severity
+
+SAFETY = frozenset(
+    {AlarmKind.BUTTON, AlarmKind.FALL, AlarmKind.GEOFENCE_EXIT, AlarmKind.TAMPER,
+     AlarmKind.DOOR_UNLOCKED}
+)  # fmt: skip
+LIMITS = frozenset({AlarmKind.BLOOD_PRESSURE, AlarmKind.WEIGHT_GAIN})
+TECHNICAL = frozenset({AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW})
+
+
+@dataclass(frozen=True)
+class Route:
+    chain: tuple[str, ...]
+    kinds: frozenset[AlarmKind] | None = None  # None: any kind
+    severities: frozenset[Severity] | None = None
+    hours: tuple[time, time] | None = None  # local [start, end); may cross midnight
+
+    def matches(self, alarm: Alarm, local: time) -> bool:
+        if self.kinds is not None and alarm.kind not in self.kinds:
+            return False
+        if self.severities is not None and alarm.severity not in self.severities:
+            return False
+        if self.hours is not None:
+            start, end = self.hours
+            inside = start <= local < end if start < end else (local >= start or local < end)
+            if not inside:
+                return False
+        return True
+
+
+NIGHT = (time(22, 0), time(7, 0))
+DAY = (time(7, 0), time(22, 0))
+
+DEFAULT_ROUTES: tuple[Route, ...] = (
+    # Night: the night-supervision team first; home care and the named relative next.
+    Route(("night_team", "home_care", "relative"), kinds=SAFETY, hours=NIGHT),
+    Route(("home_care", "night_team", "relative"), kinds=SAFETY, hours=DAY),
+    Route(("regional_clinic",), kinds=LIMITS),
+    Route(("technicians", "night_team"), kinds=TECHNICAL),
+)
+
+
+@dataclass(frozen=True)
+class RoutingPolicy:
+    routes: tuple[Route, ...] = DEFAULT_ROUTES
+    timezone: str = "Europe/Stockholm"
+    fallback: tuple[str, ...] = ("night_team",)
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_zone", ZoneInfo(self.timezone))
+
+    def chain(self, alarm: Alarm, at: datetime) -> tuple[str, ...]:
+        """The escalation chain of the route chosen when the alarm was raised."""
+        local = at.astimezone(self._zone).time()
+        for route in self.routes:
+            if route.matches(alarm, local):
+                return route.chain
+        return self.fallback
+
+    def recipients(self, alarm: Alarm) -> tuple[str, ...]:
+        """Groups that receive the alarm now, at its escalation level."""
+        chain = self.chain(alarm, alarm.raised_at)
+        return chain[: min(len(chain), alarm.escalation_level + 1)]
