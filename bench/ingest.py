@@ -16,13 +16,10 @@ the ``ts`` each publisher stamped. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +28,9 @@ import psutil
 import psycopg
 
 from bench import machine
-from bench.mosquitto import Mosquitto, wait_until
-from gateway.embedded import EmbeddedPostgres, with_user
-from gateway.settings import RetentionDays
-from gateway.storage import partitions
+from bench.mosquitto import wait_until
+from bench.stack import stack
 from gateway.storage import registry_repo as repo
-from gateway.storage.migrate import migrate
 
 API_PASSWORD = "bench-api"
 TARGET_MSGS_PER_S = 7000
@@ -46,8 +40,16 @@ TARGET_RATIO = 0.75
 Procs = list[subprocess.Popen[bytes]]
 
 
-def _loadgen(port: int, processes: int, devices: int, per_device: int, offset: int) -> Procs:
+def _loadgen(
+    port: int,
+    processes: int,
+    devices: int,
+    per_device: int,
+    offset: int,
+    rate: float | None = None,
+) -> Procs:
     share = devices // processes
+    extra = ["--rate", str(rate)] if rate else []
     return [
         subprocess.Popen(
             [
@@ -64,6 +66,7 @@ def _loadgen(port: int, processes: int, devices: int, per_device: int, offset: i
                 str(per_device),
                 "--offset",
                 str(offset),
+                *extra,
             ],
             stdout=subprocess.PIPE,
         )
@@ -81,23 +84,6 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[dict
     return out
 
 
-def _seed(url: str, devices: int) -> None:
-    async def go() -> None:
-        since = datetime.now(UTC) - timedelta(days=1)
-        async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
-            await repo.create_tenant(conn, "bench", "Bench", "municipality", "212000-9999")
-            await repo.ensure_device_model(
-                conn, repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60)
-            )
-            for i in range(devices):
-                device_id = f"bench-{i:05d}"
-                person = await repo.create_person(conn, "bench", f"p{i}")
-                await repo.register_device(conn, "bench", device_id, "bench-gps")
-                await repo.assign_device(conn, device_id, person, since)
-
-    asyncio.run(go())
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -105,19 +91,9 @@ def _percentile(values: list[float], q: float) -> float:
 
 def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[str, Any]:
     total = devices * per_device
-    broker = Mosquitto(workdir / "mosquitto").start()
-    pg = EmbeddedPostgres(workdir / "pg")
-    url = pg.start()
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("alter system set track_commit_timestamp = on")
-            conn.execute("alter system set synchronous_commit = on")
-        pg.stop()
-        url = pg.start()
-        migrate(url, api_password=API_PASSWORD)
-        with psycopg.connect(url, autocommit=True) as conn:
-            partitions.maintain(conn, RetentionDays(), datetime.now(UTC))
-        _seed(url, devices)
+    with stack(workdir, commit_timestamps=True) as st:
+        st.seed("bench-", devices, repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60))
+        broker = st.broker
 
         # 1. the ceiling: bare consumer, same broker, same load
         ready = workdir / "bare.ready"
@@ -135,42 +111,15 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         publish_rate_bare = total / (max(p["finished"] for p in pubs) - started)
 
         # 2. the gateway, same broker, same load (new message ids)
-        env = {
-            **os.environ,
-            "WG_DATABASE_URL": url,
-            "WG_API_DATABASE_URL": with_user(url, "wg_api", API_PASSWORD),
-            "WG_MQTT_URL": broker.url,
-            "WG_API_PORT": "0",
-            "WG_LOG_LEVEL": "WARNING",
-            "WG_API_DB_PASSWORD": API_PASSWORD,
-            "WG_DATA_DIR": str(workdir / "data"),
-        }
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"], env=env,
-            stdout=subprocess.DEVNULL, stderr=(workdir / "gateway.log").open("wb"),
-        )  # fmt: skip
+        gw = st.start_gateway()
         proc = psutil.Process(gw.pid)
-        with psycopg.connect(url, autocommit=True) as conn:
-            n = 0
-
-            def serving() -> bool:
-                # a probe stored means: registry loaded, session subscribed, writer up
-                nonlocal n
-                n += 1
-                asyncio.run(_probe(broker.port, n))
-                return _stored(conn) > 0
-
-            wait_until(serving, 90, "gateway serving")
-            baseline = _stored(conn)
-            total_expected = total + baseline
+        with psycopg.connect(st.database_url, autocommit=True) as conn:
             rss_peak = 0.0
             loadgen = _loadgen(broker.port, processes, devices, per_device, total)
             deadline = time.monotonic() + 900
-            stored = 0
             while time.monotonic() < deadline:
-                stored = _stored(conn)
                 rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
-                if stored >= total_expected:
+                if _stored(conn) >= total:
                     break
                 time.sleep(0.25)
             pubs_out = _wait_all(loadgen, 60)
@@ -187,45 +136,34 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
             distinct = _distinct(conn)
         gw.terminate()
         gw.wait(60)
-        rate = count / (float(last_commit) - started)
-        return {
-            "messages": total,
-            "stored": count,
-            "stored_distinct": distinct,
-            "lost": total - distinct,
-            "stored_msgs_per_s": round(rate),
-            "bare_consumer_msgs_per_s": round(bare_rate),
-            "ratio_to_bare": round(rate / bare_rate, 3),
-            "publish_rate_msgs_per_s": round(publish_rate_bare),
-            "publish_to_commit_ms": {
-                "p50": round(_percentile([float(x) for x in latencies], 0.50), 1),
-                "p99": round(_percentile([float(x) for x in latencies], 0.99), 1),
-            },
-            "gateway_rss_mb_peak": round(rss_peak, 1),
-            "devices": devices,
-            "publisher_processes": processes,
-            "targets": {"stored_msgs_per_s": TARGET_MSGS_PER_S, "ratio_to_bare": TARGET_RATIO},
-            "meets_targets": rate >= TARGET_MSGS_PER_S
-            and rate / bare_rate >= TARGET_RATIO
-            and distinct == total,
-        }
-    finally:
-        broker.stop()
-        pg.stop()
-
-
-async def _probe(port: int, n: int) -> None:
-    import aiomqtt
-
-    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-probe") as client:
-        body = orjson.dumps({"v": 1, "type": "heartbeat", "id": f"probe-{n}",
-                             "ts": datetime.now(UTC).isoformat()})  # fmt: skip
-        await client.publish("devices/bench-00000/heartbeat", body, qos=1)
+    rate = count / (float(last_commit) - started)
+    return {
+        "messages": total,
+        "stored": count,
+        "stored_distinct": distinct,
+        "lost": total - distinct,
+        "stored_msgs_per_s": round(rate),
+        "bare_consumer_msgs_per_s": round(bare_rate),
+        "ratio_to_bare": round(rate / bare_rate, 3),
+        "publish_rate_msgs_per_s": round(publish_rate_bare),
+        "publish_to_commit_ms": {
+            "p50": round(_percentile([float(x) for x in latencies], 0.50), 1),
+            "p99": round(_percentile([float(x) for x in latencies], 0.99), 1),
+        },
+        "gateway_rss_mb_peak": round(rss_peak, 1),
+        "devices": devices,
+        "publisher_processes": processes,
+        "targets": {"stored_msgs_per_s": TARGET_MSGS_PER_S, "ratio_to_bare": TARGET_RATIO},
+        "meets_targets": rate >= TARGET_MSGS_PER_S
+        and rate / bare_rate >= TARGET_RATIO
+        and distinct == total,
+    }
 
 
 def _stored(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(
-        "select (select count(*) from device_health) + (select count(*) from positions)"
+        "select (select count(*) from device_health where msg_id like 'm%')"
+        " + (select count(*) from positions)"
     ).fetchone()
     return int(row[0]) if row else 0
 

@@ -34,7 +34,10 @@ def message(device_id: str, n: int, kind: int) -> tuple[str, bytes]:
     return device_topic(device_id, "heartbeat"), orjson.dumps(body)
 
 
-async def device(host: str, port: int, device_id: str, count: int, offset: int) -> int:
+async def device(
+    host: str, port: int, device_id: str, count: int, offset: int, rate: float | None = None
+) -> int:
+    """Publish ``count`` messages; at ``rate`` per second if given, else as fast as acked."""
     async with aiomqtt.Client(
         host, port, identifier=f"load-{device_id}", socket_options=NODELAY,
         max_inflight_messages=INFLIGHT_PER_CONNECTION, timeout=60,
@@ -46,16 +49,30 @@ async def device(host: str, port: int, device_id: str, count: int, offset: int) 
                 topic, body = message(device_id, offset + n, n)
                 await client.publish(topic, body, qos=1)
 
-        await asyncio.gather(*(one(n) for n in range(count)))
+        if rate is None:
+            await asyncio.gather(*(one(n) for n in range(count)))
+            return count
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        pending = set()
+        for n in range(count):
+            delay = start + n / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the offered load, not synchronisation
+            pending.add(asyncio.create_task(one(n)))
+            pending = {t for t in pending if not t.done()}
+        await asyncio.gather(*pending)
     return count
 
 
 async def main_async(args: argparse.Namespace) -> None:
     ids = [f"{args.prefix}{i:05d}" for i in range(args.first, args.first + args.devices)]
     started = time.time()
+    per_device_rate = args.rate / len(ids) if args.rate else None
     done = await asyncio.gather(
-        *(device(args.host, args.port, d, args.per_device, args.offset) for d in ids)
-    )
+        *(device(args.host, args.port, d, args.per_device, args.offset, per_device_rate)
+          for d in ids)
+    )  # fmt: skip
     finished = time.time()
     sys.stdout.write(orjson.dumps({"published": sum(done), "started": started,
                                    "finished": finished}).decode() + "\n")  # fmt: skip
@@ -71,6 +88,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--per-device", type=int, required=True)
     parser.add_argument("--offset", type=int, default=0, help="message-id offset")
+    parser.add_argument("--rate", type=float, default=None, help="msgs/s for this process")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -50,3 +50,37 @@ LIST_ALARMS = """
         raised_at desc
     limit %(limit)s
 """
+
+ALARM_STATS = """
+    with a as (
+        select kind, state, condition,
+            extract(epoch from now() - raised_at) as age,
+            extract(epoch from acknowledged_at - raised_at) as to_ack,
+            extract(epoch from resolved_at - raised_at) as to_resolve
+        from alarms
+        where raised_at >= %(from)s and raised_at < %(to)s
+    )
+    select
+        count(*) as alarms,
+        percentile_cont(0.5) within group (order by to_ack) as ack_p50_s,
+        percentile_cont(0.9) within group (order by to_ack) as ack_p90_s,
+        percentile_cont(0.5) within group (order by to_resolve) as resolve_p50_s,
+        percentile_cont(0.9) within group (order by to_resolve) as resolve_p90_s,
+        -- an alarm still unacknowledged counts against the norm only once its time is up
+        avg(case when to_ack <= 60 then 1.0 when to_ack is null and age < 60 then null
+                 else 0.0 end) as share_ack_60s,
+        avg(case when to_ack <= 180 then 1.0 when to_ack is null and age < 180 then null
+                 else 0.0 end) as share_ack_180s
+    from a
+"""
+
+ALARM_STATS_BY_KIND = """
+    select kind, count(*) from alarms
+    where raised_at >= %(from)s and raised_at < %(to)s group by kind order by kind
+"""
+
+CONDITIONS_NOW = """
+    select kind, count(*) from alarms
+    where state <> 'resolved' and condition and kind in ('device_silent', 'battery_low')
+    group by kind
+"""

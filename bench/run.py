@@ -1,0 +1,50 @@
+"""``bench/run``: every benchmark figure in one JSON object (also written to a file).
+
+``--smoke`` runs each benchmark for a few seconds (part of the test suite); the full run
+takes a few minutes on a 2-core machine and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import alarms, ingest, machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="bench/run")
+    parser.add_argument("--smoke", action="store_true", help="a few seconds per figure")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        ingest_args = (20, 50, 2) if args.smoke else (200, 500, 2)
+        ingest_result = ingest.run(*ingest_args, Path(tmp) / "ingest")
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        alarm_args = (20, 200) if args.smoke else (500, 2500)
+        alarm_result = alarms.run(*alarm_args, Path(tmp) / "alarms")
+    result: dict[str, Any] = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "mode": "smoke" if args.smoke else "full",
+        "ingest": ingest_result,
+        **alarm_result,
+        "not_measured_yet": ["api_read_ms", "memory_mb_per_10k_devices"],
+        "machine": machine.describe(),
+    }
+    out = args.out or RESULTS / ("smoke.json" if args.smoke else "latest.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+    out.write_text(text + "\n")
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()

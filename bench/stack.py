@@ -1,0 +1,121 @@
+"""The benchmarked system on this machine: a private Mosquitto, a private PostgreSQL
+(pgserver), a seeded registry, and the gateway as its own process (``welfare-gateway run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import orjson
+import psycopg
+
+from bench.mosquitto import Mosquitto, wait_until
+from gateway.embedded import EmbeddedPostgres, with_user
+from gateway.settings import RetentionDays
+from gateway.storage import partitions
+from gateway.storage import registry_repo as repo
+from gateway.storage.migrate import migrate
+
+API_PASSWORD = "bench-api"
+TENANT = "bench"
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    broker: Mosquitto
+    database_url: str
+
+    def seed(self, prefix: str, devices: int, model: repo.DeviceModel) -> list[str]:
+        ids = [f"{prefix}{i:05d}" for i in range(devices)]
+
+        async def go() -> None:
+            since = datetime.now(UTC) - timedelta(days=1)
+            conn = await psycopg.AsyncConnection.connect(self.database_url)
+            async with conn, conn.transaction():
+                cur = await conn.execute("select 1 from tenants where id = %s", (TENANT,))
+                if await cur.fetchone() is None:
+                    await repo.create_tenant(conn, TENANT, "Bench", "municipality", "212000-9999")
+                await repo.ensure_device_model(conn, model)
+                for device_id in ids:
+                    person = await repo.create_person(conn, TENANT, f"p-{device_id}")
+                    await repo.register_device(conn, TENANT, device_id, model.id)
+                    await repo.assign_device(conn, device_id, person, since)
+
+        asyncio.run(go())
+        return ids
+
+    def start_gateway(self, **env_overrides: str) -> subprocess.Popen[bytes]:
+        """The gateway in its own process; returns once it stores a probe message."""
+        env = {
+            **os.environ,
+            "WG_DATABASE_URL": self.database_url,
+            "WG_API_DATABASE_URL": with_user(self.database_url, "wg_api", API_PASSWORD),
+            "WG_MQTT_URL": self.broker.url,
+            "WG_API_PORT": "0",
+            "WG_LOG_LEVEL": "WARNING",
+            "WG_API_DB_PASSWORD": API_PASSWORD,
+            "WG_DATA_DIR": str(self.workdir / "data"),
+            **env_overrides,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run"], env=env,
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / "gateway.log").open("ab"),
+        )  # fmt: skip
+        probe_device = self.seed("probe-", 1, repo.DeviceModel(
+            "bench-probe", "Bench", "Probe", "scale", 3600))[0]  # fmt: skip
+        n = 0
+
+        def serving() -> bool:
+            nonlocal n
+            n += 1
+            if proc.poll() is not None:
+                raise RuntimeError("the gateway exited; see gateway.log")
+            asyncio.run(_probe(self.broker.port, probe_device, n))
+            return self.count("select count(*) from device_health where device_id = %s",
+                              (probe_device,)) > 0  # fmt: skip
+
+        wait_until(serving, 90, "gateway serving")
+        return proc
+
+    def count(self, query: str, params: tuple[Any, ...] = ()) -> int:
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(query, params).fetchone()
+            return int(row[0]) if row else 0
+
+
+async def _probe(port: int, device_id: str, n: int) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-probe") as client:
+        body = orjson.dumps({"v": 1, "type": "heartbeat", "id": f"probe-{n}",
+                             "ts": datetime.now(UTC).isoformat()})  # fmt: skip
+        await client.publish(f"devices/{device_id}/heartbeat", body, qos=1)
+
+
+@contextmanager
+def stack(workdir: Path, *, commit_timestamps: bool = False) -> Iterator[Stack]:
+    broker = Mosquitto(workdir / "mosquitto").start()
+    pg = EmbeddedPostgres(workdir / "pg")
+    url = pg.start()
+    try:
+        if commit_timestamps:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("alter system set track_commit_timestamp = on")
+            pg.stop()
+            url = pg.start()
+        migrate(url, api_password=API_PASSWORD)
+        with psycopg.connect(url, autocommit=True) as conn:
+            partitions.maintain(conn, RetentionDays(), datetime.now(UTC))
+        yield Stack(workdir, broker, url)
+    finally:
+        broker.stop()
+        pg.stop()

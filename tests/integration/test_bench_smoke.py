@@ -1,0 +1,19 @@
+"""The benchmark's smoke mode runs end to end (figures present, nothing lost). Targets
+are judged by the full benchmark (bench/run), never by a timed test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import run
+
+
+def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
+    result = run.main(["--smoke", "--out", str(tmp_path / "smoke.json")])
+    assert (tmp_path / "smoke.json").exists()
+    ingest = result["ingest"]
+    assert ingest["lost"] == 0 and ingest["stored_distinct"] == ingest["messages"]
+    assert ingest["stored_msgs_per_s"] > 0 and ingest["bare_consumer_msgs_per_s"] > 0
+    assert result["alarm_latency_ms"]["alarms"] == 20
+    assert result["silent_detection_s"]["measured"] is not None
+    assert result["machine"]["cores"] >= 1
