@@ -44,6 +44,21 @@ def database_url(postgres: Postgres) -> str:
     return postgres.create_database(template=postgres.template)  # type: ignore[attr-defined]
 
 
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
+    """A PostgreSQL of the test's own, for tests that stop and start the server."""
+    from gateway.storage.migrate import migrate
+
+    server = Postgres(tmp_path / "pgdata")
+    url = server.create_database()
+    migrate(url, api_password=API_PASSWORD)
+    server.url_for_test = url  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def _partitions(url: str) -> None:
     from datetime import UTC, datetime
 

@@ -141,3 +141,24 @@ async def wait_count(url: str, query: str, expected: int, timeout: float = 20) -
         await wait_for(check, timeout, query)
     except TimeoutError:
         raise TimeoutError(f"{query!r}: expected {expected}, last saw {last[0]}") from None
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """An ASGI app on a real uvicorn server on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    from tests.services import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -27,7 +27,6 @@ from tests.integration.harness import (
     wait_count,
     wait_for,
 )
-from tests.services import Postgres
 
 
 class Operator:
@@ -237,19 +236,6 @@ async def test_unacknowledged_alarm_escalates(mosquitto, database_url) -> None:
             lambda m: m["event"] == "escalated" and m["escalation_level"] == 2, "again", 10
         )
         assert len(second["recipients"]) == 3
-
-
-@pytest.fixture
-def private_postgres(tmp_path) -> Postgres:
-    from gateway.storage.migrate import migrate
-    from tests.conftest import API_PASSWORD
-
-    server = Postgres(tmp_path / "pgdata")
-    url = server.create_database()
-    migrate(url, api_password=API_PASSWORD)
-    server.url_for_test = url  # type: ignore[attr-defined]
-    yield server
-    server.stop()
 
 
 async def test_alarms_delivered_while_database_down_and_stored_after(

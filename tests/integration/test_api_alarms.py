@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import orjson
-import uvicorn
 
 from api.app import create_app
 from api.auth import Role, mint
@@ -21,10 +20,10 @@ from tests.integration.harness import (
     publish,
     running_gateway,
     seed,
+    serving,
     settings_for,
     wait_for,
 )
-from tests.services import free_port
 
 SECRET = "alarm-test-secret-alarm-test-secret"
 
@@ -39,18 +38,8 @@ async def api_with_gateway(mqtt_url: str, database_url: str) -> AsyncIterator[tu
             metrics_registry=gw.metrics.registry,
             alarms=gw.alarms,
         )
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        try:
-            yield f"http://127.0.0.1:{port}", gw
-        finally:
-            server.should_exit = True
-            await task
+        async with serving(app) as base:
+            yield base, gw
 
 
 def auth(tenant: str, role: Role = Role.OPERATOR) -> dict[str, str]:

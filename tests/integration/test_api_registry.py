@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import CollectorRegistry
 
 from api.app import create_app
@@ -17,8 +15,7 @@ from api.auth import Role, mint
 from gateway.embedded import with_user
 from gateway.settings import Settings
 from tests.conftest import API_PASSWORD
-from tests.integration.harness import seed
-from tests.services import free_port
+from tests.integration.harness import seed, serving
 
 SECRET = "test-secret-test-secret-test-secret"
 
@@ -31,18 +28,8 @@ async def api_server(database_url: str) -> AsyncIterator[str]:
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app) as base:
+        yield base
 
 
 def auth(tenant: str, role: Role) -> dict[str, str]:

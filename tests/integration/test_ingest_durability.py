@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
     payload,
@@ -22,7 +20,6 @@ from tests.integration.harness import (
     wait_count,
     wait_for,
 )
-from tests.services import Postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,18 +102,6 @@ async def test_sigterm_flushes_and_exits_cleanly(mosquitto, database_url, tmp_pa
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-
-
-@pytest.fixture
-def private_postgres(tmp_path) -> Postgres:
-    from gateway.storage.migrate import migrate
-
-    server = Postgres(tmp_path / "pgdata")
-    url = server.create_database()
-    migrate(url, api_password=API_PASSWORD)
-    server.url_for_test = url  # type: ignore[attr-defined]
-    yield server
-    server.stop()
 
 
 async def test_database_outage_loses_nothing_and_resumes(mosquitto, private_postgres) -> None:
