@@ -16,9 +16,11 @@ the ``ts`` each publisher stamped. Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,12 +112,15 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         bare_rate = total / (bare_result["last"] - started)
         publish_rate_bare = total / (max(p["finished"] for p in pubs) - started)
 
+        # 1b. the broker's own ceiling: the C client mosquitto_sub, same load
+        c_rate = _mosquitto_sub_rate(broker.port, processes, devices, per_device, total)
+
         # 2. the gateway, same broker, same load (new message ids)
         gw = st.start_gateway()
         proc = psutil.Process(gw.pid)
         with psycopg.connect(st.database_url, autocommit=True) as conn:
             rss_peak = 0.0
-            loadgen = _loadgen(broker.port, processes, devices, per_device, total)
+            loadgen = _loadgen(broker.port, processes, devices, per_device, 2 * total)
             deadline = time.monotonic() + 900
             while time.monotonic() < deadline:
                 rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
@@ -144,6 +149,7 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         "lost": total - distinct,
         "stored_msgs_per_s": round(rate),
         "bare_consumer_msgs_per_s": round(bare_rate),
+        "mosquitto_sub_msgs_per_s": round(c_rate) if c_rate else None,
         "ratio_to_bare": round(rate / bare_rate, 3),
         "publish_rate_msgs_per_s": round(publish_rate_bare),
         "publish_to_commit_ms": {
@@ -158,6 +164,38 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         and rate / bare_rate >= TARGET_RATIO
         and distinct == total,
     }
+
+
+def _mosquitto_sub_rate(
+    port: int, processes: int, devices: int, per_device: int, total: int
+) -> float | None:
+    """The same load drained by the C client (the broker's ceiling on this machine)."""
+    binary = shutil.which("mosquitto_sub")
+    stdbuf = shutil.which("stdbuf")  # line-buffered output, so SUBACK is seen at once
+    if binary is None or stdbuf is None:
+        return None
+    sub = subprocess.Popen(
+        [stdbuf, "-oL", binary, "-d", "-p", str(port), "-V", "5", "-q", "1", "-C", str(total),
+         "-i", "bench-c", "-t", "$share/csub/devices/+/heartbeat",
+         "-t", "$share/csub/devices/+/telemetry"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    subscribed = threading.Event()
+
+    def read_output() -> None:  # -d prints "... received SUBACK"; the rest is drained
+        assert sub.stdout is not None
+        for line in sub.stdout:
+            if b"SUBACK" in line:
+                subscribed.set()
+
+    threading.Thread(target=read_output, daemon=True).start()
+    if not subscribed.wait(30):
+        sub.kill()
+        return None
+    pubs = _wait_all(_loadgen(port, processes, devices, per_device, total), 600)
+    sub.wait(600)
+    finished = time.time()
+    return float(total / (finished - min(float(p["started"]) for p in pubs)))
 
 
 def _stored(conn: psycopg.Connection[Any]) -> int:

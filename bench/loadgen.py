@@ -2,23 +2,25 @@
 
 Run as ``python -m bench.loadgen`` (one process per call; the benchmark starts several so
 that publishing is not the bottleneck). Each connection speaks as one registered device.
-Prints one JSON line with what it published and when.
+Plain paho clients driven by one ``select`` loop: no asyncio task or future per message,
+so the generator takes as little CPU as possible from the system under test. Prints one
+JSON line with what it published and when.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
+import select
+import socket
 import sys
 import time
 from datetime import UTC, datetime
 
-import aiomqtt
 import orjson
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from firmware_contracts.topics import device_topic
-from gateway.mqtt.connection import NODELAY
 
 INFLIGHT_PER_CONNECTION = 16
 
@@ -34,52 +36,73 @@ def message(device_id: str, n: int, kind: int) -> tuple[str, bytes]:
     return device_topic(device_id, "heartbeat"), orjson.dumps(body)
 
 
-async def device(
-    host: str, port: int, device_id: str, count: int, offset: int, rate: float | None = None
-) -> int:
-    """Publish ``count`` messages; at ``rate`` per second if given, else as fast as acked."""
-    async with aiomqtt.Client(
-        host, port, identifier=f"load-{device_id}", socket_options=NODELAY,
-        max_inflight_messages=INFLIGHT_PER_CONNECTION, timeout=60,
-    ) as client:  # fmt: skip
-        sem = asyncio.Semaphore(INFLIGHT_PER_CONNECTION)
+class Device:
+    def __init__(self, host: str, port: int, device_id: str, count: int, offset: int) -> None:
+        self.device_id = device_id
+        self.count = count
+        self.offset = offset
+        self.sent = 0
+        self.acked = 0
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"load-{device_id}")
+        self.client.max_inflight_messages_set(INFLIGHT_PER_CONNECTION)
+        self.client.max_queued_messages_set(0)
+        self.client.on_publish = self._on_publish
+        self.client.connect(host, port, keepalive=60)
+        sock = self.client.socket()
+        assert isinstance(sock, socket.socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fd = sock.fileno()
 
-        async def one(n: int) -> None:
-            async with sem:
-                topic, body = message(device_id, offset + n, n)
-                await client.publish(topic, body, qos=1)
+    def _on_publish(self, *_: object) -> None:
+        self.acked += 1
 
-        if rate is None:
-            await asyncio.gather(*(one(n) for n in range(count)))
-            return count
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        pending = set()
-        for n in range(count):
-            delay = start + n / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)  # pacing the offered load, not synchronisation
-            pending.add(asyncio.create_task(one(n)))
-            pending = {t for t in pending if not t.done()}
-        await asyncio.gather(*pending)
-    return count
+    def inflight(self) -> int:
+        return self.sent - self.acked
+
+    def publish_next(self) -> None:
+        topic, body = message(self.device_id, self.offset + self.sent, self.sent)
+        self.client.publish(topic, body, qos=1)
+        self.sent += 1
 
 
-async def main_async(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, float]:
     ids = [f"{args.prefix}{i:05d}" for i in range(args.first, args.first + args.devices)]
+    devices = [Device(args.host, args.port, d, args.per_device, args.offset) for d in ids]
+    by_sock = {d.fd: d for d in devices}
+    # wait for every CONNACK
+    while any(not d.client.is_connected() for d in devices):
+        readable, _, _ = select.select(list(by_sock), [], [], 1.0)
+        for fd in readable:
+            by_sock[fd].client.loop_read()
     started = time.time()
-    per_device_rate = args.rate / len(ids) if args.rate else None
-    done = await asyncio.gather(
-        *(device(args.host, args.port, d, args.per_device, args.offset, per_device_rate)
-          for d in ids)
-    )  # fmt: skip
+    interval = len(devices) / args.rate if args.rate else 0.0  # per device, seconds
+    total = sum(d.count for d in devices)
+    last_misc = time.monotonic()
+    while sum(d.acked for d in devices) < total:
+        now = time.time()
+        for i, d in enumerate(devices):
+            if d.sent >= d.count or d.inflight() >= INFLIGHT_PER_CONNECTION:
+                continue
+            if interval and now < started + (d.sent + i / len(devices)) * interval:
+                continue  # pacing the offered load
+            d.publish_next()
+        want_write = [fd for fd, d in by_sock.items() if d.client.want_write()]
+        readable, writable, _ = select.select(list(by_sock), want_write, [], 0.005)
+        for fd in readable:
+            by_sock[fd].client.loop_read(max_packets=100)
+        for fd in writable:
+            by_sock[fd].client.loop_write()
+        if time.monotonic() - last_misc > 1.0:
+            for d in devices:
+                d.client.loop_misc()
+            last_misc = time.monotonic()
     finished = time.time()
-    sys.stdout.write(orjson.dumps({"published": sum(done), "started": started,
-                                   "finished": finished}).decode() + "\n")  # fmt: skip
+    for d in devices:
+        d.client.disconnect()
+    return {"published": float(total), "started": started, "finished": finished}
 
 
 def main() -> None:
-    logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt's pending-calls notices
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
@@ -89,7 +112,9 @@ def main() -> None:
     parser.add_argument("--per-device", type=int, required=True)
     parser.add_argument("--offset", type=int, default=0, help="message-id offset")
     parser.add_argument("--rate", type=float, default=None, help="msgs/s for this process")
-    asyncio.run(main_async(parser.parse_args()))
+    result = run(parser.parse_args())
+    sys.stdout.write(orjson.dumps({**result, "published": int(result["published"])}).decode())
+    sys.stdout.write("\n")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ MODELS = {
 
 async def seed(database_url: str, specs: list[DeviceSpec]) -> None:
     """Register the demo tenant, one person per simulated device, and assign each device
-    from a week ago (so replayed history is attributed to its holder)."""
+    from a week ago (so replayed history is attributed to its holder); a GPS alarm's
+    wearer gets the safe zone the scenario describes."""
     since = datetime.now(UTC) - timedelta(days=7)
     async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
         cur = await conn.execute("select 1 from tenants where id = %s", (DEMO_TENANT,))

@@ -33,7 +33,7 @@ class IngestMetrics:
         )
         self.commit_lag = Histogram(
             "wg_ingest_receive_to_commit_seconds",
-            "From MQTT receipt to database commit",
+            "From MQTT receipt to database commit, for the oldest message of each batch",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )

@@ -96,14 +96,10 @@ async def add_safe_zone(
         zone_from_row("new", body.name, shape, windows, body.timezone)
     except (ValueError, KeyError) as exc:
         raise HTTPException(422, f"safe zone is not valid: {exc}") from None
-    cur = await conn.execute(
-        "insert into safe_zones (tenant_id, person_id, name, shape, windows, timezone)"
-        " values (%s, %s, %s, %s, %s, %s) returning id",
-        (who.tenant, person_id, body.name, Jsonb(shape), Jsonb(windows), body.timezone),
+    zone_id = await repo.add_safe_zone(
+        conn, who.tenant, person_id, body.name, shape, windows, body.timezone
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return Created(id=str(row[0]))
+    return Created(id=str(zone_id))
 
 
 @router.put("/{person_id}/limits", status_code=204)

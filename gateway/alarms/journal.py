@@ -1,7 +1,9 @@
 """The durable local alarm journal: the safety path's own record, independent of the
 database.
 
-Every alarm event is appended as one JSON line and fsynced before the call returns. A
+Every alarm event is appended as one JSON line: written to the operating system before
+``append`` returns (it survives the gateway process dying), and fsynced to disk by a
+worker thread right after, so a slow disk never delays the delivery of an alarm. A
 shipper copies the journal into PostgreSQL in order and records how far it got in a
 small offset file (written atomically). When everything is shipped the journal is
 compacted. If the database is down, events pile up here and are replayed when it
@@ -10,6 +12,8 @@ returns; if the gateway dies, the next start ships what was not shipped yet.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,8 @@ from gateway.domain.alarms import AlarmEvent
 
 COMPACT_BYTES = 4 * 1024 * 1024
 
+log = logging.getLogger(__name__)
+
 
 class AlarmJournal:
     def __init__(self, directory: Path) -> None:
@@ -28,13 +34,37 @@ class AlarmJournal:
         self._path = directory / "alarm-events.jsonl"
         self._offset_path = directory / "shipped.offset"
         self._file = open(self._path, "ab", buffering=0)  # noqa: SIM115 - held open
+        self._syncing = False
+        self._sync_again = False
 
     def append(self, events: list[AlarmEvent]) -> None:
         if not events:
             return
         data = b"".join(orjson.dumps(event_to_dict(e)) + b"\n" for e in events)
-        self._file.write(data)
-        os.fsync(self._file.fileno())
+        self._file.write(data)  # unbuffered: in the OS now
+        self._sync_soon()
+
+    def _sync_soon(self) -> None:
+        """fsync in a worker thread; appends during a sync are covered by one more."""
+        if self._syncing:
+            self._sync_again = True
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            os.fsync(self._file.fileno())  # no loop (tests, tools): sync in place
+            return
+        self._syncing = True
+        future = loop.run_in_executor(None, os.fsync, self._file.fileno())
+        future.add_done_callback(self._synced)
+
+    def _synced(self, future: asyncio.Future[None]) -> None:
+        self._syncing = False
+        if future.exception() is not None:
+            log.error("alarm journal fsync failed", extra={"error": repr(future.exception())})
+        if self._sync_again:
+            self._sync_again = False
+            self._sync_soon()
 
     def shipped_offset(self) -> int:
         try:
@@ -79,4 +109,5 @@ class AlarmJournal:
             os.fsync(f.fileno())
 
     def close(self) -> None:
+        os.fsync(self._file.fileno())
         self._file.close()

@@ -1,8 +1,10 @@
 """Silent devices: a device that has said nothing for its model's heartbeat interval times
 a factor, plus a grace period, raises ``device_silent``. Pure, no clock of its own.
 
-The watch keeps one deadline per device in a heap with lazy invalidation, so touching a
-device on every message is O(log n) and finding what is due costs only what is due.
+Every message moves its device's deadline in a dict (O(1)); the heap holds at most one
+entry per device. When an entry comes due and the device has been heard from since, it is
+pushed back with the current deadline, so the heap stays the size of the fleet however
+many messages arrive, and finding what is due costs only what is due.
 """
 
 from __future__ import annotations
@@ -26,17 +28,20 @@ class SilenceWatch:
     def __init__(self) -> None:
         self._deadline: dict[str, datetime] = {}
         self._heap: list[tuple[datetime, str]] = []
+        self._scheduled: set[str] = set()  # devices with an entry in the heap
         self._reported: set[str] = set()
 
     def touch(self, device_id: str, seen_at: datetime, bound: timedelta) -> bool:
         """The device was heard from. True if it had been reported silent (now back)."""
         deadline = seen_at + bound
         current = self._deadline.get(device_id)
-        if current is not None and deadline <= current and device_id not in self._reported:
+        was_reported = device_id in self._reported
+        if current is not None and deadline <= current and not was_reported:
             return False  # an older message (buffered replay) does not move the deadline back
         self._deadline[device_id] = deadline
-        heapq.heappush(self._heap, (deadline, device_id))
-        was_reported = device_id in self._reported
+        if device_id not in self._scheduled:
+            heapq.heappush(self._heap, (deadline, device_id))
+            self._scheduled.add(device_id)
         self._reported.discard(device_id)
         return was_reported
 
@@ -53,23 +58,28 @@ class SilenceWatch:
         """Devices whose deadline has passed and that were not reported yet."""
         found = []
         while self._heap and self._heap[0][0] <= now:
-            deadline, device_id = heapq.heappop(self._heap)
-            if self._deadline.get(device_id) != deadline or device_id in self._reported:
-                continue  # superseded by a later touch, or forgotten
+            _, device_id = heapq.heappop(self._heap)
+            self._scheduled.discard(device_id)
+            deadline = self._deadline.get(device_id)
+            if deadline is None or device_id in self._reported:
+                continue  # forgotten, or already reported
+            if deadline > now:  # heard from since this entry was pushed: reschedule
+                heapq.heappush(self._heap, (deadline, device_id))
+                self._scheduled.add(device_id)
+                continue
             self._reported.add(device_id)
             found.append(device_id)
         return found
 
     def next_deadline(self) -> datetime | None:
-        while self._heap:
-            deadline, device_id = self._heap[0]
-            if self._deadline.get(device_id) == deadline and device_id not in self._reported:
-                return deadline
-            heapq.heappop(self._heap)
-        return None
+        """Earliest time anything may be due (possibly early; never late)."""
+        return self._heap[0][0] if self._heap else None
 
     def is_silent(self, device_id: str) -> bool:
         return device_id in self._reported
+
+    def heap_size(self) -> int:
+        return len(self._heap)
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._deadline

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -79,6 +80,10 @@ class MqttConsumer:
         self._metrics = metrics
         self._generation = 0
         self._paho: Any = None
+        # Bounded in practice by the MQTT receive maximum: the broker sends no more than
+        # that many unacknowledged messages.
+        self._inbox: deque[tuple[str, bytes, int, bool, int]] = deque()
+        self._wake = asyncio.Event()
         self.connected = asyncio.Event()
 
     def ack(self, tokens: Sequence[AckToken]) -> None:
@@ -116,8 +121,19 @@ class MqttConsumer:
                 clean_session=False,
                 keepalive=cfg.keepalive_s,
             )
-        client._client.manual_ack_set(True)
+        paho = client._client  # paho's manual ack, reached through aiomqtt by design
+        paho.manual_ack_set(True)
+        # Hot path: hand paho's messages straight to our inbox (aiomqtt would wrap each in
+        # Message and Topic objects), and skip paho's per-packet debug logging.
+        paho.on_message = self._on_paho_message
+        paho.disable_logger()
         return client
+
+    def _on_paho_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        self._inbox.append(
+            (message.topic, message.payload, message.qos, message.retain, message.mid)
+        )
+        self._wake.set()
 
     async def run(self, stop: asyncio.Event, drain: Callable[[], Awaitable[None]]) -> None:
         """Consume until ``stop``; then call ``drain`` (flush + commit + ack) before
@@ -125,6 +141,7 @@ class MqttConsumer:
         backoff = 0.1
         drained = False
         while not stop.is_set():
+            self._inbox = deque()  # what the last connection left is redelivered
             client = self._client()
             try:
                 async with client:
@@ -165,38 +182,43 @@ class MqttConsumer:
 
     async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         generation = self._generation
+        inbox = self._inbox
+        wake = self._wake
+        disconnected = client._disconnected  # set by aiomqtt on connection loss
+
+        def poke(_: object) -> None:
+            wake.set()
+
+        disconnected.add_done_callback(poke)
         stop_task = asyncio.ensure_future(stop.wait())
-        messages = client.messages.__aiter__()
+        stop_task.add_done_callback(poke)
         try:
             while True:
-                next_task = asyncio.ensure_future(messages.__anext__())
-                done, _ = await asyncio.wait(
-                    {next_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if next_task not in done:
-                    next_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await next_task
+                while inbox and not stop.is_set():
+                    await self._deliver(inbox.popleft(), generation)
+                if stop.is_set():
                     return
-                message = next_task.result()
-                await self._deliver(message, generation)
-                # Drain what is already queued without a task per message.
-                queue = client._queue
-                while not queue.empty() and not stop.is_set():
-                    await self._deliver(queue.get_nowait(), generation)
+                if disconnected.done():
+                    raise aiomqtt.MqttError("disconnected while consuming")
+                # Let the socket reader run once before sleeping: messages then arrive in
+                # runs, and the loop does not pay a wake-up per message.
+                await asyncio.sleep(0)
+                if not inbox:
+                    wake.clear()
+                    if not inbox and not stop.is_set() and not disconnected.done():
+                        await wake.wait()
         finally:
             stop_task.cancel()
+            disconnected.remove_done_callback(poke)
 
-    async def _deliver(self, message: aiomqtt.Message, generation: int) -> None:
-        payload = message.payload
-        if not isinstance(payload, bytes | bytearray):
-            payload = str(payload).encode()
+    async def _deliver(self, raw: tuple[str, bytes, int, bool, int], generation: int) -> None:
+        topic, payload, qos, retain, mid = raw
         inbound = Inbound(
-            topic=message.topic.value,
-            payload=bytes(payload),
-            qos=message.qos,
-            retain=message.retain,
+            topic=topic,
+            payload=payload,
+            qos=qos,
+            retain=retain,
             received_at=datetime.now(UTC),
-            ack=AckToken(generation, message.mid, message.qos),
+            ack=AckToken(generation, mid, qos),
         )
         await self._handler(inbound)

@@ -48,6 +48,7 @@ class AlarmPublisher:
                 async with aiomqtt.Client(
                     **self._address.client_kwargs(), identifier=self._client_id, timeout=10
                 ) as client:
+                    client._client.disable_logger()
                     self.connected.set()
                     backoff = 0.1
                     await self._send_loop(client, stop)

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from gateway.pii import PinCipher, normalise_pin
 
@@ -161,6 +162,27 @@ async def return_device(conn: Conn, device_id: str, at: datetime) -> None:
         "update devices set status = 'returned', status_changed_at = %s where id = %s",
         (at, device_id),
     )
+
+
+async def add_safe_zone(
+    conn: Conn,
+    tenant_id: str,
+    person_id: UUID,
+    name: str,
+    shape: dict[str, Any],
+    windows: list[dict[str, Any]] | None = None,
+    timezone: str = "Europe/Stockholm",
+) -> UUID:
+    """A safe zone for a person's GPS alarm (shape and windows as the API validated)."""
+    cur = await conn.execute(
+        "insert into safe_zones (tenant_id, person_id, name, shape, windows, timezone)"
+        " values (%s, %s, %s, %s, %s, %s) returning id",
+        (tenant_id, person_id, name, Jsonb(shape), Jsonb(windows or []), timezone),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    zone_id: UUID = row[0]
+    return zone_id
 
 
 async def list_devices(conn: Conn, status: str | None) -> list[dict[str, Any]]:

@@ -162,3 +162,44 @@ async def serving(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+class Operator:
+    """An operator's MQTT client: collects every alarm message of one tenant."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["kind"] == kind]
+
+    async def wait(self, predicate: Any, what: str, timeout: float = 15) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        async def check() -> bool:
+            found[:] = [m for m in self.messages if predicate(m)]
+            return bool(found)
+
+        await wait_for(check, timeout, what)
+        return found[0]
+
+
+@contextlib.asynccontextmanager
+async def operator(mqtt_url: str, tenant: str) -> AsyncIterator[Operator]:
+    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+    op = Operator()
+    async with aiomqtt.Client(host, int(port), identifier=f"operator-{tenant}") as client:
+        await client.subscribe(f"tenants/{tenant}/alarms", qos=1)
+
+        async def collect() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                op.messages.append(orjson.loads(message.payload))
+
+        task = asyncio.create_task(collect())
+        try:
+            yield op
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

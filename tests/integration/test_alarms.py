@@ -4,12 +4,9 @@ separate operator MQTT client subscribed to the tenant's alarm topic."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiomqtt
 import orjson
 import psycopg
 import pytest
@@ -18,6 +15,7 @@ from psycopg.types.json import Jsonb
 from gateway.settings import AlarmSettings
 from tests.integration.harness import (
     now_iso,
+    operator,
     payload,
     publish,
     running_gateway,
@@ -27,47 +25,6 @@ from tests.integration.harness import (
     wait_count,
     wait_for,
 )
-
-
-class Operator:
-    """An operator's MQTT client: collects every alarm message of one tenant."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [m for m in self.messages if m["kind"] == kind]
-
-    async def wait(self, predicate: Any, what: str, timeout: float = 15) -> dict[str, Any]:
-        found: list[dict[str, Any]] = []
-
-        async def check() -> bool:
-            found[:] = [m for m in self.messages if predicate(m)]
-            return bool(found)
-
-        await wait_for(check, timeout, what)
-        return found[0]
-
-
-@contextlib.asynccontextmanager
-async def operator(mqtt_url: str, tenant: str) -> AsyncIterator[Operator]:
-    host, port = mqtt_url.removeprefix("mqtt://").split(":")
-    op = Operator()
-    async with aiomqtt.Client(host, int(port), identifier=f"operator-{tenant}") as client:
-        await client.subscribe(f"tenants/{tenant}/alarms", qos=1)
-
-        async def collect() -> None:
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                op.messages.append(orjson.loads(message.payload))
-
-        task = asyncio.create_task(collect())
-        try:
-            yield op
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def alarm_settings(**overrides: Any) -> AlarmSettings:

@@ -144,3 +144,21 @@ async def test_two_workers_on_one_shared_subscription_store_everything_once(
         got_b = gw_b.writer.stats.rows
     assert got_a > 0 and got_b > 0, (got_a, got_b)
     assert got_a + got_b == total
+
+
+async def test_broker_restart_gateway_reconnects_and_resumes(mosquitto, database_url) -> None:
+    await seed(database_url)
+    async with running_gateway(settings_for(mosquitto.url, database_url)) as gw:
+        await publish(mosquitto.url, [("devices/scale-1/telemetry", payload("weight", "before",
+                                                                            kg=70))])  # fmt: skip
+        await wait_count(database_url, "select count(*) from readings", 1)
+        generation = gw.consumer._generation
+        await asyncio.to_thread(mosquitto.restart)  # same port; the broker forgot everything
+
+        async def reconnected() -> bool:
+            return gw.consumer.connected.is_set() and gw.consumer._generation > generation
+
+        await wait_for(reconnected, 30, "the ingest session to come back")
+        await publish(mosquitto.url, [("devices/scale-1/telemetry", payload("weight", "after",
+                                                                            kg=71))])  # fmt: skip
+        await wait_count(database_url, "select count(*) from readings", 2)

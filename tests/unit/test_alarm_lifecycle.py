@@ -116,6 +116,19 @@ def test_silence_watch_reports_once_and_ignores_older_messages() -> None:
     assert watch.due(T0 + timedelta(seconds=150)) == ["d"]
     assert watch.due(T0 + timedelta(hours=1)) == []  # reported once
     assert watch.touch("d", T0 + timedelta(hours=2), bound) is True  # back
+    assert watch.due(T0 + timedelta(hours=2, seconds=149)) == []
+    assert watch.due(T0 + timedelta(hours=2, seconds=150)) == ["d"]
+
+
+def test_silence_heap_stays_the_size_of_the_fleet() -> None:
+    watch = SilenceWatch()
+    bound = timedelta(seconds=150)
+    for n in range(10_000):
+        watch.touch(f"d{n % 100}", T0 + timedelta(milliseconds=n), bound)
+    assert watch.heap_size() == 100
+    # entries due early are rescheduled to the devices' latest deadlines, not reported
+    assert watch.due(T0 + timedelta(seconds=150)) == []
+    assert sorted(watch.due(T0 + timedelta(seconds=160))) == sorted(f"d{n}" for n in range(100))
 
 
 kinds = st.sampled_from([AlarmKind.BUTTON, AlarmKind.FALL, AlarmKind.BATTERY_LOW])
