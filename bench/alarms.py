@@ -126,6 +126,7 @@ def run(alarms: int, background_rate: int, workdir: Path) -> dict[str, Any]:
             "measured_over_s": round(elapsed, 1),
             "target_p99_ms": TARGET_P99_MS,
             "meets_target": p99 < TARGET_P99_MS,
+            "samples_ms": [round(x, 3) for x in lat],
         },
         "silent_detection_s": {
             "measured": round(silent_delay, 2) if silent_delay is not None else None,

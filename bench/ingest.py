@@ -49,9 +49,12 @@ def _loadgen(
     per_device: int,
     offset: int,
     rate: float | None = None,
+    garbage_every: int = 0,
 ) -> Procs:
     share = devices // processes
     extra = ["--rate", str(rate)] if rate else []
+    if garbage_every:
+        extra += ["--garbage-every", str(garbage_every)]
     return [
         subprocess.Popen(
             [
@@ -166,6 +169,45 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
     }
 
 
+def run_garbage(devices: int, per_device: int, processes: int, workdir: Path) -> dict[str, Any]:
+    """Good traffic alone, then the same good traffic with as many malformed messages
+    mixed in: the rate at which good messages are stored, both times, on one gateway."""
+    total = devices * per_device
+    with stack(workdir, commit_timestamps=True) as st:
+        st.seed("bench-", devices, repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60))
+        gw = st.start_gateway()
+        rates = {}
+        for phase, garbage_every, offset in (("clean", 0, 0), ("half_garbage", 2, 10 * total)):
+            sent = total * (2 if garbage_every else 1)
+            good = total
+            before = st.count("select count(*) from device_health where msg_id like 'm%%'")
+            before += st.count("select count(*) from positions")
+            load = _loadgen(st.broker.port, processes, devices,
+                            sent // devices, offset, garbage_every=garbage_every)  # fmt: skip
+            pubs = _wait_all(load, 600)
+            started = min(p["started"] for p in pubs)
+
+            def stored(before: int = before, good: int = good) -> bool:
+                now = st.count("select count(*) from device_health where msg_id like 'm%%'")
+                return now + st.count("select count(*) from positions") - before >= good
+
+            wait_until(stored, 600, f"{phase} stored")
+            last = st.count(
+                "select extract(epoch from max(pg_xact_commit_timestamp(xmin)))::bigint * 1000"
+                " from positions"
+            )
+            rates[phase] = round(good / (last / 1000 - started))
+        quarantined = st.count("select count(*) from quarantine where reason = 'invalid_json'")
+        gw.terminate()
+        gw.wait(60)
+    return {
+        "good_msgs_per_s_clean": rates["clean"],
+        "good_msgs_per_s_with_equal_garbage": rates["half_garbage"],
+        "garbage_quarantined": quarantined,
+        "garbage_sent": total,
+    }
+
+
 def _mosquitto_sub_rate(
     port: int, processes: int, devices: int, per_device: int, total: int
 ) -> float | None:
@@ -221,12 +263,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-device", type=int, default=500)
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="a few seconds, for the tests")
+    parser.add_argument("--garbage", action="store_true", help="the garbage-flood figure")
     args = parser.parse_args(argv)
     if args.smoke:
         args.devices, args.per_device = 20, 50
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        measure = run_garbage if args.garbage else run
         result = {
-            "ingest": run(args.devices, args.per_device, args.processes, Path(tmp)),
+            "ingest": measure(args.devices, args.per_device, args.processes, Path(tmp)),
             "machine": machine.describe(),
         }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

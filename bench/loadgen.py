@@ -37,8 +37,11 @@ def message(device_id: str, n: int, kind: int) -> tuple[str, bytes]:
 
 
 class Device:
-    def __init__(self, host: str, port: int, device_id: str, count: int, offset: int) -> None:
+    def __init__(
+        self, host: str, port: int, device_id: str, count: int, offset: int, garbage_every: int
+    ) -> None:
         self.device_id = device_id
+        self.garbage_every = garbage_every
         self.count = count
         self.offset = offset
         self.sent = 0
@@ -60,14 +63,22 @@ class Device:
         return self.sent - self.acked
 
     def publish_next(self) -> None:
-        topic, body = message(self.device_id, self.offset + self.sent, self.sent)
+        n = self.offset + self.sent
+        if self.garbage_every and self.sent % self.garbage_every == self.garbage_every - 1:
+            # what a broken firmware sends: refused into quarantine, must not slow the rest
+            topic, body = device_topic(self.device_id, "telemetry"), b'{"v":1,"type":"wei'
+        else:
+            topic, body = message(self.device_id, n, self.sent)
         self.client.publish(topic, body, qos=1)
         self.sent += 1
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     ids = [f"{args.prefix}{i:05d}" for i in range(args.first, args.first + args.devices)]
-    devices = [Device(args.host, args.port, d, args.per_device, args.offset) for d in ids]
+    devices = [
+        Device(args.host, args.port, d, args.per_device, args.offset, args.garbage_every)
+        for d in ids
+    ]
     by_sock = {d.fd: d for d in devices}
     # wait for every CONNACK
     while any(not d.client.is_connected() for d in devices):
@@ -112,6 +123,7 @@ def main() -> None:
     parser.add_argument("--per-device", type=int, required=True)
     parser.add_argument("--offset", type=int, default=0, help="message-id offset")
     parser.add_argument("--rate", type=float, default=None, help="msgs/s for this process")
+    parser.add_argument("--garbage-every", type=int, default=0, help="every Nth is malformed")
     result = run(parser.parse_args())
     sys.stdout.write(orjson.dumps({**result, "published": int(result["published"])}).decode())
     sys.stdout.write("\n")

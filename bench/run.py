@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench import alarms, ingest, machine
+from bench import alarms, api, ingest, machine, memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -30,12 +30,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
         alarm_args = (20, 200) if args.smoke else (500, 2500)
         alarm_result = alarms.run(*alarm_args, Path(tmp) / "alarms")
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        api_args = (50, 200) if args.smoke else (1000, 2500)
+        api_result = api.run(*api_args, Path(tmp) / "api")
+    memory_result: dict[str, Any] = {"memory": "skipped in smoke mode"}
+    if not args.smoke:
+        with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+            memory_result = {"memory": memory.run(10_000, Path(tmp) / "memory")}
     result: dict[str, Any] = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "mode": "smoke" if args.smoke else "full",
         "ingest": ingest_result,
         **alarm_result,
-        "not_measured_yet": ["api_read_ms", "memory_mb_per_10k_devices"],
+        **api_result,
+        **memory_result,
         "machine": machine.describe(),
     }
     out = args.out or RESULTS / ("smoke.json" if args.smoke else "latest.json")

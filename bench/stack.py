@@ -102,8 +102,10 @@ async def _probe(port: int, device_id: str, n: int) -> None:
 
 
 @contextmanager
-def stack(workdir: Path, *, commit_timestamps: bool = False) -> Iterator[Stack]:
-    broker = Mosquitto(workdir / "mosquitto").start()
+def stack(
+    workdir: Path, *, commit_timestamps: bool = False, extra_broker_config: list[str] | None = None
+) -> Iterator[Stack]:
+    broker = Mosquitto(workdir / "mosquitto", extra_config=extra_broker_config or []).start()
     pg = EmbeddedPostgres(workdir / "pg")
     url = pg.start()
     try:

@@ -16,4 +16,6 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert ingest["stored_msgs_per_s"] > 0 and ingest["bare_consumer_msgs_per_s"] > 0
     assert result["alarm_latency_ms"]["alarms"] == 20
     assert result["silent_detection_s"]["measured"] is not None
+    reads = result["api_read_ms"]["readings_page_of_100"]
+    assert reads["statuses"] == {"200": 50}
     assert result["machine"]["cores"] >= 1

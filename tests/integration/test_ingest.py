@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import psycopg
 
 from tests.integration.harness import (
     now_iso,
@@ -66,7 +67,7 @@ async def test_every_type_is_stored_with_its_person(mosquitto, database_url) -> 
 
 async def test_each_refusal_goes_to_quarantine_with_reason(mosquitto, database_url) -> None:
     await seed(database_url, since=datetime.now(UTC) - timedelta(days=900))
-    async with await __import__("psycopg").AsyncConnection.connect(database_url) as conn:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute(
             "insert into devices (id, tenant_id, model_id) values ('spare-1', 'kommun-a', 't-gps')"
         )
@@ -102,7 +103,7 @@ async def test_each_refusal_goes_to_quarantine_with_reason(mosquitto, database_u
         await wait_count(database_url, "select count(*) from readings", 1)
         metric = gw.metrics.quarantined.labels("schema_violation")._value.get()
         assert metric == 1
-    async with await __import__("psycopg").AsyncConnection.connect(database_url) as conn:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
         rows = await (await conn.execute("select reason, topic, detail from quarantine")).fetchall()
     reasons = {r[0]: (r[1], r[2]) for r in rows}
     assert set(reasons) == set(cases)
@@ -134,8 +135,6 @@ async def test_duplicate_delivery_is_stored_once(mosquitto, database_url) -> Non
 
 
 async def test_reassigned_device_attributes_by_message_time(mosquitto, database_url) -> None:
-    import psycopg
-
     from gateway.storage import registry_repo as repo
 
     s = await seed(database_url, since=datetime.now(UTC) - timedelta(days=10))

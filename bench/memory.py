@@ -1,0 +1,98 @@
+"""``python -m bench.memory``: broker + gateway resident memory with 10,000 devices
+connected (one MQTT connection each, the ``load_fleet`` scenario: heartbeats and
+telemetry every 60 s), the gateway's registry holding all of them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from bench import machine
+from bench.mosquitto import wait_until
+from bench.stack import stack
+from device_sims.scenario import load_scenario
+from gateway.demo import seed
+
+SCENARIO = Path(__file__).resolve().parent.parent / "device_sims" / "scenarios" / "load_fleet.toml"
+TARGET_MB = 100.0
+
+
+def _rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss / 2**20)
+
+
+def _connections(pid: int) -> int:
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp") if c.status == "ESTABLISHED")
+
+
+def run(devices: int, workdir: Path) -> dict[str, Any]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the broker inherits it
+    del soft
+    with stack(workdir, extra_broker_config=["max_connections -1"]) as st:
+        specs = load_scenario(SCENARIO).device_specs(devices)
+        import asyncio
+
+        asyncio.run(seed(st.database_url, specs))
+        gw = st.start_gateway()
+        assert st.broker.proc is not None
+        broker_pid = st.broker.proc.pid
+        before = {"broker": _rss_mb(broker_pid), "gateway": _rss_mb(gw.pid)}
+        fleet = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "simulate", "--scenario", str(SCENARIO),
+             "--devices", str(devices), "--broker", st.broker.url, "--duration", "600"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+        )  # fmt: skip
+        started = time.monotonic()
+        wait_until(lambda: _connections(broker_pid) >= devices, 300, f"{devices} connected")
+        connected_after = time.monotonic() - started
+        # sample through the first minute of heartbeats and telemetry
+        peak = dict(before)
+        settle_until = time.monotonic() + 70
+        while time.monotonic() < settle_until:
+            peak["broker"] = max(peak["broker"], _rss_mb(broker_pid))
+            peak["gateway"] = max(peak["gateway"], _rss_mb(gw.pid))
+            time.sleep(0.5)
+        stored = st.count("select count(*) from device_health")
+        fleet.terminate()
+        fleet.wait(60)
+        gw.terminate()
+        gw.wait(60)
+    total = peak["broker"] + peak["gateway"]
+    return {
+        "devices_connected": devices,
+        "connect_time_s": round(connected_after, 1),
+        "rss_mb": {k: round(v, 1) for k, v in peak.items()},
+        "rss_mb_before_devices": {k: round(v, 1) for k, v in before.items()},
+        "memory_mb_per_10k_devices": round(total * 10_000 / devices, 1),
+        "added_by_devices_mb_per_10k": round(
+            (total - before["broker"] - before["gateway"]) * 10_000 / devices, 1
+        ),
+        "health_rows_stored_during_run": stored,
+        "target_mb": TARGET_MB,
+        "meets_target": total * 10_000 / devices <= TARGET_MB,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="bench.memory")
+    parser.add_argument("--devices", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        result = {**run(args.devices, Path(tmp)), "machine": machine.describe()}
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return result
+
+
+if __name__ == "__main__":
+    main()
