@@ -11,7 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import problems
 from api.routes import alarms as alarm_routes
-from api.routes import health, readings, registry, rules, stats
+from api.routes import consents, health, readings, registry, rules, stats
 from gateway import __version__
 from gateway.alarms.service import AlarmService
 from gateway.pii import PinCipher
@@ -57,4 +57,5 @@ def create_app(
     app.include_router(alarm_routes.router)
     app.include_router(rules.router)
     app.include_router(stats.router)
+    app.include_router(consents.router)
     return app

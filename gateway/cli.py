@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 from gateway.settings import Settings, SettingsError, load_settings
@@ -108,6 +109,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_access_log_verify(args: argparse.Namespace) -> int:
+    from gateway.runtime import endpoints
+    from gateway.storage.access_log import verify
+
+    settings = _settings(args)
+
+    async def database_url() -> str:
+        async with endpoints(settings) as ep:
+            return await asyncio.to_thread(_verify_and_print, verify, ep.database_url)
+
+    return 0 if asyncio.run(database_url()) == "ok" else 1
+
+
+def _verify_and_print(verify: Any, url: str) -> str:
+    result = verify(url)
+    if result.ok:
+        print(f"access log intact: {result.rows} rows, hash chain verified")
+        return "ok"
+    print(f"access log TAMPERED at row {result.first_bad_id}: {result.problem}")
+    return "bad"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="welfare-gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -140,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--subject", default="dev-user")
     token.add_argument("--ttl", type=int, default=3600, help="seconds")
     token.set_defaults(func=_cmd_token)
+
+    log = sub.add_parser("access-log", help="the access log of personal-data reads")
+    lsub = log.add_subparsers(dest="access_log_command", required=True)
+    lsub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered").set_defaults(
+        func=_cmd_access_log_verify
+    )
 
     sim = sub.add_parser("simulate", help="run a simulated fleet against a broker")
     sim.add_argument("--scenario", required=True)

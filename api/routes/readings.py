@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
+from gateway.domain.consent import Consent, Decision, decide
+from gateway.storage import access_log
 from gateway.storage import registry_repo as repo
 from gateway.storage.api_queries import READING_QUERIES
 
@@ -43,16 +45,29 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str, str]:
 @router.get("/persons/{person_id}/readings", response_model=ReadingsPage)
 async def readings(
     person_id: UUID,
+    request: Request,
     conn: TenantConn,
     category: Category,
     from_: AwareDatetime | None = Query(default=None, alias="from"),
     to: AwareDatetime | None = None,
     cursor: str | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    _: Principal = require(Role.TENANT_ADMIN, Role.OPERATOR, Role.PLATFORM_ADMIN),
+    purpose: str | None = Query(default=None, max_length=200, description="Why (logged)."),
+    who: Principal = require(Role.TENANT_ADMIN, Role.OPERATOR, Role.CLINICIAN),
 ) -> ReadingsPage:
-    await repo.get_person(conn, person_id)  # 404 unless the person is in this tenant
+    """The owning municipality's staff read by role; another organisation's clinician
+    only under a consent valid now for this category, and only data from inside the
+    consent's validity. Every read, allowed or denied, is in the access log."""
     after = _decode_cursor(cursor) if cursor else None
+    if who.role is Role.CLINICIAN:
+        return await _consented(person_id, request, conn, who, category, from_, to, after,
+                                limit, purpose)  # fmt: skip
+    try:
+        await repo.get_person(conn, person_id)  # 404 unless the person is in this tenant
+    except repo.NotFound:
+        await _log(request, who, None, None, category, purpose, "denied", "not found")
+        raise
+    await _log(request, who, who.tenant, person_id, category, purpose, "allowed", "by role")
     query, kind = READING_QUERIES[category]
     params: dict[str, Any] = {
         "person": person_id,
@@ -73,3 +88,68 @@ async def readings(
         last = rows[-1]
         next_cursor = _encode_cursor(last["ts"], last["device_id"], last["msg_id"])
     return ReadingsPage(person_id=person_id, category=category, items=rows, next_cursor=next_cursor)
+
+
+async def _log(
+    request: Request, who: Principal, owner: str | None, person_id: UUID | None,
+    category: str, purpose: str | None, outcome: str, reason: str,
+) -> None:  # fmt: skip
+    await access_log.record(
+        request.app.state.pool,
+        access_log.AccessEntry(
+            actor=who.subject, actor_org=who.org, actor_role=who.role.value,
+            actor_tenant=who.tenant, owner_tenant=owner, person_id=person_id,
+            categories=[category], purpose=purpose, outcome=outcome, reason=reason,
+            request=f"{request.method} {request.url.path}",
+        ),
+    )  # fmt: skip
+
+
+async def _consented(
+    person_id: UUID, request: Request, conn: Any, who: Principal, category: str,
+    from_: datetime | None, to: datetime | None, after: tuple[datetime, str, str] | None,
+    limit: int, purpose: str | None,
+) -> ReadingsPage:  # fmt: skip
+    cur = await conn.execute("select person_owner(%s)", (person_id,))
+    row = await cur.fetchone()
+    owner = row[0] if row else None
+    if owner is None:
+        await _log(request, who, None, person_id, category, purpose, "denied", "no such person")
+        raise HTTPException(404, "person not found")
+    cur = await conn.execute(
+        "select id, person_id, recipient_org, categories, valid_from, valid_to, withdrawn_at,"
+        " purpose from consents_for(%s, %s)",
+        (person_id, who.org or ""),
+    )
+    consents = [
+        Consent(r[0], r[1], r[2], frozenset(r[3]), r[4], r[5], r[6], r[7])
+        for r in await cur.fetchall()
+    ]
+    decision = decide(consents, org=who.org, category=category, now=datetime.now(UTC))
+    if decision.allowed and category not in ("weight", "blood_pressure"):
+        decision = Decision(False, f"{category} is not shared with other organisations yet")
+    await _log(request, who, owner, person_id, category,
+               purpose or (decision.consent.purpose if decision.consent else None),
+               "allowed" if decision.allowed else "denied", decision.reason)  # fmt: skip
+    if not decision.allowed:
+        raise HTTPException(403, decision.reason)
+    cur = await conn.execute(
+        "select ts, device_id, msg_id, weight_kg, systolic_mmhg, diastolic_mmhg, pulse_bpm"
+        " from consented_readings(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (person_id, who.org, category, from_, to, after[0] if after else None,
+         after[1] if after else None, after[2] if after else None, limit + 1),
+    )  # fmt: skip
+    keep = ("ts", "device_id", "msg_id",
+            *(("weight_kg",) if category == "weight"
+              else ("systolic_mmhg", "diastolic_mmhg", "pulse_bpm")))  # fmt: skip
+    names = [c.name for c in cur.description or []]
+    rows = [
+        {k: v for k, v in zip(names, r, strict=True) if k in keep} for r in await cur.fetchall()
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = _encode_cursor(last["ts"], last["device_id"], last["msg_id"])
+    return ReadingsPage(person_id=person_id, category=category, items=rows,
+                        next_cursor=next_cursor)  # fmt: skip

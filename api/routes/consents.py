@@ -1,0 +1,143 @@
+"""Consents (recorded by the owning municipality) and the access log (for auditors)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException
+from psycopg.rows import dict_row
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+from api.auth import Principal, Role
+from api.deps import TenantConn, require
+from gateway.storage import registry_repo as repo
+
+router = APIRouter(prefix="/api/v1", tags=["consent and access log"])
+
+Category = Literal["weight", "blood_pressure", "position", "lock_events", "alarms"]
+
+
+class ConsentIn(BaseModel):
+    person_id: UUID
+    recipient_org: str = Field(pattern=r"^[0-9]{6}-[0-9]{4}$", description="Organisation number")
+    purpose: str = Field(min_length=1, max_length=500)
+    categories: list[Category] = Field(min_length=1)
+    valid_from: AwareDatetime
+    valid_to: AwareDatetime | None = None
+    legal_basis: str = Field(min_length=1, max_length=200, examples=["samtycke (PDL 6 kap)"])
+
+    @model_validator(mode="after")
+    def _period(self) -> ConsentIn:
+        if self.valid_to is not None and self.valid_to <= self.valid_from:
+            raise ValueError("valid_to must be after valid_from")
+        return self
+
+
+class ConsentOut(BaseModel):
+    id: UUID
+    person_id: UUID
+    recipient_org: str
+    purpose: str
+    categories: list[str]
+    valid_from: datetime
+    valid_to: datetime | None
+    legal_basis: str
+    recorded_by: str
+    recorded_at: datetime
+    withdrawn_at: datetime | None
+    withdrawn_by: str | None
+
+
+class AccessLogOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    actor_org: str | None
+    actor_role: str
+    actor_tenant: str
+    owner_tenant: str | None
+    person_id: UUID | None
+    categories: list[str]
+    purpose: str | None
+    outcome: str
+    reason: str
+    request: str
+
+
+_CONSENT_COLUMNS = (
+    "id, person_id, recipient_org, purpose, categories, valid_from, valid_to, legal_basis,"
+    " recorded_by, recorded_at, withdrawn_at, withdrawn_by"
+)
+
+
+@router.post("/consents", status_code=201, response_model=ConsentOut)
+async def record_consent(
+    body: ConsentIn, conn: TenantConn, who: Principal = require(Role.TENANT_ADMIN)
+) -> dict[str, Any]:
+    await repo.get_person(conn, body.person_id)  # 404 unless the person is ours
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "insert into consents (tenant_id, person_id, recipient_org, purpose, categories,"
+            " valid_from, valid_to, legal_basis, recorded_by)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning " + _CONSENT_COLUMNS,
+            (who.tenant, body.person_id, body.recipient_org, body.purpose,
+             sorted(set(body.categories)), body.valid_from, body.valid_to, body.legal_basis,
+             who.subject),
+        )  # fmt: skip
+        row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+@router.post("/consents/{consent_id}/withdraw", response_model=ConsentOut)
+async def withdraw_consent(
+    consent_id: UUID, conn: TenantConn, who: Principal = require(Role.TENANT_ADMIN)
+) -> dict[str, Any]:
+    """Takes effect on the next request of the recipient."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "update consents set withdrawn_at = now(), withdrawn_by = %s"
+            " where id = %s and withdrawn_at is null returning " + _CONSENT_COLUMNS,
+            (who.subject, consent_id),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            await cur.execute("select 1 from consents where id = %s", (consent_id,))
+            if await cur.fetchone() is None:
+                raise HTTPException(404, "consent not found")
+            raise HTTPException(409, "consent already withdrawn")
+    return row
+
+
+@router.get("/consents", response_model=list[ConsentOut])
+async def list_consents(
+    person_id: UUID, conn: TenantConn,
+    _: Principal = require(Role.TENANT_ADMIN, Role.OPERATOR, Role.AUDITOR),
+) -> list[dict[str, Any]]:  # fmt: skip
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "select " + _CONSENT_COLUMNS + " from consents where person_id = %s"
+            " order by recorded_at",
+            (person_id,),
+        )
+        return await cur.fetchall()
+
+
+@router.get("/access-log", response_model=list[AccessLogOut])
+async def access_log(
+    conn: TenantConn,
+    person_id: UUID | None = None,
+    limit: int = 500,
+    _: Principal = require(Role.AUDITOR, Role.TENANT_ADMIN),
+) -> list[dict[str, Any]]:
+    """Who read which personal data, when, why, allowed or denied (newest first)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "select id, at, actor, actor_org, actor_role, actor_tenant, owner_tenant,"
+            " person_id, categories, purpose, outcome, reason, request from access_log"
+            " where (%s::uuid is null or person_id = %s) order by id desc limit %s",
+            (person_id, person_id, max(1, min(limit, 5000))),
+        )
+        return await cur.fetchall()

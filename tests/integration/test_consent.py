@@ -1,0 +1,133 @@
+"""Consent-aware reads and the access log over real HTTP on a real PostgreSQL: a region's
+clinician reads a resident's readings only under a valid consent, only inside its
+period; every read is logged, and the log detects tampering."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from api.app import create_app
+from api.auth import Role, mint
+from gateway.embedded import with_user
+from gateway.settings import Settings
+from gateway.storage import registry_repo as repo
+from gateway.storage.access_log import verify
+from tests.conftest import API_PASSWORD
+from tests.integration.harness import seed, serving
+
+SECRET = "consent-test-secret-consent-test-secret"
+REGION_ORG = "232100-0172"
+
+
+def auth(tenant: str, role: Role, org: str | None = None, subject: str = "user") -> dict:
+    token = mint(SECRET, tenant=tenant, role=role, subject=subject, org=org, ttl_s=600)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def world(database_url) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    s = await seed(database_url, devices={"scale-1": "t-scale", "bp-1": "t-bp"},
+                   since=datetime.now(UTC) - timedelta(days=200))  # fmt: skip
+    person = str(s.persons["scale-1"])
+    now = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await repo.create_tenant(conn, "region-v", "Region V", "region", REGION_ORG)
+        for days, kg in ((100, 80.0), (20, 81.0), (1, 82.0)):
+            await conn.execute(
+                "insert into readings (tenant_id, person_id, device_id, msg_id, ts, received_at,"
+                " kind, weight_kg) values ('kommun-a', %s, 'scale-1', %s, %s, %s, 'weight', %s)",
+                (person, f"w{days}", now - timedelta(days=days), now, kg),
+            )
+        await conn.commit()
+    settings = Settings(database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD)
+    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+                     metrics_registry=CollectorRegistry())  # fmt: skip
+    async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:
+        yield http, person, database_url
+
+
+async def test_consent_governs_a_regional_clinicians_reads(world) -> None:
+    http, person, url = world
+    clinician = auth("region-v", Role.CLINICIAN, REGION_ORG, "dr-lind")
+    admin = auth("kommun-a", Role.TENANT_ADMIN, subject="admin-a")
+    path = f"/api/v1/persons/{person}/readings"
+
+    r = await http.get(path, headers=clinician, params={"category": "weight"})
+    assert r.status_code == 403 and r.json()["detail"] == "no consent for this organisation"
+
+    since = (datetime.now(UTC) - timedelta(days=30)).isoformat()
+    body = {"person_id": person, "recipient_org": REGION_ORG, "purpose": "hjärtsvikt",
+            "categories": ["weight"], "valid_from": since, "legal_basis": "samtycke"}  # fmt: skip
+    r = await http.post("/api/v1/consents", headers=admin, json=body)
+    assert r.status_code == 201, r.text
+    consent_id = r.json()["id"]
+
+    r = await http.get(path, headers=clinician, params={"category": "weight"})
+    assert r.status_code == 200, r.text
+    kgs = [item["weight_kg"] for item in r.json()["items"]]
+    assert kgs == [81.0, 82.0]  # the reading from before the consent is never returned
+
+    r = await http.get(path, headers=clinician, params={"category": "blood_pressure"})
+    assert r.status_code == 403
+    other_region = auth("region-x", Role.CLINICIAN, "232100-0000")
+    r = await http.get(path, headers=other_region, params={"category": "weight"})
+    assert r.status_code == 403
+
+    r = await http.post(f"/api/v1/consents/{consent_id}/withdraw", headers=admin)
+    assert r.status_code == 200 and r.json()["withdrawn_by"] == "admin-a"
+    r = await http.get(path, headers=clinician, params={"category": "weight"})
+    assert r.status_code == 403 and r.json()["detail"] == "consent withdrawn"
+
+    # the municipality's own operator reads by role; that is logged too
+    r = await http.get(path, headers=auth("kommun-a", Role.OPERATOR), params={"category": "weight"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 3
+
+    auditor = auth("kommun-a", Role.AUDITOR)
+    r = await http.get("/api/v1/access-log", headers=auditor, params={"person_id": person})
+    log = r.json()
+    assert [(e["actor"], e["outcome"]) for e in reversed(log)] == [
+        ("dr-lind", "denied"),
+        ("dr-lind", "allowed"),
+        ("dr-lind", "denied"),
+        ("user", "denied"),
+        ("dr-lind", "denied"),
+        ("user", "allowed"),
+    ]
+    assert log[0]["reason"] == "by role"
+    assert {e["categories"][0] for e in log} == {"weight", "blood_pressure"}
+
+    # another municipality's auditor sees none of it
+    r = await http.get("/api/v1/access-log", headers=auth("kommun-b", Role.AUDITOR))
+    assert r.json() == []
+
+    assert verify(url).ok
+    with psycopg.connect(url) as conn:
+        conn.execute("update access_log set reason = 'nothing to see' where id = 2")
+    result = verify(url)
+    assert not result.ok and result.first_bad_id == 2
+
+
+async def test_access_log_is_append_only_for_the_api_role(world) -> None:
+    _http, _person, url = world
+    with psycopg.connect(with_user(url, "wg_api", API_PASSWORD)) as conn:
+        conn.execute("select set_config('wg.tenant_id', 'kommun-a', false)")
+        conn.execute("select append_access_log('x', null, 'operator', 'kommun-a', 'kommun-a',"
+                     " null, array['weight'], null, 'allowed', 'test', 'GET /')")  # fmt: skip
+        conn.commit()
+        forged = (
+            "insert into access_log (at, actor, actor_role, actor_tenant, categories, outcome,"
+            " reason, request, prev_hash, hash)"
+            " values (now(), 'x', 'x', 'x', '{}', 'allowed', 'x', 'x', '', '')"
+        )
+        for statement in ("update access_log set reason = 'edited'", "delete from access_log",
+                          forged):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+            conn.rollback()
+    assert verify(url).ok
