@@ -40,6 +40,10 @@ class RetentionDays(BaseModel):
 
 
 SeverityName = Literal["critical", "high", "medium", "low"]
+AlarmKindName = Literal[
+    "button", "fall", "geofence_exit", "tamper", "device_silent", "battery_low",
+    "blood_pressure", "weight_gain", "door_unlocked",
+]  # fmt: skip
 
 
 def _default_escalation() -> dict[SeverityName, list[int]]:
@@ -54,6 +58,20 @@ class WebhookSetting(BaseModel):
     group: str = Field(min_length=1, max_length=64)
     url: str = Field(pattern=r"^https?://")
     secret: SecretStr = Field(min_length=16)
+
+
+class RouteSetting(BaseModel):
+    """One routing rule: alarms matching kinds/severities/hours go to ``chain`` (recipient
+    groups in escalation order). The first matching rule of the tenant wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chain: list[str] = Field(min_length=1)
+    kinds: list[AlarmKindName] | None = None
+    severities: list[SeverityName] | None = None
+    hours: str | None = Field(
+        default=None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description='Local "22:00-07:00".'
+    )
 
 
 class AlarmSettings(BaseModel):
@@ -72,11 +90,15 @@ class AlarmSettings(BaseModel):
         default_factory=_default_escalation,
         description="Seconds unacknowledged before each escalation step, per severity.",
     )  # fmt: skip
-    severity: dict[str, dict[str, SeverityName]] = Field(
+    severity: dict[str, dict[AlarmKindName, SeverityName]] = Field(
         default_factory=dict,
         description='Per tenant ("*" for all): alarm kind -> severity.',
     )
     timezone: str = "Europe/Stockholm"
+    routes: dict[str, list[RouteSetting]] = Field(
+        default_factory=dict,
+        description='Per tenant ("*" for all): routing rules; unset = the built-in routes.',
+    )
     webhooks: list[WebhookSetting] = Field(default_factory=list)
     tick_ms: int = Field(default=250, ge=10, le=5000)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -40,11 +40,11 @@ from gateway.domain.alarms import (
 )
 from gateway.domain.geofence import GeofencePolicy
 from gateway.domain.registry import Binding, DeviceRecord
-from gateway.domain.routing import RoutingPolicy
+from gateway.domain.routing import Route, RoutingPolicy
 from gateway.domain.silence import SilencePolicy
 from gateway.mqtt.publisher import AlarmPublisher
 from gateway.registry_cache import RegistryCache
-from gateway.settings import AlarmSettings
+from gateway.settings import AlarmSettings, RouteSetting
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,29 @@ def severity_function(s: AlarmSettings) -> Any:
     return severity_for
 
 
+def routing_policies(s: AlarmSettings) -> dict[str, RoutingPolicy]:
+    """Routing per tenant from settings; "*" is every tenant without routes of its own."""
+    policies = {
+        tenant: RoutingPolicy(tuple(_route(r) for r in rules), timezone=s.timezone)
+        for tenant, rules in s.routes.items()
+    }
+    policies.setdefault("*", RoutingPolicy(timezone=s.timezone))
+    return policies
+
+
+def _route(r: RouteSetting) -> Route:
+    hours = None
+    if r.hours:
+        start, end = r.hours.split("-")
+        hours = (time.fromisoformat(start), time.fromisoformat(end))
+    return Route(
+        chain=tuple(r.chain),
+        kinds=frozenset(AlarmKind(k) for k in r.kinds) if r.kinds is not None else None,
+        severities=frozenset(Severity(x) for x in r.severities) if r.severities else None,
+        hours=hours,
+    )
+
+
 class AlarmService:
     def __init__(
         self,
@@ -94,7 +117,7 @@ class AlarmService:
         self.engine = AlarmEngine(
             self.book, rule_config(settings), person=self.persons.get, device=registry.get
         )
-        self.routing = RoutingPolicy(timezone=settings.timezone)
+        self.routing = routing_policies(settings)
         self.journal = AlarmJournal(journal_dir)
         self.shipper = JournalShipper(self.journal, database_url)
         self.publisher = AlarmPublisher(mqtt_url, f"{client_id}-alarms")
@@ -119,7 +142,7 @@ class AlarmService:
     def _dispatch(self, events: list[AlarmEvent]) -> None:
         self.journal.append(events)
         for event in events:
-            recipients = self.routing.recipients(event.alarm)
+            recipients = self.routing_for(event.alarm.tenant_id).recipients(event.alarm)
             payload = encode(event, recipients)
             self.publisher.submit(tenant_alarms_topic(event.alarm.tenant_id), payload)
             self.hub.publish(event.alarm.tenant_id, payload)
@@ -132,6 +155,9 @@ class AlarmService:
             )  # fmt: skip
         self.dispatched += len(events)
         self.shipper.wake()
+
+    def routing_for(self, tenant_id: str) -> RoutingPolicy:
+        return self.routing.get(tenant_id) or self.routing["*"]
 
     # --- people ----------------------------------------------------------------------------
     def _owned(self, tenant_id: str, alarm_id: UUID) -> Alarm:

@@ -66,3 +66,45 @@ def test_cli_reports_bad_config_and_exits_2(
     cfg.write_text("mqtt_protocol = 3\n")
     assert main(["--config", str(cfg), "token", "--tenant", "t", "--role", "operator"]) == 2
     assert "mqtt_protocol" in capsys.readouterr().err
+
+
+def test_alarm_routing_and_severity_per_tenant(tmp_path: Path) -> None:
+    from gateway.alarms.service import routing_policies, severity_function
+    from gateway.domain.alarms import AlarmBook, AlarmKind, Severity
+
+    cfg = tmp_path / "wg.toml"
+    cfg.write_text(
+        "[alarms.severity.kommun-a]\n"
+        'battery_low = "high"\n'
+        "[[alarms.routes.kommun-a]]\n"
+        'kinds = ["button", "fall"]\n'
+        'chain = ["larmcentral", "hemtjanst"]\n'
+        "[[alarms.routes.kommun-a]]\n"
+        'chain = ["nattpatrull"]\n'
+    )
+    settings = load_settings(cfg).alarms
+    severity = severity_function(settings)
+    assert severity("kommun-a", AlarmKind.BATTERY_LOW) is Severity.HIGH
+    assert severity("kommun-b", AlarmKind.BATTERY_LOW) is Severity.MEDIUM
+    routes = routing_policies(settings)
+    book = AlarmBook(severity)
+    from datetime import UTC, datetime
+
+    [press] = book.signal(tenant_id="kommun-a", kind=AlarmKind.BUTTON, device_id="d",
+                          person_id=None, person_ref=None, at=datetime.now(UTC),
+                          condition=False)  # fmt: skip
+    assert routes["kommun-a"].recipients(press.alarm) == ("larmcentral",)
+    press.alarm.escalation_level = 1
+    assert routes["kommun-a"].recipients(press.alarm) == ("larmcentral", "hemtjanst")
+    [low] = book.signal(tenant_id="kommun-a", kind=AlarmKind.BATTERY_LOW, device_id="d",
+                        person_id=None, person_ref=None, at=datetime.now(UTC),
+                        condition=True)  # fmt: skip
+    assert routes["kommun-a"].recipients(low.alarm) == ("nattpatrull",)
+    assert routes["*"].recipients(low.alarm) == ("technicians",)
+
+
+def test_unknown_alarm_kind_in_config_names_the_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "wg.toml"
+    cfg.write_text('[alarms.severity.kommun-a]\nbuton = "high"\n')
+    with pytest.raises(SettingsError, match=r"alarms\.severity\.kommun-a\.buton"):
+        load_settings(cfg)
