@@ -248,9 +248,7 @@ class AlarmEngine:
         if event.action == "locked":
             self._door_deadlines.pop(device.device_id, None)
             return self._clear(AlarmKind.DOOR_UNLOCKED, device, binding, event.ts)
-        if event.action == "denied":
-            return []
-        return []
+        return []  # denied: the door stayed shut (authorisation rules are issue 3)
 
     # --- time ---------------------------------------------------------------------------------
     def tick(self, now: datetime) -> list[AlarmEvent]:

@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from gateway.pii import PinCipher, normalise_pin
+from gateway.pii import PinCipher, PinError, normalise_pin
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -53,10 +53,13 @@ async def ensure_device_model(conn: Conn, m: DeviceModel) -> None:
     cur = await conn.execute("select 1 from device_models where id = %s", (m.id,))
     if await cur.fetchone():
         return
-    await conn.execute(
-        "select register_device_model(%s, %s, %s, %s, %s)",
-        (m.id, m.vendor, m.model, m.device_type, m.heartbeat_interval_s),
-    )
+    try:
+        await conn.execute(
+            "select register_device_model(%s, %s, %s, %s, %s)",
+            (m.id, m.vendor, m.model, m.device_type, m.heartbeat_interval_s),
+        )
+    except psycopg.errors.UniqueViolation:
+        raise RegistryError(f"vendor {m.vendor!r} model {m.model!r} is registered") from None
 
 
 async def create_person(
@@ -68,6 +71,14 @@ async def create_person(
     care_notes: str = "",
     cipher: PinCipher | None = None,
 ) -> UUID:
+    digits = None
+    if pin is not None:
+        if cipher is None:
+            raise RegistryError("storing personal identity numbers needs pii_keys configured", 422)
+        try:
+            digits = normalise_pin(pin)
+        except PinError as exc:
+            raise RegistryError(str(exc), 422) from None
     try:
         cur = await conn.execute(
             "insert into persons (tenant_id, ref, care_notes) values (%s, %s, %s) returning id",
@@ -78,10 +89,9 @@ async def create_person(
     row = await cur.fetchone()
     assert row is not None
     person_id: UUID = row[0]
-    if pin is not None:
-        if cipher is None:
-            raise RegistryError("storing personal identity numbers needs pii_keys configured", 422)
-        blob, key_id = cipher.encrypt(normalise_pin(pin), str(person_id))
+    if digits is not None:
+        assert cipher is not None
+        blob, key_id = cipher.encrypt(digits, str(person_id))
         await conn.execute(
             "update persons set pin_ciphertext = %s, pin_key_id = %s where id = %s",
             (blob, key_id, person_id),

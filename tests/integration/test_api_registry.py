@@ -103,3 +103,63 @@ async def test_errors_are_problem_details_and_tenants_are_isolated(
     assert r.status_code == 404
     r = await http.get("/healthz")
     assert r.json() == {"status": "ok", "database": "up"}
+
+
+async def test_bad_registry_input_is_a_clear_4xx(http: httpx.AsyncClient) -> None:
+    admin = auth("kommun-a", Role.TENANT_ADMIN)
+    platform = auth("platform", Role.PLATFORM_ADMIN)
+    await http.post(
+        "/api/v1/tenants",
+        headers=platform,
+        json={"id": "kommun-a", "name": "A", "kind": "municipality", "org_number": "212000-0001"},
+    )
+    # no pii keys configured: refused, nothing stored
+    r = await http.post(
+        "/api/v1/persons",
+        headers=admin,
+        json={"ref": "p1", "personal_identity_number": "19121212-1212"},
+    )
+    assert r.status_code == 422 and "pii_keys" in r.json()["detail"]
+    model = {
+        "id": "m-1",
+        "vendor": "Acme",
+        "model": "S1",
+        "device_type": "scale",
+        "heartbeat_interval_s": 60,
+    }
+    assert (await http.post("/api/v1/device-models", headers=admin, json=model)).status_code == 201
+    r = await http.post("/api/v1/device-models", headers=admin, json={**model, "id": "m-2"})
+    assert r.status_code == 409 and "registered" in r.json()["detail"]
+    r = await http.post("/api/v1/devices", headers=admin, json={"id": "d-1", "model_id": "nope"})
+    assert r.status_code == 422
+
+
+async def test_malformed_identity_number_is_422_and_stores_nothing(database_url) -> None:
+    import base64
+    import os
+
+    from tests.integration.harness import scalar
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    settings = Settings(database_url=database_url, jwt_secret=SECRET,
+                        api_db_password=API_PASSWORD, pii_keys={"k1": key})  # fmt: skip
+    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+                     metrics_registry=CollectorRegistry())  # fmt: skip
+    await seed(database_url, tenant="kommun-a", org="212000-0001", devices={"a-1": "t-scale"})
+    async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:
+        admin = auth("kommun-a", Role.TENANT_ADMIN)
+        r = await http.post(
+            "/api/v1/persons",
+            headers=admin,
+            json={"ref": "p2", "personal_identity_number": "19121212-1213"},
+        )
+        assert r.status_code == 422 and "check digit" in r.json()["detail"]
+        r = await http.post(
+            "/api/v1/persons",
+            headers=admin,
+            json={"ref": "p3", "personal_identity_number": "19121212-1212"},
+        )
+        assert r.status_code == 201
+    assert await scalar(database_url, "select count(*) from persons where ref = 'p2'") == 0
+    stored = await scalar(database_url, "select pin_ciphertext from persons where ref = 'p3'")
+    assert b"191212121212" not in bytes(stored)
