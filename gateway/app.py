@@ -12,6 +12,7 @@ import psycopg
 
 from gateway.alarms.service import AlarmService
 from gateway.device_state import DeviceState, DeviceStates
+from gateway.domain.rate_limit import TokenBuckets
 from gateway.ingest import Ingest
 from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer
@@ -84,6 +85,9 @@ class GatewayService:
             quarantine_payload_bytes=settings.quarantine_payload_bytes,
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
             alarms=self.alarms,
+            device_limits=TokenBuckets(
+                settings.limits.device_msgs_per_s, settings.limits.device_burst
+            ),
         )
 
     async def _handle(self, inbound: Any) -> None:

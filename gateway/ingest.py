@@ -9,13 +9,15 @@ good messages, so a refused message is acknowledged only once its quarantine row
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from firmware_contracts.decode import DecodeError, decode_payload
-from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
+from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
 from gateway.device_state import DeviceStates
+from gateway.domain.rate_limit import TokenBuckets
 from gateway.domain.registry import Binding, DeviceRecord, Refused, bind
 from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import AckToken, Inbound
@@ -49,6 +51,7 @@ class Ingest:
         quarantine_payload_bytes: int,
         max_clock_skew: timedelta,
         alarms: AlarmPath | None = None,
+        device_limits: TokenBuckets | None = None,
     ) -> None:
         self._resolve = resolve
         self._put = put
@@ -59,6 +62,7 @@ class Ingest:
         self._quarantine_cap = quarantine_payload_bytes
         self._max_skew = max_clock_skew
         self._alarms = alarms
+        self._limits = device_limits
         self._received = {ch: metrics.received.labels(ch.value) for ch in DEVICE_PUBLISHED}
 
     async def handle(self, msg: Inbound) -> None:
@@ -67,6 +71,16 @@ class Ingest:
             await self._quarantine(msg, None, None, "unknown_topic", "not devices/{id}/{channel}")
             return
         self._received[topic.channel].inc()
+        if self._limits is not None and not self._limits.allow(
+            _limit_key(topic.device_id, topic.channel), time.monotonic()
+        ):
+            # Kept (not dropped) but not decoded: refusing is cheaper than accepting.
+            await self._quarantine(
+                msg, topic.device_id, None, "rate_limited",
+                f"over {self._limits.rate:g} msgs/s (burst {self._limits.burst:g}) "
+                f"for this device and channel class",
+            )  # fmt: skip
+            return
         decoded = decode_payload(
             topic.channel,
             msg.payload,
@@ -128,3 +142,12 @@ class Ingest:
             payload_cap=self._quarantine_cap,
         )
         await self._put(row, msg.ack)
+
+
+_SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS})
+
+
+def _limit_key(device_id: str, channel: Channel) -> str:
+    """Alarm events and status (the last will) have their own allowance: a device flooding
+    telemetry cannot use up the budget of its own button press or offline notice."""
+    return f"{device_id}/{'safety' if channel in _SAFETY_CHANNELS else 'data'}"

@@ -103,6 +103,48 @@ class AlarmSettings(BaseModel):
     tick_ms: int = Field(default=250, ge=10, le=5000)
 
 
+class OidcSettings(BaseModel):
+    """Production sign-in: bearer tokens issued by the organisation's OpenID Connect
+    provider, verified against its JWKS. Claims name the tenant, role and organisation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str = Field(pattern=r"^https?://", description="The ``iss`` the provider signs.")
+    jwks_url: str = Field(pattern=r"^https?://")
+    audience: str = Field(min_length=1, description="The ``aud`` tokens must carry.")
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256"])
+    tenant_claim: str = "tenant"
+    role_claim: str = "role"
+    org_claim: str = "org"
+    jwks_cache_s: int = Field(default=300, ge=10, description="Keys are refetched after this.")
+    jwks_refetch_min_s: int = Field(
+        default=30, ge=1, description="An unknown ``kid`` refetches at most this often."
+    )
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric(cls, value: list[str]) -> list[str]:
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"}
+        wrong = sorted(set(value) - allowed)
+        if wrong or not value:
+            raise ValueError(f"only asymmetric algorithms {sorted(allowed)}, not {wrong}")
+        return value
+
+
+class RateLimitSettings(BaseModel):
+    """Abuse limits. Devices: a token bucket per device id at ingest (excess is refused to
+    quarantine and counted, other devices are not slowed). API: per caller per minute."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_msgs_per_s: float = Field(default=10.0, gt=0, description="Sustained, per device.")
+    device_burst: int = Field(
+        default=1_000, ge=1, description="Messages a device may send at once (offline replay)."
+    )
+    api_requests_per_minute: int = Field(default=1_200, ge=1, description="Per caller.")
+    api_burst: int = Field(default=200, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WG_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -157,6 +199,16 @@ class Settings(BaseSettings):
         default=SecretStr("dev-only-change-me-dev-only-change-me"),
         description="HS256 key for development tokens (welfare-gateway token).",
     )
+    dev_tokens: bool = Field(
+        default=True,
+        description="Accept HS256 development tokens; turn off in production (use oidc).",
+    )
+    oidc: OidcSettings | None = None
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API cross-origin; empty = none.",
+    )
+    limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
     # --- secrets -------------------------------------------------------------------------
     pii_keys: dict[str, SecretStr] = Field(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import psycopg
@@ -16,6 +17,7 @@ from tests.integration.harness import (
     seed,
     settings_for,
     wait_count,
+    wait_for,
 )
 
 
@@ -162,3 +164,49 @@ async def test_reassigned_device_attributes_by_message_time(mosquitto, database_
         await scalar(database_url, "select person_id from readings where msg_id='new'")
         == new_holder
     )
+
+
+async def test_a_flooding_device_is_limited_without_hurting_others(mosquitto, database_url) -> None:
+    """Per-device limits: the flood beyond the burst is refused to quarantine (kept, not
+    decoded), another device's traffic is all stored, and the flooding device's own alarm
+    event still gets through on its separate allowance."""
+    await seed(database_url)
+    flood = [
+        ("devices/gps-1/heartbeat", payload("heartbeat", f"f-{i}", battery_percent=50))
+        for i in range(300)
+    ]
+    button = ("devices/gps-1/events", payload("alarm", "press-1", kind="button"))
+    others = [("devices/scale-1/heartbeat", payload("heartbeat", f"s-{i}")) for i in range(15)]
+    settings = settings_for(
+        mosquitto.url, database_url, limits={"device_msgs_per_s": 1, "device_burst": 20}
+    )
+    async with running_gateway(settings) as gw:
+        await publish(mosquitto.url, [*flood, button, *others])
+        await wait_count(database_url, "select count(*) from device_alarms", 1)
+        await wait_count(
+            database_url, "select count(*) from device_health where device_id = 'scale-1'", 15
+        )
+
+        async def all_handled() -> int:
+            stored = "select count(*) from device_health where device_id = 'gps-1'"
+            refused = "select count(*) from quarantine"
+            return int(await scalar(database_url, stored) + await scalar(database_url, refused))
+
+        await wait_for(lambda: _at_least(all_handled, 300), 30, "every flood message handled")
+        limited = gw.metrics.quarantined.labels("rate_limited")._value.get()
+    stored = await scalar(
+        database_url, "select count(*) from device_health where device_id = 'gps-1'"
+    )
+    # the burst, plus at most one token per second the publish took
+    assert 20 <= stored < 60
+    assert limited == 300 - stored
+    assert await scalar(
+        database_url,
+        "select count(*) from quarantine where reason = 'rate_limited' and device_id = 'gps-1'",
+    ) == limited
+    assert await scalar(database_url, "select count(*) from quarantine where device_id <> "
+                        "'gps-1'") == 0  # fmt: skip
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return bool(await count() >= n)

@@ -34,6 +34,8 @@ def _gateway_process(mqtt_url: str, database_url: str, log: Path) -> subprocess.
         "WG_MQTT_CLIENT_ID": "wg-kill-test",
         "WG_BATCH_MAX_DELAY_MS": "20",
         "WG_DATA_DIR": str(log.parent / "data"),
+        # one device sends the whole stream here; the per-device limit is not under test
+        "WG_LIMITS__DEVICE_BURST": "100000",
     }
     return subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run"],

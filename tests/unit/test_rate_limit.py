@@ -1,0 +1,51 @@
+"""Token buckets: burst, sustained rate, independence of keys, bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.domain.rate_limit import TokenBuckets
+
+
+def test_burst_then_refused_then_refilled_at_the_rate() -> None:
+    buckets = TokenBuckets(rate_per_s=2.0, burst=3)
+    assert [buckets.allow("a", 0.0) for _ in range(4)] == [True, True, True, False]
+    assert buckets.retry_after("a", 0.0) == pytest.approx(0.5)
+    assert not buckets.allow("a", 0.4)
+    assert buckets.allow("a", 0.5 + 0.01)
+    assert not buckets.allow("a", 0.52)
+
+
+def test_sustained_rate_is_what_gets_through() -> None:
+    buckets = TokenBuckets(rate_per_s=10.0, burst=5)
+    allowed = sum(buckets.allow("a", i / 1000) for i in range(10_000))  # 1000/s for 10 s
+    assert 5 + 100 - 1 <= allowed <= 5 + 100 + 1
+
+
+def test_one_key_exhausted_does_not_touch_another() -> None:
+    buckets = TokenBuckets(rate_per_s=1.0, burst=2)
+    for _ in range(50):
+        buckets.allow("flood", 0.0)
+    assert not buckets.allow("flood", 0.0)
+    assert buckets.allow("quiet", 0.0)
+    assert buckets.allow("quiet", 0.0)
+
+
+def test_refilled_buckets_are_pruned_so_memory_is_bounded() -> None:
+    buckets = TokenBuckets(rate_per_s=1.0, burst=2, min_prune_size=100)
+    for i in range(10_000):
+        # every key is used once; after 2 s a key's bucket is full again and carries nothing
+        buckets.allow(f"dev-{i}", i * 0.01)
+    assert len(buckets) <= 2 * 200 + 1
+
+
+def test_clock_going_backwards_does_not_mint_tokens() -> None:
+    buckets = TokenBuckets(rate_per_s=1.0, burst=1)
+    assert buckets.allow("a", 10.0)
+    assert not buckets.allow("a", 5.0)
+    assert not buckets.allow("a", 10.5)
+
+
+def test_invalid_parameters() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        TokenBuckets(rate_per_s=0, burst=1)
