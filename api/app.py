@@ -9,7 +9,9 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
-from api import problems
+from api import http_headers, problems
+from api.authenticator import Authenticator
+from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
 from api.routes import consents, health, readings, registry, rules, stats
 from gateway import __version__
@@ -44,13 +46,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pool = pool
-    app.state.jwt_secret = settings.jwt_secret.get_secret_value()
+    app.state.authenticator = Authenticator.from_settings(settings)
+    app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
     app.state.pin_cipher = PinCipher.from_settings(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
     )
     problems.install(app)
+    http_headers.install(app, cors_origins=settings.cors_origins)
     app.include_router(health.router)
     app.include_router(registry.router)
     app.include_router(readings.router)

@@ -10,21 +10,34 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 
-from api.auth import AuthError, Principal, Role, verify
+from api.auth import AuthError, Principal, Role
+from api.authenticator import Authenticator
+from api.oidc import JwksUnavailable
+from api.rate_limits import ApiLimits
 
 _bearer = HTTPBearer(auto_error=False)
 
 
-def principal(
+async def principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise HTTPException(401, "bearer token required", {"WWW-Authenticate": "Bearer"})
+    authenticator: Authenticator = request.app.state.authenticator
+    limits: ApiLimits = request.app.state.api_limits
     try:
-        return verify(request.app.state.jwt_secret, credentials.credentials)
+        who = await authenticator.principal(credentials.credentials)
     except AuthError as exc:
-        raise HTTPException(401, str(exc), {"WWW-Authenticate": "Bearer"}) from None
+        client = request.client.host if request.client else "unknown"
+        limits.check(f"failed-sign-in/{client}")  # slows token guessing from one address
+        raise HTTPException(
+            401, str(exc), {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        ) from None
+    except JwksUnavailable:
+        raise HTTPException(503, "the sign-in provider's keys are unavailable") from None
+    limits.check(f"caller/{who.tenant}/{who.subject}")
+    return who
 
 
 CurrentPrincipal = Annotated[Principal, Depends(principal)]
