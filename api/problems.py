@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,6 +38,22 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RegistryError)
     async def registry_error(_: Request, exc: RegistryError) -> JSONResponse:
         return problem(exc.status, _title(exc.status), str(exc))
+
+    # The database is the last line of validation: a value it cannot hold (a NUL byte in a
+    # text, a range whose end precedes its start) is the caller's error, not a crash.
+    @app.exception_handler(psycopg.DataError)
+    async def data_error(_: Request, exc: psycopg.DataError) -> JSONResponse:
+        detail = exc.diag.message_primary if exc.diag.message_primary else str(exc)
+        return problem(422, _title(422), f"a value cannot be stored: {detail}")
+
+    @app.exception_handler(psycopg.IntegrityError)
+    async def integrity_error(_: Request, exc: psycopg.IntegrityError) -> JSONResponse:
+        name = exc.diag.constraint_name or "a constraint"
+        return problem(409, _title(409), f"conflicts with existing data ({name})")
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def database_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        return problem(503, _title(503), "database unavailable")
 
 
 def _title(status: int) -> str:

@@ -164,6 +164,14 @@ async def return_device(conn: Conn, device_id: str, at: datetime) -> None:
     _, status = await _lock_device(conn, device_id)
     if status != "active":
         raise RegistryError(f"device is {status}, not active")
+    began = await (
+        await conn.execute(
+            "select max(valid_from) from assignments where device_id = %s and valid_to is null",
+            (device_id,),
+        )
+    ).fetchone()
+    if began and began[0] is not None and at < began[0]:
+        raise RegistryError("the return time is before the current assignment began", 422)
     await conn.execute(
         "update assignments set valid_to = %s where device_id = %s and valid_to is null",
         (at, device_id),
