@@ -16,6 +16,7 @@ from api.routes import alarms as alarm_routes
 from api.routes import consents, health, readings, registry, rules, stats
 from gateway import __version__
 from gateway.alarms.service import AlarmService
+from gateway.broker_access.service import BrokerAccess
 from gateway.pii import PinCipher
 from gateway.settings import Settings
 
@@ -50,6 +51,7 @@ def create_app(
     app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
+    app.state.broker_access = BrokerAccess.from_settings(settings)
     app.state.pin_cipher = PinCipher.from_settings(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
     )

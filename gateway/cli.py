@@ -131,6 +131,30 @@ def _verify_and_print(verify: Any, url: str) -> str:
     return "bad"
 
 
+def _cmd_pki(args: argparse.Namespace) -> int:
+    from gateway.pki import CertificateAuthority, PkiError
+
+    ca = CertificateAuthority(Path(args.dir))
+    try:
+        if args.pki_command == "init-ca":
+            print(ca.init(tenant=args.tenant, days=args.days))
+        elif args.pki_command == "server-cert":
+            issued = ca.server_cert(args.host, days=args.days)
+            print(issued.cert, issued.key, sep="\n")
+        elif args.pki_command == "device-cert":
+            issued = ca.device_cert(args.device, days=args.days)
+            print(issued.cert, issued.key, sep="\n")
+        elif args.pki_command == "revoke":
+            count = ca.revoke(args.device)
+            print(f"revoked {count} certificate(s) of {args.device}; CRL: {ca.crl_path}")
+        else:
+            print(ca.write_crl())
+    except PkiError as exc:
+        print(f"welfare-gateway pki: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="welfare-gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
@@ -169,6 +193,27 @@ def build_parser() -> argparse.ArgumentParser:
     lsub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered").set_defaults(
         func=_cmd_access_log_verify
     )
+
+    pki = sub.add_parser("pki", help="CA, broker and device certificates for mutual TLS")
+    psub = pki.add_subparsers(dest="pki_command", required=True)
+    for name, what, days in (
+        ("init-ca", "create a CA (per deployment, or per tenant)", 3650),
+        ("server-cert", "issue the broker's server certificate", 825),
+        ("device-cert", "issue a device's client certificate (CN = device id)", 1825),
+        ("revoke", "revoke a device's certificates and rewrite the CRL", 0),
+        ("crl", "re-sign the CRL before it expires", 0),
+    ):
+        cmd = psub.add_parser(name, help=what)
+        cmd.add_argument("--dir", required=True, help="the CA directory")
+        if days:
+            cmd.add_argument("--days", type=int, default=days, help="validity in days")
+        cmd.set_defaults(func=_cmd_pki)
+    psub.choices["init-ca"].add_argument("--tenant", default=None, help="tenant of this CA")
+    psub.choices["server-cert"].add_argument(
+        "--host", required=True, nargs="+", help="DNS names / IP addresses of the broker"
+    )
+    psub.choices["device-cert"].add_argument("--device", required=True)
+    psub.choices["revoke"].add_argument("--device", required=True)
 
     sim = sub.add_parser("simulate", help="run a simulated fleet against a broker")
     sim.add_argument("--scenario", required=True)

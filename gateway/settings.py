@@ -145,6 +145,25 @@ class RateLimitSettings(BaseModel):
     api_burst: int = Field(default=200, ge=1)
 
 
+class BrokerAccessSettings(BaseModel):
+    """Per-device broker identities through Mosquitto's dynamic security plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=False, description="Create/disable device identities.")
+    admin_url: str | None = Field(
+        default=None,
+        pattern=r"^mqtts?://",
+        description="Broker for dynsec commands; unset = mqtt_url's host and port.",
+    )
+    admin_username: str = Field(default="wg-admin", min_length=1, max_length=64)
+    admin_password: SecretStr | None = None
+    ca_file: Path | None = Field(default=None, description="CA of the broker (mqtts).")
+    cert_file: Path | None = Field(default=None, description="Client cert (mTLS listener).")
+    key_file: Path | None = None
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WG_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -191,6 +210,7 @@ class Settings(BaseSettings):
     max_clock_skew_s: int = Field(default=300, ge=0)
     retention: RetentionDays = Field(default_factory=RetentionDays)
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    broker_access: BrokerAccessSettings = Field(default_factory=BrokerAccessSettings)
 
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

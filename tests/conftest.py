@@ -23,6 +23,21 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         broker.stop()
 
 
+#: The dynamic-security admin of ``dynsec_mosquitto`` (what ``mosquitto_ctrl dynsec init``
+#: creates); only the gateway's broker-access adapter uses it.
+DYNSEC_ADMIN = ("wg-admin", "test-dynsec-admin-password")
+
+
+@pytest.fixture
+def dynsec_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A private Mosquitto with the dynamic security plugin: no anonymous access."""
+    broker = Mosquitto(tmp_path / "mosquitto-dynsec", dynsec_admin=DYNSEC_ADMIN).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     from gateway.storage.migrate import migrate

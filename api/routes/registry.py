@@ -6,12 +6,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from firmware_contracts.topics import DEVICE_ID_PATTERN
+from gateway.broker_access.client import BrokerAccessError
+from gateway.broker_access.service import BrokerAccess
 from gateway.storage import registry_repo as repo
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -87,6 +89,32 @@ class Created(BaseModel):
     id: str
 
 
+class DeviceCreated(BaseModel):
+    id: str
+    mqtt_username: str | None = Field(default=None, description="With broker access on.")
+    mqtt_password: str | None = Field(
+        default=None, description="Shown once, never stored by us: put it on the device now."
+    )
+
+
+async def _broker(request: Request, action: str, device_id: str) -> str | None:
+    """Run a broker identity step if broker access management is on. A failure answers
+    503 and, raised inside the request's transaction, rolls the registry change back."""
+    access: BrokerAccess | None = request.app.state.broker_access
+    if access is None:
+        return None
+    try:
+        if action == "register":
+            return await access.register_device(device_id)
+        if action == "suspend":
+            await access.suspend_device(device_id)
+        else:
+            await access.reinstate_device(device_id)
+    except BrokerAccessError as exc:
+        raise HTTPException(503, f"broker identity not updated; nothing changed: {exc}") from None
+    return None
+
+
 @router.post("/tenants", status_code=201, response_model=Created)
 async def create_tenant(
     body: TenantIn, conn: TenantConn, _: Principal = require(Role.PLATFORM_ADMIN)
@@ -126,27 +154,37 @@ async def get_person(
     return PersonOut(has_personal_identity_number=row.pop("has_pin"), **row)
 
 
-@router.post("/devices", status_code=201, response_model=Created)
+@router.post(
+    "/devices", status_code=201, response_model=DeviceCreated, response_model_exclude_none=True
+)
 async def register_device(
-    body: DeviceIn, conn: TenantConn, who: Principal = require(*INSTALLERS)
-) -> Created:
+    body: DeviceIn, request: Request, response: Response, conn: TenantConn,
+    who: Principal = require(*INSTALLERS),
+) -> DeviceCreated:  # fmt: skip
     await repo.register_device(conn, who.tenant, body.id, body.model_id, body.serial)
-    return Created(id=body.id)
+    password = await _broker(request, "register", body.id)  # last: 503 rolls back the row
+    if password is None:
+        return DeviceCreated(id=body.id)
+    response.headers["Cache-Control"] = "no-store"
+    return DeviceCreated(id=body.id, mqtt_username=body.id, mqtt_password=password)
 
 
 @router.post("/devices/{device_id}/assign", status_code=204)
 async def assign_device(
-    device_id: str, body: AssignIn, conn: TenantConn, _: Principal = require(*INSTALLERS)
-) -> None:
+    device_id: str, body: AssignIn, request: Request, conn: TenantConn,
+    _: Principal = require(*INSTALLERS),
+) -> None:  # fmt: skip
     await repo.assign_device(conn, device_id, body.person_id, body.valid_from or _now())
+    await _broker(request, "reinstate", device_id)
 
 
 @router.post("/devices/{device_id}/return", status_code=204)
 async def return_device(
-    device_id: str, conn: TenantConn, body: ReturnIn | None = None,
+    device_id: str, request: Request, conn: TenantConn, body: ReturnIn | None = None,
     _: Principal = require(*INSTALLERS),
 ) -> None:  # fmt: skip
     await repo.return_device(conn, device_id, (body.at if body else None) or _now())
+    await _broker(request, "suspend", device_id)
 
 
 @router.get("/devices", response_model=list[DeviceOut])

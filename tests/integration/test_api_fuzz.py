@@ -60,6 +60,6 @@ async def _schemathesis(base: str, token: str, report: Path) -> int:
             "--header", f"Authorization: Bearer {token}",
             "--generation-deterministic",
             "--workers", "1", "--request-timeout", "20", "--no-color",
-            stdout=out, stderr=asyncio.subprocess.STDOUT,
+            stdout=out, stderr=asyncio.subprocess.STDOUT, cwd=report.parent,
         )  # fmt: skip
         return await proc.wait()
