@@ -14,6 +14,7 @@ from api.authenticator import Authenticator
 from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
 from api.routes import consents, health, readings, registry, rules, stats
+from api.routes import locks as lock_routes
 from gateway import __version__
 from gateway.alarms.service import AlarmService
 from gateway.broker_access.service import BrokerAccess
@@ -51,6 +52,7 @@ def create_app(
     app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
+    app.state.locks = alarms.locks if alarms is not None else None
     app.state.broker_access = BrokerAccess.from_settings(settings)
     app.state.pin_cipher = PinCipher.from_settings(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
@@ -64,4 +66,5 @@ def create_app(
     app.include_router(rules.router)
     app.include_router(stats.router)
     app.include_router(consents.router)
+    app.include_router(lock_routes.router)
     return app

@@ -128,3 +128,11 @@ async def test_a_certificate_cannot_take_over_another_devices_session(broker, ca
             assert await attacker.publish("devices/gps-2/telemetry") < 0x80
         assert victim.connected
         assert await victim.publish("devices/gps-1/telemetry") < 0x80
+    # use_username_as_clientid is the TLS listener's alone: on the password listener the
+    # gateway keeps two sessions (ingest, alarms) under one identity.
+    async with (
+        probe(broker.port, "wg-test-gateway", *GATEWAY) as ingest,
+        probe(broker.port, "wg-test-gateway-alarms", *GATEWAY) as alarms,
+    ):
+        assert await alarms.publish("tenants/kommun-a/alarms") < 0x80
+        assert ingest.connected and alarms.connected
