@@ -18,7 +18,7 @@ from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer
 from gateway.registry_cache import RegistryCache
 from gateway.settings import Settings
-from gateway.storage import partitions, queries
+from gateway.storage import partitions, queries, timescale
 from gateway.storage.batch_writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,13 @@ class GatewayService:
     async def _handle(self, inbound: Any) -> None:
         await self.ingest.handle(inbound)
 
+    async def _setup_timescale(self) -> None:
+        def work() -> None:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                timescale.setup(conn, self.settings.timescaledb, self.settings.retention)
+
+        await asyncio.to_thread(work)
+
     async def _maintain_partitions(self) -> None:
         def work() -> None:
             with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -144,6 +151,7 @@ class GatewayService:
 
     async def start(self) -> None:
         """What must succeed before the gateway takes traffic (database reachable)."""
+        await self._setup_timescale()
         await self._maintain_partitions()
         await self.registry.load()
         await self._restore_device_states()

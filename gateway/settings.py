@@ -209,6 +209,11 @@ class Settings(BaseSettings):
     quarantine_payload_bytes: int = Field(default=4_096, ge=0)
     max_clock_skew_s: int = Field(default=300, ge=0)
     retention: RetentionDays = Field(default_factory=RetentionDays)
+    timescaledb: Literal["auto", "require", "off"] = Field(
+        default="auto",
+        description="Time series as TimescaleDB hypertables: auto = when the extension is "
+        "available, require = refuse to start without, off = native partitions.",
+    )
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     broker_access: BrokerAccessSettings = Field(default_factory=BrokerAccessSettings)
 

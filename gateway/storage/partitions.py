@@ -1,4 +1,5 @@
 """Native range partitions for the time-series tables: create ahead, drop after retention.
+(When the tables are TimescaleDB hypertables instead, there is nothing to do here.)
 
 Partitions are fixed-width intervals counted from the Unix epoch, so every worker computes
 the same bounds. Creating covers [now - retention, now + ahead]; a message older than its
@@ -69,8 +70,13 @@ def partition_name(table: str, start: datetime) -> str:
 
 
 def maintain(conn: psycopg.Connection[Any], retention: RetentionDays, now: datetime) -> None:
-    """Create missing partitions and drop expired ones (idempotent; safe to run often)."""
+    """Create missing partitions and drop expired ones (idempotent; safe to run often).
+
+    Tables that are TimescaleDB hypertables (see :mod:`gateway.storage.timescale`) are
+    skipped: their chunks are created on insert and dropped by the retention policy."""
     for table in TABLES:
+        if not natively_partitioned(conn, table.name):
+            continue
         existing = {
             row[0]: row[1]
             for row in conn.execute(
@@ -106,6 +112,14 @@ def maintain(conn: psycopg.Connection[Any], retention: RetentionDays, now: datet
         "delete from quarantine where received_at < %s",
         (now - timedelta(days=retention.quarantine),),
     )
+
+
+def natively_partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
+    """The table exists and is a native partitioned table (not a hypertable)."""
+    row = conn.execute(
+        "select relkind from pg_class where oid = to_regclass(quote_ident(%s))", (table,)
+    ).fetchone()
+    return row is not None and row[0] == "p"
 
 
 def _parse_start(table: str, name: str) -> datetime | None:

@@ -1,0 +1,196 @@
+"""TimescaleDB for the time series when the extension is there: hypertables, policies.
+
+At start (before partition maintenance) the gateway calls :func:`setup`. With the
+``timescaledb`` setting at ``auto`` (default) or ``require`` and the extension available,
+it creates the extension, turns the still-empty natively partitioned time-series tables
+into compressed hypertables (``wg_hypertable_from_native`` of migration 0008), and keeps
+each hypertable's compression and retention policies in line with the settings. Tables
+that already hold rows in native partitions stay native (all tables or none are
+converted), and :mod:`gateway.storage.partitions` keeps maintaining them.
+
+TimescaleDB's job scheduler then compresses and drops chunks; the gateway does not.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from gateway.settings import RetentionDays
+from gateway.storage.partitions import TABLES, natively_partitioned
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["auto", "require", "off"]
+
+_LOCK_KEY = 0x57_47_54_53  # "WGTS"
+DEFAULT_COMPRESS_AFTER = timedelta(days=7)
+# Positions come in 1-day chunks and are read mostly while fresh: compress them sooner.
+COMPRESS_AFTER = {"positions": timedelta(days=2)}
+# Unique indexes and INSERT ... ON CONFLICT DO NOTHING on compressed chunks (the dedup of
+# redelivered messages) came in TimescaleDB 2.11.
+MIN_VERSION = (2, 11)
+
+
+class TimescaleError(Exception):
+    """``timescaledb = "require"`` and the hypertables cannot be had."""
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    table: str
+    chunk_interval: timedelta
+    compress_after: timedelta
+    drop_after: timedelta
+
+
+def policies(retention: RetentionDays) -> list[TablePolicy]:
+    """What each time-series table should have (pure)."""
+    return [
+        TablePolicy(
+            table=t.name,
+            chunk_interval=timedelta(days=t.interval_days),
+            compress_after=COMPRESS_AFTER.get(t.name, DEFAULT_COMPRESS_AFTER),
+            drop_after=timedelta(days=getattr(retention, t.retention_field)),
+        )
+        for t in TABLES
+    ]
+
+
+def setup(conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays) -> bool:
+    """Use hypertables if wanted and possible; returns True when the time series are
+    hypertables (policies then applied). ``conn`` must be in autocommit mode."""
+    if mode != "off" and not _installed(conn):
+        if not _available(conn):
+            return _fallback(mode, "extension not available on this server")
+        try:
+            with conn.transaction():
+                conn.execute("create extension if not exists timescaledb")
+        except psycopg.Error as exc:
+            if conn.closed:
+                raise
+            return _fallback(mode, f"create extension failed: {type(exc).__name__}: {exc}")
+        log.info("timescaledb extension created")
+    if not _installed(conn):
+        return False
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        native = [t.name for t in TABLES if natively_partitioned(conn, t.name)]
+        if native and mode != "off":
+            version = _version(conn)
+            if version < MIN_VERSION:
+                return _fallback(mode, f"timescaledb {version} is older than {MIN_VERSION}")
+            busy = [name for name in native if _has_rows(conn, name)]
+            if busy:
+                return _fallback(mode, f"time series already in native partitions: {busy}")
+            for policy in policies(retention):
+                if policy.table in native:
+                    conn.execute(
+                        "select wg_hypertable_from_native(%s, %s)",
+                        (policy.table, policy.chunk_interval),
+                    )
+            log.info("time series converted to hypertables", extra={"tables": native})
+        elif native:
+            return False
+        for policy in policies(retention):
+            _apply_policies(conn, policy)
+    return True
+
+
+def parse_version(text: str) -> tuple[int, int]:
+    """``"2.23.0-dev"`` -> ``(2, 23)``; unparsable -> ``(0, 0)``."""
+    parts = text.split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def hypertables(conn: psycopg.Connection[Any]) -> set[str]:
+    """Names of the time-series tables that are hypertables (empty without the extension)."""
+    if not _installed(conn):
+        return set()
+    rows = conn.execute(
+        "select hypertable_name from timescaledb_information.hypertables"
+        " where hypertable_schema = current_schema()"
+    ).fetchall()
+    return {row[0] for row in rows} & {t.name for t in TABLES}
+
+
+def _apply_policies(conn: psycopg.Connection[Any], policy: TablePolicy) -> None:
+    jobs = {
+        row[0]: row[1]
+        for row in conn.execute(
+            "select proc_name, config from timescaledb_information.jobs"
+            " where hypertable_schema = current_schema() and hypertable_name = %s"
+            " and proc_name in ('policy_compression', 'policy_retention')",
+            (policy.table,),
+        )
+    }
+    if not _same_interval(conn, jobs.get("policy_compression"), "compress_after", policy):
+        conn.execute("select remove_compression_policy(%s, if_exists => true)", (policy.table,))
+        conn.execute(
+            "select add_compression_policy(%s, compress_after => %s)",
+            (policy.table, policy.compress_after),
+        )
+        log.info("compression policy set", extra={"table": policy.table})
+    if not _same_interval(conn, jobs.get("policy_retention"), "drop_after", policy):
+        conn.execute("select remove_retention_policy(%s, if_exists => true)", (policy.table,))
+        conn.execute(
+            "select add_retention_policy(%s, drop_after => %s)",
+            (policy.table, policy.drop_after),
+        )
+        log.info(
+            "retention policy set",
+            extra={"table": policy.table, "days": policy.drop_after.days},
+        )
+
+
+def _same_interval(
+    conn: psycopg.Connection[Any], config: Any, key: str, policy: TablePolicy
+) -> bool:
+    if not isinstance(config, dict) or key not in config:
+        return False
+    wanted = policy.compress_after if key == "compress_after" else policy.drop_after
+    row = conn.execute("select %s::interval = %s::interval", (config[key], wanted)).fetchone()
+    return bool(row and row[0])
+
+
+def _fallback(mode: Mode, reason: str) -> bool:
+    if mode == "require":
+        raise TimescaleError(f"timescaledb required but not usable: {reason}")
+    log.warning("time series stay in native partitions", extra={"reason": reason})
+    return False
+
+
+def _available(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "select exists (select 1 from pg_available_extensions where name = 'timescaledb')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _version(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    row = conn.execute(
+        "select extversion from pg_extension where extname = 'timescaledb'"
+    ).fetchone()
+    return parse_version(str(row[0])) if row else (0, 0)
+
+
+def _installed(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "select exists (select 1 from pg_extension where extname = 'timescaledb')"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _has_rows(conn: psycopg.Connection[Any], table: str) -> bool:
+    row = conn.execute(
+        sql.SQL("select exists (select 1 from {})").format(sql.Identifier(table))
+    ).fetchone()
+    return bool(row and row[0])
