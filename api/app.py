@@ -11,9 +11,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from api import http_headers, problems
 from api.authenticator import Authenticator
+from api.fhir.ids import IdCodec
 from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
 from api.routes import consents, health, readings, registry, rules, stats
+from api.routes import fhir as fhir_routes
 from api.routes import locks as lock_routes
 from gateway import __version__
 from gateway.alarms.service import AlarmService
@@ -52,6 +54,8 @@ def create_app(
     app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
+    # keys the opaque FHIR Observation ids (stable while jwt_secret is)
+    app.state.fhir_ids = IdCodec(settings.jwt_secret.get_secret_value())
     app.state.locks = alarms.locks if alarms is not None else None
     app.state.broker_access = BrokerAccess.from_settings(settings)
     app.state.pin_cipher = PinCipher.from_settings(
@@ -66,5 +70,6 @@ def create_app(
     app.include_router(rules.router)
     app.include_router(stats.router)
     app.include_router(consents.router)
+    app.include_router(fhir_routes.router)
     app.include_router(lock_routes.router)
     return app

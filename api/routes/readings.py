@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -11,12 +11,11 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import AwareDatetime, BaseModel
 
+from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
-from gateway.domain.consent import Consent, Decision, decide
-from gateway.storage import access_log
 from gateway.storage import registry_repo as repo
-from gateway.storage.api_queries import READING_QUERIES
+from gateway.storage.api_queries import CONSENTED_QUERIES, READING_QUERIES
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
@@ -94,15 +93,8 @@ async def _log(
     request: Request, who: Principal, owner: str | None, person_id: UUID | None,
     category: str, purpose: str | None, outcome: str, reason: str,
 ) -> None:  # fmt: skip
-    await access_log.record(
-        request.app.state.pool,
-        access_log.AccessEntry(
-            actor=who.subject, actor_org=who.org, actor_role=who.role.value,
-            actor_tenant=who.tenant, owner_tenant=owner, person_id=person_id,
-            categories=[category], purpose=purpose, outcome=outcome, reason=reason,
-            request=f"{request.method} {request.url.path}",
-        ),
-    )  # fmt: skip
+    await consented.log_read(request, who, owner, person_id, [category], purpose, outcome,
+                             reason)  # fmt: skip
 
 
 async def _consented(
@@ -110,42 +102,27 @@ async def _consented(
     from_: datetime | None, to: datetime | None, after: tuple[datetime, str, str] | None,
     limit: int, purpose: str | None,
 ) -> ReadingsPage:  # fmt: skip
-    cur = await conn.execute("select person_owner(%s)", (person_id,))
-    row = await cur.fetchone()
-    owner = row[0] if row else None
+    """Every category through the same path: decide() on the consents, then a SECURITY
+    DEFINER function that checks the consent again and returns only rows from inside its
+    validity period."""
+    owner = await consented.person_owner(conn, person_id)
     if owner is None:
         await _log(request, who, None, person_id, category, purpose, "denied", "no such person")
         raise HTTPException(404, "person not found")
-    cur = await conn.execute(
-        "select id, person_id, recipient_org, categories, valid_from, valid_to, withdrawn_at,"
-        " purpose from consents_for(%s, %s)",
-        (person_id, who.org or ""),
-    )
-    consents = [
-        Consent(r[0], r[1], r[2], frozenset(r[3]), r[4], r[5], r[6], r[7])
-        for r in await cur.fetchall()
-    ]
-    decision = decide(consents, org=who.org, category=category, now=datetime.now(UTC))
-    if decision.allowed and category not in ("weight", "blood_pressure"):
-        decision = Decision(False, f"{category} is not shared with other organisations yet")
+    decision = (await consented.decide_for(conn, who, person_id, [category])).by_category[category]
     await _log(request, who, owner, person_id, category,
                purpose or (decision.consent.purpose if decision.consent else None),
                "allowed" if decision.allowed else "denied", decision.reason)  # fmt: skip
     if not decision.allowed:
         raise HTTPException(403, decision.reason)
     cur = await conn.execute(
-        "select ts, device_id, msg_id, weight_kg, systolic_mmhg, diastolic_mmhg, pulse_bpm"
-        " from consented_readings(%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (person_id, who.org, category, from_, to, after[0] if after else None,
-         after[1] if after else None, after[2] if after else None, limit + 1),
+        CONSENTED_QUERIES[category],
+        {"person": person_id, "org": who.org, "from": from_, "to": to,
+         "after_ts": after[0] if after else None, "after_device": after[1] if after else None,
+         "after_msg": after[2] if after else None, "limit": limit + 1},
     )  # fmt: skip
-    keep = ("ts", "device_id", "msg_id",
-            *(("weight_kg",) if category == "weight"
-              else ("systolic_mmhg", "diastolic_mmhg", "pulse_bpm")))  # fmt: skip
     names = [c.name for c in cur.description or []]
-    rows = [
-        {k: v for k, v in zip(names, r, strict=True) if k in keep} for r in await cur.fetchall()
-    ]
+    rows = [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]

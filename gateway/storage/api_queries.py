@@ -84,3 +84,92 @@ CONDITIONS_NOW = """
     where state <> 'resolved' and condition and kind in ('device_silent', 'battery_low')
     group by kind
 """
+
+# --- consented reads by another organisation (SECURITY DEFINER functions, 0004 and 0005) ---
+
+PERSON_OWNER = "select person_owner(%(person)s)"
+
+CONSENTS_FOR = """
+    select id, person_id, recipient_org, categories, valid_from, valid_to, withdrawn_at, purpose
+    from consents_for(%(person)s, %(org)s)
+"""
+
+_CONSENTED_ARGS = (
+    "(%(person)s, %(org)s, %(from)s, %(to)s, %(after_ts)s, %(after_device)s, %(after_msg)s,"
+    " %(limit)s)"
+)
+
+CONSENTED_QUERIES: dict[str, str] = {
+    "weight": "select ts, device_id, msg_id, weight_kg from consented_readings(%(person)s,"
+    " %(org)s, 'weight', %(from)s, %(to)s, %(after_ts)s, %(after_device)s, %(after_msg)s,"
+    " %(limit)s)",
+    "blood_pressure": "select ts, device_id, msg_id, systolic_mmhg, diastolic_mmhg, pulse_bpm"
+    " from consented_readings(%(person)s, %(org)s, 'blood_pressure', %(from)s, %(to)s,"
+    " %(after_ts)s, %(after_device)s, %(after_msg)s, %(limit)s)",
+    "position": "select ts, device_id, msg_id, lat, lon, accuracy_m from consented_positions"
+    + _CONSENTED_ARGS,
+    "lock_events": "select ts, device_id, msg_id, action, key_id, method"
+    " from consented_lock_events" + _CONSENTED_ARGS,
+    "alarms": "select ts, device_id, msg_id, kind, lat, lon, accuracy_m"
+    " from consented_device_alarms" + _CONSENTED_ARGS,
+}
+
+# --- FHIR R4 ---
+
+# Vital-sign observations of a person in the caller's tenant, one row per observation:
+# obs = weight | bp (blood-pressure panel) | hr (heart rate from a blood-pressure reading).
+# Keyset paging on (ts, device_id, msg_id, obs); same columns as consented_vitals().
+FHIR_VITALS = """
+    with r as (
+        select * from api_readings
+        where person_id = %(person)s
+          and (%(from)s::timestamptz is null or ts >= %(from)s)
+          and (%(to)s::timestamptz is null or ts < %(to)s)
+          and (%(after_ts)s::timestamptz is null or ts >= %(after_ts)s)
+    ), o as (
+        select ts, device_id, msg_id, 'weight'::text as obs, weight_kg,
+               null::smallint as systolic_mmhg, null::smallint as diastolic_mmhg,
+               null::smallint as pulse_bpm
+        from r where 'weight' = any (%(obs)s::text[]) and kind = 'weight'
+        union all
+        select ts, device_id, msg_id, 'bp', null, systolic_mmhg, diastolic_mmhg, null
+        from r where 'bp' = any (%(obs)s::text[]) and kind = 'blood_pressure'
+        union all
+        select ts, device_id, msg_id, 'hr', null, null, null, pulse_bpm
+        from r where 'hr' = any (%(obs)s::text[]) and kind = 'blood_pressure'
+          and pulse_bpm is not null
+    )
+    select * from o
+    where %(after_ts)s::timestamptz is null
+       or (ts, device_id, msg_id, obs)
+          > (%(after_ts)s, %(after_device)s::text, %(after_msg)s::text, %(after_obs)s::text)
+    order by ts, device_id, msg_id, obs
+    limit %(limit)s
+"""
+
+CONSENTED_VITALS = """
+    select ts, device_id, msg_id, obs, weight_kg, systolic_mmhg, diastolic_mmhg, pulse_bpm
+    from consented_vitals(%(person)s, %(org)s, %(obs)s::text[], %(from)s, %(to)s,
+        %(after_ts)s, %(after_device)s, %(after_msg)s, %(after_obs)s, %(limit)s)
+"""
+
+OWNER_PATIENT = """
+    select p.id, p.ref, t.id as tenant_id, t.name as tenant_name, t.org_number as tenant_org
+    from persons p join tenants t on t.id = p.tenant_id
+    where p.id = %(person)s
+"""
+
+CONSENTED_PATIENT = """
+    select id, ref, tenant_id, tenant_name, tenant_org from consented_patient(%(person)s, %(org)s)
+"""
+
+OWNER_DEVICE = """
+    select d.id, d.tenant_id, m.vendor, m.model, m.device_type, d.serial, d.status
+    from devices d join device_models m on m.id = d.model_id
+    where d.id = %(device)s
+"""
+
+CONSENTED_DEVICE = """
+    select id, tenant_id, vendor, model, device_type, serial, status, person_id
+    from consented_device(%(device)s, %(org)s)
+"""

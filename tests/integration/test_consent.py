@@ -131,3 +131,76 @@ async def test_access_log_is_append_only_for_the_api_role(world) -> None:
                 conn.execute(statement)
             conn.rollback()
     assert verify(url).ok
+
+
+async def test_consented_reads_of_position_lock_events_and_alarms(world) -> None:
+    http, person, url = world
+    clinician = auth("region-v", Role.CLINICIAN, REGION_ORG, "dr-berg")
+    admin = auth("kommun-a", Role.TENANT_ADMIN, subject="admin-a")
+    path = f"/api/v1/persons/{person}/readings"
+    now = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        for days in (20, 5, 3):  # positions are kept 30 days
+            ts = now - timedelta(days=days)
+            await conn.execute(
+                "insert into positions (tenant_id, person_id, device_id, msg_id, ts,"
+                " received_at, lat, lon, accuracy_m)"
+                " values ('kommun-a', %s, 'gps-9', %s, %s, now(), 59.3, 18.0, 10)",
+                (person, f"p{days}", ts),
+            )
+            await conn.execute(
+                "insert into lock_events (tenant_id, person_id, device_id, msg_id, ts,"
+                " received_at, action, key_id, method)"
+                " values ('kommun-a', %s, 'lock-9', %s, %s, now(), 'unlock', 'k1', 'staff_key')",
+                (person, f"l{days}", ts),
+            )
+            await conn.execute(
+                "insert into device_alarms (tenant_id, person_id, device_id, msg_id, ts,"
+                " received_at, kind) values ('kommun-a', %s, 'gps-9', %s, %s, now(), 'fall')",
+                (person, f"a{days}", ts),
+            )
+        await conn.commit()
+
+    for category in ("position", "lock_events", "alarms"):
+        r = await http.get(path, headers=clinician, params={"category": category})
+        assert r.status_code == 403 and r.json()["detail"] == "no consent for this organisation"
+
+    since = (now - timedelta(days=10)).isoformat()
+    body = {"person_id": person, "recipient_org": REGION_ORG, "purpose": "trygghetslarm",
+            "categories": ["position", "alarms"], "valid_from": since,
+            "legal_basis": "samtycke"}  # fmt: skip
+    r = await http.post("/api/v1/consents", headers=admin, json=body)
+    assert r.status_code == 201, r.text
+    consent_id = r.json()["id"]
+
+    # only rows from inside the consent's period; paging through the same path
+    r = await http.get(path, headers=clinician, params={"category": "position", "limit": 1})
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert [i["msg_id"] for i in page["items"]] == ["p5"] and page["items"][0]["lat"] == 59.3
+    r = await http.get(path, headers=clinician,
+                       params={"category": "position", "cursor": page["next_cursor"]})  # fmt: skip
+    assert [i["msg_id"] for i in r.json()["items"]] == ["p3"] and r.json()["next_cursor"] is None
+    r = await http.get(path, headers=clinician, params={"category": "alarms"})
+    assert [(i["msg_id"], i["kind"]) for i in r.json()["items"]] == [("a5", "fall"), ("a3", "fall")]
+    r = await http.get(path, headers=clinician, params={"category": "lock_events"})
+    assert r.status_code == 403
+    assert r.json()["detail"] == "no consent covers the category lock_events"
+    # the owning municipality's operator reads all of it by role
+    r = await http.get(path, headers=auth("kommun-a", Role.OPERATOR),
+                       params={"category": "lock_events"})  # fmt: skip
+    assert [i["msg_id"] for i in r.json()["items"]] == ["l20", "l5", "l3"]
+
+    r = await http.post(f"/api/v1/consents/{consent_id}/withdraw", headers=admin)
+    assert r.status_code == 200
+    r = await http.get(path, headers=clinician, params={"category": "position"})
+    assert r.status_code == 403 and r.json()["detail"] == "consent withdrawn"
+
+    with psycopg.connect(url) as conn:
+        log = conn.execute(
+            "select categories[1], outcome from access_log where actor = 'dr-berg' order by id"
+        ).fetchall()
+    assert log == [("position", "denied"), ("lock_events", "denied"), ("alarms", "denied"),
+                   ("position", "allowed"), ("position", "allowed"), ("alarms", "allowed"),
+                   ("lock_events", "denied"), ("position", "denied")]  # fmt: skip
+    assert verify(url).ok

@@ -1,0 +1,91 @@
+"""Reads by another organisation under consent, and the access-log entry for every read of
+personal data. The decision itself is the pure ``gateway.domain.consent.decide``; this
+module fetches its inputs through the SECURITY DEFINER functions and writes the log
+(shared by the REST readings and the FHIR routes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from fastapi import Request
+
+from api.auth import Principal
+from gateway.domain.consent import Consent, Decision, decide
+from gateway.storage import access_log
+from gateway.storage.api_queries import CONSENTS_FOR, PERSON_OWNER
+
+
+async def person_owner(conn: Any, person_id: UUID) -> str | None:
+    """The owning tenant of any person (None if there is no such person)."""
+    cur = await conn.execute(PERSON_OWNER, {"person": person_id})
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+@dataclass(frozen=True)
+class Decisions:
+    by_category: dict[str, Decision]
+
+    @property
+    def allowed(self) -> list[str]:
+        return sorted(c for c, d in self.by_category.items() if d.allowed)
+
+    @property
+    def refusal(self) -> str:
+        """Why, when something was refused (the first refused category's reason)."""
+        for category in sorted(self.by_category):
+            decision = self.by_category[category]
+            if not decision.allowed:
+                return decision.reason
+        return ""
+
+    @property
+    def purpose(self) -> str | None:
+        for decision in self.by_category.values():
+            if decision.consent is not None:
+                return decision.consent.purpose
+        return None
+
+
+async def decide_for(
+    conn: Any, who: Principal, person_id: UUID, categories: list[str]
+) -> Decisions:
+    cur = await conn.execute(CONSENTS_FOR, {"person": person_id, "org": who.org or ""})
+    consents = [
+        Consent(r[0], r[1], r[2], frozenset(r[3]), r[4], r[5], r[6], r[7])
+        for r in await cur.fetchall()
+    ]
+    now = datetime.now(UTC)
+    return Decisions({c: decide(consents, org=who.org, category=c, now=now) for c in categories})
+
+
+async def log_read(
+    request: Request,
+    who: Principal,
+    owner: str | None,
+    person_id: UUID | None,
+    categories: list[str],
+    purpose: str | None,
+    outcome: str,
+    reason: str,
+) -> None:
+    """Committed in a transaction of its own before the answer leaves the API."""
+    await access_log.record(
+        request.app.state.pool,
+        access_log.AccessEntry(
+            actor=who.subject,
+            actor_org=who.org,
+            actor_role=who.role.value,
+            actor_tenant=who.tenant,
+            owner_tenant=owner,
+            person_id=person_id,
+            categories=categories,
+            purpose=purpose,
+            outcome=outcome,
+            reason=reason,
+            request=f"{request.method} {request.url.path}",
+        ),
+    )
