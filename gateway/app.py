@@ -14,6 +14,7 @@ from gateway.alarms.service import AlarmService
 from gateway.device_state import DeviceState, DeviceStates
 from gateway.domain.rate_limit import TokenBuckets
 from gateway.ingest import Ingest
+from gateway.locks.service import LockService
 from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer
 from gateway.registry_cache import RegistryCache
@@ -53,6 +54,15 @@ class GatewayService:
             states=self.states,
             journal_dir=settings.data_dir / "journal" / settings.mqtt_client_id,
         )
+        self.locks = LockService(
+            settings.locks,
+            database_url=database_url,
+            mqtt_url=mqtt_url,
+            client_id=settings.mqtt_client_id,
+            open_alarms=self.alarms.book.open_alarms,
+            resolve=self.registry.resolve,
+        )
+        self.alarms.locks = self.locks  # reported unlocks and replies on the alarm path
         self.consumer = MqttConsumer(
             ConsumerConfig(
                 url=mqtt_url,

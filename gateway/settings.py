@@ -42,7 +42,7 @@ class RetentionDays(BaseModel):
 SeverityName = Literal["critical", "high", "medium", "low"]
 AlarmKindName = Literal[
     "button", "fall", "geofence_exit", "tamper", "device_silent", "battery_low",
-    "blood_pressure", "weight_gain", "door_unlocked",
+    "blood_pressure", "weight_gain", "door_unlocked", "unauthorised_unlock",
 ]  # fmt: skip
 
 
@@ -145,6 +145,29 @@ class RateLimitSettings(BaseModel):
     api_burst: int = Field(default=200, ge=1)
 
 
+OPENING_ALARM_KINDS: tuple[AlarmKindName, ...] = ("button", "fall")
+
+
+class LockSettings(BaseModel):
+    """Keyless-lock access (docs/locks.md): the visit window's margins, which open alarms
+    let a staff key in, and how long a remote unlock command stays valid."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    margin_before_s: float = Field(default=900, ge=0, le=4 * 3600)
+    margin_after_s: float = Field(default=900, ge=0, le=4 * 3600)
+    alarm_kinds: list[AlarmKindName] = Field(
+        default_factory=lambda: list(OPENING_ALARM_KINDS),
+        description="Open alarms of these kinds for the person let any valid staff key in.",
+    )
+    command_ttl_s: float = Field(
+        default=30, ge=1, le=300, description="expires_at of a remote unlock, from now."
+    )
+    reply_grace_s: float = Field(
+        default=5, ge=0, le=60, description="How long after expires_at a reply is awaited."
+    )
+
+
 class BrokerAccessSettings(BaseModel):
     """Per-device broker identities through Mosquitto's dynamic security plugin."""
 
@@ -215,6 +238,7 @@ class Settings(BaseSettings):
         "available, require = refuse to start without, off = native partitions.",
     )
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    locks: LockSettings = Field(default_factory=LockSettings)
     broker_access: BrokerAccessSettings = Field(default_factory=BrokerAccessSettings)
 
     # --- API -----------------------------------------------------------------------------

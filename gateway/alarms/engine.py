@@ -31,6 +31,7 @@ from firmware_contracts.messages import (
 from gateway.domain.alarms import AlarmBook, AlarmEvent, AlarmKind, EscalationPolicy
 from gateway.domain.alarms import Position as AlarmPosition
 from gateway.domain.geofence import GeofencePolicy, GeofenceState, GeofenceTracker, SafeZone
+from gateway.domain.lock_access import Decision as LockDecision
 from gateway.domain.registry import Binding, DeviceRecord, DeviceStatus
 from gateway.domain.silence import SilencePolicy, SilenceWatch
 from gateway.domain.vitals import (
@@ -248,7 +249,20 @@ class AlarmEngine:
         if event.action == "locked":
             self._door_deadlines.pop(device.device_id, None)
             return self._clear(AlarmKind.DOOR_UNLOCKED, device, binding, event.ts)
-        return []  # denied: the door stayed shut (authorisation rules are issue 3)
+        return []  # denied: the door stayed shut
+
+    def unauthorised_unlock(
+        self, device: DeviceRecord, binding: Binding, event: Lock, decision: LockDecision
+    ) -> list[AlarmEvent]:
+        """The lock reports an unlock that the access rule refuses (gateway.locks decides,
+        from memory): an event alarm per such opening."""
+        if decision.allowed or event.action != "unlocked":
+            return []
+        return self._signal(
+            AlarmKind.UNAUTHORISED_UNLOCK, device, binding, event.ts, condition=False,
+            detail={"reason": decision.reason.value, "key_id": event.key_id,
+                    "method": event.method},
+        )  # fmt: skip
 
     # --- time ---------------------------------------------------------------------------------
     def tick(self, now: datetime) -> list[AlarmEvent]:

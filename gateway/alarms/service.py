@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from firmware_contracts.messages import Lock, Reply
 from firmware_contracts.topics import tenant_alarms_topic
 from gateway.alarms.codec import encode
 from gateway.alarms.engine import AlarmEngine, RuleConfig
@@ -42,6 +43,7 @@ from gateway.domain.geofence import GeofencePolicy
 from gateway.domain.registry import Binding, DeviceRecord
 from gateway.domain.routing import Route, RoutingPolicy
 from gateway.domain.silence import SilencePolicy
+from gateway.locks.service import LockService
 from gateway.mqtt.publisher import AlarmPublisher
 from gateway.registry_cache import RegistryCache
 from gateway.settings import AlarmSettings, RouteSetting
@@ -132,10 +134,15 @@ class AlarmService:
         self._states = states
         self._database_url = database_url
         self.dispatched = 0
+        self.locks: LockService | None = None  # keyless-lock access, attached by the app
 
     # --- the fast path ----------------------------------------------------------------------
     def observe(self, device: DeviceRecord, binding: Binding, message: Any, at: datetime) -> None:
         events = self.engine.observe(device, binding, message, at)
+        if self.locks is not None and isinstance(message, Lock | Reply):
+            decision = self.locks.observe(device, binding, message, at)
+            if decision is not None and isinstance(message, Lock):
+                events += self.engine.unauthorised_unlock(device, binding, message, decision)
         if events:
             self._dispatch(events)
 
@@ -192,6 +199,8 @@ class AlarmService:
                 pass
         self.book.restore(await load_open_alarms(self._database_url))
         await self.persons.load()
+        if self.locks is not None:
+            await self.locks.start()
         now = datetime.now(UTC)
         last_seen = {device_id: state.last_seen for device_id, state in self._states.items()}
         self.engine.watch(self._registry.devices(), last_seen, now)
@@ -207,6 +216,8 @@ class AlarmService:
             asyncio.create_task(self.webhooks.run(inner), name="alarm-webhooks"),
             asyncio.create_task(self.persons.follow(inner), name="person-rules"),
         ]
+        if self.locks is not None:
+            tasks.append(asyncio.create_task(self.locks.run(inner), name="lock-access"))
         await stop.wait()
         inner.set()
         _, pending = await asyncio.wait(tasks, timeout=10)

@@ -36,6 +36,7 @@ class AlarmKind(StrEnum):
     BLOOD_PRESSURE = "blood_pressure"
     WEIGHT_GAIN = "weight_gain"
     DOOR_UNLOCKED = "door_unlocked"
+    UNAUTHORISED_UNLOCK = "unauthorised_unlock"
 
 
 class Severity(StrEnum):
@@ -65,6 +66,7 @@ DEFAULT_SEVERITY: dict[AlarmKind, Severity] = {
     AlarmKind.TAMPER: Severity.HIGH,
     AlarmKind.DEVICE_SILENT: Severity.HIGH,
     AlarmKind.DOOR_UNLOCKED: Severity.HIGH,
+    AlarmKind.UNAUTHORISED_UNLOCK: Severity.HIGH,
     AlarmKind.BATTERY_LOW: Severity.MEDIUM,
     AlarmKind.BLOOD_PRESSURE: Severity.MEDIUM,
     AlarmKind.WEIGHT_GAIN: Severity.MEDIUM,

@@ -16,7 +16,7 @@ from gateway.domain.alarms import Alarm, AlarmKind, Severity
 
 SAFETY = frozenset(
     {AlarmKind.BUTTON, AlarmKind.FALL, AlarmKind.GEOFENCE_EXIT, AlarmKind.TAMPER,
-     AlarmKind.DOOR_UNLOCKED}
+     AlarmKind.DOOR_UNLOCKED, AlarmKind.UNAUTHORISED_UNLOCK}
 )  # fmt: skip
 LIMITS = frozenset({AlarmKind.BLOOD_PRESSURE, AlarmKind.WEIGHT_GAIN})
 TECHNICAL = frozenset({AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW})

@@ -1,0 +1,287 @@
+"""Keyless locks: remote unlock by an operator, and the staff, keys and planned visits
+the access rule is judged against (docs/locks.md).
+
+``POST /api/v1/devices/{id}/unlock`` judges the rule first (from the gateway's memory),
+writes the decision to the access log (committed before anything is sent), and only
+if allowed sends an ``unlock`` command with a short ``expires_at``, waits for the lock's
+reply and logs the result:
+
+======  ====================  ==============================================================
+status  ``outcome``           meaning
+======  ====================  ==============================================================
+200     ``done``              the lock replied that it unlocked
+403     (refused)             the rule refused; ``reason`` says why; nothing was sent
+409     ``refused_by_device`` the lock replied ok=false for another reason (``detail``)
+504     ``expired``           the command reached the lock after ``expires_at``: not executed
+504     ``timed_out``         no reply by ``expires_at`` + grace; the lock will not act later
+503     ``not_sent``          the broker did not take the command (or no gateway here)
+======  ====================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+
+from api.auth import Principal, Role
+from api.deps import require, tenant_conn
+from api.problems import problem
+from gateway.domain.lock_access import Decision, Reason
+from gateway.domain.registry import DeviceStatus
+from gateway.locks.service import CATEGORY, LockService, UnlockOutcome, describe
+from gateway.storage import access_log, lock_queries
+from gateway.storage import registry_repo as repo
+
+router = APIRouter(prefix="/api/v1", tags=["keyless locks"])
+
+OPENERS = (Role.OPERATOR,)
+ADMINS = (Role.TENANT_ADMIN,)
+PLANNERS = (Role.TENANT_ADMIN, Role.OPERATOR)
+
+# Committed before the response is sent (the default "request" scope commits after it,
+# so a client's next request could miss the row it was just told exists).
+TenantConn = Annotated[psycopg.AsyncConnection[Any], Depends(tenant_conn, scope="function")]
+
+_HTTP = {"done": 200, "refused_by_device": 409, "expired": 504, "timed_out": 504,
+         "not_sent": 503}  # fmt: skip
+
+
+class UnlockIn(BaseModel):
+    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    staff_subject: str | None = Field(default=None, min_length=1, max_length=128)
+    reason: str = Field(min_length=1, max_length=500, description="Why, for the access log.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> UnlockIn:
+        if (self.key_id is None) == (self.staff_subject is None):
+            raise ValueError("give exactly one of key_id and staff_subject")
+        return self
+
+
+class UnlockOut(BaseModel):
+    outcome: str
+    command_id: str
+    expires_at: datetime
+    key_id: str
+    reason: str
+    visit_id: str | None
+    alarm_id: str | None
+    device_detail: str | None
+
+
+def _service(request: Request) -> LockService:
+    service: LockService | None = request.app.state.locks
+    if service is None:
+        raise HTTPException(503, "the lock service does not run in this API process")
+    return service
+
+
+async def _log(
+    request: Request, who: Principal, owner: str, person: UUID | None, purpose: str,
+    outcome: str, reason: str, what: str,
+) -> None:  # fmt: skip
+    try:
+        await access_log.record(
+            request.app.state.pool,
+            access_log.AccessEntry(
+                actor=who.subject, actor_org=who.org, actor_role=who.role.value,
+                actor_tenant=who.tenant, owner_tenant=owner, person_id=person,
+                categories=[CATEGORY], purpose=purpose, outcome=outcome, reason=reason,
+                request=what,
+            ),
+        )  # fmt: skip
+    except psycopg.Error:
+        # no opening that cannot be shown afterwards
+        raise HTTPException(503, "access log unavailable; nothing was sent") from None
+
+
+@router.post(
+    "/devices/{device_id}/unlock",
+    response_model=UnlockOut,
+    responses={403: {}, 409: {}, 503: {}, 504: {}},
+)
+async def unlock(
+    device_id: str, body: UnlockIn, request: Request, who: Principal = require(*OPENERS)
+) -> Any:
+    locks = _service(request)
+    device = await locks.resolve(device_id)
+    if device is None or device.tenant_id != who.tenant:
+        raise HTTPException(404, "device not found")
+    if device.device_type != "door_lock":
+        raise HTTPException(422, "device is not a door lock")
+    if device.status is not DeviceStatus.ACTIVE:
+        raise HTTPException(409, f"device is {device.status.value}")
+    now = datetime.now(UTC)
+    person = device.holder_at(now)
+    keys = [body.key_id] if body.key_id else locks.keys_of(who.tenant, body.staff_subject or "")
+    expires_at = now + locks.ttl
+    judged = [(k, locks.judge(device, person, k, now, expires_at)) for k in keys]
+    key_id, decision = next(
+        ((k, d) for k, d in judged if d.allowed),
+        judged[0] if judged else (body.staff_subject or "", Decision(False, Reason.KEY_UNKNOWN)),
+    )
+    command = locks.new_command(key_id, now)
+    what = f"{request.method} {request.url.path} key {key_id} command {command.id}"
+    outcome = "allowed" if decision.allowed else "denied"
+    await _log(request, who, device.tenant_id, person, body.reason, outcome, describe(decision),
+               what)  # fmt: skip
+    if not decision.allowed:
+        return problem(403, "Forbidden", f"unlock refused: {decision.reason.value}",
+                       reason=decision.reason.value, key_id=key_id)  # fmt: skip
+    result: UnlockOutcome = await locks.unlock(device, command)
+    detail = f"result {result.status}" + (f": {result.detail}" if result.detail else "")
+    await _log(request, who, device.tenant_id, person, body.reason,
+               "allowed" if result.status == "done" else "denied", detail, what)  # fmt: skip
+    out = UnlockOut(
+        outcome=result.status, command_id=result.command_id, expires_at=result.expires_at,
+        key_id=key_id, reason=decision.reason.value, visit_id=decision.visit_id,
+        alarm_id=decision.alarm_id, device_detail=result.detail,
+    )  # fmt: skip
+    status = _HTTP[result.status]
+    if status == 200:
+        return out
+    titles = {409: "Conflict", 503: "Service Unavailable", 504: "Gateway Timeout"}
+    return problem(status, titles[status], f"unlock {result.status}",
+                   **out.model_dump(mode="json"))  # fmt: skip
+
+
+# --- staff, keys and planned visits --------------------------------------------------------
+
+
+class StaffIn(BaseModel):
+    subject: str = Field(min_length=1, max_length=128, description="Login subject, e.g. HSA-id")
+    display_name: str = Field(min_length=1, max_length=200)
+    teams: list[str] = Field(default_factory=list, max_length=20)
+
+
+class KeyIn(BaseModel):
+    key_id: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+    valid_from: AwareDatetime | None = None
+    valid_to: AwareDatetime | None = None
+
+
+class VisitIn(BaseModel):
+    staff_id: UUID | None = None
+    team: str | None = Field(default=None, min_length=1, max_length=64)
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _check(self) -> VisitIn:
+        if (self.staff_id is None) == (self.team is None):
+            raise ValueError("give exactly one of staff_id and team")
+        if not self.starts_at < self.ends_at:
+            raise ValueError("ends_at must be after starts_at")
+        if (self.ends_at - self.starts_at).total_seconds() > 86_400:
+            raise ValueError("a visit lasts at most 24 hours")
+        return self
+
+
+class SlotIn(BaseModel):
+    staff_id: UUID | None = None
+    team: str | None = Field(default=None, min_length=1, max_length=64)
+    weekdays: list[int] = Field(min_length=1, max_length=7, description="0 = Monday")
+    start: time
+    end: time
+    timezone: str = "Europe/Stockholm"
+    first_day: date | None = None
+    last_day: date | None = None
+
+    @field_validator("weekdays")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        if any(d < 0 or d > 6 for d in v):
+            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _check(self) -> SlotIn:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        if (self.staff_id is None) == (self.team is None):
+            raise ValueError("give exactly one of staff_id and team")
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
+
+
+class Created(BaseModel):
+    id: str
+
+
+def _conflict(exc: psycopg.Error) -> HTTPException:
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return HTTPException(409, "already exists")
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation):
+        return HTTPException(404, "staff member not found")
+    raise exc
+
+
+@router.post("/staff", status_code=201, response_model=Created)
+async def add_staff(body: StaffIn, conn: TenantConn, who: Principal = require(*ADMINS)) -> Created:
+    try:
+        staff_id = await lock_queries.add_staff(
+            conn, who.tenant, body.subject, body.display_name, body.teams
+        )
+    except psycopg.errors.UniqueViolation as exc:
+        raise _conflict(exc) from None
+    return Created(id=str(staff_id))
+
+
+@router.post("/staff/{staff_id}/keys", status_code=201, response_model=Created)
+async def add_key(
+    staff_id: UUID, body: KeyIn, conn: TenantConn, who: Principal = require(*ADMINS)
+) -> Created:
+    try:
+        await lock_queries.add_key(
+            conn, who.tenant, staff_id, body.key_id, body.valid_from, body.valid_to
+        )
+    except (psycopg.errors.UniqueViolation, psycopg.errors.ForeignKeyViolation) as exc:
+        raise _conflict(exc) from None
+    return Created(id=body.key_id)
+
+
+@router.post("/staff-keys/{key_id}/revoke", status_code=204)
+async def revoke_key(key_id: str, conn: TenantConn, who: Principal = require(*ADMINS)) -> None:
+    """Takes effect in the gateway as soon as its copy is notified (milliseconds)."""
+    if not await lock_queries.revoke_key(conn, key_id, who.subject):
+        raise HTTPException(404, "key not found or already revoked")
+
+
+@router.post("/persons/{person_id}/visits", status_code=201, response_model=Created)
+async def add_visit(
+    person_id: UUID, body: VisitIn, conn: TenantConn, who: Principal = require(*PLANNERS)
+) -> Created:
+    await repo.get_person(conn, person_id)  # 404 unless the person is ours
+    try:
+        visit_id = await lock_queries.add_visit(
+            conn, who.tenant, person_id, body.staff_id, body.team, body.starts_at,
+            body.ends_at, who.subject,
+        )  # fmt: skip
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise _conflict(exc) from None
+    return Created(id=str(visit_id))
+
+
+@router.post("/persons/{person_id}/visit-slots", status_code=201, response_model=Created)
+async def add_slot(
+    person_id: UUID, body: SlotIn, conn: TenantConn, who: Principal = require(*PLANNERS)
+) -> Created:
+    await repo.get_person(conn, person_id)
+    try:
+        slot_id = await lock_queries.add_slot(
+            conn, who.tenant, person_id, body.staff_id, body.team, body.weekdays, body.start,
+            body.end, body.timezone, body.first_day, body.last_day, who.subject,
+        )  # fmt: skip
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise _conflict(exc) from None
+    return Created(id=str(slot_id))

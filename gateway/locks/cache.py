@@ -1,0 +1,66 @@
+"""Staff, keys and planned visits in memory, so the lock rule is judged without the
+database. Loaded at start and kept current by ``LISTEN wg_locks`` (migration 0006): a
+``staff`` notification reloads staff and keys, ``person:<uuid>`` that person's visits;
+a periodic full reload also moves the window of single visits kept forward."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from gateway.domain.lock_access import StaffKey, StaffMember, Visit, WeeklySlot
+from gateway.storage import listen, lock_queries
+
+FULL_RELOAD_S = 300.0
+
+
+class LockAccessCache:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._staff: dict[UUID, StaffMember] = {}
+        self._keys: dict[str, StaffKey] = {}
+        self._visits: dict[UUID, list[Visit | WeeklySlot]] = {}
+        self.changes = 0  # notifications applied (tests wait on it)
+
+    def key(self, key_id: str) -> StaffKey | None:
+        return self._keys.get(key_id)
+
+    def staff(self, staff_id: UUID) -> StaffMember | None:
+        return self._staff.get(staff_id)
+
+    def keys_of_subject(self, tenant_id: str, subject: str) -> list[str]:
+        staff = {
+            s.staff_id for s in self._staff.values()
+            if s.tenant_id == tenant_id and s.subject == subject
+        }  # fmt: skip
+        return sorted(k.key_id for k in self._keys.values() if k.staff_id in staff)
+
+    def visits(self, person_id: UUID) -> list[Visit | WeeklySlot]:
+        return self._visits.get(person_id, [])
+
+    async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._staff, self._keys = await lock_queries.load_staff(conn)
+        self._visits = await lock_queries.load_visits(conn)
+
+    async def load(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+            await self._reload(conn)
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        async def changed(payload: str) -> None:
+            async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                if payload == "staff":
+                    self._staff, self._keys = await lock_queries.load_staff(conn)
+                elif payload.startswith("person:"):
+                    person_id = UUID(payload.removeprefix("person:"))
+                    found = await lock_queries.load_visits(conn, person_id)
+                    self._visits[person_id] = found.get(person_id, [])
+            self.changes += 1
+
+        await listen.follow(
+            self._url, "wg_locks", reload=self._reload, changed=changed, stop=stop,
+            full_reload_s=FULL_RELOAD_S,
+        )  # fmt: skip
