@@ -54,7 +54,6 @@ def create_app(
     app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
-    app.state.locks = alarms.locks if alarms is not None else None
     # keys the opaque FHIR Observation ids (stable while jwt_secret is)
     app.state.fhir_ids = IdCodec(settings.jwt_secret.get_secret_value())
     app.state.locks = alarms.locks if alarms is not None else None
