@@ -1,0 +1,382 @@
+// The console's entry point: sign-in, views (board, alarm detail, fleet), the live stream,
+// actions and keyboard shortcuts.
+
+import { AlarmModel } from "./alarms.js";
+import { api, ApiError, setUnauthorizedHandler } from "./api.js";
+import { claims, clearToken, getToken, setToken, takeTokenFromFragment } from "./auth.js";
+import { BoardView } from "./board.js";
+import { renderDetail } from "./detail.js";
+import { h, show } from "./dom.js";
+import { renderFleet } from "./fleet.js";
+import { applyI18n, getLang, label, setLang, t } from "./i18n.js";
+import { Beeper } from "./sound.js";
+import { LiveStream } from "./sse.js";
+
+const $ = (id) => document.getElementById(id);
+const OUTCOMES = ["visited_ok", "helped_phone", "ambulance", "false_alarm", "technical", "other"];
+
+const model = new AlarmModel();
+const beeper = new Beeper();
+const state = {
+  me: null,
+  stream: null,
+  status: "offline",
+  view: null,
+  detail: null, // the data of the open detail view
+  resolving: null, // alarm id in the resolve dialog
+  bannerAlarm: null,
+  expiry: null,
+  fleetTimer: null,
+};
+
+const board = new BoardView({
+  model,
+  tbody: $("board-rows"),
+  empty: $("board-empty"),
+  count: $("board-count"),
+  actions: { ack: acknowledge, resolve: openResolve, open: (id) => go(`#/alarm/${id}`) },
+});
+
+// --- sign-in ------------------------------------------------------------------------------
+function showSignin(messageKey) {
+  stopSession();
+  const error = $("signin-error");
+  error.textContent = messageKey ? t(messageKey) : "";
+  error.dataset.key = messageKey || "";
+  show(error, Boolean(messageKey));
+  setView("signin");
+  $("token").focus();
+}
+
+function stopSession() {
+  if (state.stream) state.stream.stop();
+  state.stream = null;
+  state.me = null;
+  clearTimeout(state.expiry);
+  clearInterval(state.fleetTimer);
+  model.replace([]);
+  board.render();
+  setStatus("offline");
+  $("tenant").textContent = "";
+  hideBanner();
+  for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), false);
+}
+
+setUnauthorizedHandler(() => {
+  clearToken();
+  showSignin("signin.expired");
+});
+
+async function startSession() {
+  let me;
+  try {
+    me = await api("/api/v1/console/me");
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) showSignin("signin.failed");
+    return;
+  }
+  if (!me.may_handle_alarms) {
+    clearToken();
+    showSignin("signin.role");
+    return;
+  }
+  state.me = me;
+  $("tenant").textContent = `${t("tenant")}: ${me.tenant}`;
+  $("tenant").dataset.tenant = me.tenant;
+  for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), true);
+  const exp = claims(getToken())?.exp;
+  if (exp) {
+    const ms = exp * 1000 - Date.now();
+    state.expiry = setTimeout(() => { clearToken(); showSignin("signin.expired"); }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+  }
+  const cursor = await loadSnapshot();
+  if (!state.me) return;
+  state.stream = new LiveStream({
+    url: "/api/v1/alarms/stream",
+    token: getToken,
+    lastEventId: cursor ? String(cursor) : "",
+    onEvent: onStreamEvent,
+    onStatus: setStatus,
+    onUnauthorized: () => { clearToken(); showSignin("signin.expired"); },
+  });
+  state.stream.start();
+  route();
+}
+
+async function loadSnapshot() {
+  try {
+    const snapshot = await api("/api/v1/console/alarms");
+    model.replace(snapshot.alarms);
+    board.render();
+    return snapshot.cursor;
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) notice(String(error.message || error));
+    return null;
+  }
+}
+
+// --- the live stream --------------------------------------------------------------------------
+function onStreamEvent(event) {
+  if (event.event === "resync") {
+    loadSnapshot();
+    return;
+  }
+  if (event.event !== "alarm") return;
+  const alarm = JSON.parse(event.data);
+  const result = model.apply(alarm);
+  if (result === "ignored") return;
+  const isNewAlarm = result === "new" && alarm.event === "raised";
+  if (isNewAlarm || (result === "changed" && alarm.event === "occurred")) {
+    board.fresh.add(alarm.alarm_id);
+    cue(alarm);
+  }
+  if (state.bannerAlarm === alarm.alarm_id && alarm.state !== "raised") hideBanner();
+  board.render();
+  updateTitle();
+  if (state.view === "detail" && state.detail && state.detail.alarm.alarm_id === alarm.alarm_id) {
+    state.detail = { ...state.detail, alarm: { ...state.detail.alarm, ...alarm } };
+    renderDetail($("detail-body"), state.detail, detailActions);
+  }
+}
+
+function cue(alarm) {
+  beeper.beep();
+  const banner = $("banner");
+  banner.replaceChildren(h("a", { href: `#/alarm/${alarm.alarm_id}` },
+    t("board.new", { kind: label("kind", alarm.kind), ref: alarm.person_ref || alarm.device_id })));
+  banner.dataset.alarmId = alarm.alarm_id;
+  banner.classList.remove("flash");
+  void banner.offsetWidth; // restart the animation
+  banner.classList.add("flash");
+  show(banner, true);
+  state.bannerAlarm = alarm.alarm_id;
+}
+
+function hideBanner() {
+  show($("banner"), false);
+  state.bannerAlarm = null;
+}
+
+function updateTitle() {
+  const raised = model.sorted().filter((a) => a.state === "raised").length;
+  document.title = `${raised ? `(${raised}) ` : ""}${t("app.title")}`;
+}
+
+function setStatus(status) {
+  state.status = status;
+  const node = $("conn");
+  node.dataset.status = status;
+  node.textContent = t(`conn.${status}`);
+}
+
+// --- actions ------------------------------------------------------------------------------------
+function notice(text) {
+  const node = $("notice");
+  node.textContent = text;
+  show(node, Boolean(text));
+}
+
+async function acknowledge(id) {
+  try {
+    await api(`/api/v1/alarms/${id}/acknowledge`, { method: "POST" });
+    notice("");
+  } catch (error) {
+    if (error instanceof ApiError && error.status !== 401) notice(t("ack.failed", { detail: error.detail }));
+  }
+}
+
+function openResolve(id) {
+  const alarm = model.get(id);
+  if (!alarm) return;
+  state.resolving = id;
+  $("resolve-what").textContent = `${label("kind", alarm.kind)} – ${alarm.person_ref || alarm.device_id}`;
+  const select = $("resolve-outcome");
+  select.replaceChildren(
+    h("option", { value: "" }, t("resolve.choose")),
+    ...OUTCOMES.map((o) => h("option", { value: o }, t(`outcome.${o}`))));
+  $("resolve-note").value = "";
+  show($("resolve-error"), false);
+  $("resolve-dialog").showModal();
+  select.focus();
+}
+
+async function submitResolve(event) {
+  event.preventDefault();
+  const choice = $("resolve-outcome").value;
+  const note = $("resolve-note").value.trim();
+  const error = $("resolve-error");
+  if (!choice || (choice === "other" && !note)) {
+    error.textContent = t(choice ? "resolve.note_required" : "resolve.choose");
+    show(error, true);
+    (choice ? $("resolve-note") : $("resolve-outcome")).focus();
+    return;
+  }
+  const outcome = note ? `${t(`outcome.${choice}`)} – ${note}` : t(`outcome.${choice}`);
+  try {
+    await api(`/api/v1/alarms/${state.resolving}/resolve`, { method: "POST", body: { outcome } });
+    $("resolve-dialog").close();
+    notice("");
+  } catch (err) {
+    if (err instanceof ApiError && err.status !== 401) {
+      error.textContent = t("resolve.failed", { detail: err.detail });
+      show(error, true);
+    }
+  }
+}
+
+const detailActions = { ack: acknowledge, resolve: openResolve };
+
+// --- views ------------------------------------------------------------------------------------------
+function setView(name) {
+  state.view = name;
+  for (const v of ["signin", "board", "detail", "fleet"]) show($(`view-${v}`), v === name);
+  $("nav-board").setAttribute("aria-current", name === "board" || name === "detail" ? "page" : "false");
+  $("nav-fleet").setAttribute("aria-current", name === "fleet" ? "page" : "false");
+  if (name !== "fleet") clearInterval(state.fleetTimer);
+}
+
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
+
+function route() {
+  const handed = takeTokenFromFragment();
+  if (handed) {
+    setToken(handed);
+    stopSession();
+    startSession();
+    return;
+  }
+  if (!state.me) return;
+  const hash = location.hash || "#/board";
+  const detail = /^#\/alarm\/([0-9a-f-]{36})$/.exec(hash);
+  if (detail) {
+    openDetail(detail[1]);
+  } else if (hash === "#/fleet") {
+    setView("fleet");
+    loadFleet();
+    clearInterval(state.fleetTimer);
+    state.fleetTimer = setInterval(loadFleet, 30000);
+  } else {
+    setView("board");
+    board.render();
+    board.rowOf(board.selectedId)?.focus();
+  }
+}
+
+async function openDetail(id) {
+  setView("detail");
+  const body = $("detail-body");
+  body.replaceChildren(h("p", { class: "loading" }, "…"));
+  try {
+    const data = await api(`/api/v1/console/alarms/${id}`);
+    const live = model.get(id);
+    if (live && Number(live.version) > Number(data.alarm.version ?? 0)) data.alarm = { ...data.alarm, ...live };
+    state.detail = data;
+    renderDetail(body, data, detailActions);
+    $("detail-title").focus();
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) body.replaceChildren(h("p", { class: "error" }, t("detail.not_found")));
+    else if (!(error instanceof ApiError && error.status === 401)) body.replaceChildren(h("p", { class: "error" }, String(error.message)));
+  }
+}
+
+async function loadFleet() {
+  try {
+    renderFleet($("fleet-summary"), $("fleet-body"), await api("/api/v1/console/fleet-health"));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) notice(String(error.message || error));
+  }
+}
+
+// --- sound and language ---------------------------------------------------------------------------
+function renderSound() {
+  const button = $("sound");
+  const s = beeper.state;
+  button.dataset.state = s;
+  button.textContent = t(s === "on" ? "sound.on" : s === "muted" ? "sound.off" : "sound.locked");
+  button.setAttribute("aria-pressed", s === "muted" ? "true" : "false");
+}
+
+function switchLanguage() {
+  setLang(getLang() === "sv" ? "en" : "sv");
+  applyI18n();
+  renderSound();
+  setStatus(state.status);
+  if (state.me) $("tenant").textContent = `${t("tenant")}: ${state.me.tenant}`;
+  board.render();
+  updateTitle();
+  if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions);
+  if (state.view === "fleet") loadFleet();
+  const error = $("signin-error");
+  if (error.dataset.key) error.textContent = t(error.dataset.key);
+}
+
+// --- keyboard --------------------------------------------------------------------------------------
+function onKey(event) {
+  if (event.ctrlKey || event.metaKey || event.altKey) return;
+  if (document.querySelector("dialog[open]")) return;
+  const target = event.target;
+  if (target.closest && target.closest("input, textarea, select")) return;
+  if (!state.me) return;
+  const key = event.key;
+  const selected = board.selectedId;
+  const handled = () => event.preventDefault();
+  if (key === "?") { handled(); $("help-dialog").showModal(); }
+  else if (key === "l") { handled(); switchLanguage(); }
+  else if (key === "m") { handled(); beeper.toggleMute(); }
+  else if (key === "b") { handled(); go("#/board"); }
+  else if (key === "f") { handled(); go("#/fleet"); }
+  else if (key === "Escape" && state.view !== "board") { handled(); go("#/board"); }
+  else if (state.view === "detail" && state.detail && (key === "a" || key === "r")) {
+    handled();
+    (key === "a" ? acknowledge : openResolve)(state.detail.alarm.alarm_id);
+  } else if (state.view !== "board") {
+    return;
+  } else if (key === "j" || key === "ArrowDown") { handled(); board.move(1); }
+  else if (key === "k" || key === "ArrowUp") { handled(); board.move(-1); }
+  else if ((key === "Enter" || key === "o") && selected && !target.closest("button, a")) { handled(); go(`#/alarm/${selected}`); }
+  else if (key === "a" && selected) { handled(); acknowledge(selected); }
+  else if (key === "r" && selected) { handled(); openResolve(selected); }
+}
+
+// --- start -----------------------------------------------------------------------------------------
+function init() {
+  applyI18n();
+  renderSound();
+  setStatus("offline");
+  beeper.onChange(renderSound);
+  const unlock = () => { if (!beeper.muted) beeper.unlock(); };
+  // On click, not pointerdown: the sound button's text changes, and a layout shift between
+  // press and release would swallow the user's first click.
+  document.addEventListener("click", unlock, { once: true });
+  document.addEventListener("keydown", unlock, { once: true });
+  document.addEventListener("keydown", onKey);
+  $("sound").addEventListener("click", () => (beeper.state === "locked" ? beeper.unlock() : beeper.toggleMute()));
+  $("lang").addEventListener("click", switchLanguage);
+  $("help").addEventListener("click", () => $("help-dialog").showModal());
+  $("signout").addEventListener("click", () => { clearToken(); showSignin(null); });
+  $("fleet-refresh").addEventListener("click", loadFleet);
+  $("resolve-form").addEventListener("submit", submitResolve);
+  $("resolve-cancel").addEventListener("click", () => $("resolve-dialog").close());
+  $("banner").addEventListener("click", hideBanner);
+  $("signin-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) return;
+    setToken(token);
+    $("token").value = "";
+    beeper.unlock(); // the click is the gesture that allows sound
+    startSession();
+  });
+  window.addEventListener("hashchange", route);
+  setInterval(() => board.tick(), 1000);
+
+  const handed = takeTokenFromFragment();
+  if (handed) setToken(handed);
+  if (getToken()) startSession();
+  else showSignin(null);
+}
+
+init();

@@ -1,0 +1,208 @@
+"""The night-supervision console: its static page (``/console``) and the read-only endpoints
+only it needs (``/api/v1/console/...``): the open alarms with their version and recipients,
+an alarm's detail (person, device, safe zones, recent track) and the fleet's health.
+
+The page is plain HTML, CSS and ES modules from the package directory ``api/console``; no
+inline script or style, so a strict Content-Security-Policy (``default-src 'self'``) holds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse
+
+from api.auth import Principal, Role
+from api.deps import CurrentPrincipal, TenantConn, require
+from gateway.alarms.codec import alarm_to_dict
+from gateway.alarms.service import AlarmService
+from gateway.settings import AlarmSettings
+from gateway.storage import access_log
+from gateway.storage import console_queries as q
+
+router = APIRouter(tags=["console"])
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "console"
+MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+STAFF = (Role.OPERATOR, Role.TENANT_ADMIN, Role.PLATFORM_ADMIN)
+FLEET_READERS = (*STAFF, Role.INSTALLER)
+
+
+# --- the page ---------------------------------------------------------------------------------
+@router.get("/console", include_in_schema=False)
+async def console_root() -> RedirectResponse:
+    return RedirectResponse("/console/", status_code=308)
+
+
+@router.get("/console/{name:path}", include_in_schema=False)
+async def console_file(name: str) -> FileResponse:
+    """A file of the console; the empty name (and any unknown view path) is the page."""
+    path = (STATIC_DIR / (name or "index.html")).resolve()
+    if not path.is_relative_to(STATIC_DIR) or path.suffix not in MEDIA_TYPES:
+        raise HTTPException(404, "not found")
+    if not path.is_file():
+        raise HTTPException(404, "not found")
+    return FileResponse(
+        path,
+        media_type=MEDIA_TYPES[path.suffix],
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
+
+
+# --- the console's reads ------------------------------------------------------------------------
+@router.get("/api/v1/console/me")
+async def me(who: CurrentPrincipal) -> dict[str, Any]:
+    """Who the token says the caller is; the page shows it and checks the role."""
+    return {
+        "subject": who.subject,
+        "tenant": who.tenant,
+        "role": who.role.value,
+        "may_handle_alarms": who.role in STAFF,
+    }
+
+
+def _service(request: Request) -> AlarmService | None:
+    service: AlarmService | None = request.app.state.alarms
+    return service
+
+
+def _row_to_alarm(row: dict[str, Any]) -> dict[str, Any]:
+    lat, lon, acc = row.pop("lat"), row.pop("lon"), row.pop("accuracy_m")
+    row["position"] = {"lat": lat, "lon": lon, "accuracy_m": acc} if lat is not None else None
+    row["condition"] = {None: None, True: "active", False: "cleared"}[row["condition"]]
+    row["recipients"] = None
+    return row
+
+
+async def _rows(conn: Any, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    cur = await conn.execute(query, params)
+    names = [c.name for c in cur.description or []]
+    return [dict(zip(names, r, strict=True)) for r in await cur.fetchall()]
+
+
+@router.get("/api/v1/console/alarms")
+async def open_alarms(
+    request: Request,
+    conn: TenantConn,
+    limit: int = Query(default=500, ge=1, le=2000),
+    who: Principal = require(*STAFF),
+) -> dict[str, Any]:
+    """A snapshot of the open alarms (raised or acknowledged) with ``version`` (to merge
+    with the stream) and the recipient groups at the current escalation level, and the
+    ``cursor``: the id of the tenant's last stream event included in the snapshot, to send
+    as ``Last-Event-ID`` so the stream continues exactly where the snapshot ends.
+
+    Served from the alarm service's memory when it runs in this process (fresher than the
+    database, which is written from its journal); else from the database, cursor null."""
+    service = _service(request)
+    if service is not None:
+        # No await between these two reads: the snapshot and its cursor are consistent.
+        alarms = service.open_alarms(who.tenant)
+        events, _ = service.hub.since(who.tenant, 0)
+        cursor = events[-1].id if events else 0
+        routing = service.routing_for(who.tenant)
+        alarms.sort(key=lambda a: (a.severity.rank, -a.raised_at.timestamp()))
+        return {
+            "alarms": [
+                {**alarm_to_dict(a), "recipients": list(routing.recipients(a))}
+                for a in alarms[:limit]
+            ],
+            "cursor": cursor,
+        }
+    rows = await _rows(conn, q.OPEN_ALARMS, {"limit": limit})
+    return {"alarms": [_row_to_alarm(r) for r in rows], "cursor": None}
+
+
+@router.get("/api/v1/console/alarms/{alarm_id}")
+async def alarm_detail(
+    alarm_id: UUID,
+    request: Request,
+    conn: TenantConn,
+    hours: float = Query(default=6, gt=0, le=72, description="How far back the track goes."),
+    who: Principal = require(*STAFF),
+) -> dict[str, Any]:
+    """One alarm with what the operator needs to act: the person's pseudonymous reference
+    and care notes, the device's battery and last-seen, the person's safe zones and the
+    recent track of positions. The read of personal data is written to the access log."""
+    alarm: dict[str, Any] | None = None
+    service = _service(request)
+    if service is not None:
+        held = service.book.get(alarm_id)
+        if held is not None and held.tenant_id == who.tenant:
+            routing = service.routing_for(who.tenant)
+            alarm = {**alarm_to_dict(held), "recipients": list(routing.recipients(held))}
+    if alarm is None:
+        rows = await _rows(conn, q.ALARM, {"alarm_id": alarm_id})
+        if not rows:
+            raise HTTPException(404, "alarm not found")
+        alarm = _row_to_alarm(rows[0])
+
+    person = None
+    zones: list[dict[str, Any]] = []
+    track: list[dict[str, Any]] = []
+    person_id = alarm["person_id"]
+    if person_id is not None:
+        people = await _rows(conn, q.PERSON, {"person_id": person_id})
+        person = people[0] if people else None
+    if person is not None:
+        zones = await _rows(conn, q.SAFE_ZONES, {"person_id": person_id})
+        since = datetime.now(UTC) - timedelta(hours=hours)
+        track = await _rows(conn, q.TRACK, {"person_id": person_id, "since": since, "limit": 500})
+        await access_log.record(
+            request.app.state.pool,
+            access_log.AccessEntry(
+                actor=who.subject, actor_org=who.org, actor_role=who.role.value,
+                actor_tenant=who.tenant, owner_tenant=who.tenant, person_id=person["id"],
+                categories=["care_notes", "position"], purpose="alarm handling",
+                outcome="allowed", reason="by role",
+                request=f"{request.method} {request.url.path}",
+            ),
+        )  # fmt: skip
+    devices = await _rows(conn, q.DEVICE, {"device_id": alarm["device_id"]})
+    return {
+        "alarm": alarm,
+        "person": person,
+        "device": devices[0] if devices else None,
+        "safe_zones": zones,
+        "track": track,
+        "track_hours": hours,
+    }
+
+
+@router.get("/api/v1/console/fleet-health")
+async def fleet_health(
+    request: Request, conn: TenantConn, _: Principal = require(*FLEET_READERS)
+) -> dict[str, Any]:
+    """Devices in service that are silent, low on battery, or never seen since they were
+    registered, judged with the alarm engine's own thresholds."""
+    service = _service(request)
+    rules = service.settings if service is not None else AlarmSettings()
+    params = {
+        "factor": rules.silence_factor,
+        "grace_s": rules.silence_grace_s,
+        "battery_low": rules.battery_low_percent,
+    }
+    rows = await _rows(conn, q.FLEET, params)
+    return {
+        "checked_at": datetime.now(UTC),
+        "devices_in_service": len(rows),
+        "thresholds": {
+            "silence_factor": rules.silence_factor,
+            "silence_grace_s": rules.silence_grace_s,
+            "battery_low_percent": rules.battery_low_percent,
+        },
+        "silent": [r for r in rows if r["silent"]],
+        "low_battery": [r for r in rows if r["low_battery"]],
+        "never_seen": [r for r in rows if r["never_seen"]],
+    }
