@@ -66,4 +66,7 @@ async def tenant_conn(
         raise HTTPException(503, "database unavailable") from None
 
 
-TenantConn = Annotated[psycopg.AsyncConnection[Any], Depends(tenant_conn)]
+# scope="function": the transaction commits before the response is sent, so a client
+# told 201 can rely on the row, and a failing commit becomes the response (FastAPI's
+# default for yield dependencies would commit only after the response has gone out).
+TenantConn = Annotated[psycopg.AsyncConnection[Any], Depends(tenant_conn, scope="function")]

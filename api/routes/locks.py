@@ -21,15 +21,15 @@ status  ``outcome``           meaning
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
 import psycopg
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
 
 from api.auth import Principal, Role
-from api.deps import require, tenant_conn
+from api.deps import TenantConn, require
 from api.problems import problem
 from gateway.domain.lock_access import Decision, Reason
 from gateway.domain.registry import DeviceStatus
@@ -42,10 +42,6 @@ router = APIRouter(prefix="/api/v1", tags=["keyless locks"])
 OPENERS = (Role.OPERATOR,)
 ADMINS = (Role.TENANT_ADMIN,)
 PLANNERS = (Role.TENANT_ADMIN, Role.OPERATOR)
-
-# Committed before the response is sent (the default "request" scope commits after it,
-# so a client's next request could miss the row it was just told exists).
-TenantConn = Annotated[psycopg.AsyncConnection[Any], Depends(tenant_conn, scope="function")]
 
 _HTTP = {"done": 200, "refused_by_device": 409, "expired": 504, "timed_out": 504,
          "not_sent": 503}  # fmt: skip
