@@ -55,7 +55,7 @@ def create_app(
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
     # keys the opaque FHIR Observation ids (stable while jwt_secret is)
-    app.state.fhir_ids = IdCodec(settings.jwt_secret.get_secret_value())
+    app.state.fhir_ids = IdCodec((settings.fhir_id_key or settings.jwt_secret).get_secret_value())
     app.state.locks = alarms.locks if alarms is not None else None
     app.state.broker_access = BrokerAccess.from_settings(settings)
     app.state.pin_cipher = PinCipher.from_settings(

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("wg_toml_data", default={})  # noqa: B039
@@ -253,6 +261,12 @@ class Settings(BaseSettings):
         description="Accept HS256 development tokens; turn off in production (use oidc).",
     )
     oidc: OidcSettings | None = None
+    fhir_id_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret for the opaque FHIR Observation ids (keep it stable: changing it "
+        "changes every id). Unset = derived from jwt_secret, allowed only with dev_tokens.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Browser origins allowed to call the API cross-origin; empty = none.",
@@ -294,6 +308,16 @@ class Settings(BaseSettings):
     def _protocol(cls, value: int) -> int:
         if value not in (4, 5):
             raise ValueError("must be 4 (MQTT 3.1.1) or 5 (MQTT v5)")
+        return value
+
+    @field_validator("fhir_id_key")
+    @classmethod
+    def _fhir_id_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None and info.data.get("dev_tokens") is False:
+            raise ValueError(
+                "must be set when dev_tokens is off (the development jwt_secret must not be "
+                "what makes FHIR ids unguessable)"
+            )
         return value
 
     @property

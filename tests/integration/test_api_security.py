@@ -105,6 +105,7 @@ async def oidc(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient, Prov
         dev_tokens=False,
         oidc={"issuer": ISSUER, "jwks_url": jwks_url, "audience": AUDIENCE,
               "jwks_refetch_min_s": 3600},
+        fhir_id_key="fhir-id-key-for-the-oidc-tests-0001",
     ) as client:  # fmt: skip
         yield client, provider
 

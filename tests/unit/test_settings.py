@@ -108,3 +108,12 @@ def test_unknown_alarm_kind_in_config_names_the_line(tmp_path: Path) -> None:
     cfg.write_text('[alarms.severity.kommun-a]\nbuton = "high"\n')
     with pytest.raises(SettingsError, match=r"alarms\.severity\.kommun-a\.buton"):
         load_settings(cfg)
+
+
+def test_production_needs_its_own_fhir_id_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "wg.toml"
+    cfg.write_text("dev_tokens = false\n")
+    with pytest.raises(SettingsError, match=r"'fhir_id_key' \(env WG_FHIR_ID_KEY\).*must be set"):
+        load_settings(cfg)
+    cfg.write_text('dev_tokens = false\nfhir_id_key = "' + "k" * 32 + '"\n')
+    assert load_settings(cfg).fhir_id_key is not None
