@@ -125,7 +125,16 @@ FHIR_VITALS = """
         where person_id = %(person)s
           and (%(from)s::timestamptz is null or ts >= %(from)s)
           and (%(to)s::timestamptz is null or ts < %(to)s)
-          and (%(after_ts)s::timestamptz is null or ts >= %(after_ts)s)
+          and (%(after_ts)s::timestamptz is null
+               or (ts, device_id, msg_id) >= (%(after_ts)s, %(after_device)s::text,
+                                              %(after_msg)s::text))
+          and ((kind = 'weight' and 'weight' = any (%(obs)s::text[]))
+               or (kind = 'blood_pressure' and ('bp' = any (%(obs)s::text[])
+                   or ('hr' = any (%(obs)s::text[]) and pulse_bpm is not null))))
+        order by ts, device_id, msg_id
+        -- every reading read here yields at least one observation, except the page's
+        -- boundary reading, which may be half consumed: one page needs limit + 1 readings
+        limit %(limit)s + 1
     ), o as (
         select ts, device_id, msg_id, 'weight'::text as obs, weight_kg,
                null::smallint as systolic_mmhg, null::smallint as diastolic_mmhg,

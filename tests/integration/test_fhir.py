@@ -319,7 +319,7 @@ async def test_paging_returns_every_observation_once_under_inserts(world: World)
     await w.consent(["weight", "blood_pressure"], days_back=60)
     for n in range(20):
         await w.insert_bp(30 - n, 120 + n, 80, 60 + n if n % 3 else None)
-    for headers, count in ((CLINICIAN, 3), (OPERATOR_A, 7)):
+    for headers, count in ((CLINICIAN, 3), (OPERATOR_A, 7), (CLINICIAN, 1), (OPERATOR_A, 2)):
         before = [o["id"] for o in observations(await w.search(headers, _count=500))]
         seen: list[str] = []
         r = await w.search(headers, _count=count)

@@ -99,29 +99,46 @@ create function consented_vitals(
 ) returns table (ts timestamptz, device_id text, msg_id text, obs text, weight_kg real,
                  systolic_mmhg smallint, diastolic_mmhg smallint, pulse_bpm smallint)
 language sql stable security definer set search_path = public as $$
-    with r as (
-        select * from readings
-        where tenant_id = (select tenant_id from persons where id = p_person)
-          and person_id = p_person
-          and (p_from is null or ts >= p_from)
-          and (p_to is null or ts < p_to)
-          and (p_after_ts is null or ts >= p_after_ts)
+    -- the consent windows that cover this organisation now (valid, not withdrawn), read
+    -- once per call rather than once per reading
+    with w as materialized (
+        select c.categories, c.valid_from, c.valid_to from consents c
+        where c.person_id = p_person and c.recipient_org = p_org
+          and c.withdrawn_at is null
+          and c.valid_from <= now() and (c.valid_to is null or now() < c.valid_to)
+    ), r as (
+        select * from readings rd
+        where rd.tenant_id = (select tenant_id from persons where id = p_person)
+          and rd.person_id = p_person
+          and (p_from is null or rd.ts >= p_from)
+          and (p_to is null or rd.ts < p_to)
+          and (p_after_ts is null
+               or (rd.ts, rd.device_id, rd.msg_id) >= (p_after_ts, p_after_device, p_after_msg))
+          and ((rd.kind = 'weight' and 'weight' = any (p_obs))
+               or (rd.kind = 'blood_pressure' and ('bp' = any (p_obs)
+                   or ('hr' = any (p_obs) and rd.pulse_bpm is not null))))
+          and exists (
+              select 1 from w
+              where rd.kind = any (w.categories)
+                and rd.ts >= w.valid_from and (w.valid_to is null or rd.ts < w.valid_to)
+          )
+        order by rd.ts, rd.device_id, rd.msg_id
+        -- each reading yields at least one observation except the page's boundary
+        -- reading, which may be half consumed: one page needs p_limit + 1 readings
+        limit p_limit + 1
     ), o as (
         select r.ts, r.device_id, r.msg_id, 'weight'::text as obs, r.weight_kg,
                null::smallint as systolic_mmhg, null::smallint as diastolic_mmhg,
                null::smallint as pulse_bpm
         from r where 'weight' = any (p_obs) and r.kind = 'weight'
-          and consent_covers(p_person, p_org, 'weight', r.ts)
         union all
         select r.ts, r.device_id, r.msg_id, 'bp', null, r.systolic_mmhg, r.diastolic_mmhg,
                null
         from r where 'bp' = any (p_obs) and r.kind = 'blood_pressure'
-          and consent_covers(p_person, p_org, 'blood_pressure', r.ts)
         union all
         select r.ts, r.device_id, r.msg_id, 'hr', null, null, null, r.pulse_bpm
         from r where 'hr' = any (p_obs) and r.kind = 'blood_pressure'
           and r.pulse_bpm is not null
-          and consent_covers(p_person, p_org, 'blood_pressure', r.ts)
     )
     select * from o
     where p_after_ts is null
