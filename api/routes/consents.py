@@ -130,14 +130,18 @@ async def access_log(
     conn: TenantConn,
     person_id: UUID | None = None,
     limit: int = 500,
-    _: Principal = require(Role.AUDITOR, Role.TENANT_ADMIN),
+    who: Principal = require(Role.AUDITOR, Role.TENANT_ADMIN),
 ) -> list[dict[str, Any]]:
     """Who read which personal data, when, why, allowed or denied (newest first)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "select id, at, actor, actor_org, actor_role, actor_tenant, owner_tenant,"
+            # A refused attempt by our own staff on another municipality's resident is
+            # ours to audit, but whose resident it was is not ours to learn.
+            "select id, at, actor, actor_org, actor_role, actor_tenant,"
+            " case when owner_tenant = %s or outcome = 'allowed' then owner_tenant"
+            " end as owner_tenant,"
             " person_id, categories, purpose, outcome, reason, request from access_log"
             " where (%s::uuid is null or person_id = %s) order by id desc limit %s",
-            (person_id, person_id, max(1, min(limit, 5000))),
+            (who.tenant, person_id, person_id, max(1, min(limit, 5000))),
         )
         return await cur.fetchall()
