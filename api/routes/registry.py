@@ -108,6 +108,8 @@ async def _broker(request: Request, action: str, device_id: str) -> str | None:
             return await access.register_device(device_id)
         if action == "suspend":
             await access.suspend_device(device_id)
+        elif action == "remove":
+            await access.remove_device(device_id)
         else:
             await access.reinstate_device(device_id)
     except BrokerAccessError as exc:
@@ -185,6 +187,17 @@ async def return_device(
 ) -> None:  # fmt: skip
     await repo.return_device(conn, device_id, (body.at if body else None) or _now())
     await _broker(request, "suspend", device_id)
+
+
+@router.post("/devices/{device_id}/retire", status_code=204)
+async def retire_device(
+    device_id: str, request: Request, conn: TenantConn, body: ReturnIn | None = None,
+    _: Principal = require(*INSTALLERS),
+) -> None:  # fmt: skip
+    """The device leaves the fleet for good: its assignment ends, its broker identity is
+    deleted (its live session is cut), and anything it still sends is quarantined."""
+    await repo.retire_device(conn, device_id, (body.at if body else None) or _now())
+    await _broker(request, "remove", device_id)
 
 
 @router.get("/devices", response_model=list[DeviceOut])

@@ -182,6 +182,20 @@ async def return_device(conn: Conn, device_id: str, at: datetime) -> None:
     )
 
 
+async def retire_device(conn: Conn, device_id: str, at: datetime) -> None:
+    """The device leaves the fleet for good (broken, lost, scrapped). A device still held
+    by someone is returned first, so its assignment ends at ``at`` too."""
+    _, status = await _lock_device(conn, device_id)
+    if status == "retired":
+        raise RegistryError("device is already retired")
+    if status == "active":
+        await return_device(conn, device_id, at)
+    await conn.execute(
+        "update devices set status = 'retired', status_changed_at = %s where id = %s",
+        (at, device_id),
+    )
+
+
 async def add_safe_zone(
     conn: Conn,
     tenant_id: str,

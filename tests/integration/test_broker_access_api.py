@@ -92,10 +92,11 @@ async def test_register_connect_store_return(
                             json={"person_id": person})  # fmt: skip
         assert r.status_code == 204, r.text
 
-        async def known() -> bool:
-            return gateway.registry.get("scale-9") is not None
+        async def known() -> bool:  # registered *and* assigned (two notifications)
+            record = gateway.registry.get("scale-9")
+            return record is not None and record.status == "active" and bool(record.assignments)
 
-        await wait_for(known, 10, "the gateway to learn the new device")
+        await wait_for(known, 10, "the gateway to learn the new device and its assignment")
         async with probe(port, "scale-9", "scale-9", password) as device:
             assert device.connected
             code = await device.publish(
@@ -117,6 +118,46 @@ async def test_register_connect_store_return(
     # The password was shown once and never logged.
     assert all(password not in record.getMessage() for record in caplog.records)
     assert all(password not in str(record.__dict__) for record in caplog.records)
+
+
+async def test_retired_device_loses_its_identity_for_good(dynsec_mosquitto, database_url) -> None:
+    port = dynsec_mosquitto.port
+    await admin(dynsec_mosquitto).bootstrap(*GATEWAY)
+    await seed(database_url, devices={"gps-0": "t-gps"})
+    installer = auth("kommun-a", Role.TENANT_ADMIN)
+    async with api(port, database_url) as http:
+        r = await http.post("/api/v1/devices", headers=installer,
+                            json={"id": "bp-7", "model_id": "t-bp"})  # fmt: skip
+        assert r.status_code == 201, r.text
+        password = r.json()["mqtt_password"]
+        person = (await http.post("/api/v1/persons", headers=installer,
+                                  json={"ref": "brukare-7"})).json()["id"]  # fmt: skip
+        r = await http.post("/api/v1/devices/bp-7/assign", headers=installer,
+                            json={"person_id": person})  # fmt: skip
+        assert r.status_code == 204, r.text
+        async with probe(port, "bp-7", "bp-7", password) as device:
+            assert device.connected
+            r = await http.post("/api/v1/devices/bp-7/retire", headers=installer)
+            assert r.status_code == 204, r.text
+
+            async def kicked() -> bool:
+                return device.disconnect is not None
+
+            await wait_for(kicked, 10, "the retired device's session to be cut")
+        assert await Probe(port, "bp-7", "bp-7", password).refused()
+        listed = (await http.get("/api/v1/devices", headers=installer,
+                                 params={"status": "retired"})).json()  # fmt: skip
+        assert [d["id"] for d in listed] == ["bp-7"]
+        # retired is final: no second retirement, no new assignment
+        again = await http.post("/api/v1/devices/bp-7/retire", headers=installer)
+        assert again.status_code == 409, again.text
+        r = await http.post("/api/v1/devices/bp-7/assign", headers=installer,
+                            json={"person_id": person})  # fmt: skip
+        assert r.status_code == 409, r.text
+    assert await scalar(
+        database_url, "select count(*) from assignments where device_id = 'bp-7'"
+        " and valid_to is null"
+    ) == 0  # fmt: skip
 
 
 async def test_broker_down_answers_503_and_registers_nothing(dynsec_mosquitto, database_url):
