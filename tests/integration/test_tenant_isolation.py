@@ -133,6 +133,7 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/devices"): {},
         ("post", "/api/v1/devices/{device_id}/assign"): {"json": {"person_id": a_person}},
         ("post", "/api/v1/devices/{device_id}/return"): {"json": {}},
+        ("post", "/api/v1/devices/{device_id}/retire"): {"json": {}},
         ("get", "/api/v1/persons/{person_id}/readings"): {"params": {"category": "position"}},
         ("get", "/api/v1/alarms"): {},
         ("post", "/api/v1/alarms/{alarm_id}/acknowledge"): {},
