@@ -28,6 +28,7 @@ from gateway.storage.rows import PERSONAL_TYPES, Row, message_row, quarantine_ro
 log = logging.getLogger(__name__)
 
 _TABLE_BY_NAME = {table.name: table for table in TABLES}
+LIMIT_SAMPLE_WINDOW_S = 60.0
 
 
 class AlarmPath(Protocol):
@@ -43,7 +44,7 @@ class Ingest:
         self,
         *,
         resolve: Callable[[str], Awaitable[DeviceRecord | None]],
-        put: Callable[[Row, AckToken | None], Awaitable[None]],
+        put: Callable[[Row | None, AckToken | None], Awaitable[None]],
         states: DeviceStates,
         metrics: IngestMetrics,
         retention: RetentionDays,
@@ -63,6 +64,7 @@ class Ingest:
         self._max_skew = max_clock_skew
         self._alarms = alarms
         self._limits = device_limits
+        self._limit_sampled: dict[str, float] = {}
         self._received = {ch: metrics.received.labels(ch.value) for ch in DEVICE_PUBLISHED}
 
     async def handle(self, msg: Inbound) -> None:
@@ -71,16 +73,12 @@ class Ingest:
             await self._quarantine(msg, None, None, "unknown_topic", "not devices/{id}/{channel}")
             return
         self._received[topic.channel].inc()
-        if self._limits is not None and not self._limits.allow(
-            _limit_key(topic.device_id, topic.channel), time.monotonic()
-        ):
-            # Kept (not dropped) but not decoded: refusing is cheaper than accepting.
-            await self._quarantine(
-                msg, topic.device_id, None, "rate_limited",
-                f"over {self._limits.rate:g} msgs/s (burst {self._limits.burst:g}) "
-                f"for this device and channel class",
-            )  # fmt: skip
-            return
+        if self._limits is not None:
+            key = _limit_key(topic.device_id, topic.channel)
+            now = time.monotonic()
+            if not self._limits.allow(key, now):
+                await self._refuse_over_limit(msg, topic.device_id, key, now)
+                return
         decoded = decode_payload(
             topic.channel,
             msg.payload,
@@ -121,6 +119,29 @@ class Ingest:
                 log.exception("alarm path failed for a message; storage continues")
         self._states.observe(topic.device_id, bound.tenant_id, message, msg.received_at)
         await self._put(row, msg.ack)
+
+    async def _refuse_over_limit(
+        self, msg: Inbound, device_id: str, key: str, now: float
+    ) -> None:
+        """Excess over a device's allowance is counted and refused, not decoded. The first
+        refused message of a device and channel class in each window is kept in
+        quarantine as evidence; the rest are only counted (metric), so a flooding device
+        cannot fill the database either. Acknowledged in order, after earlier messages."""
+        self._metrics.rate_limited.inc()
+        assert self._limits is not None
+        sampled_at = self._limit_sampled.get(key)
+        if sampled_at is not None and now - sampled_at < LIMIT_SAMPLE_WINDOW_S:
+            await self._put(None, msg.ack)
+            return
+        if len(self._limit_sampled) > 100_000:
+            self._limit_sampled.clear()
+        self._limit_sampled[key] = now
+        await self._quarantine(
+            msg, device_id, None, "rate_limited",
+            f"over {self._limits.rate:g} msgs/s (burst {self._limits.burst:g}) for this "
+            f"device and channel class; further excess within {LIMIT_SAMPLE_WINDOW_S:g} s "
+            "is counted (wg_ingest_rate_limited_total), not kept",
+        )  # fmt: skip
 
     async def _quarantine(
         self,

@@ -19,6 +19,12 @@ class IngestMetrics:
         self.quarantined = Counter(
             "wg_ingest_quarantined", "Messages refused into quarantine", ["reason"], registry=r
         )
+        self.rate_limited = Counter(
+            "wg_ingest_rate_limited",
+            "Messages refused over a device's allowance (one per device a minute is also "
+            "kept in quarantine)",
+            registry=r,
+        )
         self.batch_rows = Histogram(
             "wg_batch_rows",
             "Rows per committed batch",

@@ -31,7 +31,7 @@ AckToken = Any
 
 @dataclass(slots=True)
 class Item:
-    row: Row
+    row: Row | None  # None: nothing to store, only an acknowledgement to keep in order
     ack: AckToken | None
     received_mono: float
 
@@ -65,7 +65,7 @@ class BatchWriter:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self.stats = BatchStats()
 
-    async def put(self, row: Row, ack: AckToken | None) -> None:
+    async def put(self, row: Row | None, ack: AckToken | None) -> None:
         await self._queue.put(Item(row, ack, time.monotonic()))
         self._metrics.queue_depth.set(self._queue.qsize())
 
@@ -143,7 +143,8 @@ class BatchWriter:
         started = time.monotonic()
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         for item in batch:
-            by_table.setdefault(item.row.table, []).append(item.row.values)
+            if item.row is not None:
+                by_table.setdefault(item.row.table, []).append(item.row.values)
         dirty = self._states.take_dirty()
         try:
             conn = await self._connection()
