@@ -54,6 +54,7 @@ def create_app(
     app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
     app.state.alarms = alarms
+    app.state.console = settings.console
     # keys the opaque FHIR Observation ids (stable while jwt_secret is)
     app.state.fhir_ids = IdCodec((settings.fhir_id_key or settings.jwt_secret).get_secret_value())
     app.state.locks = alarms.locks if alarms is not None else None
@@ -62,7 +63,9 @@ def create_app(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
     )
     problems.install(app)
-    http_headers.install(app, cors_origins=settings.cors_origins)
+    http_headers.install(
+        app, cors_origins=settings.cors_origins, map_tile_url=settings.console.map_tile_url
+    )
     app.include_router(health.router)
     app.include_router(registry.router)
     app.include_router(readings.router)

@@ -2,13 +2,15 @@
 
 A pure ASGI middleware (it only adds headers to ``http.response.start``), so streamed
 responses such as the SSE alarm stream pass through unbuffered. The console is written
-without inline scripts or styles, so its Content-Security-Policy can be strict. Responses
-of the data APIs are never cached: they carry personal data.
+without inline scripts or styles, so its Content-Security-Policy can be strict; when map
+tiles are configured (``console.map_tile_url``), ``img-src`` also allows that one origin.
+Responses of the data APIs are never cached: they carry personal data.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -19,6 +21,22 @@ CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of a URL (the settings have checked it is a plain one)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def build_csp(map_tile_url: str | None = None) -> str:
+    """The console's policy: :data:`CSP`, plus the tile server's origin (nothing more of
+    it) in ``img-src`` when map tiles are configured."""
+    if map_tile_url is None:
+        return CSP
+    return CSP.replace("img-src 'self' data:", f"img-src 'self' data: {origin(map_tile_url)}")
+
+
 # FastAPI's interactive docs load their script from a CDN; they get no CSP of ours.
 _DOC_PATHS = ("/docs", "/redoc")
 _NO_STORE_PREFIXES = ("/api/", "/fhir/")
@@ -62,7 +80,7 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def install(app: FastAPI, *, cors_origins: Iterable[str]) -> None:
+def install(app: FastAPI, *, cors_origins: Iterable[str], map_tile_url: str | None = None) -> None:
     origins = list(cors_origins)
     if origins:
         app.add_middleware(
@@ -73,4 +91,4 @@ def install(app: FastAPI, *, cors_origins: Iterable[str]) -> None:
             allow_credentials=False,
             max_age=600,
         )
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, csp=build_csp(map_tile_url))

@@ -176,6 +176,44 @@ class LockSettings(BaseModel):
     )
 
 
+class ConsoleSettings(BaseModel):
+    """The night-supervision console (docs/console.md): optional map tiles behind the
+    track. Unset = no tiles, nothing fetched from elsewhere (the SVG map needs none)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    map_tile_url: str | None = Field(
+        default=None,
+        description="XYZ tile URL template, e.g. https://tiles.example/{z}/{x}/{y}.png; "
+        "its origin is added to the CSP's img-src.",
+    )
+    map_attribution: str = Field(default="", max_length=200, description="Shown on the map.")
+    map_max_zoom: int = Field(default=19, ge=0, le=22)
+
+    @field_validator("map_tile_url")
+    @classmethod
+    def _tile_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http"):
+            raise ValueError("must be an https:// (or http://) URL template")
+        if not re.fullmatch(r"[A-Za-z0-9.-]+(:\d{1,5})?", parts.netloc):
+            raise ValueError("needs a plain host[:port] (no user, no placeholder in the host)")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        rest = value.replace("{z}", "").replace("{x}", "").replace("{y}", "")
+        missing = [p for p in ("{z}", "{x}", "{y}") if p not in value]
+        if missing or "{" in rest or "}" in rest or re.search(r"[\s\"';,]", value):
+            raise ValueError(
+                "must contain {z}, {x} and {y} (no other placeholders, spaces or quotes), "
+                "e.g. https://tiles.example/{z}/{x}/{y}.png"
+            )
+        return value
+
+
 class BrokerAccessSettings(BaseModel):
     """Per-device broker identities through Mosquitto's dynamic security plugin."""
 
@@ -272,6 +310,7 @@ class Settings(BaseSettings):
         description="Browser origins allowed to call the API cross-origin; empty = none.",
     )
     limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     # --- secrets -------------------------------------------------------------------------
     pii_keys: dict[str, SecretStr] = Field(

@@ -20,7 +20,7 @@ from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
 from gateway.alarms.codec import alarm_to_dict
 from gateway.alarms.service import AlarmService
-from gateway.settings import AlarmSettings
+from gateway.settings import AlarmSettings, ConsoleSettings
 from gateway.storage import access_log
 from gateway.storage import console_queries as q
 
@@ -62,13 +62,27 @@ async def console_file(name: str) -> FileResponse:
 
 # --- the console's reads ------------------------------------------------------------------------
 @router.get("/api/v1/console/me")
-async def me(who: CurrentPrincipal) -> dict[str, Any]:
-    """Who the token says the caller is; the page shows it and checks the role."""
+async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
+    """Who the token says the caller is (the page shows it and checks the role), and the
+    console's configuration: ``map_tiles`` (tile URL template, attribution, maximum zoom)
+    or null when no map tiles are configured."""
     return {
         "subject": who.subject,
         "tenant": who.tenant,
         "role": who.role.value,
         "may_handle_alarms": who.role in STAFF,
+        "map_tiles": _map_tiles(request),
+    }
+
+
+def _map_tiles(request: Request) -> dict[str, Any] | None:
+    config: ConsoleSettings = getattr(request.app.state, "console", None) or ConsoleSettings()
+    if config.map_tile_url is None:
+        return None
+    return {
+        "url": config.map_tile_url,
+        "attribution": config.map_attribution,
+        "max_zoom": config.map_max_zoom,
     }
 
 

@@ -51,8 +51,10 @@ def with_csp(app: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def console_stack(
-    mqtt_url: str, database_url: str, **overrides: Any
+    mqtt_url: str, database_url: str, *, test_csp: bool = True, **overrides: Any
 ) -> AsyncIterator[tuple[str, GatewayService]]:
+    """The gateway and its API on a real port. ``test_csp=False`` leaves only the product's
+    own CSP (for a page that may load map tiles from the configured tile server)."""
     settings = settings_for(mqtt_url, database_url, jwt_secret=SECRET, **overrides)
     async with running_gateway(settings) as gw:
         app = create_app(
@@ -61,5 +63,5 @@ async def console_stack(
             metrics_registry=gw.metrics.registry,
             alarms=gw.alarms,
         )
-        async with serving(with_csp(app)) as base:
+        async with serving(with_csp(app) if test_csp else app) as base:
             yield base, gw

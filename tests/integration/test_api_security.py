@@ -19,10 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from api import http_headers
 from api.app import create_app
 from api.auth import Role, mint
 from gateway.embedded import with_user
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError, load_settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
 
@@ -208,6 +209,30 @@ async def test_security_headers_and_no_caching_of_personal_data(database_url) ->
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
         )
         assert "access-control-allow-origin" not in r.headers
+
+
+async def test_csp_allows_only_the_configured_map_tile_origin(database_url) -> None:
+    token = mint(SECRET, tenant="kommun-a", role=Role.OPERATOR, subject="x", org=None, ttl_s=60)
+    async with api(database_url) as client:  # no tiles: the policy is exactly the strict one
+        r = await client.get("/console/")
+        assert r.headers["content-security-policy"] == http_headers.CSP
+        assert "img-src 'self' data:;" in http_headers.CSP
+        me = await client.get("/api/v1/console/me", headers=bearer(token))
+        assert me.json()["map_tiles"] is None
+    tile_url = "https://Tiles.Example.se:8443/osm/{z}/{x}/{y}.png?key=abc"
+    async with api(database_url, console={"map_tile_url": tile_url}) as client:
+        for path in ("/console/", "/healthz"):
+            csp = (await client.get(path)).headers["content-security-policy"]
+            assert csp == http_headers.CSP.replace(
+                "img-src 'self' data:", "img-src 'self' data: https://tiles.example.se:8443"
+            )
+        me = await client.get("/api/v1/console/me", headers=bearer(token))
+        assert me.json()["map_tiles"] == {"url": tile_url, "attribution": "", "max_zoom": 19}
+    for bad in ("ftp://t.example/{z}/{x}/{y}.png", "https://t.example/{z}/{x}.png",
+                "https://{s}.t.example/{z}/{x}/{y}.png", "https://t.example/{z}/{x}/{y} x",
+                "https://t.example/{z}/{x}/{y}.png;script-src *"):  # fmt: skip
+        with pytest.raises(SettingsError, match=r"console\.map_tile_url"):
+            load_settings(console={"map_tile_url": bad})
 
 
 async def test_cors_only_for_configured_origins(database_url) -> None:

@@ -16,8 +16,11 @@ function ago(iso) {
   return `${formatTime(iso, getLang())} (${t("ago", { t: formatAge(Date.now() - Date.parse(iso)) })})`;
 }
 
-/** Render the detail ``data`` (as /api/v1/console/alarms/{id} returns it) into ``root``. */
-export function renderDetail(root, data, actions) {
+/**
+ * Render the detail ``data`` (as /api/v1/console/alarms/{id} returns it) into ``root``;
+ * ``mapTiles``: the map tile configuration from /api/v1/console/me, or null for none.
+ */
+export function renderDetail(root, data, actions, mapTiles = null) {
   const { alarm, person, device, safe_zones: zones, track } = data;
   const lang = getLang();
   const head = h("div", { class: "detail-head", dataset: { alarmId: alarm.alarm_id, state: alarm.state } },
@@ -50,7 +53,7 @@ export function renderDetail(root, data, actions) {
     alarm.outcome ? row(t("detail.outcome"), alarm.outcome) : null,
   );
 
-  const map = drawTrack({ track, zones, alarmPosition: alarm.position, t });
+  const map = drawTrack({ track, zones, alarmPosition: alarm.position, t, tiles: mapTiles });
   const figure = h("figure", { class: "map" },
     map,
     h("figcaption", {},

@@ -135,7 +135,7 @@ function onStreamEvent(event) {
   updateTitle();
   if (state.view === "detail" && state.detail && state.detail.alarm.alarm_id === alarm.alarm_id) {
     state.detail = { ...state.detail, alarm: { ...state.detail.alarm, ...alarm } };
-    renderDetail($("detail-body"), state.detail, detailActions);
+    renderDetail($("detail-body"), state.detail, detailActions, state.me?.map_tiles);
   }
 }
 
@@ -274,7 +274,7 @@ async function openDetail(id) {
     const live = model.get(id);
     if (live && Number(live.version) > Number(data.alarm.version ?? 0)) data.alarm = { ...data.alarm, ...live };
     state.detail = data;
-    renderDetail(body, data, detailActions);
+    renderDetail(body, data, detailActions, state.me?.map_tiles);
     $("detail-title").focus();
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) body.replaceChildren(h("p", { class: "error" }, t("detail.not_found")));
@@ -307,7 +307,7 @@ function switchLanguage() {
   if (state.me) $("tenant").textContent = `${t("tenant")}: ${state.me.tenant}`;
   board.render();
   updateTitle();
-  if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions);
+  if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions, state.me?.map_tiles);
   if (state.view === "fleet") loadFleet();
   const error = $("signin-error");
   if (error.dataset.key) error.textContent = t(error.dataset.key);

@@ -1,6 +1,7 @@
 // The track of positions drawn against the safe zones as SVG, with a local projection
 // (equirectangular around the centre of what is drawn: exact enough over a few km).
-// No external map service.
+// No external map service is needed; optional XYZ map tiles (the console.map_tile_url
+// setting) are drawn underneath when configured.
 
 const SVG = "http://www.w3.org/2000/svg";
 const M_PER_DEG_LAT = 110574;
@@ -24,11 +25,99 @@ export function makeProjection(points, { width, height, pad = 24, marginM = 0, m
   const scale = Math.min((width - 2 * pad) / spanX, (height - 2 * pad) / spanY); // px per m
   return {
     scale,
+    lat0,
+    lon0,
     xy(lat, lon) {
       const [x, y] = toM([lat, lon]);
       return [width / 2 + x * scale, height / 2 - y * scale];
     },
+    /** The inverse of ``xy``: [lat, lon] at view coordinates x, y. */
+    latlon(x, y) {
+      return [lat0 + (height / 2 - y) / scale / M_PER_DEG_LAT, lon0 + (x - width / 2) / scale / kx];
+    },
   };
+}
+
+// --- optional map tiles ------------------------------------------------------------------
+// Standard XYZ tiles: Web Mercator, 256 px, x eastwards from 180° W, y southwards from
+// 85.0511° N. Each tile is placed by projecting its corner lat/lon through the local
+// projection above, so tiles line up with the track and zones at every tile corner; in
+// between, the image is stretched linearly. That is an approximation: Mercator's scale
+// drifts with latitude by about tan(lat)·Δlat (0.03 % per km at 60° N), so over the few km
+// a track spans the local projection and Web Mercator agree to well under a pixel.
+
+const MERCATOR_M_PER_PX_Z0 = 156543.03392; // 2πR / 256: metres per tile pixel, equator, zoom 0
+const MERCATOR_MAX_LAT = 85.0511;
+export const MAX_TILES = 36;
+
+const clampLat = (lat) => Math.max(-MERCATOR_MAX_LAT, Math.min(MERCATOR_MAX_LAT, lat));
+export const lon2tile = (lon, z) => ((lon + 180) / 360) * 2 ** z;
+export function lat2tile(lat, z) {
+  const r = (clampLat(lat) * Math.PI) / 180;
+  return ((1 - Math.log(Math.tan(r) + 1 / Math.cos(r)) / Math.PI) / 2) * 2 ** z;
+}
+export const tile2lon = (x, z) => (x / 2 ** z) * 360 - 180;
+export function tile2lat(y, z) {
+  return (180 / Math.PI) * Math.atan(Math.sinh(Math.PI - (2 * Math.PI * y) / 2 ** z));
+}
+
+/** The zoom whose metres per tile pixel best match the projection's (in ratio), clamped. */
+export function bestZoom(proj, maxZoom = 19) {
+  const mPerTilePx = MERCATOR_M_PER_PX_Z0 * Math.cos((proj.lat0 * Math.PI) / 180);
+  // At zoom z a tile pixel is mPerTilePx / 2^z metres; a view pixel is 1 / scale metres.
+  const z = Math.round(Math.log2(mPerTilePx * proj.scale));
+  return Math.max(0, Math.min(maxZoom, z));
+}
+
+/**
+ * The tiles covering the whole width x height view: [{z, x, y, href, at: [x, y, w, h]}].
+ * ``tiles``: {url: "…{z}/{x}/{y}…", max_zoom}. At the best zoom if that needs at most
+ * MAX_TILES tiles, else the next zoom out that does (each step out quarters the count).
+ */
+export function tileLayout(proj, tiles, width, height) {
+  const [latN, lonW] = proj.latlon(0, 0);
+  const [latS, lonE] = proj.latlon(width, height);
+  for (let z = bestZoom(proj, tiles.max_zoom ?? 19); z >= 0; z--) {
+    const n = 2 ** z;
+    const x0 = Math.floor(lon2tile(lonW, z));
+    const x1 = Math.floor(lon2tile(lonE, z));
+    const y0 = Math.max(0, Math.floor(lat2tile(latN, z)));
+    const y1 = Math.min(n - 1, Math.floor(lat2tile(latS, z)));
+    if ((x1 - x0 + 1) * (y1 - y0 + 1) > MAX_TILES) continue;
+    const out = [];
+    for (let ty = y0; ty <= y1; ty++) {
+      for (let tx = x0; tx <= x1; tx++) {
+        const [left, top] = proj.xy(tile2lat(ty, z), tile2lon(tx, z));
+        const [right, bottom] = proj.xy(tile2lat(ty + 1, z), tile2lon(tx + 1, z));
+        const wrapped = ((tx % n) + n) % n; // across the antimeridian
+        const href = tiles.url.replaceAll("{z}", z).replaceAll("{x}", wrapped).replaceAll("{y}", ty);
+        out.push({ z, x: wrapped, y: ty, href, at: [left, top, right - left, bottom - top] });
+      }
+    }
+    return out;
+  }
+  return [];
+}
+
+function tileLayer(proj, tiles, width, height) {
+  const layer = el("g", { class: "map-tiles" });
+  for (const tile of tileLayout(proj, tiles, width, height)) {
+    const [x, y, w, h] = tile.at.map((v) => v.toFixed(2));
+    layer.append(el("image", {
+      href: tile.href,
+      x,
+      y,
+      // Half a pixel of overlap hides the hairline seams between neighbouring tiles.
+      width: (Number(w) + 0.5).toFixed(2),
+      height: (Number(h) + 0.5).toFixed(2),
+      preserveAspectRatio: "none",
+      class: "tile",
+      "data-z": tile.z,
+      "data-x": tile.x,
+      "data-y": tile.y,
+    }));
+  }
+  return layer;
 }
 
 /** A round length for the scale bar, at most ``maxM`` metres. */
@@ -58,9 +147,10 @@ function zonePoints(zone) {
 
 /**
  * Draw into a new <svg>. track: [{lat, lon, accuracy_m, ts}] oldest first; zones: the
- * person's safe zones; alarmPosition: {lat, lon} or null; t: the translation function.
+ * person's safe zones; alarmPosition: {lat, lon} or null; t: the translation function;
+ * tiles: {url, attribution, max_zoom} to draw map tiles underneath, or null for none.
  */
-export function drawTrack({ track, zones, alarmPosition, t, width = 640, height = 420 }) {
+export function drawTrack({ track, zones, alarmPosition, t, tiles = null, width = 640, height = 420 }) {
   const svg = el("svg", {
     viewBox: `0 0 ${width} ${height}`,
     class: "track-map",
@@ -79,6 +169,7 @@ export function drawTrack({ track, zones, alarmPosition, t, width = 640, height 
     return svg;
   }
   const proj = makeProjection(points, { width, height, marginM: 30 });
+  if (tiles && tiles.url) svg.append(tileLayer(proj, tiles, width, height));
 
   const zoneLayer = el("g", { class: "zones" });
   for (const zone of zones) {
@@ -137,5 +228,8 @@ export function drawTrack({ track, zones, alarmPosition, t, width = 640, height 
   svg.append(el("text", { x: 16, y: y - 8, class: "scale-label" },
     barM >= 1000 ? `${barM / 1000} km` : `${barM} m`));
   svg.append(el("text", { x: width - 24, y: 28, class: "north" }, "N ↑"));
+  if (tiles && tiles.url && tiles.attribution) {
+    svg.append(el("text", { x: width - 6, y: height - 6, class: "map-attribution" }, tiles.attribution));
+  }
   return svg;
 }
