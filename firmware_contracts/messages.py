@@ -21,6 +21,11 @@ CONTRACT_VERSION = 1
 # Numbers and booleans are strict: "72.5" or true where a number belongs is refused, as
 # the exported JSON Schema refuses it (one judgement for vendor tests and the gateway).
 MessageId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+# Free text a device sends: no control characters (PostgreSQL text cannot hold NUL, and
+# nothing a device says should be able to break a log line or a page).
+KeyId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+FirmwareVersion = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\x20-\x7e]+$")]
+DetailText = Annotated[str, Field(max_length=256, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Percent = Annotated[int, Field(ge=0, le=100, strict=True)]
 Latitude = Annotated[float, Field(ge=-90.0, le=90.0, strict=True)]
 Longitude = Annotated[float, Field(ge=-180.0, le=180.0, strict=True)]
@@ -125,7 +130,7 @@ class Lock(_Message):
 
     type: Literal["lock"]
     action: Literal["unlocked", "locked", "denied"]
-    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    key_id: KeyId | None = None
     method: Literal["app", "remote", "manual"]
 
     @model_validator(mode="after")
@@ -156,7 +161,7 @@ class Status(_Message):
     id: MessageId | None = None  # type: ignore[assignment]
     ts: AwareDatetime | None = None  # type: ignore[assignment]
     state: Literal["online", "offline"]
-    firmware: str | None = Field(default=None, min_length=1, max_length=64)
+    firmware: FirmwareVersion | None = None
 
 
 # --- commands and replies --------------------------------------------------------------
@@ -183,7 +188,7 @@ class Reply(_Message):
     type: Literal["reply"]
     command_id: MessageId
     ok: StrictBool
-    detail: str | None = Field(default=None, max_length=256)
+    detail: DetailText | None = None
 
 
 DeviceMessage = (

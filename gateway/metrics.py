@@ -19,6 +19,12 @@ class IngestMetrics:
         self.quarantined = Counter(
             "wg_ingest_quarantined", "Messages refused into quarantine", ["reason"], registry=r
         )
+        self.unstorable = Counter(
+            "wg_ingest_unstorable",
+            "Accepted messages the database refused (dropped after isolating them)",
+            ["table"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "wg_ingest_rate_limited",
             "Messages refused over a device's allowance (one per device a minute is also "

@@ -58,6 +58,10 @@ class AccessLogWriter:
                     extra={"error": type(exc).__name__, "pending": len(self._queue)},
                 )
                 if stop.is_set():
+                    if self._queue:
+                        self.dropped += len(self._queue)
+                        log.error("stopping with lock decisions not logged",
+                                  extra={"pending": len(self._queue)})  # fmt: skip
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
@@ -66,7 +70,16 @@ class AccessLogWriter:
     async def _write_loop(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         while True:
             while self._queue:
-                await append_access(conn, self._queue[0])
+                try:
+                    await append_access(conn, self._queue[0])
+                except (psycopg.DataError, psycopg.IntegrityError) as exc:
+                    # the entry itself cannot be stored; retrying it would block every
+                    # later decision behind it
+                    self._queue.popleft()
+                    self.dropped += 1
+                    log.error("a lock decision could not be logged; dropped",
+                              extra={"error": type(exc).__name__})  # fmt: skip
+                    continue
                 self._queue.popleft()  # only once it is committed
                 self.written += 1
             if stop.is_set():

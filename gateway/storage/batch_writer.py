@@ -27,6 +27,8 @@ from gateway.storage.rows import COLUMNS, TYPES, Row
 log = logging.getLogger(__name__)
 
 AckToken = Any
+# Errors of the data, not of the connection: retrying the same rows cannot help.
+_POISON = (psycopg.DataError, psycopg.IntegrityError)
 
 
 @dataclass(slots=True)
@@ -109,7 +111,12 @@ class BatchWriter:
         backoff = 0.05
         while True:
             try:
-                await self._write(batch)
+                try:
+                    await self._write(batch)
+                except _POISON:
+                    # A row the database refuses although the contract accepted it: find
+                    # it instead of retrying (or dying) forever on the whole batch.
+                    await self._write_isolating(batch)
                 self._metrics.database_up.set(1)
                 return
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
@@ -139,13 +146,54 @@ class BatchWriter:
             self._conn = conn
         return self._conn
 
-    async def _write(self, batch: list[Item]) -> None:
+    async def _write_isolating(self, batch: list[Item]) -> None:
+        """Write ``batch`` in halves down to single rows; a single row the database still
+        refuses is dropped, counted and logged (ids only), and acknowledged, so one bad
+        row cannot stop ingest for everyone. Acknowledgements go out only at the end, so
+        a connection failure half-way retries the whole batch (stored rows deduplicate)
+        without acknowledging anything twice."""
+        acks: list[AckToken] = []
+        await self._isolate(batch, acks)
+        try:
+            await self._write([], ack=False)  # the device states on their own
+        except _POISON as exc:
+            dropped = self._states.take_dirty()
+            log.error("device state not storable; dropped",
+                      extra={"devices": len(dropped), "error": type(exc).__name__})  # fmt: skip
+        self._ack(acks)
+
+    async def _isolate(self, batch: list[Item], acks: list[AckToken]) -> None:
+        try:
+            await self._write(batch, ack=False, states=False)
+            acks.extend(item.ack for item in batch if item.ack is not None)
+        except _POISON as exc:
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._isolate(batch[:middle], acks)
+                await self._isolate(batch[middle:], acks)
+                return
+            item = batch[0]
+            table = item.row.table if item.row is not None else "-"
+            self._metrics.unstorable.labels(table).inc()
+            log.error(
+                "row refused by the database; dropped",
+                extra={"table": table, "error": type(exc).__name__,
+                       "sqlstate": getattr(exc, "sqlstate", None)},
+            )  # fmt: skip
+            if item.ack is not None:
+                acks.append(item.ack)
+
+    async def _write(self, batch: list[Item], *, ack: bool = True, states: bool = True) -> None:
         started = time.monotonic()
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         for item in batch:
             if item.row is not None:
                 by_table.setdefault(item.row.table, []).append(item.row.values)
-        dirty = self._states.take_dirty()
+        dirty = self._states.take_dirty() if states or not batch else []
+        if not by_table and not dirty:
+            if ack:
+                self._ack([item.ack for item in batch if item.ack is not None])
+            return
         try:
             conn = await self._connection()
             inserted: dict[str, int] = {}
@@ -158,8 +206,10 @@ class BatchWriter:
             self._states.mark_dirty([d for d, _ in dirty])
             raise
         now = time.monotonic()
-        self._ack([item.ack for item in batch if item.ack is not None])
-        self._record(batch, by_table, inserted, started, now)
+        if ack:
+            self._ack([item.ack for item in batch if item.ack is not None])
+        if batch:
+            self._record(batch, by_table, inserted, started, now)
 
     async def _copy_table(
         self, cur: psycopg.AsyncCursor[Any], table: str, rows: list[tuple[Any, ...]]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
+from gateway.storage.rows import Row
 from tests.integration.harness import (
     now_iso,
     payload,
@@ -212,3 +213,31 @@ async def test_a_flooding_device_is_limited_without_hurting_others(mosquitto, da
         )
         await again.wait_idle()
         assert again._received_total() == 1
+
+
+async def test_a_row_the_database_refuses_is_isolated_and_ingest_goes_on(
+    mosquitto, database_url
+) -> None:
+    """The backstop behind the contract: a row PostgreSQL cannot store (a NUL byte in a
+    text column) is found by halving its batch, dropped, counted and acknowledged; the
+    rows batched with it, and everything after, are stored."""
+    seeded = await seed(database_url)
+    person = seeded.persons["scale-1"]
+    async with running_gateway(settings_for(mosquitto.url, database_url,
+                                            batch_max_delay_ms=200)) as gw:  # fmt: skip
+        now = datetime.now(UTC)
+        good = [
+            Row("readings", ("kommun-a", person, "scale-1", f"ok-{i}", now - timedelta(
+                seconds=i), now, "weight", 70.0 + i, None, None, None))
+            for i in range(7)
+        ]  # fmt: skip
+        poison = Row("readings", ("kommun-a", person, "scale-1", "bad\x00id", now, now,
+                                  "weight", 71.0, None, None, None))  # fmt: skip
+        for row in (*good[:3], poison, *good[3:]):
+            await gw.writer.put(row, None)
+        await wait_count(database_url, "select count(*) from readings", 7)
+        assert gw.metrics.unstorable.labels("readings")._value.get() == 1
+        # the writer still runs: a message through MQTT is stored after it
+        await publish(mosquitto.url, [("devices/scale-1/telemetry",
+                                       payload("weight", "after", kg=72))])  # fmt: skip
+        await wait_count(database_url, "select count(*) from readings", 8)

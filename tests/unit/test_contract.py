@@ -1016,3 +1016,35 @@ def test_schema_refuses_wrong_json_types(
 ) -> None:
     # The decoder refuses these too (test above): one judgement for vendors and gateway.
     assert not _validator(exported[channel]).is_valid(payload)
+
+
+@pytest.mark.parametrize(
+    ("channel", "body"),
+    [
+        ("events", {"type": "lock", "action": "unlocked", "method": "app", "key_id": "a\u0000b"}),
+        ("events", {"type": "lock", "action": "unlocked", "method": "app", "key_id": "a b"}),
+        ("status", {"type": "status", "state": "online", "firmware": "2.4\u0000"}),
+        ("status", {"type": "status", "state": "online", "firmware": "2.4\n"}),
+        ("replies", {"type": "reply", "command_id": "c1", "ok": False, "detail": "x\u0000"}),
+        ("replies", {"type": "reply", "command_id": "c1", "ok": False, "detail": "a\u001bb"}),
+    ],
+)
+def test_control_characters_in_device_text_are_refused(channel: str, body: dict) -> None:
+    """A NUL byte cannot be stored in PostgreSQL text; refuse it (and other control
+    characters) at the contract, where the device learns why."""
+    now = datetime.now(UTC)
+    raw = json_bytes({"v": 1, "id": "m1", "ts": now.isoformat(), **body})
+    result = decode_payload(Channel(channel), raw, now=now)
+    assert isinstance(result, DecodeError)
+    assert result.reason is Reason.SCHEMA_VIOLATION
+
+
+def test_device_text_may_be_unicode_where_it_is_prose() -> None:
+    now = datetime.now(UTC)
+    raw = json_bytes({"v": 1, "id": "m1", "ts": now.isoformat(), "type": "reply",
+                        "command_id": "c1", "ok": False, "detail": "utgången, för sent"})
+    assert not isinstance(decode_payload(Channel.REPLIES, raw, now=now), DecodeError)
+
+
+def json_bytes(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False).encode()
