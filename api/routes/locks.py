@@ -77,23 +77,33 @@ def _service(request: Request) -> LockService:
     return service
 
 
-async def _log(
-    request: Request, who: Principal, owner: str, person: UUID | None, purpose: str,
-    outcome: str, reason: str, what: str,
-) -> None:  # fmt: skip
+def _entry(
+    who: Principal, owner: str, person: UUID | None, purpose: str, outcome: str, reason: str,
+    what: str,
+) -> access_log.AccessEntry:  # fmt: skip
+    return access_log.AccessEntry(
+        actor=who.subject, actor_org=who.org, actor_role=who.role.value,
+        actor_tenant=who.tenant, owner_tenant=owner, person_id=person,
+        categories=[CATEGORY], purpose=purpose, outcome=outcome, reason=reason, request=what,
+    )  # fmt: skip
+
+
+async def _log_decision(request: Request, entry: access_log.AccessEntry) -> None:
+    """Before anything is sent: no opening that cannot be shown afterwards."""
     try:
-        await access_log.record(
-            request.app.state.pool,
-            access_log.AccessEntry(
-                actor=who.subject, actor_org=who.org, actor_role=who.role.value,
-                actor_tenant=who.tenant, owner_tenant=owner, person_id=person,
-                categories=[CATEGORY], purpose=purpose, outcome=outcome, reason=reason,
-                request=what,
-            ),
-        )  # fmt: skip
+        await access_log.record(request.app.state.pool, entry)
     except psycopg.Error:
-        # no opening that cannot be shown afterwards
         raise HTTPException(503, "access log unavailable; nothing was sent") from None
+
+
+async def _log_result(request: Request, locks: LockService, entry: access_log.AccessEntry) -> None:
+    """After the command: the door may already be open, so the answer must say what
+    happened. If the log cannot be written now, the entry waits in the gateway's
+    access-log writer and is appended when the database is back."""
+    try:
+        await access_log.record(request.app.state.pool, entry)
+    except psycopg.Error:
+        locks.audit.submit(entry)
 
 
 @router.post(
@@ -124,15 +134,17 @@ async def unlock(
     command = locks.new_command(key_id, now)
     what = f"{request.method} {request.url.path} key {key_id} command {command.id}"
     outcome = "allowed" if decision.allowed else "denied"
-    await _log(request, who, device.tenant_id, person, body.reason, outcome, describe(decision),
-               what)  # fmt: skip
+    await _log_decision(request, _entry(who, device.tenant_id, person, body.reason, outcome,
+                                        describe(decision), what))  # fmt: skip
     if not decision.allowed:
         return problem(403, "Forbidden", f"unlock refused: {decision.reason.value}",
                        reason=decision.reason.value, key_id=key_id)  # fmt: skip
     result: UnlockOutcome = await locks.unlock(device, command)
     detail = f"result {result.status}" + (f": {result.detail}" if result.detail else "")
-    await _log(request, who, device.tenant_id, person, body.reason,
-               "allowed" if result.status == "done" else "denied", detail, what)  # fmt: skip
+    await _log_result(request, locks, _entry(
+        who, device.tenant_id, person, body.reason,
+        "allowed" if result.status == "done" else "denied", detail, what,
+    ))  # fmt: skip
     out = UnlockOut(
         outcome=result.status, command_id=result.command_id, expires_at=result.expires_at,
         key_id=key_id, reason=decision.reason.value, visit_id=decision.visit_id,
@@ -205,7 +217,7 @@ class SlotIn(BaseModel):
             raise ValueError("start and end must differ")
         try:
             ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # "Europe" is a directory
             raise ValueError(f"unknown time zone {self.timezone!r}") from None
         return self
 

@@ -58,3 +58,30 @@ async def test_api_role_sees_only_its_tenant(database_url) -> None:
         conn.execute("select set_config('wg.tenant_id', 'kommun-a', true)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("insert into persons (tenant_id, ref) values ('kommun-b', 'sneaky')")
+
+
+async def test_a_visit_cannot_name_another_tenants_resident(database_url) -> None:
+    """Held by the database itself, below the API's own check."""
+    a = await seed(database_url, "kommun-a", "212000-0001", {"lock-a": "t-lock"})
+    b = await seed(database_url, "kommun-b", "212000-0002", {"lock-b": "t-lock"})
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        ok = await conn.execute(
+            "insert into visits (tenant_id, person_id, team, starts_at, ends_at, created_by)"
+            " values ('kommun-a', %s, 'natt', now(), now() + interval '1 hour', 't')"
+            " returning id",
+            (a.persons["lock-a"],),
+        )
+        assert await ok.fetchone()
+        await conn.commit()
+        for table, extra_cols, extra_vals in (
+            ("visits", "starts_at, ends_at, created_by", "now(), now() + interval '1 hour', 't'"),
+            ("visit_slots", "weekdays, start_time, end_time, created_by",
+             "'{1}', '08:00', '09:00', 't'"),
+        ):
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                await conn.execute(
+                    f"insert into {table} (tenant_id, person_id, team, {extra_cols})"
+                    f" values ('kommun-a', %s, 'natt', {extra_vals})",
+                    (b.persons["lock-b"],),
+                )
+            await conn.rollback()

@@ -212,3 +212,13 @@ def test_margin_applies_to_weekly_slots_too() -> None:
     at = local(2026, 3, 29, 7, 45)
     assert decide(request(visits=(weekly,), at=at, key=key), POLICY).allowed
     assert not decide(request(visits=(weekly,), at=at - US, key=key), POLICY).allowed
+
+
+@pytest.mark.parametrize("zone", ["Europe", "Nowhere/City", "../etc"])
+def test_a_weekly_slot_with_a_bad_time_zone_is_a_validation_error(zone: str) -> None:
+    from pydantic import ValidationError
+
+    from api.routes.locks import SlotIn
+
+    with pytest.raises(ValidationError, match="time zone"):
+        SlotIn(team="natt", weekdays=[0], start="08:00", end="09:00", timezone=zone)
