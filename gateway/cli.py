@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway import __version__
 from gateway.settings import Settings, SettingsError, load_settings
@@ -142,7 +143,7 @@ def _cmd_pki(args: argparse.Namespace) -> int:
             issued = ca.server_cert(args.host, days=args.days)
             print(issued.cert, issued.key, sep="\n")
         elif args.pki_command == "device-cert":
-            issued = ca.device_cert(args.device, days=args.days)
+            issued = ca.device_cert(args.device, days=args.days, reserved=_service_names(args))
             print(issued.cert, issued.key, sep="\n")
         elif args.pki_command == "revoke":
             count = ca.revoke(args.device)
@@ -153,6 +154,16 @@ def _cmd_pki(args: argparse.Namespace) -> int:
         print(f"welfare-gateway pki: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _service_names(args: argparse.Namespace) -> set[str]:
+    """Broker usernames of this deployment's services (admin, gateway), from settings."""
+    settings = _settings(args)
+    names = {settings.broker_access.admin_username}
+    for url in (settings.mqtt_url, settings.broker_access.admin_url):
+        if url and urlsplit(url).username:
+            names.add(str(urlsplit(url).username))
+    return names
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,8 @@ CA_DAYS = 3650
 SERVER_DAYS = 825
 DEVICE_DAYS = 1825
 CRL_DAYS = 30
+#: The default broker usernames of the admin and the gateway (deploy/mosquitto/README.md).
+SERVICE_USERNAMES = frozenset({"wg-admin", "wg-gateway"})
 
 
 class PkiError(Exception):
@@ -216,10 +219,16 @@ class CertificateAuthority:
             days, sans, ExtendedKeyUsageOID.SERVER_AUTH, "server",
         )  # fmt: skip
 
-    def device_cert(self, device_id: str, days: int = DEVICE_DAYS) -> Issued:
-        """A device's client certificate, CN = device id (its broker username)."""
+    def device_cert(
+        self, device_id: str, days: int = DEVICE_DAYS, *, reserved: Iterable[str] = ()
+    ) -> Issued:
+        """A device's client certificate, CN = device id (its broker username). ``reserved``
+        are the broker usernames of the gateway, the admin and operators: a certificate
+        with such a CN would log in *as* them, so it is never issued."""
         if not is_valid_device_id(device_id):
             raise PkiError(f"invalid device id {device_id!r}")
+        if device_id in set(reserved) | SERVICE_USERNAMES:
+            raise PkiError(f"{device_id!r} is the broker username of a service, not a device")
         return self._issue(
             device_id, self.dir / "devices" / f"{device_id}.key",
             self.dir / "devices" / f"{device_id}.crt", days, [],

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from firmware_contracts.topics import DEVICE_ID_PATTERN
-from gateway.broker_access.client import BrokerAccessError
+from gateway.broker_access.client import BrokerAccessError, IdentityTaken
 from gateway.broker_access.service import BrokerAccess
 from gateway.storage import registry_repo as repo
 
@@ -112,6 +112,8 @@ async def _broker(request: Request, action: str, device_id: str) -> str | None:
             await access.remove_device(device_id)
         else:
             await access.reinstate_device(device_id)
+    except IdentityTaken as exc:
+        raise HTTPException(409, f"device id not available: {exc}") from None
     except BrokerAccessError as exc:
         raise HTTPException(503, f"broker identity not updated; nothing changed: {exc}") from None
     return None

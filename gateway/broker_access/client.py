@@ -34,6 +34,11 @@ class BrokerRefused(BrokerAccessError):
     """The dynamic security plugin refused a command."""
 
 
+class IdentityTaken(BrokerAccessError):
+    """The name is held by a broker identity that is not a device's (the gateway, the
+    admin, an operator): a device may not take it over. The API answers 409."""
+
+
 @dataclass(frozen=True)
 class AdminEndpoint:
     host: str

@@ -150,8 +150,11 @@ def set_client_password(username: str, password: str) -> Command:
     return Command({"command": "setClientPassword", "username": username, "password": password})
 
 
-def get_client(username: str) -> Command:
-    return Command({"command": "getClient", "username": username})
+def get_client(username: str, *, missing_ok: bool = False) -> Command:
+    return Command(
+        {"command": "getClient", "username": username},
+        frozenset({CLIENT_NOT_FOUND}) if missing_ok else frozenset(),
+    )
 
 
 def create_role(rolename: str, acls: Iterable[Acl] = (), *, exists_ok: bool = False) -> Command:
@@ -281,6 +284,17 @@ def gateway_acls() -> list[Acl]:
         Acl(AclType.PUBLISH_SEND, "devices/+/commands"),
         Acl(AclType.PUBLISH_SEND, "tenants/+/alarms"),
     ]
+
+
+def held_by_another_identity(device_id: str, answer: dict[str, Any]) -> bool:
+    """True when ``getClient(device_id)`` found a client that is not a device's (the
+    gateway, the admin, an operator): registering a device of that name must not replace
+    it. A leftover device client (role ``device/{id}`` or none) may be replaced."""
+    client = (answer.get("data") or {}).get("client")
+    if not isinstance(client, dict):
+        return False  # not found
+    roles = {r.get("rolename") for r in client.get("roles") or [] if isinstance(r, dict)}
+    return not roles <= {device_role(device_id)}
 
 
 def provision_device(device_id: str, password: str) -> list[Command]:

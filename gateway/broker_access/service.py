@@ -7,7 +7,7 @@ import logging
 import secrets
 
 from gateway.broker_access import dynsec
-from gateway.broker_access.client import AdminEndpoint, DynsecClient
+from gateway.broker_access.client import AdminEndpoint, DynsecClient, IdentityTaken
 from gateway.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -51,20 +51,31 @@ class BrokerAccess:
 
     async def register_device(self, device_id: str) -> str:
         """A new identity for the device; returns its password (show it once)."""
+        await self._refuse_service_identity(device_id)
         password = new_password()
         await self._client.execute(dynsec.provision_device(device_id, password))
         log.info("broker identity created", extra={"device_id": device_id})
         return password
 
+    async def _refuse_service_identity(self, device_id: str) -> None:
+        """A device id that names the gateway, the admin or an operator must never make us
+        replace, disable or delete that identity."""
+        [answer] = await self._client.execute([dynsec.get_client(device_id, missing_ok=True)])
+        if dynsec.held_by_another_identity(device_id, answer):
+            raise IdentityTaken(f"{device_id!r} is the name of another broker identity")
+
     async def suspend_device(self, device_id: str) -> None:
+        await self._refuse_service_identity(device_id)
         await self._client.execute(dynsec.suspend_device(device_id))
         log.info("broker identity disabled", extra={"device_id": device_id})
 
     async def reinstate_device(self, device_id: str) -> None:
+        await self._refuse_service_identity(device_id)
         await self._client.execute(dynsec.reinstate_device(device_id))
         log.info("broker identity enabled", extra={"device_id": device_id})
 
     async def remove_device(self, device_id: str) -> None:
+        await self._refuse_service_identity(device_id)
         await self._client.execute(dynsec.remove_device(device_id))
         log.info("broker identity deleted", extra={"device_id": device_id})
 

@@ -160,6 +160,32 @@ async def test_retired_device_loses_its_identity_for_good(dynsec_mosquitto, data
     ) == 0  # fmt: skip
 
 
+async def test_a_device_named_like_the_gateway_cannot_take_its_identity(
+    dynsec_mosquitto, database_url
+) -> None:
+    """Device ids and service usernames share the broker's namespace: registering a device
+    called like the gateway must not replace (or cut off) the gateway's identity."""
+    port = dynsec_mosquitto.port
+    await admin(dynsec_mosquitto).bootstrap(*GATEWAY)
+    await seed(database_url, devices={"gps-0": "t-gps"})
+    installer = auth("kommun-a", Role.TENANT_ADMIN)
+    async with (
+        api(port, database_url) as http,
+        running_gateway(settings(port, database_url)) as gateway,
+    ):
+        for name in (GATEWAY[0], DYNSEC_ADMIN[0]):
+            r = await http.post("/api/v1/devices", headers=installer,
+                                json={"id": name, "model_id": "t-scale"})  # fmt: skip
+            assert r.status_code == 409, r.text
+            assert "mqtt_password" not in r.text
+        listed = (await http.get("/api/v1/devices", headers=installer)).json()
+        assert {d["id"] for d in listed} == {"gps-0"}  # nothing half-registered
+        # the gateway's identity is untouched: its session is up, and it can still log in
+        assert gateway.consumer.connected.is_set()
+        assert not await Probe(port, "gw-probe", *GATEWAY).refused()
+        assert not await Probe(port, "admin-probe", *DYNSEC_ADMIN).refused()
+
+
 async def test_broker_down_answers_503_and_registers_nothing(dynsec_mosquitto, database_url):
     await admin(dynsec_mosquitto).bootstrap(*GATEWAY)
     await seed(database_url, devices={"gps-0": "t-gps"})

@@ -92,3 +92,21 @@ def test_a_refused_command_is_a_clear_error() -> None:
 def test_passwords_have_256_bits() -> None:
     first, second = new_password(), new_password()
     assert len(first) == 43 and first != second
+
+
+@pytest.mark.parametrize(
+    ("roles", "taken"),
+    [
+        (None, False),  # not found
+        ([], False),  # a leftover device client without its role
+        ([{"rolename": "device/gps-1"}], False),  # a leftover device client
+        ([{"rolename": "wg-gateway"}], True),
+        ([{"rolename": "admin"}], True),
+        ([{"rolename": "operator/kommun-a"}], True),
+        ([{"rolename": "device/gps-1"}, {"rolename": "wg-gateway"}], True),
+    ],
+)
+def test_a_device_may_not_take_over_a_service_identity(roles, taken) -> None:
+    answer = {"command": "getClient", "error": "Client not found"} if roles is None else {
+        "command": "getClient", "data": {"client": {"username": "gps-1", "roles": roles}}}
+    assert dynsec.held_by_another_identity("gps-1", answer) is taken

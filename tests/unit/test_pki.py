@@ -70,3 +70,26 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         ca.device_cert("a/b")
     assert main(["pki", "revoke", "--dir", str(ca.dir), "--device", "never-issued"]) == 1
     assert "no certificate was issued" in capsys.readouterr().err
+
+
+def test_no_device_certificate_for_a_service_username(tmp_path: Path) -> None:
+    """CN = broker username: a device certificate named like the gateway or the admin
+    would log in as them (and the gateway may publish unlock commands)."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    ca.init()
+    for name in ("wg-gateway", "wg-admin"):
+        with pytest.raises(PkiError, match="service"):
+            ca.device_cert(name)
+    with pytest.raises(PkiError, match="service"):
+        ca.device_cert("gw-ingest", reserved={"gw-ingest"})
+    assert ca.device_cert("gps-1", reserved={"gw-ingest"}).cert.exists()
+
+
+def test_cli_reserves_the_configured_gateway_username(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WG_MQTT_URL", "mqtt://gw-ingest:secret@broker.internal:1883")
+    assert main(["pki", "init-ca", "--dir", str(tmp_path / "ca")]) == 0
+    assert main(["pki", "device-cert", "--dir", str(tmp_path / "ca"), "--device",
+                 "gw-ingest"]) == 1  # fmt: skip
+    assert "service" in capsys.readouterr().err
