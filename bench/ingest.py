@@ -50,11 +50,13 @@ def _loadgen(
     offset: int,
     rate: float | None = None,
     garbage_every: int = 0,
+    prefix: str = "bench-",
 ) -> Procs:
     share = devices // processes
     extra = ["--rate", str(rate)] if rate else []
     if garbage_every:
         extra += ["--garbage-every", str(garbage_every)]
+    extra += ["--prefix", prefix]
     return [
         subprocess.Popen(
             [
@@ -169,21 +171,37 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
     }
 
 
+FLOODERS = 4
+
+
 def run_garbage(devices: int, per_device: int, processes: int, workdir: Path) -> dict[str, Any]:
-    """Good traffic alone, then the same good traffic with as many malformed messages
-    mixed in: the rate at which good messages are stored, both times, on one gateway."""
+    """Good traffic alone; the same good traffic with as many malformed messages mixed in
+    (every device half garbage); and the same good traffic while a few misbehaving
+    devices send as many malformed messages as all the good ones together (the case the
+    per-device limits are for): the rate at which good messages are stored, each time,
+    on one gateway."""
     total = devices * per_device
     with stack(workdir, commit_timestamps=True) as st:
-        st.seed("bench-", devices, repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60))
-        gw = st.start_gateway()
+        model = repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60)
+        st.seed("bench-", devices, model)
+        st.seed("flood-", FLOODERS, model)
+        # the good devices send 2,000 messages each over the three phases, far above any
+        # real device's rate (that is the point of a throughput test), so their allowance
+        # is raised to cover it; the flooders send 12,500 each and run into it
+        gw = st.start_gateway(WG_LIMITS__DEVICE_BURST=str(4 * per_device + 1_000))
         rates = {}
-        for phase, garbage_every, offset in (("clean", 0, 0), ("half_garbage", 2, 10 * total)):
+        phases = (("clean", 0, 0, False), ("half_garbage", 2, 10 * total, False),
+                  ("few_devices_flood", 0, 20 * total, True))  # fmt: skip
+        for phase, garbage_every, offset, flood in phases:
             sent = total * (2 if garbage_every else 1)
             good = total
             before = st.count("select count(*) from device_health where msg_id like 'm%%'")
             before += st.count("select count(*) from positions")
             load = _loadgen(st.broker.port, processes, devices,
                             sent // devices, offset, garbage_every=garbage_every)  # fmt: skip
+            if flood:
+                load += _loadgen(st.broker.port, 1, FLOODERS, total // FLOODERS, offset,
+                                 garbage_every=1, prefix="flood-")  # fmt: skip
             pubs = _wait_all(load, 600)
             started = min(p["started"] for p in pubs)
 
@@ -198,13 +216,17 @@ def run_garbage(devices: int, per_device: int, processes: int, workdir: Path) ->
             )
             rates[phase] = round(good / (last / 1000 - started))
         quarantined = st.count("select count(*) from quarantine where reason = 'invalid_json'")
+        limited = st.count("select count(*) from quarantine where reason = 'rate_limited'")
         gw.terminate()
         gw.wait(60)
     return {
         "good_msgs_per_s_clean": rates["clean"],
         "good_msgs_per_s_with_equal_garbage": rates["half_garbage"],
+        "good_msgs_per_s_with_few_devices_flooding": rates["few_devices_flood"],
+        "flooding_devices": FLOODERS,
         "garbage_quarantined": quarantined,
-        "garbage_sent": total,
+        "flood_refused_kept_as_evidence": limited,
+        "garbage_sent": 2 * total,
     }
 
 
