@@ -156,6 +156,34 @@ def _cmd_pki(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_broker(args: argparse.Namespace) -> int:
+    """Identities that are not devices: the gateway's own, and operators' alarm clients.
+    A generated password is printed once on stdout and kept nowhere."""
+    from gateway import logs
+    from gateway.broker_access.client import BrokerAccessError
+    from gateway.broker_access.service import BrokerAccess, new_password
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    access = BrokerAccess.from_settings(settings)
+    if access is None:
+        print("welfare-gateway broker: set broker_access.enabled (and its admin password)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        if args.broker_command == "bootstrap":
+            password = os.environ.get("WG_BROKER_GATEWAY_PASSWORD") or new_password()
+            asyncio.run(access.bootstrap(args.username, password))
+            if "WG_BROKER_GATEWAY_PASSWORD" not in os.environ:
+                print(password)
+        else:
+            print(asyncio.run(access.register_operator(args.tenant, args.username)))
+    except (BrokerAccessError, ValueError) as exc:
+        print(f"welfare-gateway broker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _service_names(args: argparse.Namespace) -> set[str]:
     """Broker usernames of this deployment's services (admin, gateway), from settings."""
     settings = _settings(args)
@@ -225,6 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     psub.choices["device-cert"].add_argument("--device", required=True)
     psub.choices["revoke"].add_argument("--device", required=True)
+
+    broker = sub.add_parser("broker", help="broker identities that are not devices")
+    bsub = broker.add_subparsers(dest="broker_command", required=True)
+    boot = bsub.add_parser(
+        "bootstrap",
+        help="default deny and the gateway's identity (password from "
+        "WG_BROKER_GATEWAY_PASSWORD, or generated and printed once)",
+    )
+    boot.add_argument("--username", default="wg-gateway", help="the gateway's broker username")
+    boot.set_defaults(func=_cmd_broker)
+    op = bsub.add_parser(
+        "operator", help="an operator's alarm client: reads tenants/{tenant}/alarms only"
+    )
+    op.add_argument("--tenant", required=True)
+    op.add_argument("--username", required=True)
+    op.set_defaults(func=_cmd_broker)
 
     sim = sub.add_parser("simulate", help="run a simulated fleet against a broker")
     sim.add_argument("--scenario", required=True)

@@ -323,3 +323,37 @@ def tls_context(ca: Path, cert: Path | None = None, key: Path | None = None) -> 
     if cert is not None:
         context.load_cert_chain(cert, key)
     return context
+
+
+async def test_cli_bootstraps_the_gateway_and_adds_an_operator(dynsec_mosquitto) -> None:
+    """`welfare-gateway broker bootstrap | operator`: the passwords are printed once and
+    work; the operator reads only its tenant's alarms."""
+    import asyncio
+    import os
+    import sys
+
+    port = dynsec_mosquitto.port
+    env = {**os.environ, "WG_BROKER_ACCESS__ENABLED": "true",
+           "WG_BROKER_ACCESS__ADMIN_PASSWORD": DYNSEC_ADMIN[1],
+           "WG_MQTT_URL": f"mqtt://127.0.0.1:{port}"}  # fmt: skip
+    env.pop("WG_BROKER_GATEWAY_PASSWORD", None)
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "broker", *args, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        return out.decode().strip()
+
+    gateway_password = await cli("bootstrap", "--username", "wg-gw-cli")
+    operator_password = await cli("operator", "--tenant", "kommun-a", "--username", "op-cli")
+    assert len(gateway_password) >= 43 and len(operator_password) >= 43
+    async with (
+        probe(port, "wg-gw-cli-1", "wg-gw-cli", gateway_password) as gateway,
+        probe(port, "op-cli-1", "op-cli", operator_password) as operator,
+    ):
+        assert await gateway.subscribe("$share/wg/devices/#") == 1
+        assert await operator.subscribe("tenants/kommun-a/alarms") == 1
+        assert await operator.subscribe("tenants/kommun-b/alarms") == NOT_AUTHORIZED
