@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
-from api import http_headers, problems
+from api import http_headers, openapi_errors, problems
 from api.authenticator import Authenticator
 from api.fhir.ids import IdCodec
 from api.rate_limits import ApiLimits
@@ -63,6 +63,7 @@ def create_app(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
     )
     problems.install(app)
+    openapi_errors.install(app)
     http_headers.install(
         app, cors_origins=settings.cors_origins, map_tile_url=settings.console.map_tile_url
     )

@@ -9,7 +9,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={
+        200: {"description": "Up: the database answers"},
+        503: {"description": "Degraded: the database does not answer (same body shape)"},
+    },
+)
 async def healthz(request: Request) -> JSONResponse:
     try:
         async with request.app.state.pool.connection(timeout=2) as conn:
@@ -22,7 +28,16 @@ async def healthz(request: Request) -> JSONResponse:
                         status_code=status)  # fmt: skip
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics_registry),
                     media_type=CONTENT_TYPE_LATEST)  # fmt: skip
