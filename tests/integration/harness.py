@@ -164,6 +164,26 @@ async def serving(app: Any) -> AsyncIterator[str]:
         await task
 
 
+@contextlib.asynccontextmanager
+async def gateway_with_api(settings: Settings) -> AsyncIterator[tuple[str, GatewayService]]:
+    """The whole product as ``welfare-gateway run`` has it: a running gateway and its API
+    (role wg_api, the gateway's alarm and lock services) on a real HTTP server; yields the
+    API's base URL and the gateway."""
+    from api.app import create_app
+    from gateway.embedded import with_user
+
+    assert settings.database_url
+    async with running_gateway(settings) as gw:
+        app = create_app(
+            settings,
+            api_database_url=with_user(settings.database_url, "wg_api", API_PASSWORD),
+            metrics_registry=gw.metrics.registry,
+            alarms=gw.alarms,
+        )
+        async with serving(app) as base:
+            yield base, gw
+
+
 class Operator:
     """An operator's MQTT client: collects every alarm message of one tenant."""
 

@@ -11,16 +11,12 @@ from typing import Any
 import httpx
 import orjson
 
-from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
-from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
+    gateway_with_api,
     payload,
     publish,
-    running_gateway,
     seed,
-    serving,
     settings_for,
     wait_for,
 )
@@ -31,15 +27,8 @@ SECRET = "alarm-test-secret-alarm-test-secret"
 @contextlib.asynccontextmanager
 async def api_with_gateway(mqtt_url: str, database_url: str) -> AsyncIterator[tuple[str, Any]]:
     settings = settings_for(mqtt_url, database_url, jwt_secret=SECRET)
-    async with running_gateway(settings) as gw:
-        app = create_app(
-            settings,
-            api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
-            metrics_registry=gw.metrics.registry,
-            alarms=gw.alarms,
-        )
-        async with serving(app) as base:
-            yield base, gw
+    async with gateway_with_api(settings) as (base, gw):
+        yield base, gw
 
 
 def auth(tenant: str, role: Role = Role.OPERATOR) -> dict[str, str]:

@@ -14,11 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
-from tests.conftest import API_PASSWORD
-from tests.integration.harness import running_gateway, seed, serving, settings_for
+from tests.integration.harness import gateway_with_api, seed, settings_for
 
 SECRET = "fuzz-secret-fuzz-secret-fuzz-secret"
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -42,15 +39,8 @@ async def test_no_server_errors_for_any_input(mosquitto, database_url, tmp_path,
     token = mint(SECRET, tenant="kommun-a", role=role, subject="fuzzer", org="232100-0172",
                  ttl_s=3600)  # fmt: skip
     report = tmp_path / "schemathesis.txt"
-    async with running_gateway(settings) as gw:
-        app = create_app(
-            settings,
-            api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
-            metrics_registry=gw.metrics.registry,
-            alarms=gw.alarms,
-        )
-        async with serving(app) as base:
-            code = await _schemathesis(base, token, report)
+    async with gateway_with_api(settings) as (base, _):
+        code = await _schemathesis(base, token, report)
     text = report.read_text()
     assert code == 0, text[-6000:]
 

@@ -17,7 +17,6 @@ import httpx
 import orjson
 import psycopg
 
-from api.app import create_app
 from api.auth import Role, mint
 from device_sims import parse_scenario
 from device_sims.clock import SimClock
@@ -25,17 +24,14 @@ from device_sims.door_lock import DoorLockSim
 from device_sims.envelope import Outgoing
 from firmware_contracts.topics import Channel, device_topic
 from gateway.app import GatewayService
-from gateway.embedded import with_user
 from gateway.settings import LockSettings
 from gateway.storage import registry_repo as repo
-from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
+    gateway_with_api,
     operator,
     payload,
     publish,
-    running_gateway,
     seed,
-    serving,
     settings_for,
     wait_count,
     wait_for,
@@ -65,15 +61,9 @@ async def api_with_gateway(
     mqtt_url: str, database_url: str, **locks: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, GatewayService]]:
     settings = settings_for(mqtt_url, database_url, jwt_secret=SECRET, locks=LockSettings(**locks))
-    async with running_gateway(settings) as gw:
+    async with gateway_with_api(settings) as (base, gw):
         await asyncio.wait_for(gw.locks.commands.connected.wait(), 10)
-        app = create_app(
-            settings,
-            api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
-            metrics_registry=gw.metrics.registry,
-            alarms=gw.alarms,
-        )
-        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             yield http, gw
 
 

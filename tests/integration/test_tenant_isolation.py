@@ -19,17 +19,15 @@ import httpx
 import psycopg
 import pytest
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.embedded import with_user
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
+    gateway_with_api,
     payload,
     publish,
-    running_gateway,
     scalar,
     seed,
-    serving,
     settings_for,
     wait_count,
     wait_for,
@@ -55,15 +53,10 @@ async def product(mqtt_url: str, database_url: str) -> AsyncIterator[tuple[httpx
         mqtt_url, database_url, jwt_secret=SECRET,
         limits={"api_requests_per_minute": 1_000_000, "api_burst": 1_000_000},
     )  # fmt: skip
-    async with running_gateway(settings) as gw:
-        app = create_app(
-            settings,
-            api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
-            metrics_registry=gw.metrics.registry,
-            alarms=gw.alarms,
-        )
-        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=20) as http:
-            yield http, gw
+    async with gateway_with_api(settings) as (base, gw), httpx.AsyncClient(
+        base_url=base, timeout=20
+    ) as http:
+        yield http, gw
 
 
 async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> dict[str, str]:
