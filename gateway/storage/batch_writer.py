@@ -189,7 +189,7 @@ class BatchWriter:
         for item in batch:
             if item.row is not None:
                 by_table.setdefault(item.row.table, []).append(item.row.values)
-        dirty = self._states.take_dirty() if states or not batch else []
+        dirty = self._states.take_dirty() if states else []
         if not by_table and not dirty:
             if ack:
                 self._ack([item.ack for item in batch if item.ack is not None])

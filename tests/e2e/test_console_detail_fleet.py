@@ -48,25 +48,11 @@ async def test_detail_draws_the_track_against_the_safe_zone(mosquitto, database_
 
         await wait_for(zone_loaded, 10, "the safe zone in the alarm engine")
         await page.sign_in_with_fragment(token(s.tenant))
-        start = datetime.now(UTC) - timedelta(seconds=len(WALK) * 30)
         await publish(
             mosquitto.url,
             [
                 ("devices/gps-1/heartbeat", payload("heartbeat", "hb-1", battery_percent=64)),
-                *[
-                    (
-                        "devices/gps-1/telemetry",
-                        payload(
-                            "position",
-                            f"p-{i}",
-                            (start + timedelta(seconds=30 * i)).isoformat(),
-                            lat=lat,
-                            lon=lon,
-                            accuracy_m=12,
-                        ),
-                    )
-                    for i, (lat, lon) in enumerate(WALK)
-                ],
+                *walk_messages(),
             ],
         )
         await page.wait_css('tr[data-kind="geofence_exit"]', "the geofence alarm")
@@ -113,6 +99,19 @@ async def test_detail_draws_the_track_against_the_safe_zone(mosquitto, database_
             f'tr[data-alarm-id="{alarm_id}"][data-state="acknowledged"]', "back on the board"
         )
         assert await page.console_errors() == []
+
+
+def walk_messages() -> list[tuple[str, bytes]]:
+    """gps-1's positions along ``WALK``, 30 s apart, ending now: out of the 200 m zone."""
+    start = datetime.now(UTC) - timedelta(seconds=len(WALK) * 30)
+    return [
+        (
+            "devices/gps-1/telemetry",
+            payload("position", f"p-{i}", (start + timedelta(seconds=30 * i)).isoformat(),
+                    lat=lat, lon=lon, accuracy_m=12),
+        )
+        for i, (lat, lon) in enumerate(WALK)
+    ]
 
 
 async def _positions_stored(url: str, n: int) -> bool:

@@ -14,7 +14,6 @@ import math
 import struct
 import zlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -23,9 +22,9 @@ from fastapi import FastAPI, Response
 from api.auth import Role
 from tests.e2e.browser import Page, browser
 from tests.e2e.stack import auth, console_stack, token
-from tests.e2e.test_console_detail_fleet import HOME, WALK, _positions_stored
+from tests.e2e.test_console_detail_fleet import HOME, WALK, _positions_stored, walk_messages
 from tests.e2e.test_console_modules import console_only
-from tests.integration.harness import payload, publish, seed, serving, wait_for
+from tests.integration.harness import publish, seed, serving, wait_for
 
 ATTRIBUTION = "© OpenStreetMap contributors"
 MERCATOR_M_PER_PX_Z0 = 156543.03392  # 2πR / 256
@@ -118,24 +117,7 @@ async def test_detail_draws_map_tiles_from_the_configured_server(mosquitto, data
         await wait_for(zone_loaded, 10, "the safe zone in the alarm engine")
         await page.sign_in_with_fragment(token(s.tenant))
         await record_csp_violations(page)
-        start = datetime.now(UTC) - timedelta(seconds=len(WALK) * 30)
-        await publish(
-            mosquitto.url,
-            [
-                (
-                    "devices/gps-1/telemetry",
-                    payload(
-                        "position",
-                        f"p-{i}",
-                        (start + timedelta(seconds=30 * i)).isoformat(),
-                        lat=lat,
-                        lon=lon,
-                        accuracy_m=12,
-                    ),
-                )
-                for i, (lat, lon) in enumerate(WALK)
-            ],
-        )
+        await publish(mosquitto.url, walk_messages())
         await page.wait_css('tr[data-kind="geofence_exit"]', "the geofence alarm")
         alarm_id = await page.attr('tr[data-kind="geofence_exit"]', "data-alarm-id")
         await wait_for(lambda: _positions_stored(database_url, len(WALK)), 10, "positions stored")
