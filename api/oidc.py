@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
+
+if TYPE_CHECKING:
+    import httpx
 
 from api.auth import AuthError, Principal, Role
 from gateway.settings import OidcSettings
@@ -70,6 +72,8 @@ class JwksKeys:
         return True
 
     async def _refresh(self, now: float) -> None:
+        import httpx  # here, not at the top: only a deployment with OIDC sign-in needs it
+
         async with self._lock:
             if self._fetched_at is not None and self._fetched_at > now:
                 return  # another request refreshed while we waited

@@ -55,8 +55,9 @@ class Stack:
         asyncio.run(go())
         return ids
 
-    def start_gateway(self, **env_overrides: str) -> subprocess.Popen[bytes]:
-        """The gateway in its own process; returns once it stores a probe message."""
+    def start_gateway(self, probe: str = "probe-", **env_overrides: str) -> subprocess.Popen[bytes]:
+        """The gateway in its own process; returns once it stores a message from a device
+        registered for the purpose (ids starting ``probe``: one per gateway started)."""
         env = {
             **os.environ,
             "WG_DATABASE_URL": self.database_url,
@@ -72,7 +73,7 @@ class Stack:
             [sys.executable, "-m", "gateway.cli", "run"], env=env,
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "gateway.log").open("ab"),
         )  # fmt: skip
-        probe_device = self.seed("probe-", 1, repo.DeviceModel(
+        probe_device = self.seed(probe, 1, repo.DeviceModel(
             "bench-probe", "Bench", "Probe", "scale", 3600))[0]  # fmt: skip
         n = 0
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -130,10 +132,14 @@ class GatewayService:
 
     async def _restore_device_states(self) -> None:
         async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
-            for row in await (await conn.execute(queries.LOAD_DEVICE_STATE)).fetchall():
-                device = self.registry.get(row[0])
-                if device is not None:
-                    self.states.restore(row[0], DeviceState(device.tenant_id, row[1], *row[2:]))
+            rows = await (await conn.execute(queries.LOAD_DEVICE_STATE)).fetchall()
+        for device_id, last_seen, last_ts, battery, rssi, firmware, online in rows:
+            device = self.registry.get(device_id)
+            if device is not None:  # the registry's strings, shared rather than copied
+                self.states.restore(device.device_id, DeviceState(
+                    device.tenant_id, last_seen, last_ts, battery, rssi,
+                    sys.intern(firmware) if firmware else None, online,
+                ))  # fmt: skip
 
     async def wait_idle(self, quiet_s: float = 0.5, timeout_s: float = 15.0) -> bool:
         """Wait until nothing has been received for ``quiet_s`` and nothing is queued for
@@ -167,8 +173,12 @@ class GatewayService:
         await self._restore_device_states()
         await self.alarms.start()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
+        """Start, then serve until ``stop``; ``started`` is called once start-up is done
+        and before any message is taken."""
         await self.start()
+        if started is not None:
+            started()
         writer_task = asyncio.create_task(self.writer.run(), name="batch-writer")
         alarms_stop = asyncio.Event()
         alarms_task = asyncio.create_task(self.alarms.run(alarms_stop), name="alarms")

@@ -6,6 +6,7 @@ upserts the changed devices once per batch, in the batch's own transaction.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -63,7 +64,7 @@ class DeviceStates:
             case Status(state=online_state, firmware=firmware):
                 state.online = online_state == "online"
                 if firmware is not None:
-                    state.firmware = firmware
+                    state.firmware = sys.intern(firmware)  # a fleet runs few versions
             case _:
                 state.online = True
         self._dirty.add(device_id)

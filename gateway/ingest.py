@@ -120,9 +120,7 @@ class Ingest:
         self._states.observe(topic.device_id, bound.tenant_id, message, msg.received_at)
         await self._put(row, msg.ack)
 
-    async def _refuse_over_limit(
-        self, msg: Inbound, device_id: str, key: str, now: float
-    ) -> None:
+    async def _refuse_over_limit(self, msg: Inbound, device_id: str, key: str, now: float) -> None:
         """Excess over a device's allowance is counted and refused, not decoded. The first
         refused message of a device and channel class in each window is kept in
         quarantine as evidence; the rest are only counted (metric), so a flooding device

@@ -1,11 +1,12 @@
 """The registry in memory: device -> tenant, status, model, assignments.
 
-Loaded at start, kept current by ``LISTEN wg_registry`` (triggers notify on every change
-to devices and assignments) and a periodic full reload. A device not in memory is looked
-up once (a newly registered device whose notification has not arrived yet) and the
-answer, found or not, is remembered briefly so that a flood of messages for an unknown
-id costs one query, not one per message. Keeps serving from memory while the database is
-down: binding, and with it the alarm path, does not depend on the database.
+Loaded at start (already listening), kept current by ``LISTEN wg_registry`` (triggers
+notify on every change to devices and assignments) and a periodic full reload. A device
+not in memory is looked up once (a newly registered device whose notification has not
+arrived yet) and the answer, found or not, is remembered briefly so that a flood of
+messages for an unknown id costs one query, not one per message. Keeps serving from
+memory while the database is down: binding, and with it the alarm path, does not depend
+on the database.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class RegistryCache:
         self._devices: dict[str, DeviceRecord] = {}
         self._missing: dict[str, float] = {}
         self._lookup_conn: psycopg.AsyncConnection[Any] | None = None
+        self._listening: psycopg.AsyncConnection[Any] | None = None  # from load to follow
         self.loaded = asyncio.Event()
 
     def get(self, device_id: str) -> DeviceRecord | None:
@@ -72,20 +74,20 @@ class RegistryCache:
         self._missing.pop(record.device_id, None)
         self._metrics.registry_devices.set(len(self._devices))
 
-    async def load(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-            self._devices = await queries.load_registry(conn)
-        self._missing.clear()
+    async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._devices = await queries.load_registry(conn, self._devices)
         self._metrics.registry_devices.set(len(self._devices))
         self.loaded.set()
 
+    async def load(self) -> None:
+        """Read the registry and listen for its changes; ``follow`` goes on from there."""
+        if self._listening is not None:
+            await self._listening.close()
+        self._listening = await listen.load_listening(self._url, "wg_registry", self._reload)
+        self._missing.clear()
+
     async def follow(self, stop: asyncio.Event) -> None:
         """Apply change notifications until ``stop``; reconnects when the database returns."""
-
-        async def reload(conn: psycopg.AsyncConnection[Any]) -> None:
-            self._devices = await queries.load_registry(conn)
-            self._metrics.registry_devices.set(len(self._devices))
-            self.loaded.set()
 
         async def changed(device_id: str) -> None:
             record = await self._lookup(device_id)
@@ -94,11 +96,14 @@ class RegistryCache:
             else:
                 self._put(record)
 
+        first, self._listening = self._listening, None
         await listen.follow(
-            self._url, "wg_registry", reload=reload, changed=changed, stop=stop,
-            full_reload_s=FULL_RELOAD_S,
+            self._url, "wg_registry", reload=self._reload, changed=changed, stop=stop,
+            full_reload_s=FULL_RELOAD_S, first=first,
         )  # fmt: skip
 
     async def close(self) -> None:
-        if self._lookup_conn is not None:
-            await self._lookup_conn.close()
+        for conn in (self._lookup_conn, self._listening):
+            if conn is not None:
+                await conn.close()
+        self._listening = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from api.app import create_app
+from gateway import heap
 from gateway.app import GatewayService
 from gateway.embedded import EmbeddedBroker, EmbeddedPostgres, with_user
 from gateway.settings import Settings
@@ -102,14 +102,9 @@ async def serve(
             lifespan="on",
         )
     )  # fmt: skip
-    # Everything built so far (modules, models, the app) lives as long as the process:
-    # move it out of the cyclic collector's sight, so its full collections stay short
-    # and do not stretch the alarm path's or the API's tail latency.
-    gc.collect()
-    gc.freeze()
     api_task = asyncio.create_task(server.serve(), name="api")
     try:
-        await gateway.run(stop)
+        await gateway.run(stop, started=heap.settle)
     finally:
         server.should_exit = True
         await api_task

@@ -42,7 +42,7 @@ from gateway.domain.vitals import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PersonRules:
     """What the rules need to know about one person (from the registry and clinicians)."""
 

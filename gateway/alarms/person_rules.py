@@ -7,6 +7,7 @@ by ``LISTEN wg_rules``, so that rules are evaluated without the database.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import defaultdict
 from datetime import time, timedelta
 from typing import Any
@@ -22,6 +23,9 @@ from gateway.storage import listen
 _PERSONS = "select id, tenant_id, ref from persons"
 _ZONES = "select id, person_id, name, shape, windows, timezone from safe_zones"
 _LIMITS = "select person_id, blood_pressure, weight_gain from person_limits"
+
+#: Most persons have the default limits: they all share these two (immutable) objects.
+DEFAULT_LIMITS = (BloodPressureLimits(), WeightGainLimit())
 
 
 def zone_from_row(
@@ -44,25 +48,29 @@ def zone_from_row(
             )
             for w in windows
         ),
-        timezone=tz,
+        timezone=sys.intern(tz),
     )
 
 
 def limits_from_row(
     bp: dict[str, Any] | None, weight: dict[str, Any] | None
 ) -> tuple[BloodPressureLimits, WeightGainLimit]:
-    bp_limits = BloodPressureLimits(**bp) if bp else BloodPressureLimits()
+    bp_limits = BloodPressureLimits(**bp) if bp else DEFAULT_LIMITS[0]
     weight_limit = (
         WeightGainLimit(weight["gain_kg"], timedelta(days=weight["window_days"]))
         if weight
-        else WeightGainLimit()
+        else DEFAULT_LIMITS[1]
     )
     return bp_limits, weight_limit
 
 
 async def _load(
-    conn: psycopg.AsyncConnection[Any], person_id: UUID | None
+    conn: psycopg.AsyncConnection[Any],
+    person_id: UUID | None,
+    current: dict[UUID, PersonRules] | None = None,
 ) -> dict[UUID, PersonRules]:
+    """Persons' rules (one person's, or everyone's); rules equal to those in ``current``
+    are kept, not replaced."""
     where, params = (" where id = %s", (person_id,)) if person_id else ("", ())
     persons = await (await conn.execute(_PERSONS + where, params)).fetchall()
     where = " where person_id = %s" if person_id else ""
@@ -75,29 +83,35 @@ async def _load(
         pid: limits_from_row(bp, weight)
         for pid, bp, weight in await (await conn.execute(_LIMITS + where, params)).fetchall()
     }
-    out = {}
-    for pid, tenant, ref in persons:
-        bp_limits, weight_limit = limits.get(pid, (BloodPressureLimits(), WeightGainLimit()))
-        out[pid] = PersonRules(pid, tenant, ref, tuple(zones[pid]), bp_limits, weight_limit)
-    return out
+    return listen.merged(
+        current or {},
+        (
+            (pid, PersonRules(pid, sys.intern(tenant), ref, tuple(zones.pop(pid, ())),
+                              *limits.get(pid, DEFAULT_LIMITS)))
+            for pid, tenant, ref in persons
+        ),
+    )  # fmt: skip
 
 
 class PersonRulesCache:
     def __init__(self, url: str) -> None:
         self._url = url
         self._rules: dict[UUID, PersonRules] = {}
+        self._listening: psycopg.AsyncConnection[Any] | None = None  # from load to follow
 
     def get(self, person_id: UUID) -> PersonRules | None:
         return self._rules.get(person_id)
 
+    async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._rules = await _load(conn, None, self._rules)
+
     async def load(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-            self._rules = await _load(conn, None)
+        """Read every person's rules and listen for changes; ``follow`` goes on from there."""
+        if self._listening is not None:
+            await self._listening.close()
+        self._listening = await listen.load_listening(self._url, "wg_rules", self._reload)
 
     async def follow(self, stop: asyncio.Event) -> None:
-        async def reload(conn: psycopg.AsyncConnection[Any]) -> None:
-            self._rules = await _load(conn, None)
-
         async def changed(payload: str) -> None:
             person_id = UUID(payload)
             async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
@@ -107,4 +121,7 @@ class PersonRulesCache:
             else:
                 self._rules.pop(person_id, None)
 
-        await listen.follow(self._url, "wg_rules", reload=reload, changed=changed, stop=stop)
+        first, self._listening = self._listening, None
+        await listen.follow(
+            self._url, "wg_rules", reload=self._reload, changed=changed, stop=stop, first=first
+        )

@@ -52,9 +52,10 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,11 @@ class WebhookDispatcher:
         if self._running:
             raise RuntimeError("WebhookDispatcher.run is already running")
         self._running = True
+        if not self._targets:
+            await stop.wait()  # nothing can be queued: no client, no HTTP library loaded
+            return
+        import httpx  # here, not at the top: a gateway without webhooks never loads it
+
         client = self._client or httpx.AsyncClient(
             follow_redirects=False,
             headers={"User-Agent": "welfare-gateway-webhook"},
@@ -324,6 +330,8 @@ class WebhookDispatcher:
             EVENT_ID_HEADER: delivery.event_id,
             SIGNATURE_HEADER: signature_header(target.secret, int(time.time()), delivery.body),
         }
+        import httpx
+
         try:
             async with asyncio.timeout(target.timeout_s):
                 response = await client.post(

@@ -24,6 +24,7 @@ class LockAccessCache:
         self._keys: dict[str, StaffKey] = {}
         self._visits: dict[UUID, list[Visit | WeeklySlot]] = {}
         self.changes = 0  # notifications applied (tests wait on it)
+        self._listening: psycopg.AsyncConnection[Any] | None = None  # from load to follow
 
     def key(self, key_id: str) -> StaffKey | None:
         return self._keys.get(key_id)
@@ -46,8 +47,10 @@ class LockAccessCache:
         self._visits = await lock_queries.load_visits(conn)
 
     async def load(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
-            await self._reload(conn)
+        """Read staff, keys and visits and listen for changes; ``follow`` goes on from there."""
+        if self._listening is not None:
+            await self._listening.close()
+        self._listening = await listen.load_listening(self._url, "wg_locks", self._reload)
 
     async def follow(self, stop: asyncio.Event) -> None:
         async def changed(payload: str) -> None:
@@ -60,7 +63,8 @@ class LockAccessCache:
                     self._visits[person_id] = found.get(person_id, [])
             self.changes += 1
 
+        first, self._listening = self._listening, None
         await listen.follow(
             self._url, "wg_locks", reload=self._reload, changed=changed, stop=stop,
-            full_reload_s=FULL_RELOAD_S,
+            full_reload_s=FULL_RELOAD_S, first=first,
         )  # fmt: skip

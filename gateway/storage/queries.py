@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import psycopg
 
 from gateway.domain.registry import Assignment, DeviceRecord, DeviceStatus
+from gateway.storage import listen
 
 _DEVICES = """
     select d.id, d.tenant_id, d.status, m.device_type, m.heartbeat_interval_s
@@ -16,27 +19,36 @@ _DEVICES = """
 _ASSIGNMENTS = "select device_id, person_id, valid_from, valid_to from assignments"
 
 
-def _records(device_rows: list[Any], assignment_rows: list[Any]) -> dict[str, DeviceRecord]:
+def _records(
+    device_rows: Iterable[Any], assignment_rows: Iterable[Any]
+) -> Iterator[tuple[str, DeviceRecord]]:
+    """Registry rows to records. Tenant ids and device types repeat across the fleet, so
+    every record shares one string object for each (interned) instead of holding its own."""
     by_device: dict[str, list[Assignment]] = defaultdict(list)
     for device_id, person_id, valid_from, valid_to in assignment_rows:
         by_device[device_id].append(Assignment(person_id, valid_from, valid_to))
-    return {
-        row[0]: DeviceRecord(
-            device_id=row[0],
-            tenant_id=row[1],
-            status=DeviceStatus(row[2]),
-            device_type=row[3],
-            heartbeat_interval_s=row[4],
-            assignments=tuple(sorted(by_device[row[0]], key=lambda a: a.valid_from)),
+    for device_id, tenant_id, status, device_type, heartbeat_interval_s in device_rows:
+        held = by_device.pop(device_id, [])
+        yield (
+            device_id,
+            DeviceRecord(
+                device_id=device_id,
+                tenant_id=sys.intern(tenant_id),
+                status=DeviceStatus(status),
+                device_type=sys.intern(device_type),
+                heartbeat_interval_s=heartbeat_interval_s,
+                assignments=tuple(sorted(held, key=lambda a: a.valid_from)),
+            ),
         )
-        for row in device_rows
-    }
 
 
-async def load_registry(conn: psycopg.AsyncConnection[Any]) -> dict[str, DeviceRecord]:
+async def load_registry(
+    conn: psycopg.AsyncConnection[Any], current: dict[str, DeviceRecord] | None = None
+) -> dict[str, DeviceRecord]:
+    """The whole registry; records equal to those in ``current`` are kept, not replaced."""
     devices = await (await conn.execute(_DEVICES)).fetchall()
     assignments = await (await conn.execute(_ASSIGNMENTS)).fetchall()
-    return _records(devices, assignments)
+    return listen.merged(current or {}, _records(devices, assignments))
 
 
 async def load_device(conn: psycopg.AsyncConnection[Any], device_id: str) -> DeviceRecord | None:
@@ -46,7 +58,7 @@ async def load_device(conn: psycopg.AsyncConnection[Any], device_id: str) -> Dev
     assignments = await (
         await conn.execute(_ASSIGNMENTS + " where device_id = %s", (device_id,))
     ).fetchall()
-    return _records(devices, assignments)[device_id]
+    return dict(_records(devices, assignments)).get(device_id)
 
 
 UPSERT_DEVICE_STATE = """

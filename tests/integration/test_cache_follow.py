@@ -1,0 +1,95 @@
+"""The in-memory caches (registry, person rules, lock access) read the database once at
+start and then follow its notifications: a change made between the start-up load and the
+follower taking over is not missed, and a lost connection is followed by a full reload."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from gateway.metrics import IngestMetrics
+from gateway.registry_cache import RegistryCache
+from gateway.storage import queries
+from gateway.storage import registry_repo as repo
+from tests.integration.harness import seed, wait_for
+
+
+async def _register(url: str, tenant: str, device_id: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+        await repo.register_device(conn, tenant, device_id, "t-scale")
+
+
+#: The database's other client connections (here: the cache's).
+_OTHERS = """
+    select count(*) from pg_stat_activity
+    where datname = current_database() and pid <> pg_backend_pid()
+      and backend_type = 'client backend'
+"""
+
+
+async def _others(url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (await conn.execute(_OTHERS)).fetchone()
+        return int(row[0]) if row else -1
+
+
+async def test_registry_loads_once_and_misses_nothing_between_load_and_follow(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await seed(database_url)
+    full_loads = 0
+    load_registry = queries.load_registry
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal full_loads
+        full_loads += 1
+        return await load_registry(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "load_registry", counted)
+    cache = RegistryCache(database_url, IngestMetrics())
+    await cache.load()
+    assert full_loads == 1 and cache.get("scale-1") is not None
+    # registered after the load, before anyone follows: the notification waits on the
+    # connection that listened before loading
+    await _register(database_url, s.tenant, "scale-late")
+    stop = asyncio.Event()
+    follower = asyncio.create_task(cache.follow(stop))
+    try:
+        await wait_for(lambda: _has(cache, "scale-late"), 10, "the late device")
+        assert full_loads == 1  # the follower went on from the start-up load
+
+        # the database drops the follower's connection: it reconnects and reloads, and a
+        # device registered meanwhile is there
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as c:
+            await c.execute(_OTHERS.replace("count(*)", "pg_terminate_backend(pid)"))
+            await _register(database_url, s.tenant, "scale-later")
+        await wait_for(lambda: _has(cache, "scale-later"), 15, "the device after reconnect")
+        assert full_loads >= 2
+    finally:
+        stop.set()
+        await follower
+        await cache.close()
+
+
+async def _has(cache: RegistryCache, device_id: str) -> bool:
+    return cache.get(device_id) is not None
+
+
+async def test_a_follower_stopped_before_it_ran_closes_the_start_up_connection(
+    database_url: str,
+) -> None:
+    await seed(database_url)
+    cache = RegistryCache(database_url, IngestMetrics())
+    await cache.load()
+    assert await _others(database_url) == 1  # listening since the load
+    stop = asyncio.Event()
+    stop.set()
+    await cache.follow(stop)
+
+    async def closed() -> bool:
+        return await _others(database_url) == 0
+
+    await wait_for(closed, 5, "the listening connection closed")
+    await cache.close()
