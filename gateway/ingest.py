@@ -117,7 +117,8 @@ class Ingest:
                 self._alarms.observe(device, bound, message, msg.received_at)
             except Exception:
                 log.exception("alarm path failed for a message; storage continues")
-        self._states.observe(topic.device_id, bound.tenant_id, message, msg.received_at)
+        # keyed by the registry's string: one per device, not one per device's first message
+        self._states.observe(device.device_id, bound.tenant_id, message, msg.received_at)
         await self._put(row, msg.ack)
 
     async def _refuse_over_limit(self, msg: Inbound, device_id: str, key: str, now: float) -> None:

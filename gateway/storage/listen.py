@@ -69,8 +69,12 @@ async def follow(
     try:
         while not stop.is_set():
             try:
-                conn = held or await psycopg.AsyncConnection.connect(
-                    url, autocommit=True, connect_timeout=5
+                conn = (
+                    held
+                    if held is not None
+                    else await psycopg.AsyncConnection.connect(
+                        url, autocommit=True, connect_timeout=5
+                    )
                 )
                 async with conn:
                     if held is None:
