@@ -20,6 +20,4 @@ class ApiLimits:
         now = time.monotonic()
         if not self._buckets.allow(key, now):
             wait = max(1, math.ceil(self._buckets.retry_after(key, now)))
-            raise HTTPException(
-                429, "too many requests; slow down", {"Retry-After": str(wait)}
-            )
+            raise HTTPException(429, "too many requests; slow down", {"Retry-After": str(wait)})

@@ -32,7 +32,9 @@ class RegistryCache:
         self._devices: dict[str, DeviceRecord] = {}
         self._missing: dict[str, float] = {}
         self._lookup_conn: psycopg.AsyncConnection[Any] | None = None
-        self._listening: psycopg.AsyncConnection[Any] | None = None  # from load to follow
+        self._changes = listen.Subscription(
+            url, "wg_registry", self._reload, full_reload_s=FULL_RELOAD_S
+        )
         self.loaded = asyncio.Event()
 
     def get(self, device_id: str) -> DeviceRecord | None:
@@ -81,9 +83,7 @@ class RegistryCache:
 
     async def load(self) -> None:
         """Read the registry and listen for its changes; ``follow`` goes on from there."""
-        if self._listening is not None:
-            await self._listening.close()
-        self._listening = await listen.load_listening(self._url, "wg_registry", self._reload)
+        await self._changes.load()
         self._missing.clear()
 
     async def follow(self, stop: asyncio.Event) -> None:
@@ -96,14 +96,9 @@ class RegistryCache:
             else:
                 self._put(record)
 
-        first, self._listening = self._listening, None
-        await listen.follow(
-            self._url, "wg_registry", reload=self._reload, changed=changed, stop=stop,
-            full_reload_s=FULL_RELOAD_S, first=first,
-        )  # fmt: skip
+        await self._changes.follow(changed, stop)
 
     async def close(self) -> None:
-        for conn in (self._lookup_conn, self._listening):
-            if conn is not None:
-                await conn.close()
-        self._listening = None
+        if self._lookup_conn is not None:
+            await self._lookup_conn.close()
+        await self._changes.close()

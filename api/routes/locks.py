@@ -26,11 +26,12 @@ from uuid import UUID
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import AwareDatetime, BaseModel, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from api.problems import problem
+from api.weekdays import Weekdays
 from gateway.domain.lock_access import Decision, Reason
 from gateway.domain.registry import DeviceStatus
 from gateway.locks.service import CATEGORY, LockService, UnlockOutcome, describe
@@ -193,19 +194,12 @@ class VisitIn(BaseModel):
 class SlotIn(BaseModel):
     staff_id: UUID | None = None
     team: str | None = Field(default=None, min_length=1, max_length=64)
-    weekdays: list[int] = Field(min_length=1, max_length=7, description="0 = Monday")
+    weekdays: Weekdays
     start: time
     end: time
     timezone: str = "Europe/Stockholm"
     first_day: date | None = None
     last_day: date | None = None
-
-    @field_validator("weekdays")
-    @classmethod
-    def _days(cls, v: list[int]) -> list[int]:
-        if any(d < 0 or d > 6 for d in v):
-            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
-        return sorted(set(v))
 
     @model_validator(mode="after")
     def _check(self) -> SlotIn:

@@ -8,10 +8,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
+from api.weekdays import Weekdays
 from gateway.alarms.person_rules import limits_from_row, zone_from_row
 from gateway.storage import registry_repo as repo
 
@@ -37,16 +38,9 @@ class PolygonIn(BaseModel):
 
 
 class WindowIn(BaseModel):
-    weekdays: list[int] = Field(min_length=1, max_length=7, description="0 = Monday")
+    weekdays: Weekdays
     start: time
     end: time
-
-    @field_validator("weekdays")
-    @classmethod
-    def _days(cls, v: list[int]) -> list[int]:
-        if any(d < 0 or d > 6 for d in v):
-            raise ValueError("weekdays are 0 (Monday) to 6 (Sunday)")
-        return sorted(set(v))
 
 
 class SafeZoneIn(BaseModel):

@@ -97,7 +97,7 @@ class PersonRulesCache:
     def __init__(self, url: str) -> None:
         self._url = url
         self._rules: dict[UUID, PersonRules] = {}
-        self._listening: psycopg.AsyncConnection[Any] | None = None  # from load to follow
+        self._changes = listen.Subscription(url, "wg_rules", self._reload)
 
     def get(self, person_id: UUID) -> PersonRules | None:
         return self._rules.get(person_id)
@@ -107,9 +107,7 @@ class PersonRulesCache:
 
     async def load(self) -> None:
         """Read every person's rules and listen for changes; ``follow`` goes on from there."""
-        if self._listening is not None:
-            await self._listening.close()
-        self._listening = await listen.load_listening(self._url, "wg_rules", self._reload)
+        await self._changes.load()
 
     async def follow(self, stop: asyncio.Event) -> None:
         async def changed(payload: str) -> None:
@@ -121,7 +119,4 @@ class PersonRulesCache:
             else:
                 self._rules.pop(person_id, None)
 
-        first, self._listening = self._listening, None
-        await listen.follow(
-            self._url, "wg_rules", reload=self._reload, changed=changed, stop=stop, first=first
-        )
+        await self._changes.follow(changed, stop)

@@ -24,7 +24,9 @@ class LockAccessCache:
         self._keys: dict[str, StaffKey] = {}
         self._visits: dict[UUID, list[Visit | WeeklySlot]] = {}
         self.changes = 0  # notifications applied (tests wait on it)
-        self._listening: psycopg.AsyncConnection[Any] | None = None  # from load to follow
+        self._changes = listen.Subscription(
+            url, "wg_locks", self._reload, full_reload_s=FULL_RELOAD_S
+        )
 
     def key(self, key_id: str) -> StaffKey | None:
         return self._keys.get(key_id)
@@ -48,9 +50,7 @@ class LockAccessCache:
 
     async def load(self) -> None:
         """Read staff, keys and visits and listen for changes; ``follow`` goes on from there."""
-        if self._listening is not None:
-            await self._listening.close()
-        self._listening = await listen.load_listening(self._url, "wg_locks", self._reload)
+        await self._changes.load()
 
     async def follow(self, stop: asyncio.Event) -> None:
         async def changed(payload: str) -> None:
@@ -63,8 +63,4 @@ class LockAccessCache:
                     self._visits[person_id] = found.get(person_id, [])
             self.changes += 1
 
-        first, self._listening = self._listening, None
-        await listen.follow(
-            self._url, "wg_locks", reload=self._reload, changed=changed, stop=stop,
-            full_reload_s=FULL_RELOAD_S, first=first,
-        )  # fmt: skip
+        await self._changes.follow(changed, stop)

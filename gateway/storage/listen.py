@@ -4,9 +4,9 @@ On every (re)connection ``reload`` runs first (changes made while we were not li
 are picked up), then each notification's payload goes to ``changed``. While the database
 is away the cache keeps serving what it has.
 
-At start-up a cache loads through ``load_listening``, which listens before it loads (so
-nothing changed in between goes unnoticed) and hands the connection on to ``follow``:
-the cache is read from the database once at start, not twice.
+A cache uses a ``Subscription``: at start-up it listens before it loads (so nothing
+changed in between goes unnoticed) and hands that connection on to ``follow``, so the
+cache is read from the database once at start, not twice.
 """
 
 from __future__ import annotations
@@ -62,25 +62,16 @@ async def follow(
     full_reload_s: float = 300.0,
     first: psycopg.AsyncConnection[Any] | None = None,
 ) -> None:
-    """Until ``stop``. ``first``: a connection from ``load_listening``, used without a
-    reload (it has just loaded); later connections reload first."""
+    """Until ``stop``. ``first``: a connection from ``load_listening``, used as it is (it
+    has just loaded); every later connection listens and reloads first."""
     backoff = 0.1
-    held = first
+    conn = first
     try:
         while not stop.is_set():
             try:
-                conn = (
-                    held
-                    if held is not None
-                    else await psycopg.AsyncConnection.connect(
-                        url, autocommit=True, connect_timeout=5
-                    )
-                )
+                if conn is None:
+                    conn = await load_listening(url, channel, reload)
                 async with conn:
-                    if held is None:
-                        await conn.execute(f"listen {channel}")
-                        await reload(conn)
-                    held = None
                     backoff = 0.1
                     loop = asyncio.get_running_loop()
                     last_full = loop.time()
@@ -91,7 +82,6 @@ async def follow(
                             await reload(conn)
                             last_full = loop.time()
             except (psycopg.Error, OSError) as exc:
-                held = None
                 log.warning(
                     "lost the database while following changes; serving from memory",
                     extra={"channel": channel, "error": type(exc).__name__},
@@ -99,6 +89,45 @@ async def follow(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+            finally:
+                conn = None  # closed by now (or never opened)
     finally:
-        if held is not None:  # stopped before it was used
-            await held.close()
+        if conn is not None:  # stopped before it was used
+            await conn.close()
+
+
+class Subscription:
+    """One cache's channel: ``load`` reads the cache while already listening, ``follow``
+    goes on from that same connection, so the cache is read once at start and no change
+    made in between is missed."""
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        reload: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]],
+        *,
+        full_reload_s: float = 300.0,
+    ) -> None:
+        self._url = url
+        self._channel = channel
+        self._reload = reload
+        self._full_reload_s = full_reload_s
+        self._loaded: psycopg.AsyncConnection[Any] | None = None  # from load to follow
+
+    async def load(self) -> None:
+        await self.close()
+        self._loaded = await load_listening(self._url, self._channel, self._reload)
+
+    async def follow(self, changed: Callable[[str], Awaitable[None]], stop: asyncio.Event) -> None:
+        first, self._loaded = self._loaded, None
+        await follow(
+            self._url, self._channel, reload=self._reload, changed=changed, stop=stop,
+            full_reload_s=self._full_reload_s, first=first,
+        )  # fmt: skip
+
+    async def close(self) -> None:
+        """Close the start-up connection if ``follow`` never took it."""
+        if self._loaded is not None:
+            await self._loaded.close()
+            self._loaded = None

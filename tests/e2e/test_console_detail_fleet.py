@@ -4,6 +4,8 @@ zone) and fleet health (silent, low battery, never seen), in a real headless Chr
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 import httpx
 import psycopg
@@ -32,21 +34,7 @@ async def test_detail_draws_the_track_against_the_safe_zone(mosquitto, database_
     async with console_stack(mosquitto.url, database_url) as (base, gw), \
             httpx.AsyncClient(base_url=base, timeout=10) as http, \
             browser(base) as page:  # fmt: skip
-        r = await http.post(
-            f"/api/v1/persons/{person}/geofences",
-            headers=auth(s.tenant, Role.TENANT_ADMIN),
-            json={
-                "name": "Hemma",
-                "shape": {"type": "circle", "lat": HOME[0], "lon": HOME[1], "radius_m": 200},
-            },
-        )
-        assert r.status_code == 201, r.text
-
-        async def zone_loaded() -> bool:
-            rules = gw.alarms.persons.get(person)
-            return bool(rules and rules.zones)
-
-        await wait_for(zone_loaded, 10, "the safe zone in the alarm engine")
+        await add_home_zone(http, gw, s.tenant, person)
         await page.sign_in_with_fragment(token(s.tenant))
         await publish(
             mosquitto.url,
@@ -101,14 +89,40 @@ async def test_detail_draws_the_track_against_the_safe_zone(mosquitto, database_
         assert await page.console_errors() == []
 
 
+async def add_home_zone(http: httpx.AsyncClient, gw: Any, tenant: str, person: UUID) -> None:
+    """A 200 m safe zone around ``HOME`` through the API; returns once the alarm engine
+    has it."""
+    r = await http.post(
+        f"/api/v1/persons/{person}/geofences",
+        headers=auth(tenant, Role.TENANT_ADMIN),
+        json={
+            "name": "Hemma",
+            "shape": {"type": "circle", "lat": HOME[0], "lon": HOME[1], "radius_m": 200},
+        },
+    )
+    assert r.status_code == 201, r.text
+
+    async def zone_loaded() -> bool:
+        rules = gw.alarms.persons.get(person)
+        return bool(rules and rules.zones)
+
+    await wait_for(zone_loaded, 10, "the safe zone in the alarm engine")
+
+
 def walk_messages() -> list[tuple[str, bytes]]:
     """gps-1's positions along ``WALK``, 30 s apart, ending now: out of the 200 m zone."""
     start = datetime.now(UTC) - timedelta(seconds=len(WALK) * 30)
     return [
         (
             "devices/gps-1/telemetry",
-            payload("position", f"p-{i}", (start + timedelta(seconds=30 * i)).isoformat(),
-                    lat=lat, lon=lon, accuracy_m=12),
+            payload(
+                "position",
+                f"p-{i}",
+                (start + timedelta(seconds=30 * i)).isoformat(),
+                lat=lat,
+                lon=lon,
+                accuracy_m=12,
+            ),
         )
         for i, (lat, lon) in enumerate(WALK)
     ]

@@ -19,10 +19,15 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Response
 
-from api.auth import Role
 from tests.e2e.browser import Page, browser
 from tests.e2e.stack import auth, console_stack, token
-from tests.e2e.test_console_detail_fleet import HOME, WALK, _positions_stored, walk_messages
+from tests.e2e.test_console_detail_fleet import (
+    HOME,
+    WALK,
+    _positions_stored,
+    add_home_zone,
+    walk_messages,
+)
 from tests.e2e.test_console_modules import console_only
 from tests.integration.harness import publish, seed, serving, wait_for
 
@@ -100,21 +105,7 @@ async def test_detail_draws_map_tiles_from_the_configured_server(mosquitto, data
         }  # fmt: skip
         csp = (await http.get("/console/")).headers["content-security-policy"]
         assert f"img-src 'self' data: {tile_base};" in csp
-        r = await http.post(
-            f"/api/v1/persons/{person}/geofences",
-            headers=auth(s.tenant, Role.TENANT_ADMIN),
-            json={
-                "name": "Hemma",
-                "shape": {"type": "circle", "lat": HOME[0], "lon": HOME[1], "radius_m": 200},
-            },
-        )
-        assert r.status_code == 201, r.text
-
-        async def zone_loaded() -> bool:
-            rules = gw.alarms.persons.get(person)
-            return bool(rules and rules.zones)
-
-        await wait_for(zone_loaded, 10, "the safe zone in the alarm engine")
+        await add_home_zone(http, gw, s.tenant, person)
         await page.sign_in_with_fragment(token(s.tenant))
         await record_csp_violations(page)
         await publish(mosquitto.url, walk_messages())
