@@ -16,12 +16,21 @@ from typing import Any
 
 import orjson
 
-_PIN_RE = re.compile(r"(?<!\d)(?:19|20)?\d{6}[-+]?\d{4}(?!\d)")
+#: A UUID (kept: ids are what logs carry, and one in ten thousand random UUIDs has a run
+#: of ten or twelve digits in it) or a personal identity number (masked).
+_PIN_RE = re.compile(
+    r"(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"|(?<!\d)(?:19|20)?\d{6}[-+]?\d{4}(?!\d)"
+)
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
+def _masked(match: re.Match[str]) -> str:
+    return match.group("uuid") or "[redacted]"
+
+
 def mask(text: str) -> str:
-    return _PIN_RE.sub("[redacted]", text)
+    return _PIN_RE.sub(_masked, text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -19,6 +19,14 @@ def test_personal_identity_numbers_never_reach_a_log_line() -> None:
     assert mask("device sim-scale-00001 ok") == "device sim-scale-00001 ok"
 
 
+def test_a_uuid_with_a_run_of_digits_is_an_id_not_an_identity_number() -> None:
+    event = "a5de55ad-250f-4b1e-befa-1912121212ce"  # ten digits in its last group
+    assert mask(f"event_id={event}") == f"event_id={event}"
+    # a number next to a UUID is still masked
+    assert mask(f"{event} 19121212-1212") == f"{event} [redacted]"
+    assert mask("19121212-1212-4b1e") == "[redacted]-4b1e"
+
+
 def test_pin_validation() -> None:
     assert normalise_pin("19121212-1212") == "191212121212"
     with pytest.raises(PinError):
