@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,11 +19,13 @@ from api.routes import alarms as alarm_routes
 from api.routes import consents, console, health, readings, registry, rules, stats
 from api.routes import fhir as fhir_routes
 from api.routes import locks as lock_routes
+from api.worker_link import WorkerLink
 from gateway import __version__
-from gateway.alarms.service import AlarmService
 from gateway.broker_access.service import BrokerAccess
 from gateway.pii import PinCipher
 from gateway.settings import Settings
+
+LINK_CONNECT_WAIT_S = 5.0
 
 
 def create_app(
@@ -29,18 +33,30 @@ def create_app(
     *,
     api_database_url: str,
     metrics_registry: CollectorRegistry,
-    alarms: AlarmService | None = None,
+    mqtt_url: str | None = None,
 ) -> FastAPI:
+    """The API. With ``mqtt_url`` it reaches the gateway workers over the broker (alarm
+    acknowledge/resolve and stream, the console's live board, remote unlock); without,
+    those answer 503 and everything read from the database works."""
     pool = AsyncConnectionPool(
         api_database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": False}
     )
+    link = WorkerLink(mqtt_url, settings.mqtt_client_id) if mqtt_url else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await pool.open(wait=False)
+        stop = asyncio.Event()
+        task = asyncio.create_task(link.run(stop), name="worker-link") if link else None
+        if link is not None:  # serve even while the broker is away; those routes say 503
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.connected.wait(), LINK_CONNECT_WAIT_S)
         try:
             yield
         finally:
+            stop.set()
+            if task is not None:
+                await task
             await pool.close()
 
     app = FastAPI(
@@ -53,11 +69,12 @@ def create_app(
     app.state.authenticator = Authenticator.from_settings(settings)
     app.state.api_limits = ApiLimits(settings.limits)
     app.state.metrics_registry = metrics_registry
-    app.state.alarms = alarms
+    app.state.workers = link
+    app.state.alarm_settings = settings.alarms
+    app.state.lock_settings = settings.locks
     app.state.console = settings.console
     # keys the opaque FHIR Observation ids (stable while jwt_secret is)
     app.state.fhir_ids = IdCodec((settings.fhir_id_key or settings.jwt_secret).get_secret_value())
-    app.state.locks = alarms.locks if alarms is not None else None
     app.state.broker_access = BrokerAccess.from_settings(settings)
     app.state.pin_cipher = PinCipher.from_settings(
         {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key

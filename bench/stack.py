@@ -8,6 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import aiomqtt
 import orjson
 import psycopg
 
-from bench.mosquitto import Mosquitto, wait_until
+from bench.mosquitto import Mosquitto, free_port, wait_until
 from gateway.embedded import EmbeddedPostgres, with_user
 from gateway.settings import RetentionDays
 from gateway.storage import partitions
@@ -55,10 +56,9 @@ class Stack:
         asyncio.run(go())
         return ids
 
-    def start_gateway(self, probe: str = "probe-", **env_overrides: str) -> subprocess.Popen[bytes]:
-        """The gateway in its own process; returns once it stores a message from a device
-        registered for the purpose (ids starting ``probe``: one per gateway started)."""
-        env = {
+    def env(self, **overrides: str) -> dict[str, str]:
+        """What a gateway or API process of this stack is configured with."""
+        return {
             **os.environ,
             "WG_DATABASE_URL": self.database_url,
             "WG_API_DATABASE_URL": with_user(self.database_url, "wg_api", API_PASSWORD),
@@ -67,10 +67,18 @@ class Stack:
             "WG_LOG_LEVEL": "WARNING",
             "WG_API_DB_PASSWORD": API_PASSWORD,
             "WG_DATA_DIR": str(self.workdir / "data"),
-            **env_overrides,
+            "WG_METRICS_PORT": "0",
+            **overrides,
         }
+
+    def start_gateway(
+        self, probe: str = "probe-", command: str = "run", **env_overrides: str
+    ) -> subprocess.Popen[bytes]:
+        """The gateway (``run``: with the API; ``worker``: alone) in its own process;
+        returns once it stores a message from a device registered for the purpose (ids
+        starting ``probe``: one per gateway started)."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "run"], env=env,
+            [sys.executable, "-m", "gateway.cli", command], env=self.env(**env_overrides),
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "gateway.log").open("ab"),
         )  # fmt: skip
         probe_device = self.seed(probe, 1, repo.DeviceModel(
@@ -88,6 +96,28 @@ class Stack:
 
         wait_until(serving, 90, "gateway serving")
         return proc
+
+    def start_api(self) -> tuple[subprocess.Popen[bytes], str]:
+        """``welfare-gateway api`` in its own process; returns it and its base URL once
+        it answers and hears from a gateway worker."""
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "api"], env=self.env(WG_API_PORT=str(port)),
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / "api.log").open("ab"),
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+
+        def linked() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError("the API exited; see api.log")
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+                    return bool(orjson.loads(r.read()).get("workers_online"))
+            except OSError:
+                return False
+
+        wait_until(linked, 60, "API serving and linked to a worker")
+        return proc, base
 
     def count(self, query: str, params: tuple[Any, ...] = ()) -> int:
         with psycopg.connect(self.database_url) as conn:

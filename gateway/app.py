@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from gateway.alarms.service import AlarmService
+from gateway.control.responder import ControlResponder
 from gateway.device_state import DeviceState, DeviceStates
 from gateway.domain.rate_limit import TokenBuckets
 from gateway.ingest import Ingest
@@ -65,6 +66,8 @@ class GatewayService:
             resolve=self.registry.resolve,
         )
         self.alarms.locks = self.locks  # reported unlocks and replies on the alarm path
+        # what API processes ask of this worker (acknowledge, unlock, ...) over the broker
+        self.control = ControlResponder(mqtt_url, settings.mqtt_client_id, self.alarms, self.locks)
         self.consumer = MqttConsumer(
             ConsumerConfig(
                 url=mqtt_url,
@@ -182,6 +185,7 @@ class GatewayService:
         writer_task = asyncio.create_task(self.writer.run(), name="batch-writer")
         alarms_stop = asyncio.Event()
         alarms_task = asyncio.create_task(self.alarms.run(alarms_stop), name="alarms")
+        control_task = asyncio.create_task(self.control.run(stop), name="control")
         tasks = [
             asyncio.create_task(self.registry.follow(stop), name="registry-follow"),
             asyncio.create_task(self._partition_loop(stop), name="partitions"),
@@ -200,6 +204,7 @@ class GatewayService:
             await self.consumer.run(stop, drain)
         finally:
             stop.set()
+            await control_task  # says offline; unlocks in flight get their replies
             alarms_stop.set()  # after ingest has drained: deliver what it raised
             await alarms_task
             if not writer_task.done():

@@ -34,6 +34,19 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _until_signalled(work: Any) -> None:
+    """Run ``work(stop)`` until SIGINT or SIGTERM sets ``stop``."""
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await work(stop)
+
+    asyncio.run(go())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.runtime import embedded_overrides, endpoints, serve
@@ -41,15 +54,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = embedded_overrides(_settings(args))
     logs.configure(settings.log_level)
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def work(stop: asyncio.Event) -> None:
         async with endpoints(settings) as ep:
             await serve(settings, ep, stop, settings.api_port)
 
-    asyncio.run(go())
+    _until_signalled(work)
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.runtime import endpoints, serve_worker, split_endpoints
+
+    settings = _settings(args)
+    split_endpoints(settings)  # both URLs given
+    logs.configure(settings.log_level)
+
+    async def work(stop: asyncio.Event) -> None:
+        async with endpoints(settings) as ep:  # migrates the database
+            await serve_worker(settings, ep, stop)
+
+    _until_signalled(work)
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.runtime import serve_api, split_endpoints
+
+    settings = _settings(args)
+    ep = split_endpoints(settings)
+    logs.configure(settings.log_level)
+
+    async def work(stop: asyncio.Event) -> None:
+        await serve_api(settings, ep, stop)
+
+    _until_signalled(work)
     return 0
 
 
@@ -202,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
     sub.add_parser("run", help="run the gateway and the API").set_defaults(func=_cmd_run)
+    sub.add_parser(
+        "worker", help="run the gateway worker alone (ingest, alarms, locks; /metrics)"
+    ).set_defaults(func=_cmd_worker)
+    sub.add_parser(
+        "api", help="run the API alone; it reaches the workers over the broker"
+    ).set_defaults(func=_cmd_api)
 
     demo = sub.add_parser("demo", help="run everything embedded with a simulated fleet")
     demo.add_argument("--duration", type=float, default=None, help="stop after SECONDS")

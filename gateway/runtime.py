@@ -1,5 +1,7 @@
-"""Resolving where the database and broker are (embedded or by URL) and serving
-gateway + API in one process until told to stop."""
+"""Resolving where the database and broker are (embedded or by URL), and serving until
+told to stop: the gateway worker and the API in one process (``run``, the demo), or each
+on its own (``worker``, ``api``: the API reaches the workers over the broker either way).
+The worker never imports the API's web stack."""
 
 from __future__ import annotations
 
@@ -10,15 +12,17 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import uvicorn
-
-from api.app import create_app
 from gateway import heap
 from gateway.app import GatewayService
 from gateway.embedded import EmbeddedBroker, EmbeddedPostgres, with_user
 from gateway.settings import Settings
 from gateway.storage.migrate import migrate
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +83,45 @@ def embedded_overrides(settings: Settings) -> Settings:
     return settings
 
 
+def split_endpoints(settings: Settings) -> Endpoints:
+    """``worker`` and ``api`` run beside each other: they share a database and a broker
+    given by URL (embedded ones would be private to one process)."""
+    if settings.database_url is None or settings.mqtt_url is None:
+        raise SystemExit(
+            "welfare-gateway worker/api need database_url and mqtt_url (WG_DATABASE_URL, "
+            "WG_MQTT_URL); for everything in one process use `welfare-gateway run`"
+        )
+    return Endpoints(
+        settings.database_url,
+        api_database_url(settings, settings.database_url),
+        settings.mqtt_url,
+    )
+
+
+def _api_app(settings: Settings, ep: Endpoints, metrics_registry: CollectorRegistry) -> FastAPI:
+    from api.app import create_app
+
+    return create_app(settings, api_database_url=ep.api_database_url,
+                      metrics_registry=metrics_registry, mqtt_url=ep.mqtt_url)  # fmt: skip
+
+
+async def _serve_http(app: FastAPI, settings: Settings, port: int, stop: asyncio.Event) -> None:
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=settings.api_host, port=port, log_config=None, access_log=False,
+            lifespan="on",
+        )
+    )  # fmt: skip
+    task = asyncio.create_task(server.serve(), name="api")
+    try:
+        await stop.wait()
+    finally:
+        server.should_exit = True
+        await task
+
+
 async def serve(
     settings: Settings,
     ep: Endpoints,
@@ -86,25 +129,37 @@ async def serve(
     api_port: int,
     gateway: GatewayService | None = None,
 ) -> None:
-    """Gateway ingest and the HTTP API until ``stop``."""
+    """Gateway worker and the HTTP API in one process until ``stop``."""
     gateway = gateway or GatewayService(
         settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url
     )
-    app = create_app(
-        settings,
-        api_database_url=ep.api_database_url,
-        metrics_registry=gateway.metrics.registry,
-        alarms=gateway.alarms,
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host=settings.api_host, port=api_port, log_config=None, access_log=False,
-            lifespan="on",
-        )
-    )  # fmt: skip
-    api_task = asyncio.create_task(server.serve(), name="api")
+    app = _api_app(settings, ep, gateway.metrics.registry)
+    api_stop = asyncio.Event()
+    api_task = asyncio.create_task(_serve_http(app, settings, api_port, api_stop))
     try:
         await gateway.run(stop, started=heap.settle)
     finally:
-        server.should_exit = True
+        api_stop.set()
         await api_task
+
+
+async def serve_worker(settings: Settings, ep: Endpoints, stop: asyncio.Event) -> None:
+    """The gateway worker alone, with its metrics on ``api_host:metrics_port``."""
+    from prometheus_client import start_http_server
+
+    gateway = GatewayService(settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url)
+    server, thread = start_http_server(
+        settings.metrics_port, settings.api_host, registry=gateway.metrics.registry
+    )
+    try:
+        await gateway.run(stop, started=heap.settle)
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+async def serve_api(settings: Settings, ep: Endpoints, stop: asyncio.Event) -> None:
+    """The API alone (stateless; run as many as needed beside the workers)."""
+    from prometheus_client import REGISTRY
+
+    await _serve_http(_api_app(settings, ep, REGISTRY), settings, settings.api_port, stop)

@@ -290,6 +290,10 @@ class Settings(BaseSettings):
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65_535)
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65_535,
+        description="`welfare-gateway worker` only: where its /metrics listens (on api_host).",
+    )  # fmt: skip
     jwt_secret: SecretStr = Field(
         default=SecretStr("dev-only-change-me-dev-only-change-me"),
         description="HS256 key for development tokens (welfare-gateway token).",

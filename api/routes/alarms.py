@@ -14,9 +14,8 @@ from pydantic import BaseModel, Field
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
-from gateway.alarms.codec import alarm_to_dict
-from gateway.alarms.service import AlarmService
-from gateway.domain.alarms import AlarmError
+from api.worker_link import NoWorker, WorkerLink
+from gateway.control import protocol as p
 from gateway.storage.api_queries import LIST_ALARMS
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
@@ -53,11 +52,25 @@ class ResolveIn(BaseModel):
     outcome: str = Field(min_length=1, max_length=2000, description="What was done.")
 
 
-def _service(request: Request) -> AlarmService:
-    service: AlarmService | None = request.app.state.alarms
-    if service is None:
-        raise HTTPException(503, "the alarm service does not run in this API process")
-    return service
+def workers(request: Request) -> WorkerLink:
+    """The link to the gateway workers (503 when this API process has no broker)."""
+    link: WorkerLink | None = request.app.state.workers
+    if link is None:
+        raise HTTPException(503, "this API process has no broker configured to reach the gateway")
+    return link
+
+
+async def _change(request: Request, op: str, tenant: str, args: dict[str, Any]) -> Any:
+    """Acknowledge or resolve, by the worker whose alarm book holds the alarm."""
+    try:
+        reply = await workers(request).ask(op, tenant, args)
+    except NoWorker as exc:
+        raise HTTPException(503, f"{exc}; the alarm was not changed, try again") from None
+    if reply is None:
+        raise HTTPException(404, "alarm not found or already resolved")
+    if reply.status != 200:
+        raise HTTPException(reply.status, reply.error or "refused")
+    return reply.body
 
 
 @router.get("", response_model=list[AlarmOut])
@@ -86,22 +99,18 @@ async def list_alarms(
 async def acknowledge(
     alarm_id: UUID, request: Request, who: Principal = require(*STAFF)
 ) -> dict[str, Any]:
-    try:
-        alarm = _service(request).acknowledge(who.tenant, alarm_id, who.subject)
-    except AlarmError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    return alarm_to_dict(alarm)
+    args = {"alarm_id": str(alarm_id), "actor": who.subject}
+    body: dict[str, Any] = await _change(request, p.ACKNOWLEDGE, who.tenant, args)
+    return body
 
 
 @router.post("/{alarm_id}/resolve", response_model=AlarmOut)
 async def resolve(
     alarm_id: UUID, body: ResolveIn, request: Request, who: Principal = require(*STAFF)
 ) -> dict[str, Any]:
-    try:
-        alarm = _service(request).resolve(who.tenant, alarm_id, who.subject, body.outcome)
-    except AlarmError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    return alarm_to_dict(alarm)
+    args = {"alarm_id": str(alarm_id), "actor": who.subject, "outcome": body.outcome}
+    alarm: dict[str, Any] = await _change(request, p.RESOLVE, who.tenant, args)
+    return alarm
 
 
 @router.get(
@@ -116,21 +125,23 @@ async def stream(
 ) -> StreamingResponse:
     """Every alarm state change of the caller's tenant, live. Each event's ``id`` may be
     sent back as ``Last-Event-ID`` on reconnect to receive what was missed, once; when too
-    much was missed, an event ``resync`` says to reload the list."""
-    service = _service(request)
+    much was missed, or the id came from another API process (a replica, or this one
+    before a restart), an event ``resync`` says to reload the list."""
+    hub = workers(request).hub
     try:
         after = int(last_event_id) if last_event_id else 0
     except ValueError:
         raise HTTPException(422, "Last-Event-ID must be a number") from None
-    queue = service.hub.subscribe(who.tenant)
+    queue = hub.subscribe(who.tenant)
 
     async def events() -> AsyncIterator[bytes]:
         try:
             yield b"retry: 2000\n\n"
-            backlog, complete = service.hub.since(who.tenant, after)
+            backlog, complete = hub.since(who.tenant, after)
+            sent = after
             if not complete:
                 yield b"event: resync\ndata: {}\n\n"
-            sent = after
+                sent = 0  # the id may be another API process's: ours all count
             for event in backlog:
                 sent = event.id
                 yield b"id: %d\nevent: alarm\ndata: %s\n\n" % (event.id, event.data)
@@ -147,7 +158,7 @@ async def stream(
                 sent = item.id
                 yield b"id: %d\nevent: alarm\ndata: %s\n\n" % (item.id, item.data)
         finally:
-            service.hub.unsubscribe(who.tenant, queue)
+            hub.unsubscribe(who.tenant, queue)
 
     return StreamingResponse(
         events(),

@@ -18,8 +18,9 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
-from gateway.alarms.codec import alarm_to_dict
-from gateway.alarms.service import AlarmService
+from api.worker_link import NoWorker, WorkerLink
+from gateway.control import protocol as p
+from gateway.domain.alarms import Severity
 from gateway.settings import AlarmSettings, ConsoleSettings
 from gateway.storage import access_log
 from gateway.storage import console_queries as q
@@ -86,9 +87,15 @@ def _map_tiles(request: Request) -> dict[str, Any] | None:
     }
 
 
-def _service(request: Request) -> AlarmService | None:
-    service: AlarmService | None = request.app.state.alarms
-    return service
+def _workers(request: Request) -> WorkerLink | None:
+    link: WorkerLink | None = request.app.state.workers
+    return link
+
+
+def _board_order(alarm: dict[str, Any]) -> tuple[int, float]:
+    """Most severe first, then newest first."""
+    raised = datetime.fromisoformat(alarm["raised_at"]).timestamp()
+    return Severity(alarm["severity"]).rank, -raised
 
 
 def _row_to_alarm(row: dict[str, Any]) -> dict[str, Any]:
@@ -117,23 +124,21 @@ async def open_alarms(
     ``cursor``: the id of the tenant's last stream event included in the snapshot, to send
     as ``Last-Event-ID`` so the stream continues exactly where the snapshot ends.
 
-    Served from the alarm service's memory when it runs in this process (fresher than the
-    database, which is written from its journal); else from the database, cursor null."""
-    service = _service(request)
-    if service is not None:
-        # No await between these two reads: the snapshot and its cursor are consistent.
-        alarms = service.open_alarms(who.tenant)
-        events, _ = service.hub.since(who.tenant, 0)
-        cursor = events[-1].id if events else 0
-        routing = service.routing_for(who.tenant)
-        alarms.sort(key=lambda a: (a.severity.rank, -a.raised_at.timestamp()))
-        return {
-            "alarms": [
-                {**alarm_to_dict(a), "recipients": list(routing.recipients(a))}
-                for a in alarms[:limit]
-            ],
-            "cursor": cursor,
-        }
+    Served from the workers' alarm books (fresher than the database, which is written
+    from their journals); from the database, cursor null, when no worker answers."""
+    link = _workers(request)
+    if link is not None:
+        # The cursor is taken before asking: every event after it reaches the stream, and
+        # one already reflected in the snapshot carries a version the page has seen.
+        cursor = link.hub.latest()
+        try:
+            replies = await link.call(p.OPEN_ALARMS, who.tenant, gather=True)
+        except NoWorker:
+            replies = []
+        if replies:
+            alarms = [a for r in replies if r.status == 200 for a in r.body or ()]
+            alarms.sort(key=_board_order)
+            return {"alarms": alarms[:limit], "cursor": cursor}
     rows = await _rows(conn, q.OPEN_ALARMS, {"limit": limit})
     return {"alarms": [_row_to_alarm(r) for r in rows], "cursor": None}
 
@@ -150,12 +155,14 @@ async def alarm_detail(
     and care notes, the device's battery and last-seen, the person's safe zones and the
     recent track of positions. The read of personal data is written to the access log."""
     alarm: dict[str, Any] | None = None
-    service = _service(request)
-    if service is not None:
-        held = service.book.get(alarm_id)
-        if held is not None and held.tenant_id == who.tenant:
-            routing = service.routing_for(who.tenant)
-            alarm = {**alarm_to_dict(held), "recipients": list(routing.recipients(held))}
+    link = _workers(request)
+    if link is not None:
+        try:
+            held = await link.ask(p.ALARM, who.tenant, {"alarm_id": str(alarm_id)})
+        except NoWorker:
+            held = None
+        if held is not None and held.status == 200:
+            alarm = held.body
     if alarm is None:
         rows = await _rows(conn, q.ALARM, {"alarm_id": alarm_id})
         if not rows:
@@ -200,8 +207,7 @@ async def fleet_health(
 ) -> dict[str, Any]:
     """Devices in service that are silent, low on battery, or never seen since they were
     registered, judged with the alarm engine's own thresholds."""
-    service = _service(request)
-    rules = service.settings if service is not None else AlarmSettings()
+    rules: AlarmSettings = request.app.state.alarm_settings
     params = {
         "factor": rules.silence_factor,
         "grace_s": rules.silence_grace_s,

@@ -12,7 +12,10 @@ router = APIRouter(tags=["operations"])
 @router.get(
     "/healthz",
     responses={
-        200: {"description": "Up: the database answers"},
+        200: {
+            "description": "Up: the database answers. ``workers_online``: gateway workers this "
+            "API process hears from over the broker (null: no broker configured)"
+        },
         503: {"description": "Degraded: the database does not answer (same body shape)"},
     },
 )
@@ -24,8 +27,10 @@ async def healthz(request: Request) -> JSONResponse:
     except Exception:
         database = "down"
     status = 200 if database == "up" else 503
-    return JSONResponse({"status": "ok" if status == 200 else "degraded", "database": database},
-                        status_code=status)  # fmt: skip
+    link = request.app.state.workers
+    body = {"status": "ok" if status == 200 else "degraded", "database": database,
+            "workers_online": len(link.workers) if link is not None else None}  # fmt: skip
+    return JSONResponse(body, status_code=status)
 
 
 @router.get(

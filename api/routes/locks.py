@@ -20,6 +20,7 @@ status  ``outcome``           meaning
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, date, datetime, time
 from typing import Any
 from uuid import UUID
@@ -31,13 +32,15 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from api.problems import problem
+from api.routes.alarms import workers
 from api.weekdays import Weekdays
-from gateway.domain.lock_access import Decision, Reason
-from gateway.domain.registry import DeviceStatus
-from gateway.locks.service import CATEGORY, LockService, UnlockOutcome, describe
+from api.worker_link import NoWorker
+from gateway.control import protocol as p
+from gateway.locks.service import CATEGORY
 from gateway.storage import access_log, lock_queries
 from gateway.storage import registry_repo as repo
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["keyless locks"])
 
 OPENERS = (Role.OPERATOR,)
@@ -71,13 +74,6 @@ class UnlockOut(BaseModel):
     device_detail: str | None
 
 
-def _service(request: Request) -> LockService:
-    service: LockService | None = request.app.state.locks
-    if service is None:
-        raise HTTPException(503, "the lock service does not run in this API process")
-    return service
-
-
 def _entry(
     who: Principal, owner: str, person: UUID | None, purpose: str, outcome: str, reason: str,
     what: str,
@@ -97,14 +93,18 @@ async def _log_decision(request: Request, entry: access_log.AccessEntry) -> None
         raise HTTPException(503, "access log unavailable; nothing was sent") from None
 
 
-async def _log_result(request: Request, locks: LockService, entry: access_log.AccessEntry) -> None:
+async def _log_result(request: Request, worker: str, entry: access_log.AccessEntry) -> None:
     """After the command: the door may already be open, so the answer must say what
-    happened. If the log cannot be written now, the entry waits in the gateway's
-    access-log writer and is appended when the database is back."""
+    happened. If the log cannot be written now, the entry is handed to the worker that
+    sent the command, whose access-log writer appends it when the database is back."""
     try:
         await access_log.record(request.app.state.pool, entry)
     except psycopg.Error:
-        locks.audit.submit(entry)
+        try:
+            await workers(request).call(p.ACCESS_LOG, entry.owner_tenant or "",
+                                        access_log.entry_to_dict(entry), to=worker)  # fmt: skip
+        except NoWorker:
+            log.error("a lock result could not be logged; no worker took it")
 
 
 @router.post(
@@ -115,47 +115,52 @@ async def _log_result(request: Request, locks: LockService, entry: access_log.Ac
 async def unlock(
     device_id: str, body: UnlockIn, request: Request, who: Principal = require(*OPENERS)
 ) -> Any:
-    locks = _service(request)
-    device = await locks.resolve(device_id)
-    if device is None or device.tenant_id != who.tenant:
-        raise HTTPException(404, "device not found")
-    if device.device_type != "door_lock":
-        raise HTTPException(422, "device is not a door lock")
-    if device.status is not DeviceStatus.ACTIVE:
-        raise HTTPException(409, f"device is {device.status.value}")
-    now = datetime.now(UTC)
-    person = device.holder_at(now)
-    keys = [body.key_id] if body.key_id else locks.keys_of(who.tenant, body.staff_subject or "")
-    expires_at = now + locks.ttl
-    judged = [(k, locks.judge(device, person, k, now, expires_at)) for k in keys]
-    key_id, decision = next(
-        ((k, d) for k, d in judged if d.allowed),
-        judged[0] if judged else (body.staff_subject or "", Decision(False, Reason.KEY_UNKNOWN)),
-    )
-    command = locks.new_command(key_id, now)
-    what = f"{request.method} {request.url.path} key {key_id} command {command.id}"
-    outcome = "allowed" if decision.allowed else "denied"
-    await _log_decision(request, _entry(who, device.tenant_id, person, body.reason, outcome,
-                                        describe(decision), what))  # fmt: skip
-    if not decision.allowed:
-        return problem(403, "Forbidden", f"unlock refused: {decision.reason.value}",
-                       reason=decision.reason.value, key_id=key_id)  # fmt: skip
-    result: UnlockOutcome = await locks.unlock(device, command)
-    detail = f"result {result.status}" + (f": {result.detail}" if result.detail else "")
-    await _log_result(request, locks, _entry(
-        who, device.tenant_id, person, body.reason,
-        "allowed" if result.status == "done" else "denied", detail, what,
+    link = workers(request)
+    args = {"device_id": device_id, "key_id": body.key_id, "staff_subject": body.staff_subject}
+    try:
+        prepared = await link.ask(p.UNLOCK_PREPARE, who.tenant, args)
+    except NoWorker as exc:
+        raise HTTPException(503, f"{exc}; nothing was sent") from None
+    if prepared is None:
+        raise HTTPException(503, "no gateway worker judged the unlock; nothing was sent")
+    if prepared.status != 200:
+        raise HTTPException(prepared.status, prepared.error or "refused")
+    j = prepared.body
+    person = UUID(j["person_id"]) if j["person_id"] else None
+    key_id, command_id = j["key_id"], j["command_id"]
+    what = f"{request.method} {request.url.path} key {key_id} command {command_id}"
+    outcome = "allowed" if j["allowed"] else "denied"
+    await _log_decision(request, _entry(who, j["tenant_id"], person, body.reason, outcome,
+                                        j["described"], what))  # fmt: skip
+    if not j["allowed"]:
+        return problem(403, "Forbidden", f"unlock refused: {j['reason']}",
+                       reason=j["reason"], key_id=key_id)  # fmt: skip
+    wait = (datetime.fromisoformat(j["expires_at"]) - datetime.now(UTC)).total_seconds()
+    timeout = max(0.0, wait) + request.app.state.lock_settings.reply_grace_s + 5.0
+    try:
+        sent = await link.call(p.UNLOCK_SEND, who.tenant, {"command_id": command_id},
+                               to=prepared.worker, timeout=timeout)  # fmt: skip
+        result = sent[0].body if sent and sent[0].status == 200 else None
+    except NoWorker:
+        result = None
+    if result is None:  # the worker is gone: it may or may not have sent the command
+        result = {"status": "not_sent", "command_id": command_id, "expires_at": j["expires_at"],
+                  "detail": "the gateway worker did not answer"}  # fmt: skip
+    detail = f"result {result['status']}" + (f": {result['detail']}" if result["detail"] else "")
+    await _log_result(request, prepared.worker, _entry(
+        who, j["tenant_id"], person, body.reason,
+        "allowed" if result["status"] == "done" else "denied", detail, what,
     ))  # fmt: skip
     out = UnlockOut(
-        outcome=result.status, command_id=result.command_id, expires_at=result.expires_at,
-        key_id=key_id, reason=decision.reason.value, visit_id=decision.visit_id,
-        alarm_id=decision.alarm_id, device_detail=result.detail,
+        outcome=result["status"], command_id=command_id, expires_at=result["expires_at"],
+        key_id=key_id, reason=j["reason"], visit_id=j["visit_id"], alarm_id=j["alarm_id"],
+        device_detail=result["detail"],
     )  # fmt: skip
-    status = _HTTP[result.status]
+    status = _HTTP[result["status"]]
     if status == 200:
         return out
     titles = {409: "Conflict", 503: "Service Unavailable", 504: "Gateway Timeout"}
-    return problem(status, titles[status], f"unlock {result.status}",
+    return problem(status, titles[status], f"unlock {result['status']}",
                    **out.model_dump(mode="json"))  # fmt: skip
 
 

@@ -23,7 +23,6 @@ from firmware_contracts.messages import Lock, Reply
 from firmware_contracts.topics import tenant_alarms_topic
 from gateway.alarms.codec import encode
 from gateway.alarms.engine import AlarmEngine, RuleConfig
-from gateway.alarms.hub import AlarmHub
 from gateway.alarms.journal import AlarmJournal
 from gateway.alarms.persist import JournalShipper, load_open_alarms
 from gateway.alarms.person_rules import PersonRulesCache
@@ -123,7 +122,6 @@ class AlarmService:
         self.journal = AlarmJournal(journal_dir)
         self.shipper = JournalShipper(self.journal, database_url)
         self.publisher = AlarmPublisher(mqtt_url, f"{client_id}-alarms")
-        self.hub = AlarmHub()
         self.webhooks = WebhookDispatcher(
             [
                 WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode())
@@ -152,7 +150,6 @@ class AlarmService:
             recipients = self.routing_for(event.alarm.tenant_id).recipients(event.alarm)
             payload = encode(event, recipients)
             self.publisher.submit(tenant_alarms_topic(event.alarm.tenant_id), payload)
-            self.hub.publish(event.alarm.tenant_id, payload)
             if self.settings.webhooks:
                 self.webhooks.submit(recipients, str(event.id), payload)
             log.info(

@@ -17,7 +17,9 @@ Identities:
   receive ``tenants/{t}/alarms`` only.
 - the gateway has role ``wg-gateway``: subscribe to (also shared) and receive
   ``devices/#``, publish
-  ``devices/+/commands`` and ``tenants/+/alarms``.
+  ``devices/+/commands`` and ``tenants/+/alarms``; and for API processes (same
+  identity) subscribe to and receive ``tenants/+/alarms``, and the control channel
+  ``gateway/#`` (publish, subscribe, receive).
 - the default access is deny for publishing, subscribing and receiving; unsubscribing stays
   allowed (it can only reduce what a client gets).
 """
@@ -46,6 +48,7 @@ GATEWAY_ROLE = "wg-gateway"
 CLIENT_NOT_FOUND = "Client not found"
 ROLE_NOT_FOUND = "Role not found"
 ROLE_EXISTS = "Role already exists"
+ACL_EXISTS = "ACL with this topic already exists"
 CLIENT_EXISTS = "Client already exists"
 
 
@@ -175,8 +178,11 @@ def get_role(rolename: str) -> Command:
     return Command({"command": "getRole", "rolename": rolename})
 
 
-def add_role_acl(rolename: str, acl: Acl) -> Command:
-    return Command({"command": "addRoleACL", "rolename": rolename, **acl.as_json()})
+def add_role_acl(rolename: str, acl: Acl, *, exists_ok: bool = False) -> Command:
+    return Command(
+        {"command": "addRoleACL", "rolename": rolename, **acl.as_json()},
+        frozenset({ACL_EXISTS}) if exists_ok else frozenset(),
+    )
 
 
 def add_client_role(username: str, rolename: str, priority: int | None = None) -> Command:
@@ -283,6 +289,13 @@ def gateway_acls() -> list[Acl]:
         Acl(AclType.PUBLISH_RECEIVE, "devices/#"),
         Acl(AclType.PUBLISH_SEND, "devices/+/commands"),
         Acl(AclType.PUBLISH_SEND, "tenants/+/alarms"),
+        # API processes follow the alarms for their streams and talk to the workers
+        # (gateway.control.protocol); both run with the gateway's identity
+        Acl(AclType.SUBSCRIBE_PATTERN, "tenants/+/alarms"),
+        Acl(AclType.PUBLISH_RECEIVE, "tenants/+/alarms"),
+        Acl(AclType.SUBSCRIBE_PATTERN, "gateway/#"),
+        Acl(AclType.PUBLISH_RECEIVE, "gateway/#"),
+        Acl(AclType.PUBLISH_SEND, "gateway/#"),
     ]
 
 
@@ -349,12 +362,15 @@ def provision_operator(tenant_id: str, username: str, password: str) -> list[Com
 
 def bootstrap(gateway_username: str, gateway_password: str) -> list[Command]:
     """Default deny, and the gateway's own identity. Re-running it re-creates the gateway
-    client with the new password (its live sessions are disconnected and reconnect)."""
+    client with the new password (its live sessions are disconnected and reconnect), and
+    its role with this version's ACLs (an upgrade that adds topics re-runs it)."""
     return [
         set_default_acl_access(
             publish_send=False, publish_receive=False, subscribe=False, unsubscribe=True
         ),
         create_role(GATEWAY_ROLE, gateway_acls(), exists_ok=True),
+        # a role made by an earlier version gets this version's topics too
+        *(add_role_acl(GATEWAY_ROLE, acl, exists_ok=True) for acl in gateway_acls()),
         delete_client(gateway_username, missing_ok=True),
         create_client(
             gateway_username, gateway_password, roles=[GATEWAY_ROLE], textname="welfare-gateway"

@@ -4,8 +4,11 @@ reported unlocks checked and written to the access log.
 * :meth:`LockService.judge` applies :func:`gateway.domain.lock_access.decide` to what is
   in memory (staff keys and visits from :class:`LockAccessCache`, open alarms from the
   alarm book): no database on the way.
-* :meth:`LockService.unlock` sends an ``unlock`` command with a short ``expires_at`` and
-  waits for the lock's reply until shortly after that expiry.
+* :meth:`LockService.prepare` checks an operator's remote unlock (the device, the key or
+  the staff member's keys) and judges it; an allowed one is held as a prepared command
+  until :meth:`LockService.send` sends it (after the API has logged the decision):
+  ``unlock`` with a short ``expires_at``, waiting for the lock's reply until shortly after
+  that expiry.
 * :meth:`LockService.observe` sees every accepted device message on the alarm path:
   replies complete waiting commands; an ``unlocked`` event by a key is judged, the
   decision queued for the access log, and returned so the alarm engine can raise
@@ -29,10 +32,11 @@ from gateway.domain.lock_access import (
     AccessPolicy,
     Decision,
     OpenAlarm,
+    Reason,
     UnlockRequest,
     decide,
 )
-from gateway.domain.registry import Binding, DeviceRecord
+from gateway.domain.registry import Binding, DeviceRecord, DeviceStatus
 from gateway.locks.audit import AccessLogWriter
 from gateway.locks.cache import LockAccessCache
 from gateway.locks.commands import CommandChannel, NotConnected
@@ -54,6 +58,27 @@ class UnlockOutcome:
     command_id: str
     expires_at: datetime
     detail: str | None = None
+
+
+class UnlockRefused(Exception):
+    """The unlock cannot even be judged: no such lock in the tenant (404), not a lock
+    (422), not in service (409)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class PreparedUnlock:
+    """A judged remote unlock: what the access log needs, and the command, sent by
+    :meth:`LockService.send` only if ``decision.allowed``."""
+
+    tenant_id: str
+    person_id: UUID | None
+    key_id: str
+    decision: Decision
+    command: Command
 
 
 def policy_from(settings: LockSettings) -> AccessPolicy:
@@ -94,6 +119,8 @@ class LockService:
         self._open_alarms = open_alarms
         self.resolve = resolve  # device id -> registry record (memory, then database)
         self._recent: dict[str, deque[str]] = {}
+        #: allowed commands waiting for the API's decision log, by command id, until expiry
+        self._prepared: dict[str, tuple[DeviceRecord, Command]] = {}
 
     # --- the rule, from memory ----------------------------------------------------------
     def judge(
@@ -128,6 +155,45 @@ class LockService:
             v=1, type="command", id=f"unlock-{uuid4().hex}", ts=now, name="unlock",
             args={"key_id": key_id}, expires_at=now + self.ttl,
         )  # fmt: skip
+
+    async def prepare(
+        self, tenant_id: str, device_id: str, key_id: str | None, staff_subject: str | None
+    ) -> PreparedUnlock:
+        """Judge an operator's unlock of ``device_id`` with ``key_id``, or with any key of
+        the staff member ``staff_subject`` (the first that is allowed, else the first)."""
+        device = await self.resolve(device_id)
+        if device is None or device.tenant_id != tenant_id:
+            raise UnlockRefused("device not found", 404)
+        if device.device_type != "door_lock":
+            raise UnlockRefused("device is not a door lock", 422)
+        if device.status is not DeviceStatus.ACTIVE:
+            raise UnlockRefused(f"device is {device.status.value}", 409)
+        now = datetime.now(UTC)
+        person = device.holder_at(now)
+        keys = [key_id] if key_id else self.keys_of(tenant_id, staff_subject or "")
+        expires_at = now + self.ttl
+        judged = [(k, self.judge(device, person, k, now, expires_at)) for k in keys]
+        chosen, decision = next(
+            ((k, d) for k, d in judged if d.allowed),
+            judged[0] if judged else (staff_subject or "", Decision(False, Reason.KEY_UNKNOWN)),
+        )
+        command = self.new_command(chosen, now)
+        self._prepared = {
+            c: held
+            for c, held in self._prepared.items()
+            if held[1].expires_at and held[1].expires_at > now
+        }
+        if decision.allowed:
+            self._prepared[command.id] = (device, command)
+        return PreparedUnlock(device.tenant_id, person, chosen, decision, command)
+
+    async def send(self, command_id: str) -> UnlockOutcome | None:
+        """Send a command :meth:`prepare` allowed (once); None if there is no such
+        command here (never prepared, already sent, or expired before it was asked for)."""
+        held = self._prepared.pop(command_id, None)
+        if held is None:
+            return None
+        return await self.unlock(*held)
 
     async def unlock(self, device: DeviceRecord, command: Command) -> UnlockOutcome:
         """Send ``command`` and wait for the lock's reply until ``expires_at`` plus the

@@ -27,6 +27,17 @@ class AccessEntry:
     request: str
 
 
+def entry_to_dict(entry: AccessEntry) -> dict[str, Any]:
+    """JSON-ready (for the control channel: an API process hands a worker an entry to
+    append once the database is back)."""
+    return {**entry.__dict__, "person_id": str(entry.person_id) if entry.person_id else None}
+
+
+def entry_from_dict(d: dict[str, Any]) -> AccessEntry:
+    person = d.get("person_id")
+    return AccessEntry(**{**d, "person_id": UUID(person) if person else None})
+
+
 async def record(pool: AsyncConnectionPool, entry: AccessEntry) -> None:
     """Append in a transaction of its own, committed before the data (or the refusal)
     leaves the API: a denied read is logged even though the request then fails."""

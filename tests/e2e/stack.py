@@ -61,7 +61,7 @@ async def console_stack(
             settings,
             api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
             metrics_registry=gw.metrics.registry,
-            alarms=gw.alarms,
+            mqtt_url=mqtt_url,
         )
         async with serving(with_csp(app) if test_csp else app) as base:
             yield base, gw

@@ -83,7 +83,12 @@ async def running_gateway(settings: Settings) -> AsyncIterator[GatewayService]:
     )
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
-    waiter = asyncio.create_task(service.consumer.connected.wait())
+
+    async def ready() -> None:  # taking messages, and answering API processes
+        await service.consumer.connected.wait()
+        await service.control.online.wait()
+
+    waiter = asyncio.create_task(ready())
     done, _ = await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # raise what stopped it
@@ -167,8 +172,8 @@ async def serving(app: Any) -> AsyncIterator[str]:
 @contextlib.asynccontextmanager
 async def gateway_with_api(settings: Settings) -> AsyncIterator[tuple[str, GatewayService]]:
     """The whole product as ``welfare-gateway run`` has it: a running gateway and its API
-    (role wg_api, the gateway's alarm and lock services) on a real HTTP server; yields the
-    API's base URL and the gateway."""
+    (role wg_api; reaching the gateway's alarm and lock services over the broker) on a
+    real HTTP server; yields the API's base URL and the gateway."""
     from api.app import create_app
     from gateway.embedded import with_user
 
@@ -178,7 +183,7 @@ async def gateway_with_api(settings: Settings) -> AsyncIterator[tuple[str, Gatew
             settings,
             api_database_url=with_user(settings.database_url, "wg_api", API_PASSWORD),
             metrics_registry=gw.metrics.registry,
-            alarms=gw.alarms,
+            mqtt_url=settings.mqtt_url,
         )
         async with serving(app) as base:
             yield base, gw

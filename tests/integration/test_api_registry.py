@@ -102,7 +102,7 @@ async def test_errors_are_problem_details_and_tenants_are_isolated(
                        params={"category": "weight"})  # fmt: skip
     assert r.status_code == 404
     r = await http.get("/healthz")
-    assert r.json() == {"status": "ok", "database": "up"}
+    assert r.json() == {"status": "ok", "database": "up", "workers_online": None}
 
 
 async def test_bad_registry_input_is_a_clear_4xx(http: httpx.AsyncClient) -> None:

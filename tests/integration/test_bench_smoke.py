@@ -19,3 +19,6 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     reads = result["api_read_ms"]["readings_page_of_100"]
     assert reads["statuses"] == {"200": 50}
     assert result["machine"]["cores"] >= 1
+    memory = result["memory"]  # the worker and an API replica ran as their own processes
+    assert memory["devices_connected"] == 30 and memory["health_rows_stored_during_run"] > 0
+    assert set(memory["rss_mb"]) == {"broker", "worker", "api"}

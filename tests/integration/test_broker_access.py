@@ -223,6 +223,47 @@ async def test_device_subscribes_only_to_its_own_commands(dynsec_mosquitto, acce
         assert two.messages == [("devices/gps-2/commands", b"for-2")]
 
 
+async def test_only_gateway_processes_use_the_control_channel(dynsec_mosquitto, access) -> None:
+    """A device (or an operator) must not ask a worker to acknowledge an alarm or open a
+    door, nor read the workers' answers; the gateway's identity (its API processes) can."""
+    port = dynsec_mosquitto.port
+    pw1 = await access.register_device("gps-1")
+    for topic in ("gateway/control/requests", "gateway/workers/wg-test-gateway-1"):
+        assert await refused_publish(port, "gps-1", "gps-1", pw1, topic) == NOT_AUTHORIZED
+    async with (
+        probe(port, "gps-1", "gps-1", pw1) as device,
+        probe(port, "wg-test-gateway-1-control", *GATEWAY) as worker,
+        probe(port, "wg-test-gateway-1-api-0", *GATEWAY) as api,
+    ):
+        for topic in ("gateway/#", "gateway/control/replies/+", "gateway/workers/+"):
+            assert await device.subscribe(topic) == NOT_AUTHORIZED, topic
+        assert await worker.subscribe("gateway/control/requests") == 1
+        for topic in ("gateway/control/replies/wg-test-gateway-1-api-0", "gateway/workers/+",
+                      "tenants/+/alarms"):  # fmt: skip
+            assert await api.subscribe(topic) == 1, topic
+        assert await api.publish("gateway/control/requests", b"ask") < 0x80
+        assert await worker.publish("tenants/kommun-a/alarms", b"event") < 0x80
+
+        async def delivered() -> bool:
+            return bool(worker.messages) and bool(api.messages)
+
+        await wait_for(delivered, 10, "the request at the worker, the event at the API")
+        assert worker.messages == [("gateway/control/requests", b"ask")]
+        assert api.messages == [("tenants/kommun-a/alarms", b"event")]
+
+
+async def test_bootstrap_gives_an_older_gateway_role_the_control_topics(dynsec_mosquitto) -> None:
+    """A broker set up by a version before the control channel: re-running the bootstrap
+    adds the new topics to the existing role (and keeps the old ones)."""
+    old = [a for a in dynsec.gateway_acls() if not a.topic.startswith(("gateway/", "tenants/"))]
+    client = DynsecClient(AdminEndpoint("127.0.0.1", dynsec_mosquitto.port, *DYNSEC_ADMIN), 5)
+    await client.execute([dynsec.create_role(dynsec.GATEWAY_ROLE, old)])
+    await admin(dynsec_mosquitto).bootstrap(*GATEWAY)
+    async with probe(dynsec_mosquitto.port, "wg-test-gateway-1-api-0", *GATEWAY) as api:
+        for topic in ("gateway/workers/+", "tenants/+/alarms", "devices/#"):
+            assert await api.subscribe(topic) == 1, topic
+
+
 async def test_unknown_or_wrong_credentials_cannot_connect(dynsec_mosquitto, access) -> None:
     port = dynsec_mosquitto.port
     pw1 = await access.register_device("gps-1")

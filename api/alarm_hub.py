@@ -1,15 +1,19 @@
-"""In-process fan-out of alarm events to live API streams (SSE), per tenant.
+"""Fan-out of alarm events to this API process's live streams (SSE), per tenant.
 
-Each event gets a monotonically increasing id; a bounded ring of recent events per tenant
-lets a reconnecting client ask for everything after the last id it saw (``Last-Event-ID``)
-and catch up without duplicates. If it was away longer than the ring holds, it is told
-to reload (event ``resync``).
+The events come from the workers over the broker (``tenants/+/alarms``). Each gets an id
+from this process; a bounded ring of recent events per tenant lets a reconnecting client
+ask for everything after the last id it saw (``Last-Event-ID``) and catch up without
+duplicates. If it was away longer than the ring holds, or its id was issued by another
+API process (a replica, or this one before a restart), it is told to reload (``resync``):
+ids start at this process's start time in microseconds, so ids of different processes do
+not interleave.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -22,15 +26,24 @@ class HubEvent:
 
 
 class AlarmHub:
-    def __init__(self, ring_size: int = 1000, queue_size: int = 1000) -> None:
-        self._ids = itertools.count(1)
+    def __init__(
+        self, ring_size: int = 1000, queue_size: int = 1000, first_id: int | None = None
+    ) -> None:
+        self.first_id = first_id if first_id is not None else time.time_ns() // 1000
+        self._ids = itertools.count(self.first_id)
+        self._latest = self.first_id - 1
         self._ring: dict[str, deque[HubEvent]] = {}
         self._subscribers: dict[str, set[asyncio.Queue[HubEvent | None]]] = {}
         self._ring_size = ring_size
         self._queue_size = queue_size
 
+    def latest(self) -> int:
+        """The id of the last event this process issued (``first_id - 1`` if none yet)."""
+        return self._latest
+
     def publish(self, tenant_id: str, data: bytes) -> None:
         event = HubEvent(next(self._ids), tenant_id, data)
+        self._latest = event.id
         self._ring.setdefault(tenant_id, deque(maxlen=self._ring_size)).append(event)
         for queue in list(self._subscribers.get(tenant_id, ())):
             try:
@@ -51,8 +64,14 @@ class AlarmHub:
         self._subscribers.get(tenant_id, set()).discard(queue)
 
     def since(self, tenant_id: str, last_id: int) -> tuple[list[HubEvent], bool]:
-        """Events after ``last_id``; the flag is False if some were already evicted."""
+        """Events after ``last_id`` (0: a fresh stream, which gets what the ring holds);
+        the flag is False if some may be missing: evicted from a full ring, or
+        ``last_id`` was not issued by this process."""
         ring = self._ring.get(tenant_id, deque())
+        if last_id == 0:
+            return list(ring), True
+        if not self.first_id - 1 <= last_id <= self._latest:
+            return [], False
         events = [e for e in ring if e.id > last_id]
-        complete = not ring or ring[0].id <= last_id + 1 or last_id == 0
-        return events, complete
+        evicted = len(ring) == ring.maxlen and ring[0].id > last_id + 1
+        return events, not evicted

@@ -1,0 +1,1 @@
+"""The control channel between API processes and gateway workers."""

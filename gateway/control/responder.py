@@ -1,0 +1,207 @@
+"""The worker's side of the control channel: answers API processes' requests about the
+alarms in this worker's book and the lock commands it sends (protocol in
+:mod:`gateway.control.protocol`).
+
+Its own MQTT connection (clean session; a retained presence message, and a last will that
+marks the worker offline). A request is handled on the event loop without I/O, except an
+unlock, which waits for the lock's reply in a task of its own so other requests are not
+held up. A request that cannot be decoded is logged (without content) and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import aiomqtt
+
+from gateway.alarms.codec import alarm_to_dict
+from gateway.alarms.service import AlarmService
+from gateway.control import protocol as p
+from gateway.domain.alarms import Alarm, AlarmError
+from gateway.locks.service import LockService, UnlockRefused, describe
+from gateway.mqtt.connection import BrokerAddress
+from gateway.storage.access_log import entry_from_dict
+
+log = logging.getLogger(__name__)
+
+
+class ControlResponder:
+    def __init__(self, url: str, worker_id: str, alarms: AlarmService, locks: LockService) -> None:
+        self._address = BrokerAddress.parse(url)
+        self.worker_id = worker_id
+        self._alarms = alarms
+        self._locks = locks
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.online = asyncio.Event()
+        self.answered = 0
+        self.rejected = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        will = aiomqtt.Will(p.worker_topic(self.worker_id), p.presence(self.worker_id, False),
+                            qos=1, retain=True)  # fmt: skip
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client(
+                    **self._address.client_kwargs(), identifier=f"{self.worker_id}-control",
+                    will=will, timeout=10,
+                ) as client:  # fmt: skip
+                    client._client.disable_logger()
+                    await client.subscribe(p.REQUESTS_TOPIC, qos=1)
+                    await self._announce(client, online=True)
+                    self.online.set()
+                    backoff = 0.1
+                    await self._serve(client, stop)
+                    await self._announce(client, online=False)
+                    return
+            except aiomqtt.MqttError as exc:
+                self.online.clear()
+                log.warning("control channel disconnected", extra={"error": type(exc).__name__})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                self.online.clear()
+                await self._drain()
+
+    async def _announce(self, client: aiomqtt.Client, *, online: bool) -> None:
+        topic, body = p.worker_topic(self.worker_id), p.presence(self.worker_id, online)
+        await client.publish(topic, body, qos=1, retain=True)
+
+    async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        messages = aiter(client.messages)
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                nxt = asyncio.ensure_future(anext(messages))
+                await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not nxt.done():
+                    nxt.cancel()
+                    return
+                message = nxt.result()
+                if not isinstance(message.payload, bytes):
+                    continue
+                try:
+                    request = p.decode_request(message.payload)
+                except p.ProtocolError as exc:
+                    self.rejected += 1
+                    log.warning("control request rejected", extra={"reason": str(exc)})
+                    continue
+                if request.to is not None and request.to != self.worker_id:
+                    continue
+                self._spawn(self._answer(client, request))
+        finally:
+            stopping.cancel()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain(self) -> None:
+        """Unlocks in flight get their reply time; then they are cancelled."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=15)
+            for task in pending:
+                task.cancel()
+
+    async def _answer(self, client: aiomqtt.Client, request: p.Request) -> None:
+        try:
+            reply = await self.handle(request)
+        except Exception:  # a bug must not end the channel; the API times out and says so
+            log.exception("control request failed", extra={"op": request.op})
+            reply = p.Reply(request.id, self.worker_id, True, 500, None, "worker error")
+        try:
+            await client.publish(request.reply_to, p.encode_reply(reply), qos=1)
+            self.answered += 1
+        except aiomqtt.MqttError as exc:
+            log.warning("control reply not sent", extra={"error": type(exc).__name__})
+
+    # --- the requests ---------------------------------------------------------------------
+    async def handle(self, r: p.Request) -> p.Reply:
+        def reply(held: bool, status: int = 200, body: Any = None, error: str | None = None
+                  ) -> p.Reply:  # fmt: skip
+            return p.Reply(r.id, self.worker_id, held, status, body, error)
+
+        if r.op in (p.ACKNOWLEDGE, p.RESOLVE, p.ALARM):
+            alarm_id = _uuid(r.args.get("alarm_id"))
+            held = alarm_id is not None and self._holds(r.tenant, alarm_id)
+            if alarm_id is None or not held:
+                return reply(False, 404, None, "alarm not found or already resolved")
+            actor = str(r.args.get("actor") or "")
+            try:
+                if r.op == p.ACKNOWLEDGE:
+                    alarm = self._alarms.acknowledge(r.tenant, alarm_id, actor)
+                elif r.op == p.RESOLVE:
+                    outcome = str(r.args.get("outcome") or "")
+                    alarm = self._alarms.resolve(r.tenant, alarm_id, actor, outcome)
+                else:
+                    alarm = self._held(alarm_id)
+            except AlarmError as exc:
+                return reply(True, exc.status, None, str(exc))
+            return reply(True, 200, self._with_recipients(alarm))
+        if r.op == p.OPEN_ALARMS:
+            alarms = self._alarms.open_alarms(r.tenant)
+            return reply(True, 200, [self._with_recipients(a) for a in alarms])
+        if r.op == p.UNLOCK_PREPARE:
+            return await self._prepare(r, reply)
+        if r.op == p.UNLOCK_SEND:
+            sent = await self._locks.send(str(r.args.get("command_id") or ""))
+            if sent is None:
+                return reply(True, 409, None, "no such prepared command on this worker")
+            return reply(True, 200, {"status": sent.status, "command_id": sent.command_id,
+                                     "expires_at": sent.expires_at.isoformat(),
+                                     "detail": sent.detail})  # fmt: skip
+        if r.op == p.ACCESS_LOG:
+            try:
+                entry = entry_from_dict(r.args)
+            except (TypeError, ValueError):
+                return reply(True, 422, None, "not an access-log entry")
+            self._locks.audit.submit(entry)
+            return reply(True, 202)
+        return reply(False, 400, None, f"unknown op {r.op}")
+
+    async def _prepare(self, r: p.Request, reply: Callable[..., p.Reply]) -> p.Reply:
+        try:
+            prepared = await self._locks.prepare(
+                r.tenant, str(r.args.get("device_id") or ""),
+                r.args.get("key_id"), r.args.get("staff_subject"),
+            )  # fmt: skip
+        except UnlockRefused as exc:
+            return reply(True, exc.status, None, str(exc))
+        d = prepared.decision
+        assert prepared.command.expires_at is not None
+        return reply(True, 200, {
+            "tenant_id": prepared.tenant_id,
+            "person_id": str(prepared.person_id) if prepared.person_id else None,
+            "key_id": prepared.key_id,
+            "allowed": d.allowed, "reason": d.reason.value, "visit_id": d.visit_id,
+            "alarm_id": d.alarm_id, "described": describe(d),
+            "command_id": prepared.command.id,
+            "expires_at": prepared.command.expires_at.isoformat(),
+        })  # fmt: skip
+
+    def _holds(self, tenant_id: str, alarm_id: UUID) -> bool:
+        alarm = self._alarms.book.get(alarm_id)
+        return alarm is not None and alarm.tenant_id == tenant_id
+
+    def _held(self, alarm_id: UUID) -> Alarm:
+        alarm = self._alarms.book.get(alarm_id)
+        assert alarm is not None
+        return alarm
+
+    def _with_recipients(self, alarm: Alarm) -> dict[str, Any]:
+        routing = self._alarms.routing_for(alarm.tenant_id)
+        return {**alarm_to_dict(alarm), "recipients": list(routing.recipients(alarm))}
+
+
+def _uuid(value: Any) -> UUID | None:
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
