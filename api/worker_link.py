@@ -60,6 +60,7 @@ class WorkerLink:
         self._changed = asyncio.Event()  # workers or the connection changed
         self._connected_at = 0.0
         self.connected = asyncio.Event()
+        self.worker_online = asyncio.Event()  # set while at least one worker is heard
 
     # --- requests ---------------------------------------------------------------------------
     async def call(
@@ -124,6 +125,7 @@ class WorkerLink:
                 self._client = None
                 self.connected.clear()
                 self.workers.clear()
+                self.worker_online.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 5.0)
@@ -162,6 +164,10 @@ class WorkerLink:
                             if not waiting.expected:
                                 waiting.done.set()
                 self._changed.set()
+                if self.workers:
+                    self.worker_online.set()
+                else:
+                    self.worker_online.clear()
                 return
             reply = p.decode_reply(payload)
         except p.ProtocolError as exc:

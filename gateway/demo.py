@@ -97,8 +97,9 @@ async def run_demo(
                 else free_port()
             )
             gateway = GatewayService(settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url)
-            server = asyncio.create_task(serve(settings, ep, stop, api_port, gateway))
-            await _wait_connected(gateway, server)
+            ready = asyncio.Event()
+            server = asyncio.create_task(serve(settings, ep, stop, api_port, gateway, ready))
+            await _wait_ready(ready, server)
             _print_banner(settings, ep, api_port, len(specs), scenario_file)
             host, port = _host_port(ep.mqtt_url)
             progress = asyncio.create_task(_progress(ep, fleet_stop))
@@ -117,11 +118,14 @@ async def run_demo(
     return 0
 
 
-async def _wait_connected(gateway: GatewayService, server: asyncio.Task[None]) -> None:
-    connected = asyncio.create_task(gateway.consumer.connected.wait())
-    done, _ = await asyncio.wait({connected, server}, return_when=asyncio.FIRST_COMPLETED)
+async def _wait_ready(ready: asyncio.Event, server: asyncio.Task[None]) -> None:
+    """Before the fleet connects: the worker takes messages and the API hears it. (The
+    embedded amqtt broker can fail a connection that arrives while another client
+    subscribes, so the gateway's own clients are settled first.)"""
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({waiter, server}, return_when=asyncio.FIRST_COMPLETED)
     if server in done:
-        connected.cancel()
+        waiter.cancel()
         server.result()  # raises what stopped it
 
 

@@ -128,17 +128,28 @@ async def serve(
     stop: asyncio.Event,
     api_port: int,
     gateway: GatewayService | None = None,
+    ready: asyncio.Event | None = None,
 ) -> None:
-    """Gateway worker and the HTTP API in one process until ``stop``."""
+    """Gateway worker and the HTTP API in one process until ``stop``. ``ready`` is set
+    once the worker takes messages and the API hears it over the broker."""
     gateway = gateway or GatewayService(
         settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url
     )
     app = _api_app(settings, ep, gateway.metrics.registry)
     api_stop = asyncio.Event()
     api_task = asyncio.create_task(_serve_http(app, settings, api_port, api_stop))
+
+    async def signal_ready(event: asyncio.Event) -> None:
+        await gateway.consumer.connected.wait()
+        await app.state.workers.worker_online.wait()
+        event.set()
+
+    announce = asyncio.create_task(signal_ready(ready)) if ready is not None else None
     try:
         await gateway.run(stop, started=heap.settle)
     finally:
+        if announce is not None:
+            announce.cancel()
         api_stop.set()
         await api_task
 
