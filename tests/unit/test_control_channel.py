@@ -96,3 +96,16 @@ def test_hub_ids_start_at_the_process_start_in_microseconds() -> None:
     after = time.time_ns() // 1000
     assert before <= hub.first_id <= after
     assert hub.first_id < 2**53  # an exact number in the browser's JavaScript
+
+
+def test_worker_and_api_alone_need_a_shared_database_and_broker() -> None:
+    from gateway.runtime import split_endpoints
+    from gateway.settings import Settings
+
+    with pytest.raises(SystemExit, match="need database_url and mqtt_url"):
+        split_endpoints(Settings(database_url="postgresql://db/wg"))
+    given = Settings(database_url="postgresql://gw:pw@db/wg", mqtt_url="mqtt://broker:1883",
+                     api_db_password="api-pw")  # fmt: skip
+    ep = split_endpoints(given)
+    assert ep.mqtt_url == "mqtt://broker:1883"
+    assert ep.api_database_url.startswith("postgresql://wg_api:api-pw@db")
