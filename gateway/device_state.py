@@ -2,16 +2,27 @@
 
 Updated on every accepted message without a database round trip; the batch writer
 upserts the changed devices once per batch, in the batch's own transaction.
+
+Held in columns (one array per field, a device's position in them looked up by its id)
+rather than as an object per device: a fleet's worth of ``DeviceState`` objects, each with
+two datetimes (and a time zone object per device timestamp as the decoder makes them),
+cost about three times as much. ``DeviceState`` is what goes in and out: a snapshot.
 """
 
 from __future__ import annotations
 
 import sys
+from array import array
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from firmware_contracts.messages import Battery, BatteryLow, Heartbeat, Status
+from gateway.domain.instants import from_us, to_us
+
+_NO_TIME = -(2**63)  # in the time columns: not known
+_NO_INT = -(2**31)  # in the battery and signal columns (smallint in the database): not known
+_NO_BOOL = -1
 
 
 @dataclass(slots=True)
@@ -27,66 +38,102 @@ class DeviceState:
 
 class DeviceStates:
     def __init__(self) -> None:
-        self._states: dict[str, DeviceState] = {}
+        self._index: dict[str, int] = {}  # device id -> position in the columns
+        self._tenant: list[str] = []
+        self._seen = array("q")  # microseconds since the epoch
+        self._ts = array("q")  # microseconds since the epoch, or _NO_TIME
+        self._battery = array("i")
+        self._rssi = array("i")
+        self._firmware: list[str | None] = []
+        self._online = array("b")
         self._dirty: set[str] = set()
 
     def get(self, device_id: str) -> DeviceState | None:
-        return self._states.get(device_id)
+        """A snapshot of the device's state (changing it changes nothing here)."""
+        i = self._index.get(device_id)
+        return None if i is None else self._snapshot(i)
 
     def __len__(self) -> int:
-        return len(self._states)
+        return len(self._index)
 
     def items(self) -> list[tuple[str, DeviceState]]:
-        return list(self._states.items())
+        return [(device_id, self._snapshot(i)) for device_id, i in self._index.items()]
 
     def restore(self, device_id: str, state: DeviceState) -> None:
-        self._states[device_id] = state
+        seen = to_us(state.last_seen)
+        i = self._slot(device_id, state.tenant_id, seen)
+        self._tenant[i] = state.tenant_id
+        self._seen[i] = seen
+        self._ts[i] = _NO_TIME if state.last_ts is None else to_us(state.last_ts)
+        self._battery[i] = _NO_INT if state.battery_percent is None else state.battery_percent
+        self._rssi[i] = _NO_INT if state.rssi_dbm is None else state.rssi_dbm
+        self._firmware[i] = state.firmware
+        self._online[i] = _NO_BOOL if state.online is None else int(state.online)
 
     def observe(self, device_id: str, tenant_id: str, message: Any, received_at: datetime) -> None:
-        state = self._states.get(device_id)
-        if state is None:
-            state = self._states[device_id] = DeviceState(tenant_id, received_at)
-        state.tenant_id = tenant_id
-        if received_at > state.last_seen:
-            state.last_seen = received_at
+        seen = to_us(received_at)
+        i = self._index.get(device_id)
+        if i is None:
+            i = self._slot(device_id, tenant_id, seen)
+        else:
+            self._tenant[i] = tenant_id
+            if seen > self._seen[i]:
+                self._seen[i] = seen
         ts = getattr(message, "ts", None)
-        if ts is not None and (state.last_ts is None or ts > state.last_ts):
-            state.last_ts = ts
+        if ts is not None:
+            ts_us = to_us(ts)
+            if ts_us > self._ts[i]:  # _NO_TIME is below every time
+                self._ts[i] = ts_us
         match message:
             case Heartbeat(battery_percent=battery, rssi_dbm=rssi):
                 if battery is not None:
-                    state.battery_percent = battery
+                    self._battery[i] = battery
                 if rssi is not None:
-                    state.rssi_dbm = rssi
-                state.online = True
+                    self._rssi[i] = rssi
+                self._online[i] = 1
             case Battery(percent=battery) | BatteryLow(percent=battery):
-                state.battery_percent = battery
+                self._battery[i] = battery
             case Status(state=online_state, firmware=firmware):
-                state.online = online_state == "online"
+                self._online[i] = int(online_state == "online")
                 if firmware is not None:
-                    state.firmware = sys.intern(firmware)  # a fleet runs few versions
+                    self._firmware[i] = sys.intern(firmware)  # a fleet runs few versions
             case _:
-                state.online = True
+                self._online[i] = 1
         self._dirty.add(device_id)
 
     def take_dirty(self) -> list[tuple[str, DeviceState]]:
         """Snapshot of the devices changed since the last call (for the batch upsert)."""
-        dirty = [(d, _copy(self._states[d])) for d in self._dirty]
+        dirty = [(d, self._snapshot(self._index[d])) for d in self._dirty]
         self._dirty.clear()
         return dirty
 
     def mark_dirty(self, device_ids: list[str]) -> None:
         """Put devices back after a failed write so their state is written next time."""
-        self._dirty.update(d for d in device_ids if d in self._states)
+        self._dirty.update(d for d in device_ids if d in self._index)
 
+    def _slot(self, device_id: str, tenant_id: str, seen: int) -> int:
+        """The device's position in the columns; a new device gets one (with nothing known
+        but ``tenant_id`` and ``seen``). Devices are never dropped, so positions stay."""
+        i = self._index.get(device_id)
+        if i is None:
+            i = self._index[device_id] = len(self._tenant)
+            self._tenant.append(tenant_id)
+            self._seen.append(seen)
+            self._ts.append(_NO_TIME)
+            self._battery.append(_NO_INT)
+            self._rssi.append(_NO_INT)
+            self._firmware.append(None)
+            self._online.append(_NO_BOOL)
+        return i
 
-def _copy(state: DeviceState) -> DeviceState:
-    return DeviceState(
-        state.tenant_id,
-        state.last_seen,
-        state.last_ts,
-        state.battery_percent,
-        state.rssi_dbm,
-        state.firmware,
-        state.online,
-    )
+    def _snapshot(self, i: int) -> DeviceState:
+        ts, battery, rssi, online = self._ts[i], self._battery[i], self._rssi[i], self._online[i]
+        return DeviceState(
+            self._tenant[i],
+            from_us(self._seen[i]),
+            None if ts == _NO_TIME else from_us(ts),
+            None if battery == _NO_INT else battery,
+            None if rssi == _NO_INT else rssi,
+            self._firmware[i],
+            None if online == _NO_BOOL else bool(online),
+        )

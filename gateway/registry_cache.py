@@ -20,6 +20,7 @@ import psycopg
 from gateway.domain.registry import DeviceRecord
 from gateway.metrics import IngestMetrics
 from gateway.storage import listen, queries
+from gateway.storage.canon import PERSON_IDS
 
 NEGATIVE_TTL_S = 5.0
 FULL_RELOAD_S = 300.0
@@ -79,6 +80,7 @@ class RegistryCache:
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._devices = await queries.load_registry(conn, self._devices)
         self._metrics.registry_devices.set(len(self._devices))
+        PERSON_IDS.sweep()  # ids of persons no longer assigned and gone from the rules
         self.loaded.set()
 
     async def load(self) -> None:

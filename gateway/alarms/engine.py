@@ -8,7 +8,6 @@ keeps working while the database is down.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -86,7 +85,10 @@ class AlarmEngine:
         self._door_deadlines: dict[str, tuple[datetime, Binding]] = {}
         self._geofence_subjects: dict[UUID, tuple[DeviceRecord, Binding]] = {}
         # Ids of recent safety events per device: a redelivered press is not a new press.
-        self._recent_events: dict[str, deque[str]] = {}
+        # A tuple, not a deque(maxlen=...): a deque's first block is about 700 bytes, held
+        # for every device that ever raised an alarm; such messages are rare, so building
+        # a new tuple of at most RECENT_EVENT_IDS for each costs nothing that matters.
+        self._recent_events: dict[str, tuple[str, ...]] = {}
 
     # --- messages ---------------------------------------------------------------------------
     def observe(
@@ -127,10 +129,10 @@ class AlarmEngine:
         return events
 
     def _first_delivery(self, device_id: str, message_id: str) -> bool:
-        recent = self._recent_events.setdefault(device_id, deque(maxlen=RECENT_EVENT_IDS))
+        recent = self._recent_events.get(device_id, ())
         if message_id in recent:
             return False
-        recent.append(message_id)
+        self._recent_events[device_id] = (*recent[1 - RECENT_EVENT_IDS :], message_id)
         return True
 
     def _seen(

@@ -19,6 +19,7 @@ from gateway.alarms.engine import PersonRules
 from gateway.domain.geofence import Circle, Polygon, SafeZone, TimeWindow
 from gateway.domain.vitals import BloodPressureLimits, WeightGainLimit
 from gateway.storage import listen
+from gateway.storage.canon import PERSON_IDS
 
 _PERSONS = "select id, tenant_id, ref from persons"
 _ZONES = "select id, person_id, name, shape, windows, timezone from safe_zones"
@@ -70,10 +71,11 @@ async def _load(
     current: dict[UUID, PersonRules] | None = None,
 ) -> dict[UUID, PersonRules]:
     """Persons' rules (one person's, or everyone's); rules equal to those in ``current``
-    are kept, not replaced."""
-    where, params = (" where id = %s", (person_id,)) if person_id else ("", ())
-    persons = await (await conn.execute(_PERSONS + where, params)).fetchall()
+    are kept, not replaced. A person's id is the object the registry's assignments hold
+    too (``canon.PERSON_IDS``). Persons' rows are converted one at a time as they are
+    used, not fetched all at once (see ``queries.load_registry``)."""
     where = " where person_id = %s" if person_id else ""
+    params = (person_id,) if person_id else ()
     zones: dict[UUID, list[SafeZone]] = defaultdict(list)
     for zid, pid, name, shape, windows, tz in await (
         await conn.execute(_ZONES + where, params)
@@ -83,14 +85,15 @@ async def _load(
         pid: limits_from_row(bp, weight)
         for pid, bp, weight in await (await conn.execute(_LIMITS + where, params)).fetchall()
     }
-    return listen.merged(
-        current or {},
-        (
-            (pid, PersonRules(pid, sys.intern(tenant), ref, tuple(zones.pop(pid, ())),
-                              *limits.get(pid, DEFAULT_LIMITS)))
-            for pid, tenant, ref in persons
-        ),
-    )  # fmt: skip
+    current = current or {}
+    out: dict[UUID, PersonRules] = {}
+    where = " where id = %s" if person_id else ""
+    async for row_id, tenant, ref in await conn.execute(_PERSONS + where, params):
+        pid = PERSON_IDS(row_id)
+        rules = PersonRules(pid, sys.intern(tenant), ref, tuple(zones.pop(pid, ())),
+                            *limits.get(pid, DEFAULT_LIMITS))  # fmt: skip
+        out[pid] = listen.kept(current, pid, rules)
+    return out
 
 
 class PersonRulesCache:
@@ -104,6 +107,7 @@ class PersonRulesCache:
 
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._rules = await _load(conn, None, self._rules)
+        PERSON_IDS.sweep()  # ids of persons gone from both caches
 
     async def load(self) -> None:
         """Read every person's rules and listen for changes; ``follow`` goes on from there."""

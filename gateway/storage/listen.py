@@ -30,11 +30,13 @@ def merged(current: dict[K, V], fresh: Iterable[tuple[K, V]]) -> dict[K, V]:
     wherever it equals the fresh one. A reload then leaves the long-lived objects where
     they are and lets the fresh copies go at once, so the periodic reload costs a batch of
     short-lived objects rather than a second copy of the whole cache."""
-    out: dict[K, V] = {}
-    for key, value in fresh:
-        held = current.get(key)
-        out[key] = held if held is not None and held == value else value
-    return out
+    return {key: kept(current, key, value) for key, value in fresh}
+
+
+def kept(current: dict[K, V], key: K, fresh: V) -> V:
+    """The object ``current`` holds for ``key`` if it equals ``fresh``, else ``fresh``."""
+    held = current.get(key)
+    return held if held is not None and held == fresh else fresh
 
 
 async def load_listening(

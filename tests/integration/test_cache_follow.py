@@ -5,10 +5,12 @@ follower taking over is not missed, and a lost connection is followed by a full 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+from gateway.alarms.person_rules import PersonRulesCache
 from gateway.metrics import IngestMetrics
 from gateway.registry_cache import RegistryCache
 from gateway.storage import queries
@@ -93,3 +95,38 @@ async def test_a_follower_stopped_before_it_ran_closes_the_start_up_connection(
 
     await wait_for(closed, 5, "the listening connection closed")
     await cache.close()
+
+
+async def test_registry_and_person_rules_hold_one_object_per_person_id(database_url: str) -> None:
+    """Both caches read a person's id from the database; they keep one object for it. A
+    device's past holders come in time order, however the rows arrive."""
+    s = await seed(database_url, since=datetime.now(UTC) - timedelta(days=30))
+    returned = datetime.now(UTC) - timedelta(days=20)
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        await repo.return_device(conn, "scale-1", returned)
+        await repo.assign_device(conn, "scale-1", s.persons["bp-1"], returned)
+    registry = RegistryCache(database_url, IngestMetrics())
+    rules = PersonRulesCache(database_url)
+    await registry.load()
+    await rules.load()
+    try:
+        for device_id, person in s.persons.items():
+            record = registry.get(device_id)
+            assert record is not None
+            holder = record.assignments[-1].person_id
+            held_by = s.persons["bp-1"] if device_id == "scale-1" else person
+            assert holder == held_by
+            person_rules = rules.get(held_by)
+            assert person_rules is not None and holder is person_rules.person_id
+        history = registry.get("scale-1")
+        assert history is not None
+        assert [a.person_id for a in history.assignments] == [
+            s.persons["scale-1"],
+            s.persons["bp-1"],
+        ]
+        assert history.assignments[0].valid_to == returned
+    finally:
+        stop = asyncio.Event()
+        stop.set()
+        await rules.follow(stop)  # closes the start-up connection
+        await registry.close()

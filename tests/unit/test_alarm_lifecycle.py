@@ -181,6 +181,20 @@ def test_engine_redelivered_press_counts_once() -> None:
     assert engine.observe(device, binding, press, T0) == []
 
 
+def test_engine_remembers_the_last_64_event_ids_per_device() -> None:
+    engine, device, binding = engine_with()
+
+    def press(n: int) -> AlarmMessage:
+        return AlarmMessage(v=1, type="alarm", id=f"p{n}", ts=T0, kind="button")
+
+    firsts = [engine._first_delivery("gps-1", press(n).id) for n in range(65)]
+    assert all(firsts)
+    assert not engine._first_delivery("gps-1", "p64") and not engine._first_delivery("gps-1", "p1")
+    assert engine._first_delivery("gps-1", "p0")  # the oldest of 65 was let go
+    assert engine._first_delivery("gps-2", "p1")  # per device
+    assert engine.observe(device, binding, press(5), T0) == []  # a redelivery: no event
+
+
 def test_engine_door_left_unlocked_after_visit() -> None:
     engine, device, binding = engine_with()
     unlock = Lock(v=1, type="lock", id="u", ts=T0, action="unlocked", key_id="k", method="app")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from gateway.domain.registry import Assignment, DeviceRecord, DeviceStatus
 from gateway.storage import queries
+from gateway.storage.canon import PERSON_IDS, Canon
 from gateway.storage.listen import merged
 
 
@@ -24,21 +25,47 @@ def test_equal_entries_keep_the_held_object_changed_ones_are_replaced() -> None:
     assert out["new"] is fresh[2][1]
 
 
-def test_registry_rows_share_tenant_and_type_strings_and_sort_assignments() -> None:
+def test_registry_rows_share_tenant_type_and_interval_and_sort_assignments() -> None:
     person = uuid4()
     early, late = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)
     # strings built at run time, as a driver hands them over: equal, but distinct objects
     tenants = ["".join(["kommun", "-a"]) for _ in range(2)]
     types = ["".join(["sca", "le"]) for _ in range(2)]
     assert tenants[0] is not tenants[1]
+    intervals = [int("".join(["3", "00"])) for _ in range(2)]  # above the cached small ints
+    assert intervals[0] is not intervals[1]
     devices = [
-        ("d1", tenants[0], "active", types[0], 60),
-        ("d2", tenants[1], "active", types[1], 60),
+        ("d1", tenants[0], "active", types[0], intervals[0]),
+        ("d2", tenants[1], "active", types[1], intervals[1]),
     ]
     assignments = [("d1", person, late, None), ("d1", person, early, late)]
     records = dict(queries._records(devices, assignments))
     assert records["d1"].tenant_id is records["d2"].tenant_id
     assert records["d1"].device_type is records["d2"].device_type
+    assert records["d1"].heartbeat_interval_s is records["d2"].heartbeat_interval_s
     assert [a.valid_from for a in records["d1"].assignments] == [early, late]
     assert records["d2"].assignments == ()
     assert records["d1"].assignments[0] == Assignment(person, early, late)
+
+
+def test_a_persons_id_is_one_object_across_caches_and_let_go_when_unused() -> None:
+    canon: Canon[UUID] = Canon()
+    first = uuid4()
+    again = UUID(str(first))  # the same id as another query hands it over
+    held = [canon(first)]
+    assert canon(again) is first
+    canon(uuid4())  # read once, then held by nobody
+    canon.sweep()
+    assert len(canon) == 1
+    held.clear()
+    del first
+    canon.sweep()
+    assert len(canon) == 0
+
+
+def test_registry_assignments_use_the_shared_person_ids() -> None:
+    person = uuid4()
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [("d1", person, since, None)]
+    record = dict(queries._records([("d1", "t", "active", "scale", 60)], rows))["d1"]
+    assert record.assignments[0].person_id is PERSON_IDS(UUID(str(person)))

@@ -49,3 +49,22 @@ def test_clock_going_backwards_does_not_mint_tokens() -> None:
 def test_invalid_parameters() -> None:
     with pytest.raises(ValueError, match="rate"):
         TokenBuckets(rate_per_s=0, burst=1)
+
+
+def test_a_fleet_at_its_usual_pace_holds_few_buckets() -> None:
+    """10,000 devices, each a message a minute at the ingest defaults: a device's bucket is
+    full again a tenth of a second after its message, so the table stays near the default
+    pruning floor instead of holding a bucket for every device of the fleet."""
+    buckets = TokenBuckets(rate_per_s=10.0, burst=1_000)
+    devices = 10_000
+    for n in range(3 * devices):  # three minutes, messages spread evenly
+        assert buckets.allow(f"dev-{n % devices}/data", n * 60.0 / devices)
+    assert len(buckets) <= 1_024
+
+
+def test_a_pruned_bucket_starts_full_like_a_kept_one() -> None:
+    buckets = TokenBuckets(rate_per_s=1.0, burst=3, min_prune_size=2)
+    assert buckets.allow("a", 0.0)
+    for i in range(10):  # other keys trigger pruning; "a" is full again after 1 s
+        buckets.allow(f"k{i}", 5.0 + i)
+    assert [buckets.allow("a", 20.0) for _ in range(4)] == [True, True, True, False]

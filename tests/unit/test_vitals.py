@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -239,6 +239,19 @@ def test_memory_stays_bounded_for_10000_readings() -> None:
     for k in range(10_000):
         trend.add(day(0) + timedelta(minutes=5 * k), 80.0 + (k % 7) * 0.1)
         assert len(trend) <= 64
+
+
+def test_readings_in_any_offset_are_the_same_instants() -> None:
+    """Readings are kept as instants: a scale reporting local time is judged the same, and
+    what comes back equals what went in (in UTC)."""
+    local = timezone(timedelta(hours=2))
+    trend = WeightTrend()
+    trend.add(day(0).astimezone(local), 80.0)
+    verdict = trend.add(day(1), 82.5)
+    assert verdict.exceeded and verdict.baseline_ts == day(0)
+    assert trend.add(day(1).astimezone(local), 82.0).baseline_ts == day(0)  # replaces day(1)
+    assert trend.readings == (WeightReading(day(0), 80.0), WeightReading(day(1), 82.0))
+    assert all(reading.ts.utcoffset() == timedelta(0) for reading in trend.readings)
 
 
 @pytest.mark.parametrize("kg", [0.0, -1.0, math.nan, math.inf])
