@@ -134,15 +134,16 @@ class GatewayService:
                 log.warning("partition maintenance failed", extra={"error": type(exc).__name__})
 
     async def _restore_device_states(self) -> None:
+        # rows one at a time as they are used (not fetchall; see queries.load_registry)
         async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
-            rows = await (await conn.execute(queries.LOAD_DEVICE_STATE)).fetchall()
-        for device_id, last_seen, last_ts, battery, rssi, firmware, online in rows:
-            device = self.registry.get(device_id)
-            if device is not None:  # the registry's strings, shared rather than copied
-                self.states.restore(device.device_id, DeviceState(
-                    device.tenant_id, last_seen, last_ts, battery, rssi,
-                    sys.intern(firmware) if firmware else None, online,
-                ))  # fmt: skip
+            async for row in await conn.execute(queries.LOAD_DEVICE_STATE):
+                device_id, last_seen, last_ts, battery, rssi, firmware, online = row
+                device = self.registry.get(device_id)
+                if device is not None:  # the registry's strings, shared rather than copied
+                    self.states.restore(device.device_id, DeviceState(
+                        device.tenant_id, last_seen, last_ts, battery, rssi,
+                        sys.intern(firmware) if firmware else None, online,
+                    ))  # fmt: skip
 
     async def wait_idle(self, quiet_s: float = 0.5, timeout_s: float = 15.0) -> bool:
         """Wait until nothing has been received for ``quiet_s`` and nothing is queued for

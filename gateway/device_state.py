@@ -59,6 +59,10 @@ class DeviceStates:
     def items(self) -> list[tuple[str, DeviceState]]:
         return [(device_id, self._snapshot(i)) for device_id, i in self._index.items()]
 
+    def last_seen(self, device_id: str) -> datetime | None:
+        i = self._index.get(device_id)
+        return None if i is None else from_us(self._seen[i])
+
     def restore(self, device_id: str, state: DeviceState) -> None:
         seen = to_us(state.last_seen)
         i = self._slot(device_id, state.tenant_id, seen)

@@ -306,13 +306,16 @@ class AlarmEngine:
         return events
 
     def watch(
-        self, devices: Iterable[DeviceRecord], last_seen: dict[str, datetime], now: datetime
+        self,
+        devices: Iterable[DeviceRecord],
+        last_seen: Callable[[str], datetime | None],
+        now: datetime,
     ) -> None:
         """Start supervising devices (at start-up): the deadline runs from when each was
-        last heard from, or from now for a device never heard from."""
+        last heard from (``last_seen(device_id)``), or from now for one never heard from."""
         for device in devices:
             if device.status is DeviceStatus.ACTIVE:
-                seen = last_seen.get(device.device_id, now)
+                seen = last_seen(device.device_id) or now
                 self.silence.touch(
                     device.device_id, seen, self.config.silence.bound(device.heartbeat_interval_s)
                 )

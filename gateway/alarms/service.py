@@ -100,6 +100,10 @@ def _route(r: RouteSetting) -> Route:
     )
 
 
+def _never_seen(_: str) -> None:
+    return None
+
+
 class AlarmService:
     def __init__(
         self,
@@ -199,8 +203,7 @@ class AlarmService:
         if self.locks is not None:
             await self.locks.start()
         now = datetime.now(UTC)
-        last_seen = {device_id: state.last_seen for device_id, state in self._states.items()}
-        self.engine.watch(self._registry.devices(), last_seen, now)
+        self.engine.watch(self._registry.devices(), self._states.last_seen, now)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Timers, shipper, publisher, webhooks, and following rule changes until ``stop``;
@@ -233,7 +236,7 @@ class AlarmService:
                 unwatched = [
                     d for d in self._registry.devices() if d.device_id not in self.engine.silence
                 ]
-                self.engine.watch(unwatched, {}, now)
+                self.engine.watch(unwatched, _never_seen, now)
                 rescan = loop.time() + 5.0
             try:
                 events = self.engine.tick(now)

@@ -227,7 +227,7 @@ def test_engine_weight_gain_and_battery_hysteresis() -> None:
 
 def test_engine_silence_and_last_will() -> None:
     engine, device, binding = engine_with()
-    engine.watch([device], {}, T0)
+    engine.watch([device], lambda _: None, T0)
     bound = RuleConfig().silence.bound(60)
     [raised] = engine.tick(T0 + bound)
     assert raised.alarm.kind is AlarmKind.DEVICE_SILENT
