@@ -14,6 +14,7 @@ from api.auth import AuthError, Principal, Role
 from api.authenticator import Authenticator
 from api.oidc import JwksUnavailable
 from api.rate_limits import ApiLimits
+from api.worker_link import WorkerLink
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -70,3 +71,11 @@ async def tenant_conn(
 # told 201 can rely on the row, and a failing commit becomes the response (FastAPI's
 # default for yield dependencies would commit only after the response has gone out).
 TenantConn = Annotated[psycopg.AsyncConnection[Any], Depends(tenant_conn, scope="function")]
+
+
+def workers(request: Request) -> WorkerLink:
+    """The link to the gateway workers (503 when this API process has no broker)."""
+    link: WorkerLink | None = request.app.state.workers
+    if link is None:
+        raise HTTPException(503, "this API process has no broker configured to reach the gateway")
+    return link

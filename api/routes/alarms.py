@@ -13,8 +13,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, Role
-from api.deps import TenantConn, require
-from api.worker_link import NoWorker, WorkerLink
+from api.deps import TenantConn, require, workers
+from api.worker_link import NoWorker
 from gateway.control import protocol as p
 from gateway.storage.api_queries import LIST_ALARMS
 
@@ -50,14 +50,6 @@ class AlarmOut(BaseModel):
 
 class ResolveIn(BaseModel):
     outcome: str = Field(min_length=1, max_length=2000, description="What was done.")
-
-
-def workers(request: Request) -> WorkerLink:
-    """The link to the gateway workers (503 when this API process has no broker)."""
-    link: WorkerLink | None = request.app.state.workers
-    if link is None:
-        raise HTTPException(503, "this API process has no broker configured to reach the gateway")
-    return link
 
 
 async def _change(request: Request, op: str, tenant: str, args: dict[str, Any]) -> Any:

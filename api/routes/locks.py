@@ -30,9 +30,8 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from api.auth import Principal, Role
-from api.deps import TenantConn, require
+from api.deps import TenantConn, require, workers
 from api.problems import problem
-from api.routes.alarms import workers
 from api.weekdays import Weekdays
 from api.worker_link import NoWorker
 from gateway.control import protocol as p
