@@ -18,7 +18,7 @@ import aiomqtt
 
 from api.alarm_hub import AlarmHub
 from gateway.control import protocol as p
-from gateway.mqtt.connection import BrokerAddress
+from gateway.mqtt.connection import BrokerAddress, messages_until
 
 log = logging.getLogger(__name__)
 
@@ -131,20 +131,8 @@ class WorkerLink:
             backoff = min(backoff * 2, 5.0)
 
     async def _receive(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        messages = aiter(client.messages)
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while True:
-                nxt = asyncio.ensure_future(anext(messages))
-                await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():
-                    nxt.cancel()
-                    return
-                message = nxt.result()
-                if isinstance(message.payload, bytes):
-                    self._on_message(str(message.topic), message.payload)
-        finally:
-            stopping.cancel()
+        async for topic, payload in messages_until(client, stop):
+            self._on_message(topic, payload)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         tenant = p.tenant_of_alarms_topic(topic)

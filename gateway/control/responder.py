@@ -24,7 +24,7 @@ from gateway.alarms.service import AlarmService
 from gateway.control import protocol as p
 from gateway.domain.alarms import Alarm, AlarmError
 from gateway.locks.service import LockService, UnlockRefused, describe
-from gateway.mqtt.connection import BrokerAddress
+from gateway.mqtt.connection import BrokerAddress, messages_until
 from gateway.storage.access_log import entry_from_dict
 
 log = logging.getLogger(__name__)
@@ -74,29 +74,15 @@ class ControlResponder:
         await client.publish(topic, body, qos=1, retain=True)
 
     async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        messages = aiter(client.messages)
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while True:
-                nxt = asyncio.ensure_future(anext(messages))
-                await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not nxt.done():
-                    nxt.cancel()
-                    return
-                message = nxt.result()
-                if not isinstance(message.payload, bytes):
-                    continue
-                try:
-                    request = p.decode_request(message.payload)
-                except p.ProtocolError as exc:
-                    self.rejected += 1
-                    log.warning("control request rejected", extra={"reason": str(exc)})
-                    continue
-                if request.to is not None and request.to != self.worker_id:
-                    continue
+        async for _, payload in messages_until(client, stop):
+            try:
+                request = p.decode_request(payload)
+            except p.ProtocolError as exc:
+                self.rejected += 1
+                log.warning("control request rejected", extra={"reason": str(exc)})
+                continue
+            if request.to is None or request.to == self.worker_id:
                 self._spawn(self._answer(client, request))
-        finally:
-            stopping.cancel()
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)

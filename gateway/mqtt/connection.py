@@ -1,12 +1,17 @@
-"""Parsing broker URLs into aiomqtt connection arguments (shared by every MQTT client)."""
+"""Parsing broker URLs into aiomqtt connection arguments, and receiving until told to
+stop (shared by the gateway's MQTT clients)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import aiomqtt
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -42,3 +47,24 @@ class BrokerAddress:
         if self.tls:
             kwargs["tls_context"] = ssl.create_default_context()
         return kwargs
+
+
+async def messages_until(
+    client: aiomqtt.Client, stop: asyncio.Event
+) -> AsyncIterator[tuple[str, bytes]]:
+    """(topic, payload) of each message received, until ``stop`` is set; a broken
+    connection raises ``aiomqtt.MqttError`` as iterating the client does."""
+    messages = aiter(client.messages)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            nxt = asyncio.ensure_future(anext(messages))
+            await asyncio.wait({nxt, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not nxt.done():
+                nxt.cancel()
+                return
+            message = nxt.result()
+            if isinstance(message.payload, bytes):
+                yield str(message.topic), message.payload
+    finally:
+        stopping.cancel()
