@@ -14,7 +14,7 @@ status  ``outcome``           meaning
 409     ``refused_by_device`` the lock replied ok=false for another reason (``detail``)
 504     ``expired``           the command reached the lock after ``expires_at``: not executed
 504     ``timed_out``         no reply by ``expires_at`` + grace; the lock will not act later
-503     ``not_sent``          the broker did not take the command (or no gateway here)
+503     ``not_sent``          the broker did not take the command, or no gateway worker answered
 ======  ====================  ==============================================================
 """
 
@@ -136,15 +136,20 @@ async def unlock(
                        reason=j["reason"], key_id=key_id)  # fmt: skip
     wait = (datetime.fromisoformat(j["expires_at"]) - datetime.now(UTC)).total_seconds()
     timeout = max(0.0, wait) + request.app.state.lock_settings.reply_grace_s + 5.0
+    result: dict[str, Any] | None = None
+    why = "the gateway worker did not answer; it may or may not have sent the command"
     try:
         sent = await link.call(p.UNLOCK_SEND, who.tenant, {"command_id": command_id},
                                to=prepared.worker, timeout=timeout)  # fmt: skip
-        result = sent[0].body if sent and sent[0].status == 200 else None
+        if sent and sent[0].status == 200:
+            result = sent[0].body
+        elif sent:
+            why = sent[0].error or "refused by the gateway worker"
     except NoWorker:
-        result = None
-    if result is None:  # the worker is gone: it may or may not have sent the command
+        pass
+    if result is None:
         result = {"status": "not_sent", "command_id": command_id, "expires_at": j["expires_at"],
-                  "detail": "the gateway worker did not answer"}  # fmt: skip
+                  "detail": why}  # fmt: skip
     detail = f"result {result['status']}" + (f": {result['detail']}" if result["detail"] else "")
     await _log_result(request, prepared.worker, _entry(
         who, j["tenant_id"], person, body.reason,
