@@ -14,7 +14,8 @@ from api.auth import AuthError, Principal, Role
 from api.authenticator import Authenticator
 from api.oidc import JwksUnavailable
 from api.rate_limits import ApiLimits
-from api.worker_link import WorkerLink
+from api.worker_link import NoWorker, WorkerLink
+from gateway.control.protocol import Reply
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -79,3 +80,21 @@ def workers(request: Request) -> WorkerLink:
     if link is None:
         raise HTTPException(503, "this API process has no broker configured to reach the gateway")
     return link
+
+
+async def ask_holder(
+    request: Request, op: str, tenant: str, args: dict[str, Any], *, not_held: tuple[int, str],
+    unchanged: str,
+) -> Reply:  # fmt: skip
+    """The answer (status 200) of the worker that holds what ``op`` is about; else an
+    HTTP error: 503 (``unchanged`` says what did not happen) when no worker answered,
+    ``not_held`` when none holds it, the worker's own status when it refused."""
+    try:
+        reply = await workers(request).ask(op, tenant, args)
+    except NoWorker as exc:
+        raise HTTPException(503, f"{exc}; {unchanged}") from None
+    if reply is None:
+        raise HTTPException(*not_held)
+    if reply.status != 200:
+        raise HTTPException(reply.status, reply.error or "refused")
+    return reply

@@ -18,7 +18,7 @@ import aiomqtt
 
 from api.alarm_hub import AlarmHub
 from gateway.control import protocol as p
-from gateway.mqtt.connection import BrokerAddress, messages_until
+from gateway.mqtt.connection import BrokerAddress, keep_connected, messages_until
 
 log = logging.getLogger(__name__)
 
@@ -102,33 +102,23 @@ class WorkerLink:
 
     # --- the connection ---------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
-        while not stop.is_set():
+        async def session(client: aiomqtt.Client) -> None:
             try:
-                async with aiomqtt.Client(
-                    **self._address.client_kwargs(), identifier=self.link_id, timeout=10
-                ) as client:
-                    client._client.disable_logger()
-                    await client.subscribe(p.replies_topic(self.link_id), qos=1)
-                    await client.subscribe(p.WORKERS_FILTER, qos=1)
-                    await client.subscribe(p.ALARMS_FILTER, qos=1)
-                    self._client = client
-                    self._connected_at = asyncio.get_running_loop().time()
-                    self.connected.set()
-                    self._changed.set()
-                    backoff = 0.1
-                    await self._receive(client, stop)
-                    return
-            except aiomqtt.MqttError as exc:
-                log.warning("worker link disconnected", extra={"error": type(exc).__name__})
+                await client.subscribe(p.replies_topic(self.link_id), qos=1)
+                await client.subscribe(p.WORKERS_FILTER, qos=1)
+                await client.subscribe(p.ALARMS_FILTER, qos=1)
+                self._client = client
+                self._connected_at = asyncio.get_running_loop().time()
+                self.connected.set()
+                self._changed.set()
+                await self._receive(client, stop)
             finally:
                 self._client = None
                 self.connected.clear()
                 self.workers.clear()
                 self.worker_online.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
+
+        await keep_connected(self._address, self.link_id, stop, session, what="worker link")
 
     async def _receive(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         async for topic, payload in messages_until(client, stop):

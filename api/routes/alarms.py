@@ -13,8 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from api.auth import Principal, Role
-from api.deps import TenantConn, require, workers
-from api.worker_link import NoWorker
+from api.deps import TenantConn, ask_holder, require, workers
 from gateway.control import protocol as p
 from gateway.storage.api_queries import LIST_ALARMS
 
@@ -54,14 +53,8 @@ class ResolveIn(BaseModel):
 
 async def _change(request: Request, op: str, tenant: str, args: dict[str, Any]) -> Any:
     """Acknowledge or resolve, by the worker whose alarm book holds the alarm."""
-    try:
-        reply = await workers(request).ask(op, tenant, args)
-    except NoWorker as exc:
-        raise HTTPException(503, f"{exc}; the alarm was not changed, try again") from None
-    if reply is None:
-        raise HTTPException(404, "alarm not found or already resolved")
-    if reply.status != 200:
-        raise HTTPException(reply.status, reply.error or "refused")
+    reply = await ask_holder(request, op, tenant, args, unchanged="the alarm was not changed",
+                             not_held=(404, "alarm not found or already resolved"))  # fmt: skip
     return reply.body
 
 

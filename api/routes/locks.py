@@ -30,7 +30,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from api.auth import Principal, Role
-from api.deps import TenantConn, require, workers
+from api.deps import TenantConn, ask_holder, require, workers
 from api.problems import problem
 from api.weekdays import Weekdays
 from api.worker_link import NoWorker
@@ -114,16 +114,11 @@ async def _log_result(request: Request, worker: str, entry: access_log.AccessEnt
 async def unlock(
     device_id: str, body: UnlockIn, request: Request, who: Principal = require(*OPENERS)
 ) -> Any:
-    link = workers(request)
     args = {"device_id": device_id, "key_id": body.key_id, "staff_subject": body.staff_subject}
-    try:
-        prepared = await link.ask(p.UNLOCK_PREPARE, who.tenant, args)
-    except NoWorker as exc:
-        raise HTTPException(503, f"{exc}; nothing was sent") from None
-    if prepared is None:
-        raise HTTPException(503, "no gateway worker judged the unlock; nothing was sent")
-    if prepared.status != 200:
-        raise HTTPException(prepared.status, prepared.error or "refused")
+    prepared = await ask_holder(
+        request, p.UNLOCK_PREPARE, who.tenant, args, unchanged="nothing was sent",
+        not_held=(503, "no gateway worker judged the unlock; nothing was sent"),
+    )  # fmt: skip
     j = prepared.body
     person = UUID(j["person_id"]) if j["person_id"] else None
     key_id, command_id = j["key_id"], j["command_id"]
@@ -139,7 +134,7 @@ async def unlock(
     result: dict[str, Any] | None = None
     why = "the gateway worker did not answer; it may or may not have sent the command"
     try:
-        sent = await link.call(p.UNLOCK_SEND, who.tenant, {"command_id": command_id},
+        sent = await workers(request).call(p.UNLOCK_SEND, who.tenant, {"command_id": command_id},
                                to=prepared.worker, timeout=timeout)  # fmt: skip
         if sent and sent[0].status == 200:
             result = sent[0].body

@@ -11,7 +11,6 @@ held up. A request that cannot be decoded is logged (without content) and droppe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from gateway.alarms.service import AlarmService
 from gateway.control import protocol as p
 from gateway.domain.alarms import Alarm, AlarmError
 from gateway.locks.service import LockService, UnlockRefused, describe
-from gateway.mqtt.connection import BrokerAddress, messages_until
+from gateway.mqtt.connection import BrokerAddress, keep_connected, messages_until
 from gateway.storage.access_log import entry_from_dict
 
 log = logging.getLogger(__name__)
@@ -42,32 +41,21 @@ class ControlResponder:
         self.rejected = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
-        will = aiomqtt.Will(p.worker_topic(self.worker_id), p.presence(self.worker_id, False),
-                            qos=1, retain=True)  # fmt: skip
-        while not stop.is_set():
+        async def session(client: aiomqtt.Client) -> None:
             try:
-                async with aiomqtt.Client(
-                    **self._address.client_kwargs(), identifier=f"{self.worker_id}-control",
-                    will=will, timeout=10,
-                ) as client:  # fmt: skip
-                    client._client.disable_logger()
-                    await client.subscribe(p.REQUESTS_TOPIC, qos=1)
-                    await self._announce(client, online=True)
-                    self.online.set()
-                    backoff = 0.1
-                    await self._serve(client, stop)
-                    await self._announce(client, online=False)
-                    return
-            except aiomqtt.MqttError as exc:
-                self.online.clear()
-                log.warning("control channel disconnected", extra={"error": type(exc).__name__})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                await client.subscribe(p.REQUESTS_TOPIC, qos=1)
+                await self._announce(client, online=True)
+                self.online.set()
+                await self._serve(client, stop)
+                await self._announce(client, online=False)
             finally:
                 self.online.clear()
                 await self._drain()
+
+        will = aiomqtt.Will(p.worker_topic(self.worker_id), p.presence(self.worker_id, False),
+                            qos=1, retain=True)  # fmt: skip
+        await keep_connected(self._address, f"{self.worker_id}-control", stop, session,
+                             what="control channel", will=will)  # fmt: skip
 
     async def _announce(self, client: aiomqtt.Client, *, online: bool) -> None:
         topic, body = p.worker_topic(self.worker_id), p.presence(self.worker_id, online)

@@ -9,7 +9,6 @@ matched by (device id, command id), so no other device can answer for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiomqtt
@@ -17,7 +16,7 @@ import orjson
 
 from firmware_contracts.messages import Command, Reply
 from firmware_contracts.topics import Channel, device_topic
-from gateway.mqtt.connection import BrokerAddress
+from gateway.mqtt.connection import BrokerAddress, keep_connected
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +34,17 @@ class CommandChannel:
         self.connected = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
-        while not stop.is_set():
+        async def session(client: aiomqtt.Client) -> None:
+            self._client = client
+            self.connected.set()
             try:
-                async with aiomqtt.Client(
-                    **self._address.client_kwargs(), identifier=self._client_id, timeout=10
-                ) as client:
-                    client._client.disable_logger()
-                    self._client = client
-                    self.connected.set()
-                    backoff = 0.1
-                    await stop.wait()
-            except aiomqtt.MqttError as exc:
-                log.warning("command channel disconnected", extra={"error": str(exc)[:200]})
+                await stop.wait()
             finally:
                 self._client = None
                 self.connected.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
-            backoff = min(backoff * 2, 5.0)
+
+        await keep_connected(self._address, self._client_id, stop, session,
+                             what="command channel")  # fmt: skip
 
     async def send(self, device_id: str, command: Command, wait_s: float) -> Reply | None:
         """Publish ``command``; the device's reply, or None when none came in ``wait_s``

@@ -4,14 +4,18 @@ stop (shared by the gateway's MQTT clients)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+
+log = logging.getLogger(__name__)
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 
@@ -68,3 +72,32 @@ async def messages_until(
                 yield str(message.topic), message.payload
     finally:
         stopping.cancel()
+
+
+async def keep_connected(
+    address: BrokerAddress,
+    identifier: str,
+    stop: asyncio.Event,
+    session: Callable[[aiomqtt.Client], Awaitable[None]],
+    *,
+    what: str,
+    will: aiomqtt.Will | None = None,
+) -> None:
+    """Connect and run ``session(client)``; when the connection breaks, log it and
+    connect again (0.1 s doubling to 5 s between attempts) until ``stop`` is set or the
+    session returns. The session cleans up its own state (try/finally)."""
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            async with aiomqtt.Client(
+                **address.client_kwargs(), identifier=identifier, will=will, timeout=10
+            ) as client:
+                client._client.disable_logger()
+                backoff = 0.1
+                await session(client)
+                return
+        except aiomqtt.MqttError as exc:
+            log.warning(f"{what} disconnected", extra={"error": type(exc).__name__})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        backoff = min(backoff * 2, 5.0)
