@@ -15,6 +15,7 @@ import psycopg
 from gateway.alarms.service import AlarmService
 from gateway.control.responder import ControlResponder
 from gateway.device_state import DeviceState, DeviceStates
+from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.rate_limit import TokenBuckets
 from gateway.ingest import Ingest
 from gateway.locks.service import LockService
@@ -46,8 +47,11 @@ class GatewayService:
         self.settings = settings
         self.database_url = database_url
         self.metrics = metrics or IngestMetrics()
-        self.states = DeviceStates()
-        self.registry = RegistryCache(database_url, self.metrics)
+        # one position per device for every table kept per device (registry, device
+        # states, silence deadlines): one dict and one id string per device for all
+        self.fleet = FleetIndex()
+        self.states = DeviceStates(self.fleet)
+        self.registry = RegistryCache(database_url, self.metrics, self.fleet)
         self.alarms = AlarmService(
             settings.alarms,
             database_url=database_url,
@@ -134,9 +138,8 @@ class GatewayService:
                 log.warning("partition maintenance failed", extra={"error": type(exc).__name__})
 
     async def _restore_device_states(self) -> None:
-        # rows one at a time as they are used (not fetchall; see queries.load_registry)
         async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
-            async for row in await conn.execute(queries.LOAD_DEVICE_STATE):
+            async for row in queries.stream(conn, queries.LOAD_DEVICE_STATE):
                 device_id, last_seen, last_ts, battery, rssi, firmware, online = row
                 device = self.registry.get(device_id)
                 if device is not None:  # the registry's strings, shared rather than copied

@@ -3,10 +3,11 @@
 Updated on every accepted message without a database round trip; the batch writer
 upserts the changed devices once per batch, in the batch's own transaction.
 
-Held in columns (one array per field, a device's position in them looked up by its id)
-rather than as an object per device: a fleet's worth of ``DeviceState`` objects, each with
-two datetimes (and a time zone object per device timestamp as the decoder makes them),
-cost about three times as much. ``DeviceState`` is what goes in and out: a snapshot.
+Held in columns (one array per field, a device's position in them the one the shared
+``FleetIndex`` gives it) rather than as an object per device: a fleet's worth of
+``DeviceState`` objects, each with two datetimes (and a time zone object per device
+timestamp as the decoder makes them), cost about three times as much. ``DeviceState`` is
+what goes in and out: a snapshot.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from firmware_contracts.messages import Battery, BatteryLow, Heartbeat, Status
+from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.instants import from_us, to_us
 
 _NO_TIME = -(2**63)  # in the time columns: not known
@@ -37,8 +39,11 @@ class DeviceState:
 
 
 class DeviceStates:
-    def __init__(self) -> None:
-        self._index: dict[str, int] = {}  # device id -> position in the columns
+    def __init__(self, index: FleetIndex | None = None) -> None:
+        """``index``: the positions of devices the registry's table uses (its own if not
+        given). A position whose last-seen time is ``_NO_TIME`` holds no device here."""
+        self._index = index if index is not None else FleetIndex()
+        self._count = 0
         self._tenant: list[str] = []
         self._seen = array("q")  # microseconds since the epoch
         self._ts = array("q")  # microseconds since the epoch, or _NO_TIME
@@ -50,17 +55,18 @@ class DeviceStates:
 
     def get(self, device_id: str) -> DeviceState | None:
         """A snapshot of the device's state (changing it changes nothing here)."""
-        i = self._index.get(device_id)
+        i = self._held(device_id)
         return None if i is None else self._snapshot(i)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return self._count
 
     def items(self) -> list[tuple[str, DeviceState]]:
-        return [(device_id, self._snapshot(i)) for device_id, i in self._index.items()]
+        seen, id_at = self._seen, self._index.id_at
+        return [(id_at(i), self._snapshot(i)) for i in range(len(seen)) if seen[i] != _NO_TIME]
 
     def last_seen(self, device_id: str) -> datetime | None:
-        i = self._index.get(device_id)
+        i = self._held(device_id)
         return None if i is None else from_us(self._seen[i])
 
     def restore(self, device_id: str, state: DeviceState) -> None:
@@ -76,7 +82,7 @@ class DeviceStates:
 
     def observe(self, device_id: str, tenant_id: str, message: Any, received_at: datetime) -> None:
         seen = to_us(received_at)
-        i = self._index.get(device_id)
+        i = self._held(device_id)
         if i is None:
             i = self._slot(device_id, tenant_id, seen)
         else:
@@ -107,27 +113,43 @@ class DeviceStates:
 
     def take_dirty(self) -> list[tuple[str, DeviceState]]:
         """Snapshot of the devices changed since the last call (for the batch upsert)."""
-        dirty = [(d, self._snapshot(self._index[d])) for d in self._dirty]
+        dirty = [(d, self._snapshot(self._index.add(d))) for d in self._dirty]
         self._dirty.clear()
         return dirty
 
     def mark_dirty(self, device_ids: list[str]) -> None:
         """Put devices back after a failed write so their state is written next time."""
-        self._dirty.update(d for d in device_ids if d in self._index)
+        self._dirty.update(d for d in device_ids if self._held(d) is not None)
+
+    def _held(self, device_id: str) -> int | None:
+        """The device's position if this table holds it."""
+        i = self._index.find(device_id)
+        if i is None or i >= len(self._seen) or self._seen[i] == _NO_TIME:
+            return None
+        return i
 
     def _slot(self, device_id: str, tenant_id: str, seen: int) -> int:
-        """The device's position in the columns; a new device gets one (with nothing known
-        but ``tenant_id`` and ``seen``). Devices are never dropped, so positions stay."""
-        i = self._index.get(device_id)
-        if i is None:
-            i = self._index[device_id] = len(self._tenant)
-            self._tenant.append(tenant_id)
-            self._seen.append(seen)
-            self._ts.append(_NO_TIME)
-            self._battery.append(_NO_INT)
-            self._rssi.append(_NO_INT)
-            self._firmware.append(None)
-            self._online.append(_NO_BOOL)
+        """The device's position in the columns, the device held from now on (with nothing
+        known but ``tenant_id`` and ``seen``) if it was not. Devices are never dropped."""
+        i = self._index.add(device_id)
+        missing = i + 1 - len(self._seen)
+        if missing > 0:
+            self._tenant.extend([""] * missing)
+            self._seen.extend([_NO_TIME] * missing)
+            self._ts.extend([_NO_TIME] * missing)
+            self._battery.extend([_NO_INT] * missing)
+            self._rssi.extend([_NO_INT] * missing)
+            self._firmware.extend([None] * missing)
+            self._online.extend([_NO_BOOL] * missing)
+        if self._seen[i] == _NO_TIME:
+            self._count += 1
+            self._tenant[i] = tenant_id
+            self._seen[i] = seen
+            self._ts[i] = _NO_TIME
+            self._battery[i] = _NO_INT
+            self._rssi[i] = _NO_INT
+            self._firmware[i] = None
+            self._online[i] = _NO_BOOL
         return i
 
     def _snapshot(self, i: int) -> DeviceState:

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 
+from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.registry import DeviceRecord
 from gateway.metrics import IngestMetrics
+from gateway.registry_table import RegistryTable
 from gateway.storage import listen, queries
 from gateway.storage.canon import PERSON_IDS
 
@@ -27,10 +30,10 @@ FULL_RELOAD_S = 300.0
 
 
 class RegistryCache:
-    def __init__(self, url: str, metrics: IngestMetrics) -> None:
+    def __init__(self, url: str, metrics: IngestMetrics, index: FleetIndex | None = None) -> None:
         self._url = url
         self._metrics = metrics
-        self._devices: dict[str, DeviceRecord] = {}
+        self._devices = RegistryTable(index)
         self._missing: dict[str, float] = {}
         self._lookup_conn: psycopg.AsyncConnection[Any] | None = None
         self._changes = listen.Subscription(
@@ -41,8 +44,16 @@ class RegistryCache:
     def get(self, device_id: str) -> DeviceRecord | None:
         return self._devices.get(device_id)
 
-    def devices(self) -> list[DeviceRecord]:
-        return list(self._devices.values())
+    @property
+    def index(self) -> FleetIndex:
+        """Positions of devices, shared with the other tables kept per device."""
+        return self._devices.index
+
+    def devices(self) -> Iterator[DeviceRecord]:
+        return self._devices.records()
+
+    def device_ids(self) -> Iterator[str]:
+        return self._devices.device_ids()
 
     async def resolve(self, device_id: str) -> DeviceRecord | None:
         """From memory; on a miss, one database look-up, remembered for a few seconds."""
@@ -73,12 +84,14 @@ class RegistryCache:
         return await queries.load_device(self._lookup_conn, device_id)
 
     def _put(self, record: DeviceRecord) -> None:
-        self._devices[record.device_id] = record
+        self._devices.put(record)
         self._missing.pop(record.device_id, None)
         self._metrics.registry_devices.set(len(self._devices))
 
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._devices = await queries.load_registry(conn, self._devices)
+        fresh = self._devices.fresh()
+        await queries.load_registry(conn, fresh)
+        self._devices.adopt(fresh)
         self._metrics.registry_devices.set(len(self._devices))
         PERSON_IDS.sweep()  # ids of persons no longer assigned and gone from the rules
         self.loaded.set()
@@ -94,7 +107,7 @@ class RegistryCache:
         async def changed(device_id: str) -> None:
             record = await self._lookup(device_id)
             if record is None:
-                self._devices.pop(device_id, None)
+                self._devices.remove(device_id)
             else:
                 self._put(record)
 

@@ -29,6 +29,7 @@ from firmware_contracts.messages import (
 )
 from gateway.domain.alarms import AlarmBook, AlarmEvent, AlarmKind, EscalationPolicy
 from gateway.domain.alarms import Position as AlarmPosition
+from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.geofence import GeofencePolicy, GeofenceState, GeofenceTracker, SafeZone
 from gateway.domain.lock_access import Decision as LockDecision
 from gateway.domain.registry import Binding, DeviceRecord, DeviceStatus
@@ -46,7 +47,6 @@ class PersonRules:
     """What the rules need to know about one person (from the registry and clinicians)."""
 
     person_id: UUID
-    tenant_id: str
     ref: str
     zones: tuple[SafeZone, ...] = ()
     blood_pressure: BloodPressureLimits = field(default_factory=BloodPressureLimits)
@@ -74,12 +74,15 @@ class AlarmEngine:
         *,
         person: Callable[[UUID], PersonRules | None],
         device: Callable[[str], DeviceRecord | None],
+        index: FleetIndex | None = None,
     ) -> None:
+        """``index``: the positions of devices the registry's table uses (the silence
+        deadlines are kept by the same positions); the engine's own if not given."""
         self.book = book
         self.config = config
         self._person = person
         self._device = device
-        self.silence = SilenceWatch()
+        self.silence = SilenceWatch(index)
         self._geofences: dict[UUID, GeofenceTracker] = {}
         self._weights: dict[UUID, WeightTrend] = {}
         self._door_deadlines: dict[str, tuple[datetime, Binding]] = {}

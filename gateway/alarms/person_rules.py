@@ -18,10 +18,10 @@ import psycopg
 from gateway.alarms.engine import PersonRules
 from gateway.domain.geofence import Circle, Polygon, SafeZone, TimeWindow
 from gateway.domain.vitals import BloodPressureLimits, WeightGainLimit
-from gateway.storage import listen
+from gateway.storage import listen, queries
 from gateway.storage.canon import PERSON_IDS
 
-_PERSONS = "select id, tenant_id, ref from persons"
+_PERSONS = "select id, ref from persons"
 _ZONES = "select id, person_id, name, shape, windows, timezone from safe_zones"
 _LIMITS = "select person_id, blood_pressure, weight_gain from person_limits"
 
@@ -65,15 +65,26 @@ def limits_from_row(
     return bp_limits, weight_limit
 
 
+#: A person's rules as held: most persons have no safe zone and the default limits, and
+#: are held by their reference alone (a ``PersonRules`` is made when asked for); a
+#: ``PersonRules`` object is kept only for those with rules of their own.
+Held = str | PersonRules
+
+
+def _held(rules: PersonRules) -> Held:
+    plain = not rules.zones and (rules.blood_pressure, rules.weight_gain) == DEFAULT_LIMITS
+    return rules.ref if plain else rules
+
+
 async def _load(
     conn: psycopg.AsyncConnection[Any],
     person_id: UUID | None,
-    current: dict[UUID, PersonRules] | None = None,
-) -> dict[UUID, PersonRules]:
-    """Persons' rules (one person's, or everyone's); rules equal to those in ``current``
-    are kept, not replaced. A person's id is the object the registry's assignments hold
-    too (``canon.PERSON_IDS``). Persons' rows are converted one at a time as they are
-    used, not fetched all at once (see ``queries.load_registry``)."""
+    current: dict[UUID, Held] | None = None,
+) -> dict[UUID, Held]:
+    """Persons' rules (one person's, or everyone's); what equals what ``current`` holds is
+    kept, not replaced. A person's id is the object the registry's assignments hold too
+    (``canon.PERSON_IDS``). Persons' rows are converted one at a time as they are used, a
+    chunk at a time (``queries.stream``)."""
     where = " where person_id = %s" if person_id else ""
     params = (person_id,) if person_id else ()
     zones: dict[UUID, list[SafeZone]] = defaultdict(list)
@@ -86,24 +97,26 @@ async def _load(
         for pid, bp, weight in await (await conn.execute(_LIMITS + where, params)).fetchall()
     }
     current = current or {}
-    out: dict[UUID, PersonRules] = {}
+    out: dict[UUID, Held] = {}
     where = " where id = %s" if person_id else ""
-    async for row_id, tenant, ref in await conn.execute(_PERSONS + where, params):
+    async for row_id, ref in queries.stream(conn, _PERSONS + where, params):
         pid = PERSON_IDS(row_id)
-        rules = PersonRules(pid, sys.intern(tenant), ref, tuple(zones.pop(pid, ())),
-                            *limits.get(pid, DEFAULT_LIMITS))  # fmt: skip
-        out[pid] = listen.kept(current, pid, rules)
+        rules = PersonRules(pid, ref, tuple(zones.pop(pid, ())), *limits.get(pid, DEFAULT_LIMITS))
+        out[pid] = listen.kept(current, pid, _held(rules))
     return out
 
 
 class PersonRulesCache:
     def __init__(self, url: str) -> None:
         self._url = url
-        self._rules: dict[UUID, PersonRules] = {}
+        self._rules: dict[UUID, Held] = {}
         self._changes = listen.Subscription(url, "wg_rules", self._reload)
 
     def get(self, person_id: UUID) -> PersonRules | None:
-        return self._rules.get(person_id)
+        held = self._rules.get(person_id)
+        if isinstance(held, str):
+            return PersonRules(person_id, held, (), *DEFAULT_LIMITS)
+        return held
 
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._rules = await _load(conn, None, self._rules)

@@ -120,8 +120,9 @@ class AlarmService:
         self.book = AlarmBook(severity_function(settings))
         self.persons = PersonRulesCache(database_url)
         self.engine = AlarmEngine(
-            self.book, rule_config(settings), person=self.persons.get, device=registry.get
-        )
+            self.book, rule_config(settings), person=self.persons.get, device=registry.get,
+            index=registry.index,
+        )  # fmt: skip
         self.routing = routing_policies(settings)
         self.journal = AlarmJournal(journal_dir)
         self.shipper = JournalShipper(self.journal, database_url)
@@ -234,9 +235,13 @@ class AlarmService:
             now = datetime.now(UTC)
             if loop.time() >= rescan:  # start watching devices registered since
                 unwatched = [
-                    d for d in self._registry.devices() if d.device_id not in self.engine.silence
+                    d for d in self._registry.device_ids() if d not in self.engine.silence
                 ]
-                self.engine.watch(unwatched, _never_seen, now)
+                self.engine.watch(
+                    (r for r in map(self._registry.get, unwatched) if r is not None),
+                    _never_seen,
+                    now,
+                )
                 rescan = loop.time() + 5.0
             try:
                 events = self.engine.tick(now)

@@ -8,10 +8,14 @@ buffered readings replayed late still land on the right person.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 from uuid import UUID
+
+from gateway.domain.instants import from_us, to_us
 
 
 class DeviceStatus(StrEnum):
@@ -31,20 +35,71 @@ class Assignment:
         return self.valid_from <= ts and (self.valid_to is None or ts < self.valid_to)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceRecord:
+class DeviceRecord(NamedTuple):
+    """A registered device as the registry holds it: tenant, status, model, and who held it
+    when.
+
+    Its assignment history has one of two shapes, whichever is smaller: the common case,
+    a device handed to one person and still held, as ``holder`` and ``held_since_us``
+    (microseconds since the epoch; no object for the assignment); anything else (never
+    assigned, returned, handed over) as ``history``, every assignment oldest first. Make
+    records with ``device_record`` so that a history always takes the same shape;
+    ``assignments`` gives it as assignments whichever shape holds it.
+
+    A named tuple, not a frozen dataclass: the registry keeps its devices in columns and
+    makes a record each time one is asked for (once per message), and a tuple is made in
+    a quarter of the time.
+    """
+
     device_id: str
     tenant_id: str
     status: DeviceStatus
     device_type: str
     heartbeat_interval_s: int
-    assignments: tuple[Assignment, ...] = ()
+    holder: UUID | None = None
+    held_since_us: int = 0
+    history: tuple[Assignment, ...] = ()
+
+    @property
+    def assignments(self) -> tuple[Assignment, ...]:
+        if self.holder is None:
+            return self.history
+        return (Assignment(self.holder, from_us(self.held_since_us), None),)
 
     def holder_at(self, ts: datetime) -> UUID | None:
-        for assignment in self.assignments:
+        if self.holder is not None:
+            return self.holder if to_us(ts) >= self.held_since_us else None
+        for assignment in self.history:
             if assignment.covers(ts):
                 return assignment.person_id
         return None
+
+    def current_holder(self) -> UUID | None:
+        if self.holder is not None:
+            return self.holder
+        for assignment in self.history:
+            if assignment.valid_to is None:
+                return assignment.person_id
+        return None
+
+
+def device_record(
+    device_id: str,
+    tenant_id: str,
+    status: DeviceStatus,
+    device_type: str,
+    heartbeat_interval_s: int,
+    assignments: Iterable[Assignment] = (),
+) -> DeviceRecord:
+    """A record with its assignments in the record's shape (see ``DeviceRecord``)."""
+    history = tuple(sorted(assignments, key=lambda a: a.valid_from))
+    if len(history) == 1 and history[0].valid_to is None:
+        only = history[0]
+        return DeviceRecord(device_id, tenant_id, status, device_type, heartbeat_interval_s,
+                            only.person_id, to_us(only.valid_from))  # fmt: skip
+    return DeviceRecord(
+        device_id, tenant_id, status, device_type, heartbeat_interval_s, history=history
+    )
 
 
 class Refusal(StrEnum):
@@ -80,7 +135,7 @@ def bind(
         return Refused(
             Refusal.INACTIVE_DEVICE, f"device status is {device.status.value}", device.tenant_id
         )
-    person = device.holder_at(ts) if ts is not None else _current_holder(device)
+    person = device.holder_at(ts) if ts is not None else device.current_holder()
     if needs_person and person is None:
         return Refused(
             Refusal.NO_ASSIGNMENT_AT_TS,
@@ -88,10 +143,3 @@ def bind(
             device.tenant_id,
         )
     return Binding(device.tenant_id, person)
-
-
-def _current_holder(device: DeviceRecord) -> UUID | None:
-    for assignment in device.assignments:
-        if assignment.valid_to is None:
-            return assignment.person_id
-    return None

@@ -1,7 +1,8 @@
 """Silent devices: a device that has said nothing for its model's heartbeat interval times
 a factor, plus a grace period, raises ``device_silent``. Pure, no clock of its own.
 
-Every message moves its device's deadline in a dict (O(1)). Each watched device also has
+Every message moves its device's deadline (O(1)), kept in a column by the device's
+position in the ``FleetIndex`` the registry's table shares. Each watched device also has
 at most one entry in a queue of one-second buckets (a list of device ids per second, the
 seconds in a heap): when a bucket comes due, a device heard from since its entry was made
 is moved on to the bucket of its current deadline, so the queue stays the size of the
@@ -14,9 +15,11 @@ the caller passed (the registry's string), not an object of its own.
 from __future__ import annotations
 
 import heapq
+from array import array
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.instants import from_us, span_us, to_us
 
 _BUCKET_US = 1_000_000
@@ -32,9 +35,17 @@ class SilencePolicy:
         return timedelta(seconds=heartbeat_interval_s * self.factor + self.grace_s)
 
 
+_UNWATCHED = -(2**63)  # in the deadline column
+
+
 class SilenceWatch:
-    def __init__(self) -> None:
-        self._deadline: dict[str, int] = {}  # watched devices (microseconds since the epoch)
+    def __init__(self, index: FleetIndex | None = None) -> None:
+        """``index``: positions of devices shared with the other tables kept per device (a
+        watch of its own if not given)."""
+        self._index = index if index is not None else FleetIndex()
+        # watched devices' deadlines (microseconds since the epoch) by index position
+        self._deadline = array("q")
+        self._watched = 0
         self._buckets: dict[int, list[str]] = {}  # second -> devices with an entry there
         self._seconds: list[int] = []  # heap of the buckets' seconds
         self._entries = 0
@@ -47,12 +58,14 @@ class SilenceWatch:
     def touch(self, device_id: str, seen_at: datetime, bound: timedelta) -> bool:
         """The device was heard from. True if it had been reported silent (now back)."""
         deadline = to_us(seen_at) + span_us(bound)
-        current = self._deadline.get(device_id)
+        i = self._position(device_id)
+        current = self._deadline[i]
         was_reported = device_id in self._reported
-        if current is not None and deadline <= current and not was_reported:
+        if current != _UNWATCHED and deadline <= current and not was_reported:
             return False  # an older message (buffered replay) does not move the deadline back
-        self._deadline[device_id] = deadline
-        if current is None:
+        self._deadline[i] = deadline
+        if current == _UNWATCHED:
+            self._watched += 1
             if device_id in self._orphans:
                 self._orphans.discard(device_id)  # its queued entry serves again
             else:
@@ -65,7 +78,10 @@ class SilenceWatch:
 
     def forget(self, device_id: str) -> None:
         """Stop watching (device returned or retired)."""
-        if self._deadline.pop(device_id, None) is not None:
+        i = self._index.find(device_id)
+        if i is not None and i < len(self._deadline) and self._deadline[i] != _UNWATCHED:
+            self._deadline[i] = _UNWATCHED
+            self._watched -= 1
             if device_id in self._unqueued:
                 self._unqueued.discard(device_id)
             else:
@@ -87,7 +103,7 @@ class SilenceWatch:
             waiting: list[str] = []  # in the current second, not due yet
             taken = 0  # entries that leave the queue
             for device_id in entries:
-                deadline = self._deadline.get(device_id)
+                deadline = self._deadline_of(device_id)
                 if deadline is None:  # forgotten
                     self._orphans.discard(device_id)
                     taken += 1
@@ -139,8 +155,23 @@ class SilenceWatch:
         else:
             bucket.append(device_id)
 
+    def _deadline_of(self, device_id: str) -> int | None:
+        i = self._index.find(device_id)
+        if i is None or i >= len(self._deadline):
+            return None
+        deadline = self._deadline[i]
+        return None if deadline == _UNWATCHED else deadline
+
+    def _position(self, device_id: str) -> int:
+        """The device's position, the deadline column grown to cover it."""
+        i = self._index.add(device_id)
+        missing = i + 1 - len(self._deadline)
+        if missing > 0:
+            self._deadline.extend([_UNWATCHED] * missing)
+        return i
+
     def __contains__(self, device_id: object) -> bool:
-        return device_id in self._deadline
+        return isinstance(device_id, str) and self._deadline_of(device_id) is not None
 
     def __len__(self) -> int:
-        return len(self._deadline)
+        return self._watched

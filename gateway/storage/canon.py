@@ -21,19 +21,23 @@ from uuid import UUID
 T = TypeVar("T", bound=Hashable)
 
 
-def _counted(table: dict[T, T]) -> list[tuple[T, int]]:
-    return [(value, sys.getrefcount(value)) for value in table]
+def _unreferenced(table: dict[T, T], only_here: int) -> list[T]:
+    """The values of ``table`` whose reference count is at most ``only_here``."""
+    return [value for value in table if sys.getrefcount(value) <= only_here]
 
 
 def _only_here() -> int:
-    """The count ``_counted`` gives a value that nothing but its table refers to (measured,
-    not assumed: how many references the counting itself adds depends on the interpreter)."""
+    """The count ``_unreferenced`` sees for a value that nothing but its table refers to
+    (measured, not assumed: how many references the counting itself adds depends on the
+    interpreter)."""
     table: dict[object, object] = {}
     value = object()
     table[value] = value
     del value
-    [(_, count)] = _counted(table)
-    return count
+    for count in range(1, 16):
+        if _unreferenced(table, count):
+            return count
+    raise RuntimeError("cannot measure reference counts here")
 
 
 _ONLY_HERE = _only_here()
@@ -48,8 +52,10 @@ class Canon(Generic[T]):
         return self._held.setdefault(value, value)
 
     def sweep(self) -> None:
-        """Let go of the values that nothing but this table refers to."""
-        self._held = {value: value for value, count in _counted(self._held) if count > _ONLY_HERE}
+        """Let go of the values that nothing but this table refers to. Makes nothing the
+        size of the table (it runs after every full reload, usually to find nothing)."""
+        for value in _unreferenced(self._held, _ONLY_HERE):
+            del self._held[value]
 
     def __len__(self) -> int:
         return len(self._held)

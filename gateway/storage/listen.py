@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
@@ -25,16 +25,11 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def merged(current: dict[K, V], fresh: Iterable[tuple[K, V]]) -> dict[K, V]:
-    """The cache after a full reload: ``fresh``'s entries, keeping the object already held
-    wherever it equals the fresh one. A reload then leaves the long-lived objects where
-    they are and lets the fresh copies go at once, so the periodic reload costs a batch of
-    short-lived objects rather than a second copy of the whole cache."""
-    return {key: kept(current, key, value) for key, value in fresh}
-
-
 def kept(current: dict[K, V], key: K, fresh: V) -> V:
-    """The object ``current`` holds for ``key`` if it equals ``fresh``, else ``fresh``."""
+    """The object ``current`` holds for ``key`` if it equals ``fresh``, else ``fresh``: a
+    cache's full reload then leaves the long-lived objects where they are and lets the
+    fresh copies go at once, so the periodic reload costs a batch of short-lived objects
+    rather than a second copy of the whole cache."""
     held = current.get(key)
     return held if held is not None and held == fresh else fresh
 

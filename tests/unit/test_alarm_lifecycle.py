@@ -20,7 +20,7 @@ from gateway.domain.alarms import (
     EscalationPolicy,
     Severity,
 )
-from gateway.domain.registry import Assignment, Binding, DeviceRecord, DeviceStatus
+from gateway.domain.registry import Assignment, Binding, DeviceRecord, DeviceStatus, device_record
 from gateway.domain.routing import RoutingPolicy
 from gateway.domain.silence import SilencePolicy, SilenceWatch
 
@@ -166,9 +166,9 @@ def test_never_two_open_alarms_for_one_subject_and_kind(steps) -> None:  # type:
 
 
 def engine_with(person: PersonRules | None = None) -> tuple[AlarmEngine, DeviceRecord, Binding]:
-    device = DeviceRecord("gps-1", "t", DeviceStatus.ACTIVE, "gps_alarm", 60,
-                          (Assignment(PERSON, T0 - timedelta(days=30), None),))  # fmt: skip
-    rules = person or PersonRules(PERSON, "t", "Brukare 1")
+    device = device_record("gps-1", "t", DeviceStatus.ACTIVE, "gps_alarm", 60,
+                           [Assignment(PERSON, T0 - timedelta(days=30), None)])  # fmt: skip
+    rules = person or PersonRules(PERSON, "Brukare 1")
     engine = AlarmEngine(AlarmBook(), RuleConfig(door_unlocked_after=timedelta(minutes=15)),
                          person=lambda _p: rules, device=lambda _d: device)  # fmt: skip
     return engine, device, Binding("t", PERSON)

@@ -16,6 +16,7 @@ from gateway.domain.registry import (
     Refusal,
     Refused,
     bind,
+    device_record,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -23,7 +24,7 @@ ALICE, BOB = uuid4(), uuid4()
 
 
 def device(status: DeviceStatus = DeviceStatus.ACTIVE, *assignments: Assignment) -> DeviceRecord:
-    return DeviceRecord("d-1", "kommun-a", status, "scale", 300, tuple(assignments))
+    return device_record("d-1", "kommun-a", status, "scale", 300, assignments)
 
 
 HANDED_OVER = T0 + timedelta(days=10)
@@ -68,3 +69,30 @@ def test_never_attributed_to_someone_who_did_not_hold_it(offset_s: int) -> None:
     result = bind(REISSUED, ts, needs_person=True)
     assert isinstance(result, Binding)
     assert result.person_id == (ALICE if ts < HANDED_OVER else BOB)
+
+
+HELD = device(DeviceStatus.ACTIVE, Assignment(ALICE, T0, None))
+
+
+def test_one_open_assignment_is_held_without_an_object_and_reads_the_same() -> None:
+    assert HELD.holder is ALICE and HELD.history == ()
+    assert HELD.assignments == (Assignment(ALICE, T0, None),)
+    as_history = DeviceRecord(*HELD[:5], history=(Assignment(ALICE, T0, None),))
+    for at in (T0 - timedelta(microseconds=1), T0, T0 + timedelta(days=400)):
+        assert HELD.holder_at(at) == as_history.holder_at(at)
+    assert HELD.current_holder() == as_history.current_holder() == ALICE
+    # any other history keeps its assignments, oldest first whatever order they came in
+    late_first = device(DeviceStatus.ACTIVE, *reversed(REISSUED.history))
+    assert late_first == REISSUED and REISSUED.holder is None
+    assert [a.person_id for a in REISSUED.assignments] == [ALICE, BOB]
+    assert device(DeviceStatus.ACTIVE).assignments == ()
+
+
+@given(st.integers(min_value=-86400, max_value=40 * 86400))
+def test_the_held_shape_binds_like_the_assignment_it_stands_for(offset_s: int) -> None:
+    ts = T0 + timedelta(seconds=offset_s)
+    result = bind(HELD, ts, needs_person=True)
+    if ts < T0:
+        assert isinstance(result, Refused) and result.reason is Refusal.NO_ASSIGNMENT_AT_TS
+    else:
+        assert result == Binding("kommun-a", ALICE)

@@ -5,24 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-from gateway.domain.registry import Assignment, DeviceRecord, DeviceStatus
+from gateway.domain.registry import Assignment
 from gateway.storage import queries
 from gateway.storage.canon import PERSON_IDS, Canon
-from gateway.storage.listen import merged
+from gateway.storage.listen import kept
 
 
-def _record(device_id: str, tenant: str = "t1", interval: int = 60) -> DeviceRecord:
-    return DeviceRecord(device_id, tenant, DeviceStatus.ACTIVE, "scale", interval)
-
-
-def test_equal_entries_keep_the_held_object_changed_ones_are_replaced() -> None:
-    held = {"a": _record("a"), "b": _record("b"), "gone": _record("gone")}
-    fresh = [("a", _record("a")), ("b", _record("b", interval=30)), ("new", _record("new"))]
-    out = merged(held, fresh)
-    assert list(out) == ["a", "b", "new"]  # the removed device is gone
-    assert out["a"] is held["a"]
-    assert out["b"] is fresh[1][1] and out["b"].heartbeat_interval_s == 30
-    assert out["new"] is fresh[2][1]
+def test_an_equal_entry_keeps_the_held_object_a_changed_one_is_replaced() -> None:
+    held = {"a": ("kommun-a", 60), "b": ("kommun-a", 60)}
+    assert kept(held, "a", ("kommun-a", 60)) is held["a"]
+    fresh = ("kommun-a", 30)
+    assert kept(held, "b", fresh) is fresh
+    assert kept(held, "new", fresh) is fresh
 
 
 def test_registry_rows_share_tenant_type_and_interval_and_sort_assignments() -> None:
@@ -34,12 +28,11 @@ def test_registry_rows_share_tenant_type_and_interval_and_sort_assignments() -> 
     assert tenants[0] is not tenants[1]
     intervals = [int("".join(["3", "00"])) for _ in range(2)]  # above the cached small ints
     assert intervals[0] is not intervals[1]
-    devices = [
-        ("d1", tenants[0], "active", types[0], intervals[0]),
-        ("d2", tenants[1], "active", types[1], intervals[1]),
-    ]
-    assignments = [("d1", person, late, None), ("d1", person, early, late)]
-    records = dict(queries._records(devices, assignments))
+    d1 = ("d1", tenants[0], "active", types[0], intervals[0])
+    # one row per assignment (newest first here), one row with no person for d2
+    d1_rows = [(*d1, person, late, None), (*d1, person, early, late)]
+    d2_rows = [("d2", tenants[1], "active", types[1], intervals[1], None, None, None)]
+    records = {r.device_id: r for r in (queries._record(d1_rows), queries._record(d2_rows))}
     assert records["d1"].tenant_id is records["d2"].tenant_id
     assert records["d1"].device_type is records["d2"].device_type
     assert records["d1"].heartbeat_interval_s is records["d2"].heartbeat_interval_s
@@ -66,6 +59,5 @@ def test_a_persons_id_is_one_object_across_caches_and_let_go_when_unused() -> No
 def test_registry_assignments_use_the_shared_person_ids() -> None:
     person = uuid4()
     since = datetime(2026, 1, 1, tzinfo=UTC)
-    rows = [("d1", person, since, None)]
-    record = dict(queries._records([("d1", "t", "active", "scale", 60)], rows))["d1"]
-    assert record.assignments[0].person_id is PERSON_IDS(UUID(str(person)))
+    record = queries._record([("d1", "t", "active", "scale", 60, person, since, None)])
+    assert record.holder is PERSON_IDS(UUID(str(person)))
