@@ -22,6 +22,7 @@ from gateway.domain.registry import Assignment, DeviceRecord, DeviceStatus
 _STATUSES = tuple(DeviceStatus)
 _STATUS_CODE = {status: code for code, status in enumerate(_STATUSES)}
 _ABSENT = -1  # in the status column: no such device (never registered, or removed)
+_new_record = tuple.__new__
 
 
 class RegistryTable:
@@ -38,9 +39,16 @@ class RegistryTable:
 
     def get(self, device_id: str) -> DeviceRecord | None:
         i = self.index.find(device_id)
-        if i is None or i >= len(self._status) or self._status[i] == _ABSENT:
+        if i is None or i >= len(self._status):
             return None
-        return self._record(i)
+        status = self._status[i]
+        if status == _ABSENT:
+            return None
+        # once per message: the tuple made directly (see DeviceRecord), no call of ours
+        return _new_record(DeviceRecord, (
+            self.index.id_at(i), self._tenant[i], _STATUSES[status], self._type[i],
+            self._heartbeat[i], self._holder[i], self._held_since[i], self._history.get(i, ()),
+        ))  # fmt: skip
 
     def put(self, record: DeviceRecord) -> None:
         """Add the device, or replace what is held for it."""

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import psycopg
 
-from gateway.alarms.engine import PersonRules
+from gateway.alarms.engine import DEFAULT_BLOOD_PRESSURE, DEFAULT_WEIGHT_GAIN, PersonRules
 from gateway.domain.geofence import Circle, Polygon, SafeZone, TimeWindow
 from gateway.domain.vitals import BloodPressureLimits, WeightGainLimit
 from gateway.storage import listen, queries
@@ -26,7 +26,7 @@ _ZONES = "select id, person_id, name, shape, windows, timezone from safe_zones"
 _LIMITS = "select person_id, blood_pressure, weight_gain from person_limits"
 
 #: Most persons have the default limits: they all share these two (immutable) objects.
-DEFAULT_LIMITS = (BloodPressureLimits(), WeightGainLimit())
+DEFAULT_LIMITS = (DEFAULT_BLOOD_PRESSURE, DEFAULT_WEIGHT_GAIN)
 
 
 def zone_from_row(

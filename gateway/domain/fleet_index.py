@@ -14,19 +14,20 @@ to move. A fleet replaces devices over years, not minutes; a restart starts afre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 class FleetIndex:
-    __slots__ = ("_ids", "_position")
+    __slots__ = ("_ids", "_position", "find", "id_at")
 
     def __init__(self) -> None:
         self._position: dict[str, int] = {}
         self._ids: list[str] = []
-
-    def find(self, device_id: str) -> int | None:
-        """The device's position, or None if it has none yet."""
-        return self._position.get(device_id)
+        # Read once or more per message, so the dict's and the list's own methods (no
+        # call of ours in between). find: the device's position, or None if it has none
+        # yet. id_at: the id string the index keeps for the device at a position.
+        self.find: Callable[[str], int | None] = self._position.get
+        self.id_at: Callable[[int], str] = self._ids.__getitem__
 
     def add(self, device_id: str) -> int:
         """The device's position, given now if it has none. The index keeps the first id
@@ -36,9 +37,6 @@ class FleetIndex:
             position = self._position[device_id] = len(self._ids)
             self._ids.append(device_id)
         return position
-
-    def id_at(self, position: int) -> str:
-        return self._ids[position]
 
     def __len__(self) -> int:
         return len(self._ids)

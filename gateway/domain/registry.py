@@ -108,8 +108,9 @@ class Refusal(StrEnum):
     NO_ASSIGNMENT_AT_TS = "no_assignment_at_ts"
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(NamedTuple):
+    """Whose a message is: made once per message (a named tuple is quick to make)."""
+
     tenant_id: str
     person_id: UUID | None
 
