@@ -28,6 +28,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firmware_contracts.topics import DEVICE_PUBLISHED
 from gateway.metrics import IngestMetrics
+from gateway.mqtt import publish_decoder
 from gateway.mqtt.connection import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class MqttConsumer:
         handler: Callable[[Inbound], Awaitable[None]],
         metrics: IngestMetrics,
     ) -> None:
+        publish_decoder.install()  # a tenth of the hot path saved (see the module)
         self._config = config
         self._handler = handler
         self._metrics = metrics
