@@ -39,16 +39,9 @@ class RegistryTable:
 
     def get(self, device_id: str) -> DeviceRecord | None:
         i = self.index.find(device_id)
-        if i is None or i >= len(self._status):
+        if i is None or i >= len(self._status) or self._status[i] == _ABSENT:
             return None
-        status = self._status[i]
-        if status == _ABSENT:
-            return None
-        # once per message: the tuple made directly (see DeviceRecord), no call of ours
-        return _new_record(DeviceRecord, (
-            self.index.id_at(i), self._tenant[i], _STATUSES[status], self._type[i],
-            self._heartbeat[i], self._holder[i], self._held_since[i], self._history.get(i, ()),
-        ))  # fmt: skip
+        return self._record(i)
 
     def put(self, record: DeviceRecord) -> None:
         """Add the device, or replace what is held for it."""
@@ -102,20 +95,12 @@ class RegistryTable:
     def __len__(self) -> int:
         return self._count
 
-    def __contains__(self, device_id: object) -> bool:
-        return isinstance(device_id, str) and self.get(device_id) is not None
-
     def _record(self, i: int) -> DeviceRecord:
-        return DeviceRecord(
-            self.index.id_at(i),
-            self._tenant[i],
-            _STATUSES[self._status[i]],
-            self._type[i],
-            self._heartbeat[i],
-            self._holder[i],
-            self._held_since[i],
-            self._history.get(i, ()),
-        )
+        # once per message: the tuple made directly (see DeviceRecord), no call of ours
+        return _new_record(DeviceRecord, (
+            self.index.id_at(i), self._tenant[i], _STATUSES[self._status[i]], self._type[i],
+            self._heartbeat[i], self._holder[i], self._held_since[i], self._history.get(i, ()),
+        ))  # fmt: skip
 
     def _reach(self, i: int) -> None:
         """Grow the columns to cover position ``i`` (positions other tables took since are

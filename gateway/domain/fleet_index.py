@@ -14,7 +14,7 @@ to move. A fleet replaces devices over years, not minutes; a restart starts afre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 
 class FleetIndex:
@@ -40,6 +40,3 @@ class FleetIndex:
 
     def __len__(self) -> int:
         return len(self._ids)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ids)
