@@ -6,7 +6,9 @@ ask for everything after the last id it saw (``Last-Event-ID``) and catch up wit
 duplicates. If it was away longer than the ring holds, or its id was issued by another
 API process (a replica, or this one before a restart), it is told to reload (``resync``):
 ids start at this process's start time in microseconds, so ids of different processes do
-not interleave.
+not interleave. When the link to the broker was lost, events published meanwhile never
+reached this process: once it is subscribed again (``gap``), every live stream is told to
+reload, and so is a client reconnecting with an id from before the gap.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ class HubEvent:
     data: bytes
 
 
+#: put on live streams' queues after a gap: "events may be missing, reload"
+RESYNC = HubEvent(-1, "", b"")
+
+
 class AlarmHub:
     def __init__(
         self, ring_size: int = 1000, queue_size: int = 1000, first_id: int | None = None
@@ -32,6 +38,8 @@ class AlarmHub:
         self.first_id = first_id if first_id is not None else time.time_ns() // 1000
         self._ids = itertools.count(self.first_id)
         self._latest = self.first_id - 1
+        self._gap_at = self.first_id - 1  # ids up to this one come before a possible gap
+        self.gaps = 0
         self._ring: dict[str, deque[HubEvent]] = {}
         self._subscribers: dict[str, set[asyncio.Queue[HubEvent | None]]] = {}
         self._ring_size = ring_size
@@ -55,6 +63,20 @@ class AlarmHub:
                 queue.get_nowait()
                 queue.put_nowait(None)
 
+    def gap(self) -> None:
+        """Events may have been missed (the link to the broker was lost and is back):
+        every live stream is told to reload, and so is a reconnect from before now."""
+        self.gaps += 1
+        self._gap_at = self._latest
+        for queues in self._subscribers.values():
+            for queue in list(queues):
+                try:
+                    queue.put_nowait(RESYNC)
+                except asyncio.QueueFull:  # too slow anyway: cut off, it reconnects
+                    queues.discard(queue)
+                    queue.get_nowait()
+                    queue.put_nowait(None)
+
     def subscribe(self, tenant_id: str) -> asyncio.Queue[HubEvent | None]:
         queue: asyncio.Queue[HubEvent | None] = asyncio.Queue(self._queue_size)
         self._subscribers.setdefault(tenant_id, set()).add(queue)
@@ -65,12 +87,12 @@ class AlarmHub:
 
     def since(self, tenant_id: str, last_id: int) -> tuple[list[HubEvent], bool]:
         """Events after ``last_id`` (0: a fresh stream, which gets what the ring holds);
-        the flag is False if some may be missing: evicted from a full ring, or
-        ``last_id`` was not issued by this process."""
+        the flag is False if some may be missing: evicted from a full ring, issued before
+        a gap, or ``last_id`` was not issued by this process."""
         ring = self._ring.get(tenant_id, deque())
         if last_id == 0:
             return list(ring), True
-        if not self.first_id - 1 <= last_id <= self._latest:
+        if not self._gap_at <= last_id <= self._latest:
             return [], False
         events = [e for e in ring if e.id > last_id]
         evicted = len(ring) == ring.maxlen and ring[0].id > last_id + 1

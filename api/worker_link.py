@@ -59,6 +59,7 @@ class WorkerLink:
         self._pending: dict[str, _Pending] = {}
         self._changed = asyncio.Event()  # workers or the connection changed
         self._connected_at = 0.0
+        self._was_connected = False
         self.connected = asyncio.Event()
         self.worker_online = asyncio.Event()  # set while at least one worker is heard
 
@@ -107,6 +108,9 @@ class WorkerLink:
                 await client.subscribe(p.replies_topic(self.link_id), qos=1)
                 await client.subscribe(p.WORKERS_FILTER, qos=1)
                 await client.subscribe(p.ALARMS_FILTER, qos=1)
+                if self._was_connected:  # alarm events published meanwhile never came
+                    self.hub.gap()
+                self._was_connected = True
                 self._client = client
                 self._connected_at = asyncio.get_running_loop().time()
                 self.connected.set()

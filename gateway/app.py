@@ -12,6 +12,8 @@ from typing import Any
 
 import psycopg
 
+from gateway.alarms.engine_role import EngineRole
+from gateway.alarms.intake import AlarmIntake
 from gateway.alarms.service import AlarmService
 from gateway.control.responder import ControlResponder
 from gateway.device_state import DeviceState, DeviceStates
@@ -20,10 +22,10 @@ from gateway.domain.rate_limit import TokenBuckets
 from gateway.ingest import Ingest
 from gateway.locks.service import LockService
 from gateway.metrics import IngestMetrics
-from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer
+from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer, acknowledge
 from gateway.registry_cache import RegistryCache
 from gateway.settings import Settings
-from gateway.storage import partitions, queries, timescale
+from gateway.storage import advisory, partitions, queries, timescale
 from gateway.storage.batch_writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,9 @@ class GatewayService:
             mqtt_url=mqtt_url,
             client_id=settings.mqtt_client_id,
             registry=self.registry,
-            states=self.states,
             journal_dir=settings.data_dir / "journal" / settings.mqtt_client_id,
+            outbox_dir=settings.data_dir / "webhooks" / settings.mqtt_client_id,
+            metrics=self.metrics,
         )
         self.locks = LockService(
             settings.locks,
@@ -70,26 +73,42 @@ class GatewayService:
             resolve=self.registry.resolve,
         )
         self.alarms.locks = self.locks  # reported unlocks and replies on the alarm path
-        # what API processes ask of this worker (acknowledge, unlock, ...) over the broker
-        self.control = ControlResponder(mqtt_url, settings.mqtt_client_id, self.alarms, self.locks)
-        self.consumer = MqttConsumer(
-            ConsumerConfig(
-                url=mqtt_url,
-                client_id=settings.mqtt_client_id,
-                shared_group=settings.mqtt_shared_group,
-                protocol=settings.mqtt_protocol,
-                session_expiry_s=settings.mqtt_session_expiry_s,
-                receive_maximum=settings.mqtt_receive_maximum,
-                keepalive_s=settings.mqtt_keepalive_s,
-            ),
-            self._handle,
-            self.metrics,
+        storage = ConsumerConfig(
+            url=mqtt_url,
+            client_id=settings.mqtt_client_id,
+            shared_group=settings.mqtt_shared_group,
+            protocol=settings.mqtt_protocol,
+            session_expiry_s=settings.mqtt_session_expiry_s,
+            receive_maximum=settings.mqtt_receive_maximum,
+            keepalive_s=settings.mqtt_keepalive_s,
         )
+        # this worker's share of every device's messages, for storage
+        self.consumer = MqttConsumer(storage, self._handle, self.metrics)
+        # every device's messages for the rules, while this worker runs the alarm engine
+        self.intake = AlarmIntake(
+            resolve=self.registry.get,
+            engine=self.alarms,
+            ack=acknowledge,
+            max_payload_bytes=settings.max_payload_bytes,
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+            device_limits=TokenBuckets(
+                settings.limits.device_msgs_per_s, settings.limits.device_burst
+            ),
+        )
+        self.role = EngineRole(
+            storage, worker_id=settings.mqtt_client_id, alarms=self.alarms,
+            intake=self.intake, metrics=self.metrics, store=self._handle,
+        )  # fmt: skip
+        # what API processes ask of this worker (acknowledge, unlock, ...) over the broker
+        self.control = ControlResponder(
+            mqtt_url, settings.mqtt_client_id, self.alarms, self.locks, self.role,
+            keepalive_s=settings.mqtt_keepalive_s,
+        )  # fmt: skip
         self.writer = BatchWriter(
             database_url,
             metrics=self.metrics,
             states=self.states,
-            ack=self.consumer.ack,
+            ack=acknowledge,
             max_rows=settings.batch_max_rows,
             max_delay_s=settings.batch_max_delay_ms / 1000,
             queue_size=settings.ingest_queue_size,
@@ -103,7 +122,6 @@ class GatewayService:
             max_payload_bytes=settings.max_payload_bytes,
             quarantine_payload_bytes=settings.quarantine_payload_bytes,
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
-            alarms=self.alarms,
             device_limits=TokenBuckets(
                 settings.limits.device_msgs_per_s, settings.limits.device_burst
             ),
@@ -114,14 +132,16 @@ class GatewayService:
 
     async def _setup_timescale(self) -> None:
         def work() -> None:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
+            with psycopg.connect(self.database_url, autocommit=True) as conn, \
+                    advisory.exclusive(conn, advisory.SCHEMA_UPKEEP):  # fmt: skip
                 timescale.setup(conn, self.settings.timescaledb, self.settings.retention)
 
         await asyncio.to_thread(work)
 
     async def _maintain_partitions(self) -> None:
         def work() -> None:
-            with psycopg.connect(self.database_url, autocommit=True) as conn:
+            with psycopg.connect(self.database_url, autocommit=True) as conn, \
+                    advisory.exclusive(conn, advisory.SCHEMA_UPKEEP):  # fmt: skip
                 partitions.maintain(conn, self.settings.retention, datetime.now(UTC))
 
         await asyncio.to_thread(work)
@@ -147,6 +167,13 @@ class GatewayService:
                         device.tenant_id, last_seen, last_ts, battery, rssi,
                         sys.intern(firmware) if firmware else None, online,
                     ))  # fmt: skip
+
+    async def ready(self) -> None:
+        """Taking messages for storage, answering API processes, and knowing who runs the
+        alarm engine (this worker, with its sessions subscribed, or another)."""
+        await self.consumer.connected.wait()
+        await self.control.online.wait()
+        await self.role.settled.wait()
 
     async def wait_idle(self, quiet_s: float = 0.5, timeout_s: float = 15.0) -> bool:
         """Wait until nothing has been received for ``quiet_s`` and nothing is queued for
@@ -190,6 +217,8 @@ class GatewayService:
         alarms_stop = asyncio.Event()
         alarms_task = asyncio.create_task(self.alarms.run(alarms_stop), name="alarms")
         control_task = asyncio.create_task(self.control.run(stop), name="control")
+        role_stop = asyncio.Event()
+        role_task = asyncio.create_task(self.role.run(role_stop), name="engine-role")
         tasks = [
             asyncio.create_task(self.registry.follow(stop), name="registry-follow"),
             asyncio.create_task(self._partition_loop(stop), name="partitions"),
@@ -205,9 +234,19 @@ class GatewayService:
                 log.warning("shutdown without flushing: database unreachable")
 
         try:
+            # Take device messages once it is known who runs the alarm engine: the first
+            # worker of a deployment creates the engine's sessions before anything is
+            # stored, so no message is stored that the rules have not seen.
+            settled = asyncio.ensure_future(self.role.settled.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({settled, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            settled.cancel()
+            stopping.cancel()
             await self.consumer.run(stop, drain)
         finally:
             stop.set()
+            role_stop.set()
+            await role_task  # the engine's sessions stop: the next engine resumes them
             await control_task  # says offline; unlocks in flight get their replies
             alarms_stop.set()  # after ingest has drained: deliver what it raised
             await alarms_task

@@ -68,13 +68,19 @@ class Ingest:
         self._received = {ch: metrics.received.labels(ch.value) for ch in DEVICE_PUBLISHED}
 
     async def handle(self, msg: Inbound) -> None:
+        if not msg.topic.startswith("devices/"):
+            # Not from a subscription of ours: the embedded demo broker (amqtt) hands a
+            # connecting client retained messages of other topics (a worker's presence).
+            # Nothing a device sent; acknowledged in order, not kept.
+            await self._put(None, msg.ack)
+            return
         topic = parse_device_topic(msg.topic)
         if topic is None or topic.channel not in DEVICE_PUBLISHED:
             await self._quarantine(msg, None, None, "unknown_topic", "not devices/{id}/{channel}")
             return
         self._received[topic.channel].inc()
         if self._limits is not None:
-            key = _limit_key(topic.device_id, topic.channel)
+            key = limit_key(topic.device_id, topic.channel)
             now = time.monotonic()
             if not self._limits.allow(key, now):
                 await self._refuse_over_limit(msg, topic.device_id, key, now)
@@ -167,7 +173,7 @@ class Ingest:
 _SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS})
 
 
-def _limit_key(device_id: str, channel: Channel) -> str:
+def limit_key(device_id: str, channel: Channel) -> str:
     """Alarm events and status (the last will) have their own allowance: a device flooding
     telemetry cannot use up the budget of its own button press or offline notice."""
     return f"{device_id}/{'safety' if channel in _SAFETY_CHANNELS else 'data'}"

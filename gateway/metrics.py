@@ -25,6 +25,26 @@ class IngestMetrics:
             ["table"],
             registry=r,
         )
+        self.engine_active = Gauge(
+            "wg_alarm_engine_active",
+            "1 while this worker runs the deployment's alarm engine, 0 while it stands by",
+            registry=r,
+        )
+        self.engine_backlog = Gauge(
+            "wg_alarm_engine_backlog",
+            "Messages the alarm engine's sessions have received and not yet acknowledged "
+            "(at most twice mqtt_receive_maximum; near it, the rules are falling behind)",
+            registry=r,
+        )
+        self.webhook_backlog = Gauge(
+            "wg_webhook_backlog", "Alarm events in a webhook receiver's outbox, not yet taken",
+            ["target"], registry=r,
+        )  # fmt: skip
+        self.webhook_failing = Gauge(
+            "wg_webhook_failing_seconds",
+            "How long the head of a webhook receiver's outbox has been failing (0: healthy)",
+            ["target"], registry=r,
+        )  # fmt: skip
         self.rate_limited = Counter(
             "wg_ingest_rate_limited",
             "Messages refused over a device's allowance (one per device a minute is also "

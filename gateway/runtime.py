@@ -140,7 +140,7 @@ async def serve(
     api_task = asyncio.create_task(_serve_http(app, settings, api_port, api_stop))
 
     async def signal_ready(event: asyncio.Event) -> None:
-        await gateway.consumer.connected.wait()
+        await gateway.ready()
         await app.state.workers.worker_online.wait()
         event.set()
 

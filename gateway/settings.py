@@ -51,6 +51,7 @@ SeverityName = Literal["critical", "high", "medium", "low"]
 AlarmKindName = Literal[
     "button", "fall", "geofence_exit", "tamper", "device_silent", "battery_low",
     "blood_pressure", "weight_gain", "door_unlocked", "unauthorised_unlock",
+    "receiver_unreachable",
 ]  # fmt: skip
 
 
@@ -108,6 +109,14 @@ class AlarmSettings(BaseModel):
         description='Per tenant ("*" for all): routing rules; unset = the built-in routes.',
     )
     webhooks: list[WebhookSetting] = Field(default_factory=list)
+    webhook_keep_after_resolved_s: float = Field(
+        default=86_400, ge=0,
+        description="A webhook event is retried while its alarm is open and this long after.",
+    )  # fmt: skip
+    webhook_unreachable_after_s: float = Field(
+        default=300, gt=0,
+        description="A receiver failing this long raises receiver_unreachable.",
+    )  # fmt: skip
     tick_ms: int = Field(default=250, ge=10, le=5000)
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from api.alarm_hub import RESYNC
 from api.auth import Principal, Role
 from api.deps import TenantConn, ask_holder, require, workers
 from gateway.control import protocol as p
@@ -138,6 +139,10 @@ async def stream(
                     continue
                 if item is None:
                     return  # too slow: the client reconnects and catches up
+                if item is RESYNC:  # the link to the broker was lost: reload the list
+                    yield b"event: resync\ndata: {}\n\n"
+                    sent = hub.latest()
+                    continue
                 if item.id <= sent:
                     continue
                 sent = item.id

@@ -27,7 +27,7 @@ from firmware_contracts.messages import (
     Status,
     Weight,
 )
-from gateway.domain.alarms import AlarmBook, AlarmEvent, AlarmKind, EscalationPolicy
+from gateway.domain.alarms import Alarm, AlarmBook, AlarmEvent, AlarmKind, EscalationPolicy
 from gateway.domain.alarms import Position as AlarmPosition
 from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.geofence import GeofencePolicy, GeofenceState, GeofenceTracker, SafeZone
@@ -114,7 +114,7 @@ class AlarmEngine:
                 )
                 events += self._signal(
                     AlarmKind(message.kind.value), device, binding, message.ts,
-                    condition=False, position=position,
+                    condition=False, position=position, detail={"message_id": message.id},
                 )  # fmt: skip
             case Position():
                 events += self._position(device, binding, message)
@@ -137,6 +137,30 @@ class AlarmEngine:
                     condition=True, detail={"reason": "offline"},
                 )  # fmt: skip
         return events
+
+    def recognise(self, alarms: Iterable[Alarm]) -> None:
+        """Remember the last press counted on each open alarm (an engine taking over from
+        another: a press the other counted, but did not acknowledge, is redelivered)."""
+        for alarm in alarms:
+            message_id = alarm.detail.get("message_id")
+            if isinstance(message_id, str):
+                self._first_delivery(alarm.device_id, message_id)
+
+    def seed_weight(self, person_id: UUID, ts: datetime, kg: float) -> None:
+        """A stored weight (an engine taking over): part of the trend, judged by nobody."""
+        person = self._person(person_id)
+        limit = person.weight_gain if person else WeightGainLimit()
+        trend = self._weights.get(person_id)
+        if trend is None or trend.limit != limit:
+            trend = self._weights[person_id] = WeightTrend(limit)
+        trend.add(ts, kg)
+
+    def seed_door(self, device: DeviceRecord, unlocked_at: datetime) -> None:
+        """A stored unlock not yet followed by a lock or a door_unlocked alarm."""
+        binding = Binding(device.tenant_id, device.holder_at(unlocked_at))
+        self._door_deadlines[device.device_id] = (
+            unlocked_at + self.config.door_unlocked_after, binding,
+        )  # fmt: skip
 
     def _first_delivery(self, device_id: str, message_id: str) -> bool:
         recent = self._recent_events.get(device_id, ())

@@ -14,19 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import orjson
+import psycopg
+
 from firmware_contracts.messages import Lock, Reply
 from firmware_contracts.topics import tenant_alarms_topic
-from gateway.alarms.codec import encode
+from gateway.alarms.codec import encode, event_from_dict
 from gateway.alarms.engine import AlarmEngine, RuleConfig
 from gateway.alarms.journal import AlarmJournal
 from gateway.alarms.persist import JournalShipper, load_open_alarms
 from gateway.alarms.person_rules import PersonRulesCache
-from gateway.device_state import DeviceStates
 from gateway.dispatch.webhook import WebhookDispatcher, WebhookTarget
 from gateway.domain.alarms import (
     DEFAULT_SEVERITY,
@@ -43,9 +46,11 @@ from gateway.domain.registry import Binding, DeviceRecord
 from gateway.domain.routing import Route, RoutingPolicy
 from gateway.domain.silence import SilencePolicy
 from gateway.locks.service import LockService
+from gateway.metrics import IngestMetrics
 from gateway.mqtt.publisher import AlarmPublisher
 from gateway.registry_cache import RegistryCache
 from gateway.settings import AlarmSettings, RouteSetting
+from gateway.storage import queries
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,11 @@ def _route(r: RouteSetting) -> Route:
     )
 
 
+ACTIVATION_DB_TIMEOUT_S = 5.0
+#: retained, per webhook receiver: the last event the active engine delivered to it
+WEBHOOK_PROGRESS_PREFIX = "gateway/webhooks/"
+
+
 def _never_seen(_: str) -> None:
     return None
 
@@ -113,16 +123,14 @@ class AlarmService:
         mqtt_url: str,
         client_id: str,
         registry: RegistryCache,
-        states: DeviceStates,
         journal_dir: Path,
+        outbox_dir: Path,
+        metrics: IngestMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.book = AlarmBook(severity_function(settings))
         self.persons = PersonRulesCache(database_url)
-        self.engine = AlarmEngine(
-            self.book, rule_config(settings), person=self.persons.get, device=registry.get,
-            index=registry.index,
-        )  # fmt: skip
+        self.engine = self._new_engine(registry)
         self.routing = routing_policies(settings)
         self.journal = AlarmJournal(journal_dir)
         self.shipper = JournalShipper(self.journal, database_url)
@@ -131,13 +139,30 @@ class AlarmService:
             [
                 WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode())
                 for w in settings.webhooks
-            ]
+            ],
+            outbox_dir=outbox_dir,
+            keep_after_resolved_s=settings.webhook_keep_after_resolved_s,
+            unreachable_after_s=settings.webhook_unreachable_after_s,
+            is_open=self._is_open,
+            on_unreachable=self._receiver,
+            on_delivered=self._webhook_delivered,
+            metrics=metrics,
+            delivering=False,  # the active engine's worker delivers
         )
         self._registry = registry
-        self._states = states
         self._database_url = database_url
         self.dispatched = 0
+        self.mirrored = 0
         self.locks: LockService | None = None  # keyless-lock access, attached by the app
+        # Only the active engine evaluates, dispatches and answers; a standby follows the
+        # active one's published events in its book (gateway.alarms.engine_role).
+        self.active = False
+
+    def _new_engine(self, registry: RegistryCache) -> AlarmEngine:
+        return AlarmEngine(
+            self.book, rule_config(self.settings), person=self.persons.get,
+            device=registry.get, index=registry.index,
+        )  # fmt: skip
 
     # --- the fast path ----------------------------------------------------------------------
     def observe(self, device: DeviceRecord, binding: Binding, message: Any, at: datetime) -> None:
@@ -164,6 +189,73 @@ class AlarmService:
             )  # fmt: skip
         self.dispatched += len(events)
         self.shipper.wake()
+
+    # --- webhook receivers --------------------------------------------------------------
+    def _is_open(self, alarm_id: str) -> bool:
+        try:
+            return self.book.get(UUID(alarm_id)) is not None
+        except ValueError:
+            return False
+
+    def _receiver(
+        self, target: WebhookTarget, tenant_id: str, unreachable: bool, since: datetime
+    ) -> None:
+        """A webhook receiver has failed for too long (or takes events again): a
+        technical alarm for the technicians of the tenant whose event waits."""
+        if not self.active:
+            return
+        device_id, now = f"webhook:{target.name}", datetime.now(UTC)
+        if unreachable:
+            events = self.book.signal(
+                tenant_id=tenant_id, kind=AlarmKind.RECEIVER_UNREACHABLE, device_id=device_id,
+                person_id=None, person_ref=None, at=now, condition=True,
+                detail={"receiver": target.name, "failing_since": since.isoformat()},
+            )  # fmt: skip
+        else:
+            events = self.book.clear(tenant_id=tenant_id, kind=AlarmKind.RECEIVER_UNREACHABLE,
+                                     device_id=device_id, person_id=None, at=now)  # fmt: skip
+        if events:
+            self._dispatch(events)
+
+    def _webhook_delivered(self, target: WebhookTarget, event_id: str) -> None:
+        """Tell the standbys how far this receiver got (retained, one per receiver)."""
+        body = orjson.dumps({"v": 1, "event_id": event_id})
+        self.publisher.submit(WEBHOOK_PROGRESS_PREFIX + target.name, body, retain=True)
+
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """``callback`` once the broker has taken every alarm event dispatched so far."""
+        self.publisher.after_sent(callback)
+
+    def delivered_elsewhere(self, topic: str, payload: bytes) -> None:
+        """The active engine's progress with a webhook receiver (a standby skips it)."""
+        try:
+            event_id = orjson.loads(payload)["event_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if isinstance(event_id, str):
+            self.webhooks.delivered_elsewhere(topic.removeprefix(WEBHOOK_PROGRESS_PREFIX),
+                                              event_id)  # fmt: skip
+
+    def mirror(self, payload: bytes) -> None:
+        """An alarm event the active engine published (``tenants/+/alarms``): a standby
+        keeps its book equal to the active one's, and journals the event too, so that it
+        reaches the database even if the active worker's disk never comes back."""
+        if self.active:
+            return
+        try:
+            record = orjson.loads(payload)
+            event = event_from_dict(record)
+            recipients = [str(r) for r in record.get("recipients") or ()]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("alarm event not understood; not mirrored",
+                        extra={"error": type(exc).__name__})  # fmt: skip
+            return
+        if self.book.apply(event.alarm):
+            self.journal.append([event])
+            self.shipper.wake()
+            if self.settings.webhooks:  # the same outbox as the engine's, for a take-over
+                self.webhooks.submit(recipients, str(event.id), payload)
+        self.mirrored += 1
 
     def routing_for(self, tenant_id: str) -> RoutingPolicy:
         return self.routing.get(tenant_id) or self.routing["*"]
@@ -192,10 +284,8 @@ class AlarmService:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        """Ship what the journal holds from last time, then restore open alarms, persons'
-        rules and the silence deadlines (from the devices' last-seen times)."""
-        import psycopg
-
+        """Ship what the journal holds from last time, then restore open alarms and
+        persons' rules. The rules run once this worker's engine is activated."""
         async with await psycopg.AsyncConnection.connect(self._database_url) as conn:
             while await self.shipper.ship_once(conn):
                 pass
@@ -203,8 +293,66 @@ class AlarmService:
         await self.persons.load()
         if self.locks is not None:
             await self.locks.start()
+
+    async def activate(self) -> None:
+        """Become the active engine. The book: the database's open alarms once this
+        worker's journal is shipped, merged with what was mirrored (newer version wins);
+        the mirror alone while the database is down. The rules start afresh from what
+        storage holds (every worker's storage commits it): silence deadlines from the
+        devices' last-seen times, weight trends from the last two weeks' weights, door
+        timers from unlocks not yet followed by a lock or an alarm. When the database
+        cannot be asked, every silence deadline is a full bound from now (a silent device
+        is then reported one bound late, never falsely) and trends and door timers start
+        empty (logged)."""
         now = datetime.now(UTC)
-        self.engine.watch(self._registry.devices(), self._states.last_seen, now)
+        last_seen: dict[str, datetime] = {}
+        engine = self._new_engine(self._registry)
+        try:
+            async with asyncio.timeout(ACTIVATION_DB_TIMEOUT_S):
+                async with await psycopg.AsyncConnection.connect(
+                    self._database_url, connect_timeout=2
+                ) as conn:
+                    while await self.shipper.ship_once(conn):
+                        pass
+                    async for device_id, seen in queries.stream(conn, queries.LOAD_LAST_SEEN):
+                        last_seen[device_id] = seen
+                    async for person_id, ts, kg in queries.stream(
+                        conn, queries.LOAD_RECENT_WEIGHTS
+                    ):
+                        engine.seed_weight(person_id, ts, kg)
+                    async for device_id, unlocked_at in queries.stream(
+                        conn, queries.LOAD_OPEN_DOORS
+                    ):
+                        if (device := self._registry.get(device_id)) is not None:
+                            engine.seed_door(device, unlocked_at)
+                stored = await load_open_alarms(self._database_url)
+            mirrored = {a.id: a for a in self.book.open_alarms()}
+            self.book.replace_all(
+                a if a.id not in mirrored or mirrored[a.id].version <= a.version
+                else mirrored[a.id]
+                for a in stored
+            )  # fmt: skip
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.warning(
+                "alarm engine activated without the database: open alarms as mirrored, "
+                "silence deadlines a full bound from now", extra={"error": type(exc).__name__},
+            )  # fmt: skip
+        self.engine = engine
+        self.engine.recognise(self.book.open_alarms())
+        self.engine.watch(self._registry.devices(), lambda d: last_seen.get(d, now), now)
+        self.webhooks.deliver(True)
+        silent = (a for a in self.book.open_alarms() if a.kind is AlarmKind.DEVICE_SILENT)
+        for alarm in silent:
+            if alarm.condition:
+                self.engine.silence.mark_silent(alarm.device_id)
+        self.active = True
+        log.info("alarm engine active", extra={"open_alarms": len(self.book.open_alarms())})
+
+    def deactivate(self) -> None:
+        self.webhooks.deliver(False)
+        if self.active:
+            self.active = False
+            log.info("alarm engine standing by")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Timers, shipper, publisher, webhooks, and following rule changes until ``stop``;
@@ -233,7 +381,7 @@ class AlarmService:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             now = datetime.now(UTC)
-            if loop.time() >= rescan:  # start watching devices registered since
+            if self.active and loop.time() >= rescan:  # start watching devices registered since
                 unwatched = [
                     d for d in self._registry.device_ids() if d not in self.engine.silence
                 ]
@@ -244,7 +392,7 @@ class AlarmService:
                 )
                 rescan = loop.time() + 5.0
             try:
-                events = self.engine.tick(now)
+                events = self.engine.tick(now) if self.active else []
                 if events:
                     self._dispatch(events)
             except Exception:

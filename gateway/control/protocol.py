@@ -91,8 +91,13 @@ def encode_reply(r: Reply) -> bytes:
                          "status": r.status, "body": r.body, "error": r.error})  # fmt: skip
 
 
-def presence(worker_id: str, online: bool) -> bytes:
-    return orjson.dumps({"v": 1, "worker": worker_id, "online": online})
+def presence(worker_id: str, online: bool, since_us: int | None = None) -> bytes:
+    """A worker's presence; ``since_us`` (its start, microseconds since the epoch) orders
+    the workers for the choice of the active alarm engine (:mod:`gateway.control.roles`)."""
+    body: dict[str, Any] = {"v": 1, "worker": worker_id, "online": online}
+    if since_us is not None:
+        body["since"] = since_us
+    return orjson.dumps(body)
 
 
 def _object(payload: bytes) -> dict[str, Any]:
@@ -142,6 +147,18 @@ def decode_reply(payload: bytes) -> Reply:
 
 def decode_presence(payload: bytes) -> bool:
     """True when the worker says it is online; an empty (cleared) message is offline."""
+    return presence_since(payload) is not None
+
+
+def presence_since(payload: bytes) -> int | None:
+    """When an online worker started (0 when it does not say); None when it is offline
+    (its last will, a graceful goodbye, or a cleared retained message)."""
     if not payload:
-        return False
-    return _object(payload).get("online") is True
+        return None
+    d = _object(payload)
+    if d.get("online") is not True:
+        return None
+    since = d.get("since", 0)
+    if not isinstance(since, int) or isinstance(since, bool):
+        raise ProtocolError("since must be an integer")
+    return since

@@ -2,16 +2,21 @@
 alarms in this worker's book and the lock commands it sends (protocol in
 :mod:`gateway.control.protocol`).
 
-Its own MQTT connection (clean session; a retained presence message, and a last will that
-marks the worker offline). A request is handled on the event loop without I/O, except an
-unlock, which waits for the lock's reply in a task of its own so other requests are not
-held up. A request that cannot be decoded is logged (without content) and dropped.
+Its own MQTT connection (clean session; a retained presence message with the worker's
+start time, and a last will that marks the worker offline). The same connection hears the
+other workers' presences (who runs the alarm engine: :mod:`gateway.alarms.engine_role`)
+and the alarm events the active engine publishes (a standby's mirror). Only the active
+engine's worker answers as holder; the others say they hold nothing. A request is handled
+on the event loop without I/O, except an unlock, which waits for the lock's reply in a
+task of its own so other requests are not held up. A request that cannot be decoded is
+logged (without content) and dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from uuid import UUID
@@ -19,7 +24,8 @@ from uuid import UUID
 import aiomqtt
 
 from gateway.alarms.codec import alarm_to_dict
-from gateway.alarms.service import AlarmService
+from gateway.alarms.engine_role import EngineRole
+from gateway.alarms.service import WEBHOOK_PROGRESS_PREFIX, AlarmService
 from gateway.control import protocol as p
 from gateway.domain.alarms import Alarm, AlarmError
 from gateway.locks.service import LockService, UnlockRefused, describe
@@ -30,11 +36,17 @@ log = logging.getLogger(__name__)
 
 
 class ControlResponder:
-    def __init__(self, url: str, worker_id: str, alarms: AlarmService, locks: LockService) -> None:
+    def __init__(
+        self, url: str, worker_id: str, alarms: AlarmService, locks: LockService,
+        role: EngineRole, *, keepalive_s: int = 60,
+    ) -> None:  # fmt: skip
         self._address = BrokerAddress.parse(url)
         self.worker_id = worker_id
         self._alarms = alarms
         self._locks = locks
+        self._role = role
+        self._keepalive_s = keepalive_s
+        self.since_us = time.time_ns() // 1000  # this worker's start: its seniority
         self._tasks: set[asyncio.Task[None]] = set()
         self.online = asyncio.Event()
         self.answered = 0
@@ -45,25 +57,41 @@ class ControlResponder:
             try:
                 await client.subscribe(p.REQUESTS_TOPIC, qos=1)
                 await self._announce(client, online=True)
+                await client.subscribe(p.WORKERS_FILTER, qos=1)
+                await client.subscribe(p.ALARMS_FILTER, qos=1)
+                await client.subscribe(WEBHOOK_PROGRESS_PREFIX + "+", qos=1)
                 self.online.set()
                 await self._serve(client, stop)
                 await self._announce(client, online=False)
             finally:
                 self.online.clear()
+                self._role.on_connection(False)
                 await self._drain()
 
         will = aiomqtt.Will(p.worker_topic(self.worker_id), p.presence(self.worker_id, False),
                             qos=1, retain=True)  # fmt: skip
         await keep_connected(self._address, f"{self.worker_id}-control", stop, session,
-                             what="control channel", will=will)  # fmt: skip
+                             what="control channel", will=will,
+                             keepalive=self._keepalive_s)  # fmt: skip
 
     async def _announce(self, client: aiomqtt.Client, *, online: bool) -> None:
-        topic, body = p.worker_topic(self.worker_id), p.presence(self.worker_id, online)
+        topic = p.worker_topic(self.worker_id)
+        body = p.presence(self.worker_id, online, self.since_us if online else None)
         await client.publish(topic, body, qos=1, retain=True)
 
     async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
-        async for _, payload in messages_until(client, stop):
+        async for topic, payload in messages_until(client, stop):
+            if p.tenant_of_alarms_topic(topic) is not None:
+                self._alarms.mirror(payload)
+                continue
+            if topic.startswith(WEBHOOK_PROGRESS_PREFIX):
+                self._alarms.delivered_elsewhere(topic, payload)
+                continue
             try:
+                if topic.startswith(p.WORKERS_PREFIX):
+                    since = p.presence_since(payload)
+                    self._role.on_presence(topic.removeprefix(p.WORKERS_PREFIX), since)
+                    continue
                 request = p.decode_request(payload)
             except p.ProtocolError as exc:
                 self.rejected += 1
@@ -101,6 +129,9 @@ class ControlResponder:
         def reply(held: bool, status: int = 200, body: Any = None, error: str | None = None
                   ) -> p.Reply:  # fmt: skip
             return p.Reply(r.id, self.worker_id, held, status, body, error)
+
+        if not self._alarms.active:  # a standby holds nothing: the active engine answers
+            return reply(False, 404, None, "not the active alarm engine")
 
         if r.op in (p.ACKNOWLEDGE, p.RESOLVE, p.ALARM):
             alarm_id = _uuid(r.args.get("alarm_id"))

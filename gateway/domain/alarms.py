@@ -37,6 +37,7 @@ class AlarmKind(StrEnum):
     WEIGHT_GAIN = "weight_gain"
     DOOR_UNLOCKED = "door_unlocked"
     UNAUTHORISED_UNLOCK = "unauthorised_unlock"
+    RECEIVER_UNREACHABLE = "receiver_unreachable"  # a webhook receiver, not a device
 
 
 class Severity(StrEnum):
@@ -67,13 +68,15 @@ DEFAULT_SEVERITY: dict[AlarmKind, Severity] = {
     AlarmKind.DEVICE_SILENT: Severity.HIGH,
     AlarmKind.DOOR_UNLOCKED: Severity.HIGH,
     AlarmKind.UNAUTHORISED_UNLOCK: Severity.HIGH,
+    AlarmKind.RECEIVER_UNREACHABLE: Severity.HIGH,
     AlarmKind.BATTERY_LOW: Severity.MEDIUM,
     AlarmKind.BLOOD_PRESSURE: Severity.MEDIUM,
     AlarmKind.WEIGHT_GAIN: Severity.MEDIUM,
 }
 
 #: Kinds about the device itself rather than the person wearing it.
-DEVICE_SUBJECT_KINDS = frozenset({AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW, AlarmKind.TAMPER})
+DEVICE_SUBJECT_KINDS = frozenset({AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW, AlarmKind.TAMPER,
+                                  AlarmKind.RECEIVER_UNREACHABLE})  # fmt: skip
 
 EventType = Literal["raised", "occurred", "cleared", "acknowledged", "resolved", "escalated"]
 
@@ -318,6 +321,30 @@ class AlarmBook:
                 continue
             self._open[alarm.id] = alarm
             self._by_key[(alarm.tenant_id, alarm.subject, alarm.kind)] = alarm.id
+
+    def replace_all(self, alarms: Iterable[Alarm]) -> None:
+        """Hold exactly ``alarms`` (the open ones among them) from now on."""
+        self._open.clear()
+        self._by_key.clear()
+        self.restore(alarms)
+
+    def apply(self, alarm: Alarm) -> bool:
+        """Follow a change made by another book (the active engine's, as published): keep
+        the newer version of the alarm, and drop it once resolved. True if it changed."""
+        current = self._open.get(alarm.id)
+        if current is not None and current.version >= alarm.version:
+            return False
+        if alarm.state is AlarmState.RESOLVED:
+            if current is None:
+                return False
+            del self._open[alarm.id]
+            key = (alarm.tenant_id, alarm.subject, alarm.kind)
+            if self._by_key.get(key) == alarm.id:
+                del self._by_key[key]
+            return True
+        self._open[alarm.id] = alarm
+        self._by_key[(alarm.tenant_id, alarm.subject, alarm.kind)] = alarm.id
+        return True
 
     # --- internals -------------------------------------------------------------------------
     def _require(self, alarm_id: UUID) -> Alarm:

@@ -19,7 +19,9 @@ SAFETY = frozenset(
      AlarmKind.DOOR_UNLOCKED, AlarmKind.UNAUTHORISED_UNLOCK}
 )  # fmt: skip
 LIMITS = frozenset({AlarmKind.BLOOD_PRESSURE, AlarmKind.WEIGHT_GAIN})
-TECHNICAL = frozenset({AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW})
+TECHNICAL = frozenset(
+    {AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW, AlarmKind.RECEIVER_UNREACHABLE}
+)
 
 
 @dataclass(frozen=True)

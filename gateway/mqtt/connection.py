@@ -82,6 +82,7 @@ async def keep_connected(
     *,
     what: str,
     will: aiomqtt.Will | None = None,
+    keepalive: int = 60,
 ) -> None:
     """Connect and run ``session(client)``; when the connection breaks, log it and
     connect again (0.1 s doubling to 5 s between attempts) until ``stop`` is set or the
@@ -90,7 +91,8 @@ async def keep_connected(
     while not stop.is_set():
         try:
             async with aiomqtt.Client(
-                **address.client_kwargs(), identifier=identifier, will=will, timeout=10
+                **address.client_kwargs(), identifier=identifier, will=will, timeout=10,
+                keepalive=keepalive,
             ) as client:
                 client._client.disable_logger()
                 backoff = 0.1

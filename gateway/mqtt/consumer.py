@@ -5,15 +5,22 @@ paho client) withholds each PUBACK until the caller says the message is committe
 broker sends at most ``receive_maximum`` unacknowledged messages, so a stalled database
 stops the flow at the broker, which keeps the rest queued for this session.
 
-Acknowledgements carry the connection generation they were received on: after a
-reconnect the broker redelivers whatever was not acknowledged, so acks for the old
-connection are dropped (the redelivered copies are deduplicated and acked instead).
+Acknowledgements carry the connection generation they were received on (numbered across
+all consumers of the process, so one ``acknowledge`` serves them all): after a reconnect
+the broker redelivers whatever was not acknowledged, so acks for the old connection are
+dropped (the redelivered copies are deduplicated and acked instead).
+
+The same class carries the worker's storage session (shared subscription), the alarm
+engine's sessions (one client id per deployment, :mod:`gateway.alarms.engine_role`), and
+the adoption of a departed worker's storage session (``adopt``: resume it, unsubscribe so
+the broker sends it nothing new, deliver what it holds, and let it end on disconnect).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from firmware_contracts.topics import DEVICE_PUBLISHED
+from firmware_contracts.topics import DEVICE_PUBLISHED, Channel
 from gateway.metrics import IngestMetrics
 from gateway.mqtt import publish_decoder
 from gateway.mqtt.connection import BrokerAddress
@@ -60,13 +67,38 @@ class ConsumerConfig:
     session_expiry_s: int
     receive_maximum: int
     keepalive_s: int
+    channels: frozenset[Channel] = DEVICE_PUBLISHED
+    name: str = "ingest"  # for log lines
+    adopt: bool = False  # drain and end another (departed) worker's session
 
 
-def subscription_filters(shared_group: str | None) -> list[str]:
-    filters = [f"devices/+/{channel.value}" for channel in sorted(DEVICE_PUBLISHED)]
+def subscription_filters(
+    shared_group: str | None, channels: frozenset[Channel] = DEVICE_PUBLISHED
+) -> list[str]:
+    filters = [f"devices/+/{channel.value}" for channel in sorted(channels)]
     if shared_group:
         return [f"$share/{shared_group}/{f}" for f in filters]
     return filters
+
+
+#: messages handled in a row before the loop lets other tasks run (the alarm engine's
+#: sessions, in the same process, never wait behind a long run of telemetry)
+YIELD_EVERY = 64
+_generations = itertools.count(1)
+#: connection generation -> the consumer whose current connection it is
+_LIVE: dict[int, MqttConsumer] = {}
+
+
+def acknowledge(tokens: Sequence[AckToken]) -> None:
+    """Release PUBACKs for messages that are done with, whichever consumer received them;
+    a token of a connection that is gone is dropped (the broker redelivers)."""
+    live = _LIVE
+    for token in tokens:
+        if token.qos:
+            consumer = live.get(token.generation)
+            if consumer is not None and consumer._paho is not None:
+                consumer._paho.ack(token.mid, token.qos)
+                consumer.unacked -= 1
 
 
 class MqttConsumer:
@@ -82,6 +114,7 @@ class MqttConsumer:
         self._metrics = metrics
         self._generation = 0
         self._paho: Any = None
+        self.unacked = 0  # delivered on the current connection, not yet acknowledged
         # Bounded in practice by the MQTT receive maximum: the broker sends no more than
         # that many unacknowledged messages.
         self._inbox: deque[tuple[str, bytes, int, bool, int]] = deque()
@@ -89,14 +122,8 @@ class MqttConsumer:
         self.connected = asyncio.Event()
 
     def ack(self, tokens: Sequence[AckToken]) -> None:
-        """Release PUBACKs for committed messages of the current connection."""
-        paho = self._paho
-        if paho is None:
-            return
-        generation = self._generation
-        for token in tokens:
-            if token.qos and token.generation == generation:
-                paho.ack(token.mid, token.qos)
+        """Release PUBACKs for committed messages (see :func:`acknowledge`)."""
+        acknowledge(tokens)
 
     def _client(self) -> aiomqtt.Client:
         cfg = self._config
@@ -104,7 +131,8 @@ class MqttConsumer:
         kwargs = address.client_kwargs()
         if cfg.protocol == 5:
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = cfg.session_expiry_s
+            # adopting: the session resumes and ends when this connection does
+            props.SessionExpiryInterval = 0 if cfg.adopt else cfg.session_expiry_s
             props.ReceiveMaximum = cfg.receive_maximum
             client = aiomqtt.Client(
                 **kwargs,
@@ -147,27 +175,31 @@ class MqttConsumer:
             client = self._client()
             try:
                 async with client:
-                    self._generation += 1
+                    self._generation = next(_generations)
                     self._paho = client._client
+                    self.unacked = 0
+                    _LIVE[self._generation] = self
                     await self._subscribe(client)
                     self.connected.set()
-                    self._metrics.mqtt_connected.set(1)
-                    log.info(
-                        "ingest session connected", extra={"client_id": self._config.client_id}
-                    )
+                    self._connected_gauge(1)
+                    log.info(f"{self._config.name} session connected",
+                             extra={"client_id": self._config.client_id})  # fmt: skip
                     backoff = 0.1
                     await self._consume(client, stop)
                     await drain()
                     drained = True
             except aiomqtt.MqttError as exc:
                 log.warning(
-                    "ingest session lost; reconnecting",
+                    f"{self._config.name} session lost; reconnecting",
                     extra={"error": str(exc)[:200], "retry_s": backoff},
                 )
+                if self._config.adopt:
+                    return  # taken back by its worker (or the broker is away): not ours
             finally:
+                _LIVE.pop(self._generation, None)
                 self._paho = None
                 self.connected.clear()
-                self._metrics.mqtt_connected.set(0)
+                self._connected_gauge(0)
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
@@ -175,8 +207,15 @@ class MqttConsumer:
         if not drained:
             await drain()
 
+    def _connected_gauge(self, value: int) -> None:
+        if self._config.name == "ingest":
+            self._metrics.mqtt_connected.set(value)
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        filters = subscription_filters(self._config.shared_group)
+        filters = subscription_filters(self._config.shared_group, self._config.channels)
+        if self._config.adopt:
+            await client.unsubscribe(filters)  # the broker routes nothing new to it
+            return
         if self._config.protocol == 5:
             await client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
         else:
@@ -196,8 +235,13 @@ class MqttConsumer:
         stop_task.add_done_callback(poke)
         try:
             while True:
+                run = 0
                 while inbox and not stop.is_set():
                     await self._deliver(inbox.popleft(), generation)
+                    run += 1
+                    if run == YIELD_EVERY:  # let the worker's other sessions have a turn
+                        run = 0
+                        await asyncio.sleep(0)
                 if stop.is_set():
                     return
                 if disconnected.done():
@@ -215,6 +259,8 @@ class MqttConsumer:
 
     async def _deliver(self, raw: tuple[str, bytes, int, bool, int], generation: int) -> None:
         topic, payload, qos, retain, mid = raw
+        if qos:
+            self.unacked += 1
         inbound = Inbound(
             topic=topic,
             payload=payload,

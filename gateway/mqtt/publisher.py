@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 
 import aiomqtt
 
@@ -23,20 +24,38 @@ class AlarmPublisher:
     def __init__(self, url: str, client_id: str, max_queue: int = 100_000) -> None:
         self._address = BrokerAddress.parse(url)
         self._client_id = client_id
-        self._queue: deque[tuple[str, bytes]] = deque()
+        self._queue: deque[tuple[str, bytes, bool]] = deque()
         self._max_queue = max_queue
         self._wake = asyncio.Event()
         self.published = 0
         self.dropped = 0
         self.connected = asyncio.Event()
+        self._submitted = 0  # messages submitted (sent, dropped or queued)
+        self._settled = 0  # of those, sent or dropped
+        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()
 
-    def submit(self, topic: str, payload: bytes) -> None:
+    def submit(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self._submitted += 1
         if len(self._queue) >= self._max_queue:
             self.dropped += 1
+            self._settle()
             log.error("alarm publish queue full; message not sent on MQTT", extra={"topic": topic})
             return
-        self._queue.append((topic, payload))
+        self._queue.append((topic, payload, retain))
         self._wake.set()
+
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once everything submitted so far has been taken by the broker
+        (or dropped): the engine acknowledges a device's message only then."""
+        if self._settled >= self._submitted:
+            callback()
+        else:
+            self._waiting.append((self._submitted, callback))
+
+    def _settle(self) -> None:
+        self._settled += 1
+        while self._waiting and self._waiting[0][0] <= self._settled:
+            self._waiting.popleft()[1]()
 
     def pending(self) -> int:
         return len(self._queue)
@@ -68,10 +87,11 @@ class AlarmPublisher:
     async def _send_loop(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         while True:
             while self._queue:
-                topic, payload = self._queue[0]
-                await client.publish(topic, payload, qos=1)
+                topic, payload, retain = self._queue[0]
+                await client.publish(topic, payload, qos=1, retain=retain)
                 self._queue.popleft()  # only once the broker has it
                 self.published += 1
+                self._settle()
             if stop.is_set():
                 return
             self._wake.clear()

@@ -16,9 +16,10 @@ from importlib import resources
 import psycopg
 from psycopg import sql
 
+from gateway.storage import advisory
+
 log = logging.getLogger(__name__)
 
-_LOCK_KEY = 0x57_47_4D_49  # "WGMI"
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -54,39 +55,37 @@ def available() -> list[Migration]:
 def migrate(url: str, *, api_password: str | None = None) -> list[int]:
     """Apply pending migrations; returns the versions applied now."""
     applied_now: list[int] = []
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("select pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
-            conn.execute(
-                "create table if not exists schema_migrations ("
-                " version integer primary key, name text not null,"
-                " checksum text not null, applied_at timestamptz not null default now())"
-            )
-            done = {
-                row[0]: row[1]
-                for row in conn.execute("select version, checksum from schema_migrations")
-            }
-            for migration in available():
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        raise MigrationError(
-                            f"migration {migration.version:04d}_{migration.name} was changed "
-                            "after it was applied; add a new migration instead"
-                        )
-                    continue
-                with conn.transaction():
-                    conn.execute(migration.sql.encode())
-                    conn.execute(
-                        "insert into schema_migrations (version, name, checksum)"
-                        " values (%s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum),
+    with psycopg.connect(url, autocommit=True) as conn, advisory.exclusive(
+        conn, advisory.MIGRATIONS
+    ):
+        conn.execute(
+            "create table if not exists schema_migrations ("
+            " version integer primary key, name text not null,"
+            " checksum text not null, applied_at timestamptz not null default now())"
+        )
+        done = {
+            row[0]: row[1]
+            for row in conn.execute("select version, checksum from schema_migrations")
+        }
+        for migration in available():
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name} was changed "
+                        "after it was applied; add a new migration instead"
                     )
-                log.info("migration applied", extra={"version": migration.version})
-                applied_now.append(migration.version)
-            if api_password is not None:
+                continue
+            with conn.transaction():
+                conn.execute(migration.sql.encode())
                 conn.execute(
-                    sql.SQL("alter role wg_api password {}").format(sql.Literal(api_password))
+                    "insert into schema_migrations (version, name, checksum)"
+                    " values (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
                 )
-        finally:
-            conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            log.info("migration applied", extra={"version": migration.version})
+            applied_now.append(migration.version)
+        if api_password is not None:
+            conn.execute(
+                sql.SQL("alter role wg_api password {}").format(sql.Literal(api_password))
+            )
     return applied_now

@@ -95,6 +95,26 @@ UPSERT_DEVICE_STATE = """
         online = coalesce(excluded.online, device_state.online)
 """
 
+LOAD_LAST_SEEN = "select device_id, last_seen from device_state"
+
+#: the rule state an engine taking over rebuilds from storage: recent weights per person,
+#: and each lock's last unlocked/locked event unless a door_unlocked alarm followed it
+LOAD_RECENT_WEIGHTS = """
+    select person_id, ts, weight_kg from readings
+    where kind = 'weight' and weight_kg is not null and ts > now() - interval '14 days'
+    order by ts
+"""
+LOAD_OPEN_DOORS = """
+    select l.device_id, l.ts from (
+        select distinct on (device_id) device_id, ts, action from lock_events
+        where action in ('unlocked', 'locked') and ts > now() - interval '2 days'
+        order by device_id, ts desc
+    ) l
+    where l.action = 'unlocked' and not exists (
+        select 1 from alarms a
+        where a.kind = 'door_unlocked' and a.device_id = l.device_id and a.raised_at >= l.ts)
+"""
+
 LOAD_DEVICE_STATE = """
     select device_id, last_seen, last_ts, battery_percent, rssi_dbm, firmware, online
     from device_state

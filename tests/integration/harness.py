@@ -84,11 +84,7 @@ async def running_gateway(settings: Settings) -> AsyncIterator[GatewayService]:
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
 
-    async def ready() -> None:  # taking messages, and answering API processes
-        await service.consumer.connected.wait()
-        await service.control.online.wait()
-
-    waiter = asyncio.create_task(ready())
+    waiter = asyncio.create_task(service.ready())
     done, _ = await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
         task.result()  # raise what stopped it
@@ -194,6 +190,7 @@ class Operator:
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.arrival: dict[str, float] = {}  # event id -> time.monotonic() when received
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["kind"] == kind]
@@ -219,7 +216,9 @@ async def operator(mqtt_url: str, tenant: str) -> AsyncIterator[Operator]:
         async def collect() -> None:
             async for message in client.messages:
                 assert isinstance(message.payload, bytes)
-                op.messages.append(orjson.loads(message.payload))
+                event = orjson.loads(message.payload)
+                op.arrival.setdefault(event["event_id"], time.monotonic())
+                op.messages.append(event)
 
         task = asyncio.create_task(collect())
         try:

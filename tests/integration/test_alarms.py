@@ -4,6 +4,7 @@ separate operator MQTT client subscribed to the tenant's alarm topic."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -221,3 +222,54 @@ def _async(fn: Any) -> Any:
         return bool(fn())
 
     return check
+
+
+async def test_button_press_not_held_behind_telemetry_while_database_down(
+    mosquitto, private_postgres
+) -> None:
+    """The outside report: with the database down and telemetry flowing, the storage
+    session's receive window fills (acknowledgement waits for a commit) and a press waited
+    behind it until the database returned (16 s). The alarm engine has sessions of its
+    own: the press is delivered at once, and after the database returns every message and
+    every alarm event is stored once."""
+    url = private_postgres.url_for_test
+    s = await seed(url)
+    settings = settings_for(mosquitto.url, url, mqtt_receive_maximum=50, ingest_queue_size=50,
+                            batch_max_rows=50)  # fmt: skip
+    sent = 0
+    async with running_gateway(settings) as gw, operator(mosquitto.url, s.tenant) as op:
+        await asyncio.to_thread(private_postgres.halt)
+        stop = asyncio.Event()
+
+        async def telemetry() -> None:
+            nonlocal sent
+            n = 0
+            while not stop.is_set():
+                batch = [("devices/gps-1/telemetry", payload(
+                    "position", f"t-{n}-{i}", lat=59.0, lon=17.0, accuracy_m=10))
+                    for i in range(20)]  # fmt: skip
+                await publish(mosquitto.url, batch, client_id="test-telemetry")
+                sent += len(batch)
+                n += 1
+                with contextlib.suppress(TimeoutError):  # about 400 messages a second
+                    await asyncio.wait_for(stop.wait(), 0.05)
+
+        flowing = asyncio.create_task(telemetry())
+
+        async def storage_stalled() -> bool:  # the window is full: the broker holds the rest
+            return gw.consumer.unacked >= 50 and sent > 500
+
+        await wait_for(storage_stalled, 20, "the storage session's window full")
+        loop = asyncio.get_running_loop()
+        pressed = loop.time()
+        await publish(mosquitto.url, [("devices/gps-1/events",
+                                       payload("alarm", "behind-1", kind="button"))])  # fmt: skip
+        raised = await op.wait(lambda m: m["event"] == "raised", "the press", 10)
+        delay = op.arrival[raised["event_id"]] - pressed
+        assert delay < 1.5, f"the press took {delay:.2f} s with the database down"
+        stop.set()
+        await flowing
+        await asyncio.to_thread(private_postgres.resume)
+        await wait_count(url, "select count(*) from positions", sent, timeout=60)
+        await wait_count(url, "select count(*) from device_alarms", 1)
+        await wait_count(url, "select count(*) from alarm_events", 1)

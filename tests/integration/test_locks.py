@@ -367,3 +367,29 @@ async def test_reported_unlock_outside_a_visit_raises_an_alarm(mosquitto, databa
         assert [m["event"] for m in unauthorised] == ["raised"]
         assert [a.occurrences for a in gw.alarms.book.open_alarms(s.tenant)
                 if a.kind.value == "unauthorised_unlock"] == [1]  # fmt: skip
+
+
+async def test_remote_unlock_with_two_workers(mosquitto, database_url) -> None:
+    """The lock's replies reach the worker that sent the command, however many workers
+    share the storage subscription (the old build: run one worker if remote unlock is
+    used, since Mosquitto deals the reply to any of them)."""
+    from tests.integration.harness import running_gateway
+
+    s = await seed(database_url, devices={LOCK: "t-lock"})
+    person = s.persons[LOCK]
+    fw = LockFirmware(mosquitto.port)
+    second = settings_for(mosquitto.url, database_url, jwt_secret=SECRET,
+                          mqtt_client_id="wg-test-gateway-2")  # fmt: skip
+    async with api_with_gateway(mosquitto.url, database_url) as (http, gw), \
+            running_gateway(second) as standby, fw.online():  # fmt: skip
+        assert gw.alarms.active and not standby.alarms.active
+        anna = await add_staff(http, s.tenant, "anna", "key-anna")
+        await plan_visit(http, s.tenant, person, anna, datetime.now(UTC) - timedelta(minutes=5))
+        await known(gw, "key-anna", person)
+        for n in range(1, 5):  # round-robin would have dealt half the replies elsewhere
+            r = await http.post(f"/api/v1/devices/{LOCK}/unlock", headers=auth(s.tenant),
+                                json=unlock_body("key-anna"))  # fmt: skip
+            assert (r.status_code, r.json()["outcome"]) == (200, "done"), r.text
+            assert len(fw.commands) == n
+        kinds = {a.kind.value for a in gw.alarms.book.open_alarms(s.tenant)}
+        assert "unauthorised_unlock" not in kinds

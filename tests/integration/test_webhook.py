@@ -1,4 +1,5 @@
-"""Signed webhook delivery against a real HTTP receiver (uvicorn on loopback)."""
+"""Signed webhook delivery against a real HTTP receiver (uvicorn on loopback), from a
+durable outbox per receiver (a local file: survives a restart of the gateway)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TypedDict
+from pathlib import Path
+from typing import Any, TypedDict
 
+import orjson
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -121,6 +124,10 @@ async def running(dispatcher: WebhookDispatcher) -> AsyncIterator[asyncio.Task[N
         await asyncio.wait_for(task, 10)
 
 
+def dispatcher_in(outbox: Path, targets: list[WebhookTarget], **kw: Any) -> WebhookDispatcher:
+    return WebhookDispatcher(targets, outbox_dir=outbox, **{**FAST, **kw})
+
+
 def target(base: str, name: str = "arc", timeout_s: float = 2.0) -> WebhookTarget:
     return WebhookTarget(name=name, url=f"{base}/hook/{name}", secret=SECRET, timeout_s=timeout_s)
 
@@ -128,6 +135,11 @@ def target(base: str, name: str = "arc", timeout_s: float = 2.0) -> WebhookTarge
 @pytest.fixture
 def receiver() -> Receiver:
     return Receiver()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Path:
+    return tmp_path / "outbox"
 
 
 @pytest.fixture
@@ -169,10 +181,10 @@ def test_target_repr_hides_secret_and_url() -> None:
 
 
 async def test_delivery_is_signed_and_verifiable(
-    receiver: Receiver, base: str, caplog: pytest.LogCaptureFixture
+    receiver: Receiver, base: str, outbox: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="gateway.dispatch.webhook")
-    dispatcher = WebhookDispatcher([target(base)], **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base)])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-1", BODY)
         await wait_for(lambda: dispatcher.stats.delivered == 1, what="delivery")
@@ -201,10 +213,10 @@ async def test_delivery_is_signed_and_verifiable(
 
 
 async def test_500_twice_then_200_is_delivered_once_after_two_retries(
-    receiver: Receiver, base: str
+    receiver: Receiver, base: str, outbox: Path
 ) -> None:
     receiver.fail_first = 2
-    dispatcher = WebhookDispatcher([target(base)], **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base)])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-500", BODY)
         await wait_for(lambda: dispatcher.stats.delivered == 1, what="delivery")
@@ -216,18 +228,18 @@ async def test_500_twice_then_200_is_delivered_once_after_two_retries(
     assert (dispatcher.stats.failed, dispatcher.stats.rejected) == (0, 0)
 
 
-async def test_429_is_retried(receiver: Receiver, base: str) -> None:
+async def test_429_is_retried(receiver: Receiver, base: str, outbox: Path) -> None:
     receiver.fail_first, receiver.fail_status = 1, 429
-    dispatcher = WebhookDispatcher([target(base)], **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base)])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-429", BODY)
         await wait_for(lambda: dispatcher.stats.delivered == 1, what="delivery")
     assert dispatcher.stats.retried == 1
 
 
-async def test_400_is_rejected_and_not_retried(receiver: Receiver, base: str) -> None:
+async def test_400_is_rejected_and_not_retried(receiver: Receiver, base: str, outbox: Path) -> None:
     receiver.fail_first, receiver.fail_status = 100, 400
-    dispatcher = WebhookDispatcher([target(base)], **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base)])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-400", BODY)
         await wait_for(lambda: dispatcher.stats.rejected == 1, what="rejection")
@@ -244,20 +256,36 @@ async def test_400_is_rejected_and_not_retried(receiver: Receiver, base: str) ->
     assert dispatcher.stats.failed == 0
 
 
-async def test_gives_up_after_max_attempts(receiver: Receiver, base: str) -> None:
-    receiver.fail_first = 100
-    dispatcher = WebhookDispatcher([target(base)], max_attempts=3, **FAST)
+def alarm_body(alarm_id: str, event: str, at: str) -> bytes:
+    return orjson.dumps({"alarm_id": alarm_id, "tenant_id": "kommun-a", "event": event,
+                         "at": at, "person_ref": "PERSON-REF-MARKER"})  # fmt: skip
+
+
+async def test_never_gives_up_while_the_alarm_is_open(
+    receiver: Receiver, base: str, outbox: Path
+) -> None:
+    """The old sender gave up after 8 attempts (31-62 s): a receiving centre down for 90 s
+    never got the alarm. Now an event is retried while its alarm is open, and for
+    ``keep_after_resolved_s`` after it was resolved."""
+    receiver.fail_first = 10**6
+    open_alarms = {"a-open"}
+    dispatcher = dispatcher_in(outbox, [target(base)], keep_after_resolved_s=0,
+                               is_open=lambda a: a in open_alarms)  # fmt: skip
+    long_ago = "2020-01-01T00:00:00+00:00"
     async with running(dispatcher):
-        dispatcher.submit(["arc"], "evt-down", BODY)
-        await wait_for(lambda: dispatcher.stats.failed == 1, what="giving up")
-    assert len(receiver.requests) == 3
-    assert dispatcher.stats.retried == 2
+        dispatcher.submit(["arc"], "evt-open", alarm_body("a-open", "raised", long_ago))
+        await wait_for(lambda: dispatcher.stats.retried >= 20, what="many retries")
+        assert dispatcher.stats.failed == 0 and dispatcher.pending() == 1
+        open_alarms.clear()  # resolved, long enough ago: given up
+        dispatcher.submit(["arc"], "evt-res", alarm_body("a-open", "resolved", long_ago))
+        await wait_for(lambda: dispatcher.stats.failed == 2, what="both given up")
+    assert dispatcher.pending() == 0
     assert dispatcher.stats.delivered == 0
 
 
-async def test_receiver_down_at_first_then_started(receiver: Receiver) -> None:
+async def test_receiver_down_at_first_then_started(receiver: Receiver, outbox: Path) -> None:
     port = free_port()
-    dispatcher = WebhookDispatcher([target(f"http://127.0.0.1:{port}")], max_attempts=1000, **FAST)
+    dispatcher = dispatcher_in(outbox, [target(f"http://127.0.0.1:{port}")])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-refused", BODY)
         await wait_for(lambda: dispatcher.stats.retried >= 2, what="retries on refused")
@@ -268,9 +296,64 @@ async def test_receiver_down_at_first_then_started(receiver: Receiver) -> None:
     assert dispatcher.stats.failed == 0
 
 
-async def test_timeout_is_retried(receiver: Receiver, base: str) -> None:
+async def test_in_order_per_receiver_and_an_unreachable_one_is_reported(
+    receiver: Receiver, outbox: Path
+) -> None:
+    """Raised before acknowledged, always (the old sender delivered 'acknowledged' first
+    after a short outage); a receiver failing too long is reported once, and cleared."""
+    port = free_port()
+    reports: list[tuple[str, str, bool]] = []
+    dispatcher = dispatcher_in(
+        outbox, [target(f"http://127.0.0.1:{port}")], unreachable_after_s=0.3,
+        on_unreachable=lambda t, tenant, down, _since: reports.append((t.name, tenant, down)),
+    )  # fmt: skip
+    now = "2026-12-06T00:00:00+00:00"
+    async with running(dispatcher):
+        for n, event in enumerate(["raised", "occurred", "acknowledged", "resolved"]):
+            dispatcher.submit(["arc"], f"evt-{n}", alarm_body("a-1", event, now))
+        await wait_for(lambda: reports == [("arc", "kommun-a", True)], what="reported")
+        async with serve(receiver, port):
+            await wait_for(lambda: dispatcher.stats.delivered == 4, what="all four")
+        assert reports == [("arc", "kommun-a", True), ("arc", "kommun-a", False)]
+    assert [r.headers[EVENT_ID_HEADER.lower()] for r in receiver.ok] == [
+        "evt-0", "evt-1", "evt-2", "evt-3"]  # fmt: skip
+
+
+async def test_outbox_survives_a_restart(receiver: Receiver, base: str, outbox: Path) -> None:
+    first = dispatcher_in(outbox, [target(base)])
+    for n in range(3):
+        first.submit(["arc"], f"evt-{n}", BODY)  # the process then dies: never run
+    second = dispatcher_in(outbox, [target(base)])
+    assert second.pending() == 3
+    async with running(second):
+        await wait_for(lambda: second.stats.delivered == 3, what="delivered after restart")
+    assert [r.headers[EVENT_ID_HEADER.lower()] for r in receiver.ok] == [
+        "evt-0", "evt-1", "evt-2"]  # fmt: skip
+    assert dispatcher_in(outbox, [target(base)]).pending() == 0
+
+
+async def test_standby_skips_what_the_engine_delivered(
+    receiver: Receiver, base: str, outbox: Path
+) -> None:
+    standby = dispatcher_in(outbox, [target(base)], delivering=False)
+    async with running(standby):
+        for n in range(4):
+            standby.submit(["arc"], f"evt-{n}", BODY)
+        standby.delivered_elsewhere("arc", "evt-2")  # the engine got this far
+        standby.delivered_elsewhere("arc", "evt-9")  # not mirrored yet: skipped on arrival
+        assert standby.pending() == 1 and not receiver.requests
+        standby.deliver(True)  # it takes over
+        await wait_for(lambda: standby.stats.delivered == 1, what="the rest")
+        standby.deliver(False)
+        for n in range(8, 11):
+            standby.submit(["arc"], f"evt-{n}", BODY)
+    assert [r.headers[EVENT_ID_HEADER.lower()] for r in receiver.ok] == ["evt-3"]
+    assert standby.pending() == 1  # evt-10
+
+
+async def test_timeout_is_retried(receiver: Receiver, base: str, outbox: Path) -> None:
     receiver.hang_first = 1  # the first request is held past the client's timeout
-    dispatcher = WebhookDispatcher([target(base, timeout_s=0.2)], **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base, timeout_s=0.2)])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-slow", BODY)
         await wait_for(lambda: dispatcher.stats.delivered == 1, what="delivery after timeout")
@@ -280,10 +363,10 @@ async def test_timeout_is_retried(receiver: Receiver, base: str) -> None:
 
 
 async def test_each_named_target_receives_and_unknown_names_are_skipped(
-    receiver: Receiver, base: str
+    receiver: Receiver, base: str, outbox: Path
 ) -> None:
     targets = [target(base, "arc"), target(base, "night-team"), target(base, "unused")]
-    dispatcher = WebhookDispatcher(targets, **FAST)
+    dispatcher = dispatcher_in(outbox, targets)
     async with running(dispatcher):
         dispatcher.submit(["arc", "night-team", "nobody", "arc"], "evt-multi", BODY)
         await wait_for(lambda: dispatcher.stats.delivered == 2, what="both deliveries")
@@ -293,16 +376,12 @@ async def test_each_named_target_receives_and_unknown_names_are_skipped(
         assert verify(SECRET, r.headers[SIGNATURE_HEADER.lower()], r.body, now=int(time.time()))
 
 
-async def test_a_down_target_does_not_hold_up_the_others(receiver: Receiver, base: str) -> None:
-    # 20 deliveries to a refusing target wait 5 s for their retry; the slots must be free
+async def test_a_down_target_does_not_hold_up_the_others(
+    receiver: Receiver, base: str, outbox: Path
+) -> None:
     down = WebhookTarget("down", f"http://127.0.0.1:{free_port()}/hook/down", SECRET)
-    dispatcher = WebhookDispatcher(
-        [down, target(base, "arc")],
-        concurrency=2,
-        base_backoff_s=5,
-        max_backoff_s=5,
-        stop_grace_s=0.1,
-    )
+    dispatcher = dispatcher_in(outbox, [down, target(base, "arc")], base_backoff_s=5,
+                               max_backoff_s=5, stop_grace_s=0.1)  # fmt: skip
     async with running(dispatcher):
         for i in range(20):
             dispatcher.submit(["down"], f"evt-down-{i}", BODY)
@@ -310,12 +389,12 @@ async def test_a_down_target_does_not_hold_up_the_others(receiver: Receiver, bas
         await wait_for(
             lambda: dispatcher.stats.delivered == 1, what="healthy delivery", timeout_s=2.5
         )
-    assert dispatcher.stats.abandoned == 20
+    assert dispatcher.pending() == 20  # kept for the receiver, after a restart too
 
 
-async def test_submit_never_blocks(receiver: Receiver, base: str) -> None:
+async def test_submit_never_blocks(receiver: Receiver, base: str, outbox: Path) -> None:
     receiver.hang_first = 10**6  # every request hangs: the dispatcher is saturated
-    dispatcher = WebhookDispatcher([target(base, timeout_s=30)], stop_grace_s=0.1, **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base, timeout_s=30)], stop_grace_s=0.1)
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-first", BODY)
         await wait_for(lambda: len(receiver.requests) >= 1, what="first request in flight")
@@ -325,30 +404,22 @@ async def test_submit_never_blocks(receiver: Receiver, base: str) -> None:
         # receiver answers nothing
         assert dispatcher.pending() == 1001
     assert dispatcher.stats.dropped == 0
-    assert dispatcher.stats.abandoned == 1001
+    assert dispatcher.pending() == 1001
 
 
-def test_full_queue_counts_dropped_and_does_not_raise(caplog: pytest.LogCaptureFixture) -> None:
-    dispatcher = WebhookDispatcher([target("http://127.0.0.1:9")], max_queue=10)
-    for i in range(15):
-        dispatcher.submit(["arc"], f"evt-{i}", BODY)
-    assert dispatcher.pending() == 10
-    assert dispatcher.stats.dropped == 5
-    dropped = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert [getattr(r, "event_id", None) for r in dropped] == [f"evt-{i}" for i in range(10, 15)]
-
-
-def test_invalid_event_id_is_dropped_not_raised() -> None:
-    dispatcher = WebhookDispatcher([target("http://127.0.0.1:9")])
+def test_invalid_event_id_is_dropped_not_raised(outbox: Path) -> None:
+    dispatcher = dispatcher_in(outbox, [target("http://127.0.0.1:9")])
     dispatcher.submit(["arc"], "evt\r\nX-Injected: 1", BODY)
     dispatcher.submit(["arc"], "", BODY)
     assert dispatcher.pending() == 0
     assert dispatcher.stats.dropped == 2
 
 
-async def test_stop_finishes_in_flight_delivery(receiver: Receiver, base: str) -> None:
+async def test_stop_finishes_in_flight_delivery(
+    receiver: Receiver, base: str, outbox: Path
+) -> None:
     receiver.hang_first = 1
-    dispatcher = WebhookDispatcher([target(base)], stop_grace_s=5, **FAST)
+    dispatcher = dispatcher_in(outbox, [target(base)], stop_grace_s=5)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     dispatcher.submit(["arc"], "evt-inflight", BODY)
@@ -357,30 +428,29 @@ async def test_stop_finishes_in_flight_delivery(receiver: Receiver, base: str) -
     receiver.release.set()
     await asyncio.wait_for(task, 10)
     assert dispatcher.stats.delivered == 1
-    assert dispatcher.stats.abandoned == 0
+    assert dispatcher.pending() == 0
 
 
-async def test_stop_abandons_after_grace_and_logs_event_ids(
-    receiver: Receiver, base: str, caplog: pytest.LogCaptureFixture
+async def test_stop_keeps_the_in_flight_event_for_after_the_restart(
+    receiver: Receiver, base: str, outbox: Path
 ) -> None:
-    receiver.hang_first = 10**6
-    dispatcher = WebhookDispatcher([target(base, timeout_s=30)], stop_grace_s=0.1, **FAST)
+    receiver.hang_first = 1
+    dispatcher = dispatcher_in(outbox, [target(base, timeout_s=30)], stop_grace_s=0.1)
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
     dispatcher.submit(["arc"], "evt-stuck", BODY)
     await wait_for(lambda: len(receiver.requests) == 1, what="request in flight")
     stop.set()
     await asyncio.wait_for(task, 10)  # returns after the grace period, not the 30 s timeout
-    assert dispatcher.stats.abandoned == 1
-    assert any(
-        getattr(r, "event_id", None) == "evt-stuck" and "abandoned" in r.getMessage()
-        for r in caplog.records
-    )
+    again = dispatcher_in(outbox, [target(base)])
+    assert again.pending() == 1
+    async with running(again):
+        await wait_for(lambda: again.stats.delivered == 1, what="delivered after restart")
 
 
-def test_config_is_validated() -> None:
+def test_config_is_validated(outbox: Path) -> None:
     with pytest.raises(ValueError, match="unique"):
-        WebhookDispatcher([target("http://x"), target("http://y")])
+        dispatcher_in(outbox, [target("http://x"), target("http://y")])
     with pytest.raises(ValueError, match="http"):
         WebhookTarget("arc", "ftp://x", SECRET)
     with pytest.raises(ValueError, match="secret"):

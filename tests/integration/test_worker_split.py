@@ -76,8 +76,13 @@ async def test_two_replicas_two_workers_linked_by_the_broker(mosquitto, database
 
             await wait_for(raised, 15, "the alarm on both replicas' streams")
             alarm_id = next(e["alarm_id"] for _, e in seen_a if e["event"] == "raised")
-            holders = [w for w in (w1, w2) if w.alarms.book.get(UUID(alarm_id))]
-            assert len(holders) == 1  # the worker that took the device's message
+            # one worker runs the alarm engine (the older one); the other mirrors its book
+            assert [w.alarms.active for w in (w1, w2)] == [True, False]
+
+            async def mirrored() -> bool:
+                return all(w.alarms.book.get(UUID(alarm_id)) for w in (w1, w2))
+
+            await wait_for(mirrored, 5, "the alarm in the standby's mirrored book")
 
             r = await a.get("/healthz")
             assert r.json()["workers_online"] == 2

@@ -1,0 +1,96 @@
+"""The alarm engine's intake: device messages straight to the rules, ahead of storage.
+
+The active engine reads every device's messages on sessions of its own
+(:mod:`gateway.alarms.engine_role`); storage reads them again on the workers' shared
+session. Here a message is decoded, bound to the device's holder and handed to the alarm
+service. Nothing is written: a message refused here (bad payload, unknown device, over
+its allowance) is refused by the storage path too, which keeps it in quarantine.
+
+Acknowledgement does not wait for a database commit: a message that raised nothing is
+acknowledged at once; one that changed an alarm is acknowledged once the alarm event is
+journalled and the broker has taken the event's publication (``after_sent``). A worker
+that dies before that leaves the message unacknowledged on the engine's session, and the
+engine that takes the session over evaluates it again (the alarm book recognises a press
+it has already counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Protocol
+
+from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
+from gateway.domain.rate_limit import TokenBuckets
+from gateway.domain.registry import DeviceRecord, Refused, bind
+from gateway.ingest import AlarmPath, limit_key
+from gateway.mqtt.consumer import AckToken, Inbound
+from gateway.storage.rows import PERSONAL_TYPES
+
+log = logging.getLogger(__name__)
+
+
+class Engine(AlarmPath, Protocol):
+    @property
+    def dispatched(self) -> int: ...
+
+    def after_sent(self, callback: Callable[[], None]) -> None: ...
+
+
+class AlarmIntake:
+    def __init__(
+        self,
+        *,
+        resolve: Callable[[str], DeviceRecord | None],
+        engine: Engine,
+        ack: Callable[[Sequence[AckToken]], None],
+        max_payload_bytes: int,
+        max_clock_skew: timedelta,
+        device_limits: TokenBuckets | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._engine = engine
+        self._ack = ack
+        self._max_bytes = max_payload_bytes
+        self._max_skew = max_clock_skew
+        self._limits = device_limits
+        self.evaluated = 0
+
+    async def handle(self, msg: Inbound) -> None:
+        ack = msg.ack
+        try:
+            if self._evaluate(msg):
+                self._engine.after_sent(lambda: self._ack((ack,)))
+                return
+        except Exception:  # a bug in a rule must not stop the engine's intake
+            log.exception("alarm intake failed for a message")
+        self._ack((ack,))
+
+    def _evaluate(self, msg: Inbound) -> bool:
+        """True when the message changed an alarm."""
+        topic = parse_device_topic(msg.topic)
+        if topic is None or topic.channel not in DEVICE_PUBLISHED:
+            return False
+        if self._limits is not None and not self._limits.allow(
+            limit_key(topic.device_id, topic.channel), time.monotonic()
+        ):
+            return False
+        decoded = decode_payload(
+            topic.channel, msg.payload, now=msg.received_at,
+            max_bytes=self._max_bytes, max_skew=self._max_skew,
+        )  # fmt: skip
+        if isinstance(decoded, DecodeError):
+            return False
+        message = decoded.message
+        device = self._resolve(topic.device_id)
+        bound = bind(device, getattr(message, "ts", None),
+                     needs_person=message.type in PERSONAL_TYPES)  # fmt: skip
+        if isinstance(bound, Refused) or device is None:
+            return False
+        before = self._engine.dispatched
+        self._engine.observe(device, bound, message, msg.received_at)
+        self.evaluated += 1
+        return self._engine.dispatched != before
