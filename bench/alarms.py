@@ -4,7 +4,9 @@ detection delay against its configured bound.
 
 The gateway runs as its own process on a private Mosquitto and PostgreSQL. Each alarm
 comes from a different device (one button press each), so every press is a new alarm; the
-operator is a separate MQTT client subscribed to ``tenants/bench/alarms``.
+operator is a separate MQTT client subscribed to ``tenants/bench/alarms``. With
+``--workers 2`` a ``welfare-gateway worker`` runs beside it (storage shared, the alarm
+engine still the first process's).
 """
 
 from __future__ import annotations
@@ -87,7 +89,9 @@ async def measure(port: int, alarm_devices: list[str], silent_device: str) -> di
     }
 
 
-def run(alarms: int, background_rate: int, workdir: Path) -> dict[str, Any]:
+def run(alarms: int, background_rate: int, workdir: Path, workers: int = 1) -> dict[str, Any]:
+    """``workers`` = 2: a ``welfare-gateway worker`` beside the ``run`` process (which,
+    started first, runs the alarm engine; the other stores its share and stands by)."""
     with stack(workdir) as st:
         load_devices = 100
         st.seed("bench-", load_devices,
@@ -102,6 +106,7 @@ def run(alarms: int, background_rate: int, workdir: Path) -> dict[str, Any]:
             WG_ALARMS__SILENCE_GRACE_S=str(SILENCE_GRACE_S),
             WG_ALARMS__TICK_MS="100",
         )
+        others = [st.start_worker(f"wg-bench-{n}")[0] for n in range(2, workers + 1)]
         seconds = max(20, alarms * 0.02 + 15)
         per_device = int(background_rate * seconds / load_devices)
         load = _loadgen(st.broker.port, 2, load_devices, per_device, 0, rate=background_rate / 2)
@@ -111,8 +116,10 @@ def run(alarms: int, background_rate: int, workdir: Path) -> dict[str, Any]:
         pubs = _wait_all(load, 600)
         published = sum(p["published"] for p in pubs)
         offered = published / (max(p["finished"] for p in pubs) - min(p["started"] for p in pubs))
-        gw.terminate()
-        gw.wait(60)
+        for proc in (gw, *others):
+            proc.terminate()
+        for proc in (gw, *others):
+            proc.wait(60)
     lat = result["latencies"]
     p99 = _percentile(lat, 0.99)
     silent_delay = result["silent_delay_s"]
@@ -142,12 +149,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="bench.alarms")
     parser.add_argument("--alarms", type=int, default=500)
     parser.add_argument("--background-rate", type=int, default=2500)
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     if args.smoke:
         args.alarms, args.background_rate = 20, 200
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
-        result = {**run(args.alarms, args.background_rate, Path(tmp)),
+        result = {**run(args.alarms, args.background_rate, Path(tmp), args.workers),
                   "machine": machine.describe()}  # fmt: skip
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return result

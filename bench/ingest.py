@@ -4,7 +4,9 @@ One run, one private Mosquitto, one private PostgreSQL:
 
 1. ceiling: a bare aiomqtt consumer (no validation, no storage) drains the same load;
 2. the gateway (``welfare-gateway run`` in its own process) drains the same load, and the
-   database is checked: every message stored exactly once.
+   database is checked: every message stored exactly once;
+3. a second gateway worker (``welfare-gateway worker``) joins the first: the two drain the
+   same load again, checked the same way, and their rate is compared with step 2's.
 
 The load is published by separate processes over many connections (one per simulated
 device) as fast as they can: offered load above capacity, so the figure is the rate at
@@ -22,6 +24,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from gateway.storage import registry_repo as repo
 API_PASSWORD = "bench-api"
 TARGET_MSGS_PER_S = 7000
 TARGET_RATIO = 0.75
+TARGET_TWO_WORKERS_RATIO = 0.9  # two workers store at least 90 % of one's rate (2 cores)
 
 
 Procs = list[subprocess.Popen[bytes]]
@@ -123,43 +128,39 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         # 2. the gateway, same broker, same load (new message ids)
         gw = st.start_gateway()
         proc = psutil.Process(gw.pid)
+        rss_peak = 0.0
+
+        def sample_rss() -> None:
+            nonlocal rss_peak
+            rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
+
+        load = (broker.port, processes, devices, per_device)
         with psycopg.connect(st.database_url, autocommit=True) as conn:
-            rss_peak = 0.0
-            loadgen = _loadgen(broker.port, processes, devices, per_device, 2 * total)
-            deadline = time.monotonic() + 900
-            while time.monotonic() < deadline:
-                rss_peak = max(rss_peak, proc.memory_info().rss / 2**20)
-                if _stored(conn) >= total:
-                    break
-                time.sleep(0.25)
-            pubs_out = _wait_all(loadgen, 60)
-            started = min(p["started"] for p in pubs_out)
-            stats = conn.execute(
-                "with rows as (select ts, pg_xact_commit_timestamp(xmin) as committed"
-                " from device_health where msg_id like 'm%%' union all"
-                " select ts, pg_xact_commit_timestamp(xmin) from positions)"
-                " select count(*), max(extract(epoch from committed)),"
-                " array_agg(extract(epoch from committed - ts) * 1000) from rows"
-            ).fetchone()
-            assert stats is not None
-            count, last_commit, latencies = stats
-            distinct = _distinct(conn)
-        gw.terminate()
-        gw.wait(60)
-    rate = count / (float(last_commit) - started)
+            one = _gateway_phase(conn, *load, 2 * total, sample_rss)
+
+            # 3. two workers: a `welfare-gateway worker` beside it, the same load again
+            # (new message ids); its rate against step 2's, measured in the same run
+            second, _ = st.start_worker("wg-bench-2")
+            two = _gateway_phase(conn, *load, 4 * total)
+        for worker in (gw, second):
+            worker.terminate()
+        for worker in (gw, second):
+            worker.wait(60)
+    rate = one.rate
+    latencies = one.latencies
     return {
         "messages": total,
-        "stored": count,
-        "stored_distinct": distinct,
-        "lost": total - distinct,
+        "stored": one.count,
+        "stored_distinct": one.distinct,
+        "lost": total - one.distinct,
         "stored_msgs_per_s": round(rate),
         "bare_consumer_msgs_per_s": round(bare_rate),
         "mosquitto_sub_msgs_per_s": round(c_rate) if c_rate else None,
         "ratio_to_bare": round(rate / bare_rate, 3),
         "publish_rate_msgs_per_s": round(publish_rate_bare),
         "publish_to_commit_ms": {
-            "p50": round(_percentile([float(x) for x in latencies], 0.50), 1),
-            "p99": round(_percentile([float(x) for x in latencies], 0.99), 1),
+            "p50": round(_percentile(latencies, 0.50), 1),
+            "p99": round(_percentile(latencies, 0.99), 1),
         },
         "gateway_rss_mb_peak": round(rss_peak, 1),
         "devices": devices,
@@ -167,8 +168,67 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         "targets": {"stored_msgs_per_s": TARGET_MSGS_PER_S, "ratio_to_bare": TARGET_RATIO},
         "meets_targets": rate >= TARGET_MSGS_PER_S
         and rate / bare_rate >= TARGET_RATIO
-        and distinct == total,
+        and one.distinct == total,
+        "two_workers_stored_msgs_per_s": round(two.rate),
+        "two_workers_lost": total - two.distinct,
+        "two_workers_ratio_to_one": round(two.rate / rate, 3),
+        "two_workers_target_ratio_to_one": TARGET_TWO_WORKERS_RATIO,
+        "two_workers_meets_target": two.rate / rate >= TARGET_TWO_WORKERS_RATIO
+        and two.distinct == total,
     }
+
+
+@dataclass
+class _Phase:
+    """What the gateway stored of one load (the rows whose message ids it published)."""
+
+    count: int
+    distinct: int
+    rate: float  # rows / (last commit - first publish)
+    latencies: list[float]  # publish -> commit, ms
+
+
+#: A row of one phase: message id ``m{n}`` with ``first <= n <= last`` (the CASE keeps the
+#: cast off other ids, such as the probes')
+_OF_PHASE = ("(case when msg_id ~ '^m[0-9]+$' then substr(msg_id, 2)::bigint end)"
+             " between %(first)s and %(last)s")  # fmt: skip
+
+
+def _gateway_phase(
+    conn: psycopg.Connection[Any],
+    port: int,
+    processes: int,
+    devices: int,
+    per_device: int,
+    offset: int,
+    on_poll: Callable[[], None] = lambda: None,
+) -> _Phase:
+    """The load (message ids from ``offset``) published while the running gateway
+    workers drain it; returns once all of it is stored (or after 900 s)."""
+    total = devices * per_device
+    goal = _stored(conn) + total
+    loadgen = _loadgen(port, processes, devices, per_device, offset)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        on_poll()
+        if _stored(conn) >= goal:
+            break
+        time.sleep(0.25)
+    started = min(p["started"] for p in _wait_all(loadgen, 60))
+    stats = conn.execute(
+        "with rows as (select device_id, msg_id, ts, pg_xact_commit_timestamp(xmin) as committed"
+        f" from device_health where {_OF_PHASE} union all"
+        " select device_id, msg_id, ts, pg_xact_commit_timestamp(xmin) from positions"
+        f" where {_OF_PHASE})"
+        " select count(*), max(extract(epoch from committed)),"
+        " array_agg(extract(epoch from committed - ts) * 1000),"
+        " count(distinct (device_id, msg_id)) from rows",
+        {"first": offset, "last": offset + per_device - 1},  # each device's ids
+    ).fetchone()
+    assert stats is not None
+    count, last_commit, latencies, distinct = stats
+    return _Phase(int(count), int(distinct), count / (float(last_commit) - started),
+                  [float(x) for x in latencies])  # fmt: skip
 
 
 FLOODERS = 4
@@ -266,15 +326,6 @@ def _stored(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute(
         "select (select count(*) from device_health where msg_id like 'm%')"
         " + (select count(*) from positions)"
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _distinct(conn: psycopg.Connection[Any]) -> int:
-    row = conn.execute(
-        "select (select count(distinct (device_id, msg_id)) from device_health"
-        " where msg_id like 'm%')"
-        " + (select count(distinct (device_id, msg_id)) from positions)"
     ).fetchone()
     return int(row[0]) if row else 0
 

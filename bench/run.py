@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from bench import alarms, api, ingest, machine, memory
+from bench import alarms, api, failover, ingest, machine, memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         alarm_args = (20, 200) if args.smoke else (500, 2500)
         alarm_result = alarms.run(*alarm_args, Path(tmp) / "alarms")
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        # the same, a `welfare-gateway worker` beside the `run` process (the engine's)
+        two = alarms.run(*alarm_args, Path(tmp) / "alarms-2", workers=2)
+        alarm_result["alarm_latency_ms_two_workers"] = two["alarm_latency_ms"]
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        failover_args = (8.0, 200) if args.smoke else (20.0, 1000)
+        failover_result = {"failover": failover.run(*failover_args, Path(tmp) / "failover")}
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
         api_args = (50, 200) if args.smoke else (1000, 2500)
         api_result = api.run(*api_args, Path(tmp) / "api")
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
@@ -43,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "mode": "smoke" if args.smoke else "full",
         "ingest": ingest_result,
         **alarm_result,
+        **failover_result,
         **api_result,
         **memory_result,
         "machine": machine.describe(),

@@ -119,10 +119,45 @@ class Stack:
         wait_until(linked, 60, "API serving and linked to a worker")
         return proc, base
 
+    def start_worker(
+        self, client_id: str, **env_overrides: str
+    ) -> tuple[subprocess.Popen[bytes], str]:
+        """``welfare-gateway worker`` beside the others: its own storage session
+        (``client_id``) in the shared group and its own metrics port; returns it and its
+        /metrics URL once that session is connected (it then takes its share)."""
+        port = free_port()
+        env = self.env(WG_MQTT_CLIENT_ID=client_id, WG_METRICS_PORT=str(port), **env_overrides)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "worker"], env=env,
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / f"{client_id}.log").open("ab"),
+        )  # fmt: skip
+        metrics = f"http://127.0.0.1:{port}/metrics"
+
+        def connected() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {client_id} exited; see {client_id}.log")
+            return gauge(metrics, "wg_mqtt_connected") == 1.0
+
+        wait_until(connected, 90, f"worker {client_id} connected")
+        return proc, metrics
+
     def count(self, query: str, params: tuple[Any, ...] = ()) -> int:
         with psycopg.connect(self.database_url) as conn:
             row = conn.execute(query, params).fetchone()
             return int(row[0]) if row else 0
+
+
+def gauge(metrics_url: str, name: str) -> float | None:
+    """One gauge from a worker's /metrics; None while it does not answer."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
 
 
 async def _probe(port: int, device_id: str, n: int) -> None:
