@@ -56,11 +56,14 @@ def _loadgen(
     rate: float | None = None,
     garbage_every: int = 0,
     prefix: str = "bench-",
+    telemetry_only: bool = False,
 ) -> Procs:
     share = devices // processes
     extra = ["--rate", str(rate)] if rate else []
     if garbage_every:
         extra += ["--garbage-every", str(garbage_every)]
+    if telemetry_only:
+        extra.append("--telemetry-only")
     extra += ["--prefix", prefix]
     return [
         subprocess.Popen(

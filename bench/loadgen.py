@@ -3,8 +3,9 @@
 Run as ``python -m bench.loadgen`` (one process per call; the benchmark starts several so
 that publishing is not the bottleneck). Each connection speaks as one registered device.
 Plain paho clients driven by one ``select`` loop: no asyncio task or future per message,
-so the generator takes as little CPU as possible from the system under test. Prints one
-JSON line with what it published and when.
+so the generator takes as little CPU as possible from the system under test. Each device
+sends three heartbeats to one position, or positions only (``--telemetry-only``). Prints
+one JSON line with what it published and when.
 """
 
 from __future__ import annotations
@@ -38,10 +39,18 @@ def message(device_id: str, n: int, kind: int) -> tuple[str, bytes]:
 
 class Device:
     def __init__(
-        self, host: str, port: int, device_id: str, count: int, offset: int, garbage_every: int
+        self,
+        host: str,
+        port: int,
+        device_id: str,
+        count: int,
+        offset: int,
+        garbage_every: int,
+        telemetry_only: bool = False,
     ) -> None:
         self.device_id = device_id
         self.garbage_every = garbage_every
+        self.telemetry_only = telemetry_only
         self.count = count
         self.offset = offset
         self.sent = 0
@@ -68,7 +77,7 @@ class Device:
             # what a broken firmware sends: refused into quarantine, must not slow the rest
             topic, body = device_topic(self.device_id, "telemetry"), b'{"v":1,"type":"wei'
         else:
-            topic, body = message(self.device_id, n, self.sent)
+            topic, body = message(self.device_id, n, 0 if self.telemetry_only else self.sent)
         self.client.publish(topic, body, qos=1)
         self.sent += 1
 
@@ -76,7 +85,15 @@ class Device:
 def run(args: argparse.Namespace) -> dict[str, float]:
     ids = [f"{args.prefix}{i:05d}" for i in range(args.first, args.first + args.devices)]
     devices = [
-        Device(args.host, args.port, d, args.per_device, args.offset, args.garbage_every)
+        Device(
+            args.host,
+            args.port,
+            d,
+            args.per_device,
+            args.offset,
+            args.garbage_every,
+            args.telemetry_only,
+        )
         for d in ids
     ]
     by_sock = {d.fd: d for d in devices}
@@ -124,6 +141,8 @@ def main() -> None:
     parser.add_argument("--offset", type=int, default=0, help="message-id offset")
     parser.add_argument("--rate", type=float, default=None, help="msgs/s for this process")
     parser.add_argument("--garbage-every", type=int, default=0, help="every Nth is malformed")
+    parser.add_argument("--telemetry-only", action="store_true",
+                        help="positions only (devices/{id}/telemetry), no heartbeats")  # fmt: skip
     result = run(parser.parse_args())
     sys.stdout.write(orjson.dumps({**result, "published": int(result["published"])}).decode())
     sys.stdout.write("\n")

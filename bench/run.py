@@ -1,7 +1,8 @@
 """``bench/run``: every benchmark figure in one JSON object (also written to a file).
 
 ``--smoke`` runs each benchmark for a few seconds (part of the test suite); the full run
-takes a few minutes on a 2-core machine and stops by itself.
+takes about 25 minutes on a 2-core machine (ten of them the database outage) and
+stops by itself. The soak (``python -m bench.soak``, 30 minutes) runs on its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench import alarms, api, failover, ingest, machine, memory
+from bench import alarms, api, failover, flood, ingest, machine, memory, outage
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +39,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         failover_args = (8.0, 200) if args.smoke else (20.0, 1000)
         failover_result = {"failover": failover.run(*failover_args, Path(tmp) / "failover")}
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
+        # PostgreSQL down for 10 minutes in the full run (what the issue asks for)
+        outage_args = (5.0, 200) if args.smoke else (600.0, 1000)
+        outage_result = {"outage": outage.run(*outage_args, Path(tmp) / "outage")}
+    flood_args = ((flood.SMOKE_SECONDS, None, flood.SMOKE_BURST) if args.smoke
+                  else (60.0, None, flood.FULL_BURST))  # fmt: skip
+    flood_result = flood.run_mixes(*flood_args)  # telemetry alone, then with heartbeats
+    with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
         api_args = (50, 200) if args.smoke else (1000, 2500)
         api_result = api.run(*api_args, Path(tmp) / "api")
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
@@ -51,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ingest": ingest_result,
         **alarm_result,
         **failover_result,
+        **outage_result,
+        **flood_result,
         **api_result,
         **memory_result,
         "machine": machine.describe(),

@@ -36,6 +36,8 @@ class Stack:
     workdir: Path
     broker: Mosquitto
     database_url: str
+    #: the private PostgreSQL (None when the stack was made from a URL alone)
+    pg: EmbeddedPostgres | None = None
 
     def seed(self, prefix: str, devices: int, model: repo.DeviceModel) -> list[str]:
         ids = [f"{prefix}{i:05d}" for i in range(devices)]
@@ -141,6 +143,21 @@ class Stack:
         wait_until(connected, 90, f"worker {client_id} connected")
         return proc, metrics
 
+    def stop_database(self) -> None:
+        """PostgreSQL down (a fast shutdown: every client connection is cut)."""
+        if self.pg is None:
+            raise RuntimeError("this stack has no database of its own to stop")
+        self.pg.stop()
+
+    def start_database(self) -> None:
+        """PostgreSQL up again on the same data directory and socket: the URL the
+        gateway was started with stays valid (checked)."""
+        if self.pg is None:
+            raise RuntimeError("this stack has no database of its own to start")
+        url = self.pg.start()
+        if url != self.database_url:
+            raise RuntimeError(f"the database came back at {url}, not {self.database_url}")
+
     def count(self, query: str, params: tuple[Any, ...] = ()) -> int:
         with psycopg.connect(self.database_url) as conn:
             row = conn.execute(query, params).fetchone()
@@ -183,7 +200,7 @@ def stack(
         migrate(url, api_password=API_PASSWORD)
         with psycopg.connect(url, autocommit=True) as conn:
             partitions.maintain(conn, RetentionDays(), datetime.now(UTC))
-        yield Stack(workdir, broker, url)
+        yield Stack(workdir, broker, url, pg)
     finally:
         broker.stop()
         pg.stop()

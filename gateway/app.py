@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PARTITION_MAINTENANCE_S = 3600.0
 DRAIN_TIMEOUT_S = 20.0
+SETTLE_WARNING_S = 30.0
 
 
 class GatewayService:
@@ -168,6 +169,23 @@ class GatewayService:
                         sys.intern(firmware) if firmware else None, online,
                     ))  # fmt: skip
 
+    async def _until_settled(self, stop: asyncio.Event) -> None:
+        waited = 0.0
+        while not (self.role.settled.is_set() or stop.is_set()):
+            settled = asyncio.ensure_future(self.role.settled.wait())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({settled, stopping}, timeout=SETTLE_WARNING_S,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            settled.cancel()
+            stopping.cancel()
+            waited += SETTLE_WARNING_S
+            if not (self.role.settled.is_set() or stop.is_set()):
+                log.warning(
+                    "not storing yet: no worker is known to run the alarm engine (is the "
+                    "broker reachable, and may this identity use gateway/workers/#?)",
+                    extra={"waited_s": waited},
+                )  # fmt: skip
+
     async def ready(self) -> None:
         """Taking messages for storage, answering API processes, and knowing who runs the
         alarm engine (this worker, with its sessions subscribed, or another)."""
@@ -237,11 +255,7 @@ class GatewayService:
             # Take device messages once it is known who runs the alarm engine: the first
             # worker of a deployment creates the engine's sessions before anything is
             # stored, so no message is stored that the rules have not seen.
-            settled = asyncio.ensure_future(self.role.settled.wait())
-            stopping = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({settled, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            settled.cancel()
-            stopping.cancel()
+            await self._until_settled(stop)
             await self.consumer.run(stop, drain)
         finally:
             stop.set()

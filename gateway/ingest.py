@@ -1,4 +1,7 @@
-"""Ingest: decode -> validate -> bind to the registry -> alarm fast path -> batch writer.
+"""Ingest for storage: decode -> validate -> bind to the registry -> batch writer.
+
+The alarm rules do not run here: the alarm engine reads every device's messages on
+sessions of its own (:mod:`gateway.alarms.intake`), so neither waits for the other.
 
 Everything a message can be refused for becomes a quarantine row with a reason; nothing
 here raises on bad input, so a flood of garbage costs a decode attempt and a row each and
@@ -11,14 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any, Protocol
+from datetime import timedelta
 
 from firmware_contracts.decode import DecodeError, decode_payload
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
 from gateway.device_state import DeviceStates
 from gateway.domain.rate_limit import TokenBuckets
-from gateway.domain.registry import Binding, DeviceRecord, Refused, bind
+from gateway.domain.registry import DeviceRecord, Refused, bind
 from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import AckToken, Inbound
 from gateway.settings import RetentionDays
@@ -29,14 +31,6 @@ log = logging.getLogger(__name__)
 
 _TABLE_BY_NAME = {table.name: table for table in TABLES}
 LIMIT_SAMPLE_WINDOW_S = 60.0
-
-
-class AlarmPath(Protocol):
-    """The safety path: sees every accepted message before it is queued for storage."""
-
-    def observe(
-        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
-    ) -> None: ...
 
 
 class Ingest:
@@ -51,7 +45,6 @@ class Ingest:
         max_payload_bytes: int,
         quarantine_payload_bytes: int,
         max_clock_skew: timedelta,
-        alarms: AlarmPath | None = None,
         device_limits: TokenBuckets | None = None,
     ) -> None:
         self._resolve = resolve
@@ -62,7 +55,6 @@ class Ingest:
         self._max_bytes = max_payload_bytes
         self._quarantine_cap = quarantine_payload_bytes
         self._max_skew = max_clock_skew
-        self._alarms = alarms
         self._limits = device_limits
         self._limit_sampled: dict[str, float] = {}
         self._received = {ch: metrics.received.labels(ch.value) for ch in DEVICE_PUBLISHED}
@@ -117,12 +109,6 @@ class Ingest:
                 )  # fmt: skip
                 return
             self._metrics.device_lag.observe(max(0.0, (msg.received_at - ts).total_seconds()))
-        if self._alarms is not None:
-            # The safety path runs first, from memory, before and independent of storage.
-            try:
-                self._alarms.observe(device, bound, message, msg.received_at)
-            except Exception:
-                log.exception("alarm path failed for a message; storage continues")
         # keyed by the registry's string: one per device, not one per device's first message
         self._states.observe(device.device_id, bound.tenant_id, message, msg.received_at)
         await self._put(row, msg.ack)

@@ -71,6 +71,8 @@ class RuleConfig:
 
 
 RECENT_EVENT_IDS = 64
+#: what the engine reads on its telemetry session (gateway.alarms.engine_role)
+_LAGGING_TYPES = (Position, Weight, BloodPressure, Battery, Heartbeat)
 
 
 class AlarmEngine:
@@ -99,6 +101,8 @@ class AlarmEngine:
         # for every device that ever raised an alarm; such messages are rare, so building
         # a new tuple of at most RECENT_EVENT_IDS for each costs nothing that matters.
         self._recent_events: dict[str, tuple[str, ...]] = {}
+        # devices whose last will (offline status) came, with when it was received
+        self._offline_at: dict[str, datetime] = {}
 
     # --- messages ---------------------------------------------------------------------------
     def observe(
@@ -146,6 +150,10 @@ class AlarmEngine:
             if isinstance(message_id, str):
                 self._first_delivery(alarm.device_id, message_id)
 
+    def went_offline(self, device_id: str, at: datetime) -> None:
+        """A last will an engine before this one received (taking over)."""
+        self._offline_at[device_id] = at
+
     def seed_weight(self, person_id: UUID, ts: datetime, kg: float) -> None:
         """A stored weight (an engine taking over): part of the trend, judged by nobody."""
         person = self._person(person_id)
@@ -173,7 +181,17 @@ class AlarmEngine:
         self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
     ) -> list[AlarmEvent]:
         if isinstance(message, Status) and message.state == "offline":
+            self.went_offline(device.device_id, at)
             return []
+        if self._offline_at and device.device_id in self._offline_at:
+            # Telemetry and heartbeats come on the engine's other session and may lag
+            # behind the last will: one the device stamped before it went offline does
+            # not say it is back (a status, an event or a later stamp does).
+            ts = getattr(message, "ts", None)
+            stale = ts is None or ts <= self._offline_at[device.device_id]
+            if isinstance(message, _LAGGING_TYPES) and stale:
+                return []
+            del self._offline_at[device.device_id]
         bound = self.config.silence.bound(device.heartbeat_interval_s)
         if self.silence.touch(device.device_id, at, bound):
             return self.book.clear(

@@ -19,23 +19,29 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from firmware_contracts.decode import DecodeError, decode_payload
 from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
 from gateway.domain.rate_limit import TokenBuckets
-from gateway.domain.registry import DeviceRecord, Refused, bind
-from gateway.ingest import AlarmPath, limit_key
+from gateway.domain.registry import Binding, DeviceRecord, Refused, bind
+from gateway.ingest import limit_key
 from gateway.mqtt.consumer import AckToken, Inbound
 from gateway.storage.rows import PERSONAL_TYPES
 
 log = logging.getLogger(__name__)
 
 
-class Engine(AlarmPath, Protocol):
+class Engine(Protocol):
+    """The alarm service as the intake sees it."""
+
     @property
     def dispatched(self) -> int: ...
+
+    def observe(
+        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
+    ) -> None: ...
 
     def after_sent(self, callback: Callable[[], None]) -> None: ...
 

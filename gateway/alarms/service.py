@@ -345,6 +345,8 @@ class AlarmService:
         for alarm in silent:
             if alarm.condition:
                 self.engine.silence.mark_silent(alarm.device_id)
+                if alarm.detail.get("reason") == "offline":
+                    self.engine.went_offline(alarm.device_id, alarm.last_at)
         self.active = True
         log.info("alarm engine active", extra={"open_alarms": len(self.book.open_alarms())})
 

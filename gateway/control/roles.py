@@ -43,3 +43,8 @@ class Membership:
 
     def leads(self) -> bool:
         return self.leader() == self.me
+
+    def knows_me(self) -> bool:
+        """This worker's own presence is back from the broker: it can tell who leads
+        (before that, an older worker's presence may not have arrived either)."""
+        return self.me in self.since

@@ -245,7 +245,9 @@ class MqttConsumer:
                 if stop.is_set():
                     return
                 if disconnected.done():
-                    raise aiomqtt.MqttError("disconnected while consuming")
+                    # retrieve the reason, so asyncio does not log it as never retrieved
+                    reason = None if disconnected.cancelled() else disconnected.exception()
+                    raise aiomqtt.MqttError(f"disconnected while consuming: {reason}")
                 # Let the socket reader run once before sleeping: messages then arrive in
                 # runs, and the loop does not pay a wake-up per message.
                 await asyncio.sleep(0)

@@ -21,6 +21,19 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert failover["delivered"] == failover["presses"] and failover["stored_all"]
     assert failover["duplicates"] == 0 and failover["false_silent"] == 0
     assert result["silent_detection_s"]["measured"] is not None
+    outage = result["outage"]  # PostgreSQL stopped and started again under load
+    assert outage["gateway_saw_database_down"]
+    assert outage["presses"] == 5 and outage["delivered"] == 5
+    assert outage["press_latency_ms"]["max"] is not None
+    assert outage["stored_all"] and outage["lost"] == 0
+    assert outage["alarm_events_stored_once"] and outage["catch_up_s"] is not None
+    for key in ("flood", "flood_with_heartbeats"):  # twice the measured capacity offered
+        flood = result[key]
+        assert flood["capacity_msgs_per_s"] > 0 and flood["offered_msgs_per_s"] > 0
+        assert flood["presses"] == 25 and flood["delivered"] == 25
+        assert flood["press_latency_ms"]["p99"] is not None
+        assert flood["stored_all"] and flood["lost"] == 0
+        assert flood["duplicate_event_ids"] == 0 and flood["raised_twice"] == 0
     reads = result["api_read_ms"]["readings_page_of_100"]
     assert reads["statuses"] == {"200": 50}
     assert result["machine"]["cores"] >= 1

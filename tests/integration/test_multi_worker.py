@@ -24,7 +24,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from gateway.app import GatewayService
-from gateway.settings import AlarmSettings
+from gateway.settings import AlarmSettings, WebhookSetting
 from gateway.storage import registry_repo as repo
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
@@ -40,6 +40,7 @@ from tests.integration.harness import (
     wait_count,
     wait_for,
 )
+from tests.integration.test_webhook import Receiver, serve
 
 MODELS = [
     repo.DeviceModel("m-gps", "Multi", "GPS", "gps_alarm", 3600),
@@ -87,14 +88,22 @@ async def prepare(url: str) -> Any:
     return s
 
 
+GROUPS = ("night_team", "home_care", "regional_clinic", "technicians")
+
+
 @contextlib.asynccontextmanager
-async def workers(mqtt_url: str, url: str, n: int) -> AsyncIterator[list[GatewayService]]:
+async def workers(
+    mqtt_url: str, url: str, n: int, hooks: str
+) -> AsyncIterator[list[GatewayService]]:
     """``n`` workers in one shared group, started one after another (the first is the
-    oldest, so it runs the alarm engine)."""
+    oldest, so it runs the alarm engine); every recipient group has a webhook."""
+    rules = RULES.model_copy(update={"webhooks": [
+        WebhookSetting(group=g, url=f"{hooks}/hook/{g}", secret="multi-worker-hook-secret")
+        for g in GROUPS]})  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         started = []
         for i in range(1, n + 1):
-            settings = settings_for(mqtt_url, url, alarms=RULES, mqtt_client_id=f"wg-w{i}")
+            settings = settings_for(mqtt_url, url, alarms=rules, mqtt_client_id=f"wg-w{i}")
             started.append(await stack.enter_async_context(running_gateway(settings)))
         yield started
 
@@ -149,7 +158,8 @@ async def heartbeats(mqtt_url: str, seconds: float) -> int:
 @pytest.mark.parametrize("n", [1, 2, 3])
 async def test_n_workers_give_the_alarms_of_one(mosquitto, database_url, n: int) -> None:
     s = await prepare(database_url)
-    async with workers(mosquitto.url, database_url, n) as ws, \
+    receiver = Receiver()
+    async with serve(receiver) as hooks, workers(mosquitto.url, database_url, n, hooks) as ws, \
             operator(mosquitto.url, s.tenant) as op:  # fmt: skip
         assert [w.alarms.active for w in ws] == [True] + [False] * (n - 1)
 
@@ -170,9 +180,16 @@ async def test_n_workers_give_the_alarms_of_one(mosquitto, database_url, n: int)
 
         await wait_for(all_expected, 15, "the expected alarm events")
         assert outcome(op) == EXPECTED
-        # exactly once on the operator topic: no event id twice
+        # exactly once on the operator topic and to the webhooks: no event id twice
         ids = [m["event_id"] for m in op.messages]
         assert len(ids) == len(set(ids))
+
+        async def hooked() -> bool:
+            return len(receiver.ok) >= len(ids)
+
+        await wait_for(hooked, 10, "every event on a webhook")
+        hooked_ids = [r.headers["x-wg-event-id"] for r in receiver.ok]
+        assert sorted(hooked_ids) == sorted(ids)
         # storage: every message once, whichever worker took it
         sent = len(script()) + 1 + beats
         await wait_count(database_url, "select (select count(*) from readings)"
@@ -207,5 +224,8 @@ async def test_workers_started_together_on_a_fresh_database(mosquitto, postgres)
             stack.enter_async_context(running_gateway(
                 settings_for(mosquitto.url, url, mqtt_client_id=f"wg-fresh-{i}")))
             for i in range(3)))  # fmt: skip
-        assert sum(w.alarms.active for w in ws) == 1
+        async def one_engine() -> bool:  # a younger one may have led for a moment
+            return sum(w.alarms.active for w in ws) == 1
+
+        await wait_for(one_engine, 10, "exactly one alarm engine")
     assert await scalar(url, "select count(*) from schema_migrations") >= 8

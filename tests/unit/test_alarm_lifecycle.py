@@ -237,3 +237,27 @@ def test_engine_silence_and_last_will() -> None:
     will = Status(v=1, type="status", state="offline")
     [again] = engine.observe(device, binding, will, T0 + bound + timedelta(seconds=2))
     assert again.type == "occurred" and again.alarm.detail["reason"] == "offline"
+
+
+def test_engine_a_heartbeat_stamped_before_the_last_will_does_not_clear_it() -> None:
+    """Heartbeats and telemetry reach the engine on a session of their own and may lag
+    behind the last will; one stamped before the device went offline is no sign of life
+    after it. A later stamp, a status or an event is."""
+    engine, device, binding = engine_with()
+    engine.watch([device], lambda _: None, T0)
+    will = Status(v=1, type="status", state="offline")
+    [raised] = engine.observe(device, binding, will, T0 + timedelta(seconds=10))
+    assert raised.alarm.kind is AlarmKind.DEVICE_SILENT
+    late = Heartbeat(v=1, type="heartbeat", id="h1", ts=T0 + timedelta(seconds=9))
+    assert engine.observe(device, binding, late, T0 + timedelta(seconds=11)) == []
+    ticked = engine.tick(T0 + timedelta(hours=1))  # still reported: not raised again
+    assert not [e for e in ticked if e.alarm.kind is AlarmKind.DEVICE_SILENT
+                and e.type in ("raised", "occurred", "cleared")]  # fmt: skip
+    fresh = Heartbeat(v=1, type="heartbeat", id="h2", ts=T0 + timedelta(seconds=20))
+    [cleared] = engine.observe(device, binding, fresh, T0 + timedelta(seconds=21))
+    assert cleared.type == "cleared" and cleared.alarm.id == raised.alarm.id
+    # a status comes on the same session as the will: in order, so it always counts
+    engine.observe(device, binding, will, T0 + timedelta(seconds=30))
+    online = Status(v=1, type="status", state="online")
+    [back] = engine.observe(device, binding, online, T0 + timedelta(seconds=31))
+    assert back.type == "cleared"

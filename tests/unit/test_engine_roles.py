@@ -29,6 +29,14 @@ def test_the_oldest_online_worker_leads_and_a_newcomer_never_displaces_it() -> N
     assert m.leader() is None and not m.leads()
 
 
+def test_a_worker_knows_who_leads_only_once_its_own_presence_is_back() -> None:
+    m = Membership("w1")
+    m.update("w2", 200)  # another's retained presence came first
+    assert m.leader() == "w2" and not m.knows_me()  # not settled: w1 may be older
+    m.update("w1", 100)
+    assert m.knows_me() and m.leads()
+
+
 def test_ties_are_broken_by_worker_id() -> None:
     m = Membership("w2")
     m.update("w2", 5)
