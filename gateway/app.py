@@ -243,6 +243,12 @@ class GatewayService:
         ]
 
         async def drain() -> None:
+            # Hand the alarm engine over first (its sessions released, offline said), so
+            # the next engine runs while this worker flushes storage (up to 20 s when the
+            # database is unreachable).
+            role_stop.set()
+            await role_task
+            await control_task
             await self.writer.close()
             try:
                 await asyncio.wait_for(asyncio.shield(writer_task), DRAIN_TIMEOUT_S)

@@ -211,9 +211,14 @@ class AlarmService:
                 person_id=None, person_ref=None, at=now, condition=True,
                 detail={"receiver": target.name, "failing_since": since.isoformat()},
             )  # fmt: skip
-        else:
-            events = self.book.clear(tenant_id=tenant_id, kind=AlarmKind.RECEIVER_UNREACHABLE,
-                                     device_id=device_id, person_id=None, at=now)  # fmt: skip
+        else:  # whichever tenants it was reported in (perhaps before a restart)
+            events = []
+            for alarm in self.book.open_alarms():
+                if alarm.kind is AlarmKind.RECEIVER_UNREACHABLE and alarm.device_id == device_id:
+                    events += self.book.clear(
+                        tenant_id=alarm.tenant_id, kind=AlarmKind.RECEIVER_UNREACHABLE,
+                        device_id=device_id, person_id=None, at=now,
+                    )  # fmt: skip
         if events:
             self._dispatch(events)
 

@@ -15,6 +15,7 @@ logged (without content) and dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -62,10 +63,14 @@ class ControlResponder:
                 await client.subscribe(WEBHOOK_PROGRESS_PREFIX + "+", qos=1)
                 self.online.set()
                 await self._serve(client, stop)
-                await self._announce(client, online=False)
             finally:
                 self.online.clear()
                 self._role.on_connection(False)
+                # Whichever way this ends (a stop, an error, a cancellation), say offline
+                # while the connection may still be up: a clean disconnect sends no will,
+                # and a presence left "online" would keep the next engine waiting.
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    await asyncio.wait_for(self._announce(client, online=False), 2)
                 await self._drain()
 
         will = aiomqtt.Will(p.worker_topic(self.worker_id), p.presence(self.worker_id, False),

@@ -174,6 +174,7 @@ class _Outbox:
         self.wake = asyncio.Event()
         self.failing_since: float | None = None  # monotonic, while the head is failing
         self.reported: str | None = None  # tenant of a reported receiver_unreachable
+        self.heard_since_start = False
         self.delivered_elsewhere: str | None = None  # the engine's last, not yet seen here
 
     def skip_through(self, event_id: str) -> int:
@@ -392,11 +393,14 @@ class WebhookDispatcher:
         box.failing_since = None
         if self._metrics is not None:
             self._metrics.webhook_failing.labels(box.target.name).set(0)
-        if box.reported is not None:
-            tenant, box.reported = box.reported, None
-            log.info("webhook receiver reachable again", extra={"target": box.target.name})
-            if self._on_unreachable is not None and tenant:
+        if box.reported is not None or not box.heard_since_start:
+            # reported here, or possibly by this process before a restart: clear it
+            if box.reported is not None:
+                log.info("webhook receiver reachable again", extra={"target": box.target.name})
+            tenant, box.reported = box.reported or "", None
+            if self._on_unreachable is not None:
                 self._on_unreachable(box.target, tenant, False, datetime.now(UTC))
+        box.heard_since_start = True
 
     def _gauges(self, box: _Outbox) -> None:
         if self._metrics is not None:

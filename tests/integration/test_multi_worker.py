@@ -4,11 +4,13 @@ workers sharing one real Mosquitto (shared storage subscription) and one Postgre
 Each scenario of the outside report is here: repeated presses (and a redelivered one),
 leaving and re-entering a safe zone, a weight gain, blood pressure high/normal/high/normal,
 devices heartbeating faster than their silence bound, a door unlocked and locked again
-before its timer, a low battery, an offline last will, an unauthorised unlock. With two
+before its timer and another left open, repeated falls, a low battery, an offline last
+will, unauthorised unlocks; every recipient group has a webhook. With two
 workers the old build gave separate alarms, missed the weight gain, left blood pressure
 active, raised false device_silent and door_unlocked, and delivered duplicates. The test
 compares the whole sequence of alarm events the operator receives, per device and kind,
-with what one worker gives, and checks that every message is stored once.
+with what one worker gives, checks that each event reaches MQTT and the webhooks once,
+and that every message is stored once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -51,7 +54,7 @@ MODELS = [
 ]
 DEVICES = {
     "gps-1": "m-gps", "gps-2": "m-gps", "gps-3": "m-gps", "scale-1": "m-scale",
-    "bp-1": "m-bp", "lock-1": "m-lock",
+    "bp-1": "m-bp", "lock-1": "m-lock", "gps-4": "m-gps", "lock-2": "m-lock",
     "hb-1": "m-fast", "hb-2": "m-fast", "hb-3": "m-fast", "hb-4": "m-fast",
 }  # fmt: skip
 HOME = {"lat": 59.8586, "lon": 17.6389}
@@ -70,6 +73,9 @@ EXPECTED = {
     ("scale-1", "weight_gain"): ["raised"],
     ("bp-1", "blood_pressure"): ["raised", "cleared", "occurred", "cleared"],
     ("lock-1", "unauthorised_unlock"): ["raised"],
+    ("gps-4", "fall"): ["raised", "occurred"],
+    ("lock-2", "unauthorised_unlock"): ["raised"],
+    ("lock-2", "door_unlocked"): ["raised"],  # never locked again: past its 2.5 s
 }
 
 
@@ -137,6 +143,10 @@ def script() -> list[tuple[str, bytes]]:
         ("devices/gps-3/heartbeat", payload("heartbeat", "g3-hb", battery_percent=10)),
         ("devices/gps-3/status", b'{"v":1,"type":"status","state":"offline"}'),
         ("devices/lock-1/events", payload("lock", "u1", action="unlocked", key_id="k1",
+                                          method="app")),
+        ("devices/gps-4/events", payload("alarm", "fall-1", kind="fall")),
+        ("devices/gps-4/events", payload("alarm", "fall-2", kind="fall")),
+        ("devices/lock-2/events", payload("lock", "u2", action="unlocked", key_id="k2",
                                           method="app")),
     ]  # fmt: skip
 
@@ -229,3 +239,51 @@ async def test_workers_started_together_on_a_fresh_database(mosquitto, postgres)
 
         await wait_for(one_engine, 10, "exactly one alarm engine")
     assert await scalar(url, "select count(*) from schema_migrations") >= 8
+
+
+async def test_engine_handed_over_while_the_database_is_down(mosquitto, private_postgres) -> None:
+    """Coordination does not depend on the database: with PostgreSQL down, the engine's
+    worker stops and the standby takes over from its mirrored book. The open alarm is
+    acknowledged on the new engine, a new press is delivered, and once the database is
+    back every alarm event is stored once."""
+    url = private_postgres.url_for_test
+    s = await seed(url, devices={"gps-1": "t-gps", "gps-2": "t-gps"})
+    first = contextlib.AsyncExitStack()
+    one = await first.enter_async_context(running_gateway(
+        settings_for(mosquitto.url, url, mqtt_client_id="wg-db-1")))  # fmt: skip
+    try:
+        async with running_gateway(settings_for(mosquitto.url, url,
+                                                mqtt_client_id="wg-db-2")) as two, \
+                operator(mosquitto.url, s.tenant) as op:  # fmt: skip
+            assert one.alarms.active and not two.alarms.active
+            await publish(mosquitto.url, [("devices/gps-1/events",
+                                           payload("alarm", "b1", kind="button"))])  # fmt: skip
+            raised = await op.wait(lambda m: m["event"] == "raised", "the first alarm")
+            alarm_id = UUID(raised["alarm_id"])
+
+            async def mirrored() -> bool:
+                return two.alarms.book.get(alarm_id) is not None
+
+            await wait_for(mirrored, 10, "the alarm in the standby's book")
+            await asyncio.to_thread(private_postgres.halt)
+            # the engine's worker stops; its storage cannot flush (up to 20 s), but it
+            # hands the engine over first
+            closing = asyncio.create_task(first.aclose())
+
+            async def took_over() -> bool:
+                return two.alarms.active
+
+            await wait_for(took_over, 10, "the standby running the engine")
+            two.alarms.acknowledge(s.tenant, alarm_id, "nattpatrull-1")
+            await op.wait(lambda m: m["event"] == "acknowledged", "acknowledged on the new engine")
+            await publish(mosquitto.url, [("devices/gps-2/events",
+                                           payload("alarm", "b2", kind="button"))])  # fmt: skip
+            await op.wait(lambda m: m["event"] == "raised" and m["device_id"] == "gps-2",
+                          "a press after the hand-over")  # fmt: skip
+            await asyncio.to_thread(private_postgres.resume)
+            await closing
+            await wait_count(url, "select count(*) from alarm_events", len(op.messages), 30)
+            assert await scalar(url, "select count(*) from alarm_events"
+                                " group by alarm_id, seq order by 1 desc limit 1") == 1  # fmt: skip
+    finally:
+        await first.aclose()
