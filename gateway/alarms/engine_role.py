@@ -122,7 +122,13 @@ class EngineRole:
                         await asyncio.wait_for(stop.wait(), SETTLE_S)
                     if stop.is_set() or not self.membership.leads():
                         continue
-                    await self._alarms.activate()
+                    try:
+                        await self._alarms.activate()
+                    except Exception:  # a bug must not leave the deployment without rules
+                        log.exception("alarm engine activation failed; trying again")
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 1.0)
+                        continue
                     self.takeovers += 1
                     engine_stop = asyncio.Event()
                     running = [asyncio.create_task(s.run(engine_stop, _nothing_to_drain))
