@@ -227,3 +227,25 @@ async def operator(mqtt_url: str, tenant: str) -> AsyncIterator[Operator]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def api_replica(
+    mqtt_url: str, database_url: str, jwt_secret: str
+) -> AsyncIterator[Any]:
+    """An API process of its own, as ``welfare-gateway api`` builds it: no gateway
+    objects, only URLs (it reaches the workers over the broker); yields an
+    ``httpx.AsyncClient`` on its real HTTP server."""
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from api.app import create_app
+    from gateway.embedded import with_user
+
+    settings = settings_for(mqtt_url, database_url, jwt_secret=jwt_secret,
+                            mqtt_client_id="wg-api")  # fmt: skip
+    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+                     metrics_registry=CollectorRegistry(), mqtt_url=mqtt_url)  # fmt: skip
+    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=15) as http:
+        yield http
+

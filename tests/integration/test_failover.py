@@ -19,28 +19,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
-from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
 from gateway.storage import registry_repo as repo
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
+    api_replica,
     operator,
     payload,
     publish,
     scalar,
     seed,
-    serving,
-    settings_for,
     wait_count,
     wait_for,
 )
@@ -106,15 +102,6 @@ async def gauge(proc: Any, name: str) -> float | None:
     return None
 
 
-@contextlib.asynccontextmanager
-async def api(mqtt_url: str, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = settings_for(mqtt_url, database_url, jwt_secret=SECRET, mqtt_client_id="wg-api")
-    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
-                     metrics_registry=CollectorRegistry(), mqtt_url=mqtt_url)  # fmt: skip
-    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=15) as http:
-        yield http
-
-
 def auth(tenant: str) -> dict[str, str]:
     token = mint(SECRET, tenant=tenant, role=Role.OPERATOR, subject="op-1", org=None, ttl_s=600)
     return {"Authorization": f"Bearer {token}"}
@@ -141,7 +128,7 @@ async def test_killed_engine_worker_is_replaced_without_loss(
 
             await wait_for(standing_by, 60, "worker B taking its share")
             assert await gauge(b, "wg_alarm_engine_active") == 0.0
-            async with api(mosquitto.url, database_url) as http, \
+            async with api_replica(mosquitto.url, database_url, SECRET) as http, \
                     operator(mosquitto.url, s.tenant) as op:  # fmt: skip
                 stop_beats = asyncio.Event()
 

@@ -7,25 +7,19 @@ with no worker online the API answers 503 quickly and changes nothing."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 import httpx
-from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.app import GatewayService
-from gateway.embedded import with_user
-from tests.conftest import API_PASSWORD
+from tests.integration import harness
 from tests.integration.harness import (
     payload,
     publish,
     running_gateway,
     seed,
-    serving,
     settings_for,
     wait_for,
 )
@@ -39,14 +33,8 @@ def auth(tenant: str = "kommun-a") -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@contextlib.asynccontextmanager
-async def api_replica(mqtt_url: str, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An API process of its own: no gateway objects, only URLs."""
-    settings = settings_for(mqtt_url, database_url, jwt_secret=SECRET, mqtt_client_id="wg-api")
-    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
-                     metrics_registry=CollectorRegistry(), mqtt_url=mqtt_url)  # fmt: skip
-    async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=15) as http:
-        yield http
+def api_replica(mqtt_url: str, database_url: str) -> Any:
+    return harness.api_replica(mqtt_url, database_url, SECRET)
 
 
 def worker_settings(mqtt_url: str, database_url: str, n: int) -> Any:
