@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -36,18 +35,17 @@ import orjson
 from bench import machine
 from bench.failover import ENGINE
 from bench.ingest import _loadgen, _percentile, _wait_all
-from bench.mosquitto import free_port, wait_until
+from bench.mosquitto import wait_until
 from bench.presses import (
-    FLEET_LIMITS,
     latency_ms,
     press,
     presses_stored,
+    pressing_gateway,
     stored,
     until,
     watching,
 )
 from bench.stack import Stack, gauge, stack
-from gateway.storage import registry_repo as repo
 
 TARGET_P99_MS = 250.0
 LOAD_DEVICES = 100
@@ -142,24 +140,14 @@ def run(
     if mix not in MIXES:
         raise ValueError(f"mix must be one of {MIXES}")
     telemetry_only = mix == "telemetry"
-    with stack(workdir) as st:
-        st.seed("bench-", LOAD_DEVICES,
-                repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 3600))  # fmt: skip
-        presses = st.seed("press-", max(1, int(seconds / PRESS_EVERY_S)),
-                          repo.DeviceModel("bench-btn", "Bench", "Button", "gps_alarm",
-                                           3600))  # fmt: skip
-        api_port = free_port()  # `run` serves /metrics on the API's port
-        gw: subprocess.Popen[bytes] = st.start_gateway(WG_API_PORT=str(api_port),
-                                                       **FLEET_LIMITS)  # fmt: skip
-        try:
-            measured = capacity is None
-            cap = _capacity(st, burst, telemetry_only) if capacity is None else capacity
-            result = asyncio.run(measure(st, f"http://127.0.0.1:{api_port}/metrics", presses,
-                                         seconds, OVERLOAD * cap, burst if measured else 0,
-                                         telemetry_only))  # fmt: skip
-        finally:
-            gw.terminate()
-            gw.wait(60)
+    presses_n = int(seconds / PRESS_EVERY_S)
+    with stack(workdir) as st, pressing_gateway(st, LOAD_DEVICES, presses_n) as (
+        presses, metrics
+    ):
+        measured = capacity is None
+        cap = _capacity(st, burst, telemetry_only) if capacity is None else capacity
+        result = asyncio.run(measure(st, metrics, presses, seconds, OVERLOAD * cap,
+                                     burst if measured else 0, telemetry_only))  # fmt: skip
     lat = result["latencies"]
     p99 = _percentile(lat, 0.99) * 1000 if lat else None
     delivered_all = len(lat) == len(presses)

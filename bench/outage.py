@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,19 +27,18 @@ import orjson
 from bench import machine
 from bench.failover import ENGINE
 from bench.ingest import _loadgen, _wait_all
-from bench.mosquitto import free_port, wait_until
+from bench.mosquitto import wait_until
 from bench.presses import (
-    FLEET_LIMITS,
     alarm_events_check,
     latency_ms,
     press,
     presses_stored,
+    pressing_gateway,
     stored,
     until,
     watching,
 )
 from bench.stack import Stack, gauge, stack
-from gateway.storage import registry_repo as repo
 
 TARGET_S = 1.0  # every press delivered within a second, database down or not
 LOAD_DEVICES = 100
@@ -112,21 +110,11 @@ async def measure(
 
 
 def run(outage_s: float, rate: int, workdir: Path) -> dict[str, Any]:
-    with stack(workdir) as st:
-        st.seed("bench-", LOAD_DEVICES,
-                repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 3600))  # fmt: skip
-        presses = st.seed("press-", max(1, int(outage_s / PRESS_EVERY_S)),
-                          repo.DeviceModel("bench-btn", "Bench", "Button", "gps_alarm",
-                                           3600))  # fmt: skip
-        api_port = free_port()  # `run` serves /metrics on the API's port
-        gw: subprocess.Popen[bytes] = st.start_gateway(WG_API_PORT=str(api_port),
-                                                       **FLEET_LIMITS)  # fmt: skip
-        try:
-            result = asyncio.run(measure(st, f"http://127.0.0.1:{api_port}/metrics",
-                                         presses, outage_s, rate))  # fmt: skip
-        finally:
-            gw.terminate()
-            gw.wait(60)
+    presses_n = int(outage_s / PRESS_EVERY_S)
+    with stack(workdir) as st, pressing_gateway(st, LOAD_DEVICES, presses_n) as (
+        presses, metrics
+    ):
+        result = asyncio.run(measure(st, metrics, presses, outage_s, rate))
     lat = result["latencies"]
     lost_background = max(0, result["sent"] - result["background_stored"])
     lost_presses = len(presses) - result["presses_stored"]

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,9 @@ import psycopg
 
 from bench.failover import _body
 from bench.ingest import _percentile, _stored
+from bench.mosquitto import free_port
 from gateway.mqtt.connection import NODELAY
+from gateway.storage import registry_repo as repo
 
 ALARMS_TOPIC = "tenants/bench/alarms"
 
@@ -190,4 +192,24 @@ async def watching(port: int) -> AsyncIterator[tuple[Operator, aiomqtt.Client]]:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+
+
+@contextlib.contextmanager
+def pressing_gateway(
+    st: Any, load_devices: int, presses: int
+) -> Iterator[tuple[list[str], str]]:
+    """Seed ``load_devices`` background devices and ``presses`` devices that press once
+    each, start one ``welfare-gateway run`` (per-device limits lifted), and yield the
+    press devices and the gateway's /metrics URL; the gateway is stopped afterwards."""
+    st.seed("bench-", load_devices,
+            repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 3600))  # fmt: skip
+    pressing = st.seed("press-", max(1, presses),
+                       repo.DeviceModel("bench-btn", "Bench", "Button", "gps_alarm", 3600))
+    api_port = free_port()  # `run` serves /metrics on the API's port
+    gw = st.start_gateway(WG_API_PORT=str(api_port), **FLEET_LIMITS)
+    try:
+        yield pressing, f"http://127.0.0.1:{api_port}/metrics"
+    finally:
+        gw.terminate()
+        gw.wait(60)
 

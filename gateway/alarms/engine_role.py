@@ -86,8 +86,6 @@ class EngineRole:
         self._changed = asyncio.Event()
         self._departed: set[str] = set()
         self._adopting: dict[str, asyncio.Task[None]] = {}
-        self.adopted: list[str] = []
-        self.takeovers = 0
         #: set once this worker knows who runs the engine (itself, connected; or another)
         self.settled = asyncio.Event()
 
@@ -129,7 +127,6 @@ class EngineRole:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), 1.0)
                         continue
-                    self.takeovers += 1
                     engine_stop = asyncio.Event()
                     running = [asyncio.create_task(s.run(engine_stop, _nothing_to_drain))
                                for s in self.sessions]  # fmt: skip
@@ -232,7 +229,6 @@ class EngineRole:
             await consumer.run(done, _nothing_to_drain)
         finally:
             watcher.cancel()
-        self.adopted.append(worker)
         self._departed.discard(worker)
         log.info("storage session of a departed worker drained", extra={"worker": worker})
 

@@ -63,7 +63,6 @@ class AlarmIntake:
         self._max_bytes = max_payload_bytes
         self._max_skew = max_clock_skew
         self._limits = device_limits
-        self.evaluated = 0
 
     async def handle(self, msg: Inbound) -> None:
         ack = msg.ack
@@ -98,5 +97,4 @@ class AlarmIntake:
             return False
         before = self._engine.dispatched
         self._engine.observe(device, bound, message, msg.received_at)
-        self.evaluated += 1
         return self._engine.dispatched != before

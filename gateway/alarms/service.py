@@ -152,7 +152,6 @@ class AlarmService:
         self._registry = registry
         self._database_url = database_url
         self.dispatched = 0
-        self.mirrored = 0
         self.locks: LockService | None = None  # keyless-lock access, attached by the app
         # Only the active engine evaluates, dispatches and answers; a standby follows the
         # active one's published events in its book (gateway.alarms.engine_role).
@@ -260,7 +259,6 @@ class AlarmService:
             self.shipper.wake()
             if self.settings.webhooks:  # the same outbox as the engine's, for a take-over
                 self.webhooks.submit(recipients, str(event.id), payload)
-        self.mirrored += 1
 
     def routing_for(self, tenant_id: str) -> RoutingPolicy:
         return self.routing.get(tenant_id) or self.routing["*"]

@@ -121,10 +121,6 @@ class MqttConsumer:
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
 
-    def ack(self, tokens: Sequence[AckToken]) -> None:
-        """Release PUBACKs for committed messages (see :func:`acknowledge`)."""
-        acknowledge(tokens)
-
     def _client(self) -> aiomqtt.Client:
         cfg = self._config
         address = BrokerAddress.parse(cfg.url)
