@@ -1,8 +1,12 @@
-"""Prometheus metrics of the gateway (exposed by the API at /metrics)."""
+"""Prometheus metrics of the gateway worker (its /metrics; the API's with ``run``).
+
+What an operator watches, and the alert rules on them: ``deploy/prometheus/`` and
+``deploy/grafana/`` (held to these names by ``tests/integration/test_monitoring_assets.py``).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class IngestMetrics:
@@ -90,3 +94,34 @@ class IngestMetrics:
         self.registry_devices = Gauge(
             "wg_registry_devices", "Devices in the in-memory registry", registry=r
         )
+        self.workers_online = Gauge(
+            "wg_workers_online",
+            "Gateway workers this worker hears online over the broker, itself included "
+            "(0 while its control connection is down)",
+            registry=r,
+        )
+        self.alarm_latency = Histogram(
+            "wg_alarm_latency_seconds",
+            "From the alarm engine's receipt of a device message to the broker taking the "
+            "alarm event it caused (journalled and published, QoS 1)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.alarms_open = Gauge(
+            "wg_alarms_open",
+            "Open alarms in this worker's alarm book (the engine's, or a standby's mirror "
+            "of it) by kind, severity and state (raised: not acknowledged yet)",
+            ["kind", "severity", "state"], registry=r,
+        )  # fmt: skip
+        self.oldest_unacknowledged = Gauge(
+            "wg_alarm_oldest_unacknowledged_seconds",
+            "Age of the oldest open alarm not acknowledged yet, by severity (0: none)",
+            ["severity"], registry=r,
+        )  # fmt: skip
+        self.devices_silent = Gauge(
+            "wg_devices_silent",
+            "Devices with an open device_silent alarm whose condition holds (still silent)",
+            registry=r,
+        )
+        # the worker's own memory and CPU (process_*), as every Prometheus client has them
+        ProcessCollector(registry=r)

@@ -77,6 +77,7 @@ class EngineRole:
         self._store = store
         safety_id, telemetry_id = engine_client_ids(storage.shared_group)
         engine = replace(storage, shared_group=None, adopt=False)
+        intake.latency = metrics.alarm_latency  # measured on the engine's sessions
         self.sessions = [
             MqttConsumer(replace(engine, client_id=safety_id, channels=SAFETY_CHANNELS,
                                  name="engine safety"), intake.handle, metrics),
@@ -92,6 +93,7 @@ class EngineRole:
     # --- what the control connection hears ------------------------------------------------
     def on_presence(self, worker: str, since_us: int | None) -> None:
         self.membership.update(worker, since_us)
+        self._metrics.workers_online.set(len(self.membership.since))
         if worker != self.membership.me:
             if since_us is None:
                 self._departed.add(worker)
@@ -105,6 +107,7 @@ class EngineRole:
     def on_connection(self, up: bool) -> None:
         if not up:
             self.membership.clear()
+            self._metrics.workers_online.set(0)
             self._changed.set()
 
     # --- running ------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+from prometheus_client import Histogram
 
 from firmware_contracts.decode import DecodeError, decode_payload
 from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
@@ -63,16 +65,24 @@ class AlarmIntake:
         self._max_bytes = max_payload_bytes
         self._max_skew = max_clock_skew
         self._limits = device_limits
+        #: receipt -> alarm event taken by the broker (attached by the engine role)
+        self.latency: Histogram | None = None
 
     async def handle(self, msg: Inbound) -> None:
         ack = msg.ack
         try:
             if self._evaluate(msg):
-                self._engine.after_sent(lambda: self._ack((ack,)))
+                received_at = msg.received_at
+                self._engine.after_sent(lambda: self._sent(ack, received_at))
                 return
         except Exception:  # a bug in a rule must not stop the engine's intake
             log.exception("alarm intake failed for a message")
         self._ack((ack,))
+
+    def _sent(self, ack: AckToken, received_at: datetime) -> None:
+        self._ack((ack,))
+        if self.latency is not None:
+            self.latency.observe(max(0.0, (datetime.now(UTC) - received_at).total_seconds()))
 
     def _evaluate(self, msg: Inbound) -> bool:
         """True when the message changed an alarm."""

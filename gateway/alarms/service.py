@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -38,6 +39,7 @@ from gateway.domain.alarms import (
     AlarmError,
     AlarmEvent,
     AlarmKind,
+    AlarmState,
     EscalationPolicy,
     Severity,
 )
@@ -106,6 +108,8 @@ def _route(r: RouteSetting) -> Route:
 
 
 ACTIVATION_DB_TIMEOUT_S = 5.0
+#: how often the open alarms are counted into the metrics
+OPEN_ALARMS_SAMPLE_S = 1.0
 #: retained, per webhook receiver: the last event the active engine delivered to it
 WEBHOOK_PROGRESS_PREFIX = "gateway/webhooks/"
 
@@ -151,6 +155,8 @@ class AlarmService:
         )
         self._registry = registry
         self._database_url = database_url
+        self._metrics = metrics
+        self._open_labels: set[tuple[str, str, str]] = set()  # ever reported, to zero them
         self.dispatched = 0
         self.locks: LockService | None = None  # keyless-lock access, attached by the app
         # Only the active engine evaluates, dispatches and answers; a standby follows the
@@ -259,6 +265,32 @@ class AlarmService:
             self.shipper.wake()
             if self.settings.webhooks:  # the same outbox as the engine's, for a take-over
                 self.webhooks.submit(recipients, str(event.id), payload)
+
+    def _report_open(self, now: datetime) -> None:
+        """The book in the metrics: every worker's (the engine's, or a standby's mirror,
+        so the figures stay across a hand-over; a dashboard takes the max over workers)."""
+        if self._metrics is None:
+            return
+        counts: Counter[tuple[str, str, str]] = Counter()
+        oldest: dict[Severity, datetime] = {}
+        silent = 0
+        for alarm in self.book.open_alarms():
+            counts[(alarm.kind.value, alarm.severity.value, alarm.state.value)] += 1
+            if alarm.state is AlarmState.RAISED:
+                first = oldest.get(alarm.severity)
+                oldest[alarm.severity] = min(first, alarm.raised_at) if first else alarm.raised_at
+            if alarm.kind is AlarmKind.DEVICE_SILENT and alarm.condition:
+                silent += 1
+        for labels in self._open_labels - counts.keys():
+            self._metrics.alarms_open.labels(*labels).set(0)
+        for labels, n in counts.items():
+            self._metrics.alarms_open.labels(*labels).set(n)
+        self._open_labels |= counts.keys()
+        for severity in Severity:
+            raised = oldest.get(severity)
+            age = max(0.0, (now - raised).total_seconds()) if raised else 0.0
+            self._metrics.oldest_unacknowledged.labels(severity.value).set(age)
+        self._metrics.devices_silent.set(silent)
 
     def routing_for(self, tenant_id: str) -> RoutingPolicy:
         return self.routing.get(tenant_id) or self.routing["*"]
@@ -382,7 +414,7 @@ class AlarmService:
 
     async def _timers(self, stop: asyncio.Event) -> None:
         period = self.settings.tick_ms / 1000
-        rescan = 0.0
+        rescan = report = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             now = datetime.now(UTC)
@@ -400,6 +432,9 @@ class AlarmService:
                 events = self.engine.tick(now) if self.active else []
                 if events:
                     self._dispatch(events)
+                if loop.time() >= report:
+                    report = loop.time() + OPEN_ALARMS_SAMPLE_S
+                    self._report_open(now)
             except Exception:
                 log.exception("alarm timer tick failed; continuing")
             with contextlib.suppress(TimeoutError):
