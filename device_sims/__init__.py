@@ -16,8 +16,11 @@ Layers, pure first:
 * :mod:`~device_sims.session` / :mod:`~device_sims.outbox`: offline buffering and
   replay, link intent; :mod:`~device_sims.dry_run` runs a fleet with no broker.
 * :mod:`~device_sims.malformed`: payloads the gateway must refuse, one per reason.
-* Adapters: :mod:`~device_sims.connection` (one aiomqtt connection per device),
-  :mod:`~device_sims.ramp`, :mod:`~device_sims.runner` (:func:`run_fleet`).
+* Adapters: :mod:`~device_sims.connection` (one aiomqtt connection per device, TLS and
+  mutual TLS, why an attempt failed), :mod:`~device_sims.ramp`, :mod:`~device_sims.runner`
+  (:func:`run_fleet`); :mod:`~device_sims.registration` (a scenario's devices registered
+  through the gateway's HTTP API) and :mod:`~device_sims.credentials` (per-device broker
+  logins, a JSON file); :mod:`~device_sims.command` is ``welfare-gateway simulate``.
 """
 
 from device_sims.dry_run import Published, dry_run

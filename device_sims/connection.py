@@ -14,7 +14,12 @@ only moves bytes and sleeps. Per device it:
   DISCONNECT (the broker publishes the will), ``clean`` sends DISCONNECT (no will);
   at the end of a run it publishes a retained ``offline`` status, then disconnects;
 * when the broker goes away, keeps simulating (buffering readings) and reconnects with
-  exponential backoff.
+  exponential backoff;
+* authenticates with the spec's username/password and, with :class:`TlsOptions`, over TLS
+  with the device's own client certificate (``{id}.crt``/``{id}.key``, CN = device id)
+  or one shared certificate;
+* records why an attempt failed (:class:`~device_sims.report.Cause`: connection refused,
+  not authorised, TLS error, ...) in the report, and which devices never connected.
 """
 
 from __future__ import annotations
@@ -22,22 +27,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import math
 import random
+import re
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
 
 import aiomqtt
 import paho.mqtt.client as paho_mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from device_sims.backoff import Backoff
 from device_sims.clock import SimClock
 from device_sims.envelope import LAST_WILL_PAYLOAD, Outgoing
 from device_sims.ramp import Ramp
-from device_sims.report import FleetReport
+from device_sims.report import Cause, FleetReport
 from device_sims.scenario import DeviceSpec
 from device_sims.session import DeviceSession
 from firmware_contracts.topics import Channel, device_topic
@@ -47,9 +58,53 @@ logger = logging.getLogger(__name__)
 #: Never sleep longer than this in one go (robust against wall-clock jumps).
 MAX_SLEEP_S = 600.0
 
+#: paho's and aiomqtt's log for the devices' clients (a failed attempt is also counted in
+#: the report, with its cause; ``welfare-gateway simulate`` quiets this one).
+MQTT_LOGGER = logging.getLogger("device_sims.mqtt")
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS to the broker: the CA of the broker's certificate (None: the system's CAs) and,
+    for mutual TLS, the client certificate: each device's own from ``cert_dir`` (found by
+    device id as ``welfare-gateway pki device-cert`` writes them: ``{id}.crt`` and
+    ``{id}.key``), or one ``cert_file``/``key_file`` for every device."""
+
+    ca_file: Path | None = None
+    cert_dir: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def client_cert(self, device_id: str) -> tuple[Path, Path] | None:
+        if self.cert_dir is not None:
+            return self.cert_dir / f"{device_id}.crt", self.cert_dir / f"{device_id}.key"
+        if self.cert_file is not None:
+            return self.cert_file, self.key_file or self.cert_file
+        return None
+
+    def context(self, device_id: str) -> ssl.SSLContext:
+        """The device's TLS context (shared by all devices without a per-device cert)."""
+        if self.cert_dir is None:
+            return _shared_context(self)
+        return self._new_context(device_id)
+
+    def _new_context(self, device_id: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        cert = self.client_cert(device_id)
+        if cert is not None:
+            context.load_cert_chain(cert[0], cert[1])
+        return context
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_context(tls: TlsOptions) -> ssl.SSLContext:
+    return tls._new_context("")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +114,68 @@ class ConnectionOptions:
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     tcp_nodelay: bool = True
+    tls: TlsOptions | None = None  # None: plain TCP
+
+
+#: Negative CONNACK reason codes meaning "who are you?": MQTT 3.1.1 return codes 4 and 5
+#: (paho reports them as the v5 codes 0x86, 0x87), bad authentication method, banned.
+_NOT_AUTHORISED = frozenset({4, 5, 0x86, 0x87, 0x8A, 0x8C})
+CLOSED_BEFORE_CONNACK = "the broker closed the connection before answering"
+
+
+def classify_failure(exc: BaseException, client: aiomqtt.Client | None = None) -> tuple[Cause, str]:
+    """Why a connection attempt failed, and the library's words for it."""
+    socket_error = getattr(client, "socket_error", None)
+    cause_exc = getattr(client, "connect_error", None) or exc
+    if isinstance(cause_exc, OSError):
+        return _classify_os_error(cause_exc)
+    if isinstance(exc, aiomqtt.MqttCodeError):
+        rc = exc.rc
+        value = rc.value if isinstance(rc, ReasonCode) else rc
+        detail = str(rc) if isinstance(rc, ReasonCode) else str(exc)
+        if value in _NOT_AUTHORISED:
+            return Cause.NOT_AUTHORISED, detail
+        return Cause.REJECTED, detail
+    message = str(exc)
+    if socket_error and ("SSL" in socket_error or "alert" in socket_error):
+        return Cause.TLS, _ssl_reason(socket_error)
+    if message == CLOSED_BEFORE_CONNACK:
+        return Cause.CLOSED, _socket_reason(socket_error) or message
+    if "timed out" in message:
+        return Cause.TIMEOUT, message
+    return Cause.CLOSED, _socket_reason(socket_error) or message
+
+
+def _socket_reason(text: str | None) -> str | None:
+    """``failed to receive on socket: [Errno 104] Connection reset by peer`` -> the end."""
+    if text is None:
+        return None
+    return re.sub(r"^.*?socket: (\[Errno \d+\] )?", "", text)
+
+
+def _ssl_reason(text: str) -> str:
+    """``failed to receive on socket: [SSL: X] tlsv13 alert ... (_ssl.c:2580)`` -> the
+    words in between."""
+    found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^(]+)", text)
+    return found.group(1).strip() if found else text
+
+
+def _classify_os_error(exc: OSError) -> tuple[Cause, str]:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Cause.TLS, f"the broker's certificate: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return Cause.TLS, exc.reason or str(exc)
+    if isinstance(exc, ConnectionRefusedError):
+        return Cause.REFUSED, exc.strerror or str(exc)
+    if isinstance(exc, TimeoutError):
+        return Cause.TIMEOUT, str(exc) or "timed out"
+    if isinstance(exc, socket.gaierror):
+        return Cause.UNREACHABLE, exc.strerror or str(exc)
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return Cause.CLOSED, exc.strerror or str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return Cause.TLS, f"{exc.strerror}: {exc.filename}"
+    return Cause.UNREACHABLE, exc.strerror or str(exc)
 
 
 class _DeviceClient(aiomqtt.Client):
@@ -72,9 +189,49 @@ class _DeviceClient(aiomqtt.Client):
 
     misc_interval_s = 5.0
 
+    #: What went wrong while connecting, for :func:`classify_failure`: the exception of
+    #: the socket/TLS connect (aiomqtt keeps only its text), and the socket error paho
+    #: logged (a TLS alert arrives after the handshake, e.g. a refused client certificate).
+    connect_error: OSError | None = None
+    socket_error: str | None = None
+
     async def _misc_loop(self) -> None:
         while self._client.loop_misc() == paho_mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
             await asyncio.sleep(self.misc_interval_s)
+
+    async def __aenter__(self) -> Self:
+        self._client.on_log = self._on_log
+        try:
+            await super().__aenter__()
+        finally:
+            self._client.on_log = None
+        return self
+
+    def _on_log(self, _client: Any, _userdata: Any, level: int, message: str) -> None:
+        if level == paho_mqtt.MQTT_LOG_ERR:
+            self.socket_error = message
+
+    def _client_connect(self) -> None:
+        try:
+            super()._client_connect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+
+    def _on_disconnect(
+        self,
+        client: paho_mqtt.Client,
+        userdata: Any,
+        flags: paho_mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any = None,
+    ) -> None:
+        # aiomqtt ignores a connection that closes before the CONNACK and waits out its
+        # timeout; fail the attempt at once instead.
+        if not self._connected.done() and self._lock.locked():
+            self._connected.set_exception(aiomqtt.MqttError(CLOSED_BEFORE_CONNACK))
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
 
 class Ending(enum.Enum):
@@ -100,6 +257,7 @@ class DeviceConnection:
         rng: random.Random,
         options: ConnectionOptions | None = None,
         now: Callable[[], datetime] = utc_now,
+        connected: asyncio.Event | None = None,
     ) -> None:
         self.session = session
         self._clock = clock
@@ -116,6 +274,10 @@ class DeviceConnection:
         self._now = now
         self._wake = asyncio.Event()
         self._ever_connected = False
+        self._connecting = False
+        self._last_failure: Cause | None = None
+        self._tls: ssl.SSLContext | None = None
+        self._first_connection = connected
         self._status_topic = device_topic(spec.device_id, Channel.STATUS)
         self._topics = {channel: device_topic(spec.device_id, channel) for channel in Channel}
 
@@ -130,6 +292,12 @@ class DeviceConnection:
         except Exception:
             self._report.failed_devices += 1
             logger.exception("%s: simulator failed", self.session.device_id)
+        finally:
+            if not self._ever_connected:
+                if self._last_failure is not None:
+                    self._report.unconnected[self._last_failure] += 1
+                elif self._connecting:  # cut off while waiting for an answer
+                    self._report.unconnected[Cause.TIMEOUT] += 1
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -170,20 +338,25 @@ class DeviceConnection:
     # --- one connection ----------------------------------------------------------------
 
     async def _connected(self) -> Ending:
-        client = self._client()
+        client: aiomqtt.Client | None = None
         try:
             async with self._ramp.slot():
                 if self._stopping.is_set():
                     return Ending.STOPPED
+                self._connecting = True
+                client = self._client()
                 await client.__aenter__()
         except (aiomqtt.MqttError, OSError) as exc:
-            self._report.connect_failures += 1
-            logger.debug("%s: connect failed: %s", self.session.device_id, exc)
+            self._connecting = False
+            self._failed(exc, client)
             return Ending.FAILED
+        self._connecting = False
         self._report.connections += 1
         if not self._ever_connected:
             self._ever_connected = True
             self._report.connected_devices += 1
+            if self._first_connection is not None:
+                self._first_connection.set()
         ending = Ending.LOST
         try:
             ending = await self._serve(client)
@@ -196,11 +369,22 @@ class DeviceConnection:
             self._report.connection_losses += 1
         return ending
 
+    def _failed(self, exc: BaseException, client: aiomqtt.Client | None) -> None:
+        cause, detail = classify_failure(exc, client)
+        report = self._report
+        report.connect_failures += 1
+        report.failures[cause] += 1
+        report.failure_detail.setdefault(cause, detail)
+        self._last_failure = cause
+        logger.debug("%s: connect failed (%s): %s", self.session.device_id, cause.value, detail)
+
     def _client(self) -> aiomqtt.Client:
         options = self._options
         socket_options = (
             [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)] if options.tcp_nodelay else []
         )
+        if options.tls is not None and self._tls is None:
+            self._tls = options.tls.context(self._spec.device_id)  # once per device
         return _DeviceClient(
             self._host,
             self._port,
@@ -212,6 +396,8 @@ class DeviceConnection:
             keepalive=options.keepalive_s,
             timeout=options.timeout_s,
             socket_options=socket_options,
+            tls_context=self._tls,
+            logger=MQTT_LOGGER,
         )
 
     async def _serve(self, client: aiomqtt.Client) -> Ending:

@@ -7,6 +7,10 @@ rate), and runs until ``duration_s`` has passed or ``stop`` is set. Then every d
 publishes its retained ``offline`` status and disconnects cleanly, and the function
 returns a :class:`FleetReport`.
 
+With ``connect_deadline_s``, a run in which no device has connected by then ends at once
+(``report.gave_up``; the report says why the attempts failed), instead of retrying forever
+against a broker that will not take the fleet.
+
 Scale: each device costs one TCP connection (one file descriptor) and an aiomqtt/paho
 client; the soft open-files limit is raised towards the hard limit when the fleet needs
 it. The broker needs as many descriptors as the fleet has devices.
@@ -15,6 +19,7 @@ it. The broker needs as many descriptors as the fleet has devices.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import resource
@@ -45,11 +50,13 @@ async def run_fleet(
     connect_concurrency: int = 64,
     connect_rate_per_s: float | None = 500.0,
     options: ConnectionOptions | None = None,
+    connect_deadline_s: float | None = None,
 ) -> FleetReport:
     """Simulate ``specs`` until ``duration_s`` passes or ``stop`` is set (None: forever).
 
     ``connect_concurrency`` / ``connect_rate_per_s`` shape the start-up ramp and any
-    reconnection storm. Cancelling the call also ends the run (less gracefully).
+    reconnection storm. ``connect_deadline_s``: give up if no device has connected by then.
+    Cancelling the call also ends the run (less gracefully).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -62,6 +69,7 @@ async def run_fleet(
     ramp = Ramp(connect_concurrency, connect_rate_per_s)
     clocks: dict[ClockSpec, SimClock] = {}
     connections: list[DeviceConnection] = []
+    first_connection = asyncio.Event()
     for spec in specs:
         clock = clocks.get(spec.clock)
         if clock is None:
@@ -79,6 +87,7 @@ async def run_fleet(
                 stopping=stopping,
                 rng=random.Random(f"backoff:{seed}:{spec.device_id}"),
                 options=options,
+                connected=first_connection,
             )
         )
     logger.info("starting %d simulated devices against %s:%d", len(specs), host, port)
@@ -90,12 +99,28 @@ async def run_fleet(
         for connection in connections:
             connection.wake()
 
+    tasks: list[asyncio.Task[None]] = []
+
+    async def give_up_unless_connected(deadline_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(first_connection.wait(), deadline_s)
+        if not first_connection.is_set():
+            logger.info("no device connected within %g s: giving up", deadline_s)
+            report.gave_up = True
+            stopping.set()
+            for task in tasks:  # nothing is connected: nothing to end gracefully
+                task.cancel()
+
+    watchdog = None
+    if connect_deadline_s is not None:
+        watchdog = asyncio.create_task(give_up_unless_connected(connect_deadline_s))
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(stop_when_done())
-            for connection in connections:
-                group.create_task(connection.run())
+            tasks.append(group.create_task(stop_when_done()))
+            tasks.extend(group.create_task(connection.run()) for connection in connections)
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         report.elapsed_s = loop.time() - started
         report.dropped = sum(c.session.outbox.dropped for c in connections)
     logger.info("fleet run done: %s", report.summary())

@@ -130,24 +130,35 @@ def _cmd_token(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from device_sims.runner import run_fleet
-    from device_sims.scenario import load_scenario
+    """The fleet and its messages live in device_sims.command; here: the broker URL (as
+    the gateway parses it) and, for --register, the demo's device models."""
+    from dataclasses import asdict
+
+    from device_sims.command import Broker, SimulateOptions, simulate
     from gateway.mqtt.connection import BrokerAddress
 
+    if urlsplit(args.broker).scheme not in ("mqtt", "mqtts"):
+        print(f"welfare-gateway simulate: --broker {args.broker!r}: expected "
+              "mqtt://[user:password@]host:port or mqtts://...", file=sys.stderr)  # fmt: skip
+        return 2
     address = BrokerAddress.parse(args.broker)
-    scenario = load_scenario(Path(args.scenario))
-    specs = scenario.device_specs(args.devices)
-    report = asyncio.run(
-        run_fleet(
-            specs,
-            host=address.host,
-            port=address.port,
-            duration_s=args.duration,
-            seed=scenario.seed,
-        )
-    )
-    print(report.summary())
-    return 0
+    models = None
+    if args.register:
+        from gateway.demo import MODELS
+
+        models = {kind: asdict(model) for kind, model in MODELS.items()}
+    path = args.credentials, args.ca_file, args.cert_dir, args.cert_file, args.key_file
+    credentials, ca_file, cert_dir, cert_file, key_file = (Path(p) if p else None for p in path)
+    options = SimulateOptions(
+        scenario=Path(args.scenario), devices=args.devices, duration_s=args.duration,
+        broker=Broker(address.host, address.port, address.tls, address.username,
+                      address.password),
+        credentials=credentials, ca_file=ca_file, cert_dir=cert_dir, cert_file=cert_file,
+        key_file=key_file, connect_timeout_s=args.connect_timeout, register=args.register,
+        api_url=args.api, token=args.token or os.environ.get("WG_API_TOKEN"),
+        list_devices=args.list_devices,
+    )  # fmt: skip
+    return simulate(options, models=models)
 
 
 def _cmd_access_log_verify(args: argparse.Namespace) -> int:
@@ -319,8 +330,29 @@ def build_parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="run a simulated fleet against a broker")
     sim.add_argument("--scenario", required=True)
     sim.add_argument("--devices", type=int, default=None)
-    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883")
+    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883",
+                     help="mqtt:// or mqtts:// (TLS); user:password@ logs in every device "
+                     "that has no credentials of its own")  # fmt: skip
     sim.add_argument("--duration", type=float, default=None)
+    sim.add_argument("--credentials", metavar="FILE",
+                     help='JSON {"device id": {"username": ..., "password": ...}}; '
+                     "--register writes it")  # fmt: skip
+    sim.add_argument("--ca-file", help="CA of the broker's server certificate (mqtts)")
+    sim.add_argument("--cert-dir", metavar="DIR",
+                     help="mutual TLS: DIR/{device id}.crt and .key per device, as "
+                     "'welfare-gateway pki device-cert' writes them (the CA directory "
+                     "or its devices/)")  # fmt: skip
+    sim.add_argument("--cert-file", help="mutual TLS: one client certificate for all devices")
+    sim.add_argument("--key-file", help="the key of --cert-file (if not in it)")
+    sim.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="fail (exit 1) if no device has connected by then")  # fmt: skip
+    sim.add_argument("--register", action="store_true",
+                     help="register the scenario's devices through the API first (needs "
+                     "--api, --token and --credentials); idempotent")  # fmt: skip
+    sim.add_argument("--api", metavar="URL", help="the gateway API, e.g. http://127.0.0.1:8080")
+    sim.add_argument("--token", help="a tenant_admin bearer token (or WG_API_TOKEN)")
+    sim.add_argument("--list-devices", action="store_true",
+                     help="print the scenario's device ids, one a line, and exit")  # fmt: skip
     sim.set_defaults(func=_cmd_simulate)
     return parser
 
