@@ -12,6 +12,7 @@ from tests.services import Mosquitto, Postgres
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="wg-xdg-"))
 
 API_PASSWORD = "test-api-password"
+WORKER_PASSWORD = "test-worker-password"
 
 
 @pytest.fixture
@@ -44,8 +45,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
 
     server = Postgres(tmp_path_factory.mktemp("pg") / "data")
     template_url = server.create_database()
-    migrate(template_url, api_password=API_PASSWORD)
-    _partitions(template_url)
+    migrate(template_url, api_password=API_PASSWORD, worker_password=WORKER_PASSWORD)
     server.template = server.last_name  # type: ignore[attr-defined]
     try:
         yield server
@@ -66,7 +66,7 @@ def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
 
     server = Postgres(tmp_path / "pgdata")
     url = server.create_database()
-    migrate(url, api_password=API_PASSWORD)
+    migrate(url, api_password=API_PASSWORD, worker_password=WORKER_PASSWORD)
     server.url_for_test = url  # type: ignore[attr-defined]
     try:
         yield server
@@ -74,13 +74,41 @@ def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
         server.stop()
 
 
-def _partitions(url: str) -> None:
-    from datetime import UTC, datetime
+# --- a real TimescaleDB: Debian's PostgreSQL 15 + ../shared/tools/install-timescaledb ----
 
-    import psycopg
+from tests.services import INSTALL_HINT, DebianPostgres  # noqa: E402
 
-    from gateway.settings import RetentionDays
-    from gateway.storage import partitions
 
-    with psycopg.connect(url, autocommit=True) as conn:
-        partitions.maintain(conn, RetentionDays(), datetime.now(UTC))
+def debian_postgres(*, preload: bool, settings: dict[str, str] | None = None) -> DebianPostgres:
+    """A started private PostgreSQL 15 cluster; where PostgreSQL 15 or TimescaleDB is not
+    installed, the test fails in CI (``CI`` set: it must run there) and skips elsewhere."""
+    reason = DebianPostgres.missing()
+    if reason is not None:
+        message = f"{reason}: {INSTALL_HINT}"
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"CI must run the TimescaleDB tests: {message}", pytrace=False)
+        pytest.skip(message)
+    return DebianPostgres(preload=preload, settings=settings).start()
+
+
+@pytest.fixture(scope="session")
+def timescale_server() -> Iterator[DebianPostgres]:
+    """PostgreSQL 15 with ``shared_preload_libraries = 'timescaledb'``. TimescaleDB's job
+    scheduler is off here (``timescaledb.max_background_workers = 0``) so that the tests
+    decide when the compression and retention jobs run (``CALL run_job``)."""
+    server = debian_postgres(preload=True, settings={"timescaledb.max_background_workers": "0"})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def unloaded_timescale_server() -> Iterator[DebianPostgres]:
+    """PostgreSQL 15 with TimescaleDB installed but not preloaded: the extension is
+    available, CREATE EXTENSION is refused and the connection closed."""
+    server = debian_postgres(preload=False)
+    try:
+        yield server
+    finally:
+        server.stop()

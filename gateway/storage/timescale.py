@@ -1,12 +1,18 @@
 """TimescaleDB for the time series when the extension is there: hypertables, policies.
 
-At start (before partition maintenance) the gateway calls :func:`setup`. With the
+``welfare-gateway migrate`` calls :func:`prepare` (workers need no DDL rights). With the
 ``timescaledb`` setting at ``auto`` (default) or ``require`` and the extension available,
 it creates the extension, turns the still-empty natively partitioned time-series tables
 into compressed hypertables (``wg_hypertable_from_native`` of migration 0008), and keeps
 each hypertable's compression and retention policies in line with the settings. Tables
 that already hold rows in native partitions stay native (all tables or none are
 converted), and :mod:`gateway.storage.partitions` keeps maintaining them.
+
+The server must load the library (``shared_preload_libraries = 'timescaledb'``). Where it
+offers the extension without loading it, ``auto`` stays native with one warning and
+``require`` stops, each naming the line for postgresql.conf (:func:`preload_advice`);
+where the extension exists in the database but is not loaded, :func:`require_loaded`
+stops in any mode (DDL and the workers' writes fail there).
 
 TimescaleDB's job scheduler then compresses and drops chunks; the gateway does not.
 """
@@ -22,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from gateway.settings import RetentionDays
+from gateway.storage import advisory
 from gateway.storage.partitions import TABLES, natively_partitioned
 
 log = logging.getLogger(__name__)
@@ -62,9 +69,84 @@ def policies(retention: RetentionDays) -> list[TablePolicy]:
     ]
 
 
+PRELOAD_LINE = "shared_preload_libraries = 'timescaledb'"
+
+
+class _Unloadable(Exception):
+    """CREATE EXTENSION closed the connection: the server does not load the library (it
+    is not in ``shared_preload_libraries``)."""
+
+
+def prepare(url: str, mode: Mode, retention: RetentionDays) -> bool:
+    """:func:`setup` on a connection of its own, under the schema upkeep lock. A server
+    that offers the extension without preloading it closes the connection on CREATE
+    EXTENSION: that is a fallback (``auto``, one warning) or a stop naming the line to
+    add (``require``)."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn, advisory.exclusive(
+            conn, advisory.SCHEMA_UPKEEP
+        ):
+            return setup(conn, mode, retention)
+    except _Unloadable as exc:
+        fix = preload_advice(_server_settings(url))
+        return _fallback(
+            mode, f"the server offers the extension but does not load it ({exc}); {fix}"
+        )
+
+
+def require_loaded(conn: psycopg.Connection[Any]) -> None:
+    """Stop with :class:`TimescaleError`, naming the line for postgresql.conf, when the
+    extension was created in this database but the server does not load its library
+    (preload line removed, or a copy restored onto a server without it). Then every DDL
+    statement fails (TimescaleDB's event triggers) and nobody can write the hypertables,
+    whatever the ``timescaledb`` setting: for ``migrate`` to call before its first DDL.
+    ``conn`` must be in autocommit mode; the server may close it (FATAL) on the probe."""
+    row = conn.execute(
+        "select n.nspname from pg_extension e join pg_namespace n on n.oid = e.extnamespace"
+        " where e.extname = 'timescaledb'"
+    ).fetchone()
+    if row is None:
+        return
+    try:  # a function of the library (the catalog views work without it)
+        conn.execute(
+            sql.SQL("select {}.time_bucket(interval '1 day', now())").format(
+                sql.Identifier(row[0])
+            )
+        )
+    except psycopg.Error as exc:
+        if not (conn.closed or _not_loaded(exc)):
+            raise
+        server = {} if conn.closed else _settings_seen(conn)
+        raise TimescaleError(
+            "TimescaleDB was created in this database but the server does not load it "
+            f"({_first_line(exc)}): {preload_advice(server)}"
+        ) from None
+
+
+def preload_advice(server: dict[str, str]) -> str:
+    """What to change in postgresql.conf (pure). ``server``: what ``pg_settings`` shows
+    of ``config_file`` and ``shared_preload_libraries`` (a role without
+    pg_read_all_settings sees neither). A second ``shared_preload_libraries`` line would
+    replace the first, so libraries preloaded now are kept in the list."""
+    where = f" ({server['config_file']})" if server.get("config_file") else ""
+    if "shared_preload_libraries" not in server:
+        return (
+            f"add {PRELOAD_LINE} to postgresql.conf and restart PostgreSQL (if the file has "
+            "a shared_preload_libraries line already, add timescaledb to its list instead)"
+        )
+    loaded = [name.strip() for name in server["shared_preload_libraries"].split(",")]
+    loaded = [name for name in loaded if name]
+    if not loaded:
+        return f"add {PRELOAD_LINE} to postgresql.conf{where} and restart PostgreSQL"
+    line = "shared_preload_libraries = '{}'".format(",".join([*loaded, "timescaledb"]))
+    return f"set {line} in postgresql.conf{where} and restart PostgreSQL"
+
+
 def setup(conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays) -> bool:
     """Use hypertables if wanted and possible; returns True when the time series are
-    hypertables (policies then applied). ``conn`` must be in autocommit mode."""
+    hypertables (policies then applied). ``conn`` must be in autocommit mode. Raises
+    ``_Unloadable`` (handled by :func:`prepare`) when CREATE EXTENSION finds the library
+    not preloaded, :class:`TimescaleError` when the extension exists but is not loaded."""
     if mode != "off" and not _installed(conn):
         if not _available(conn):
             return _fallback(mode, "extension not available on this server")
@@ -72,12 +154,19 @@ def setup(conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays) -
             with conn.transaction():
                 conn.execute("create extension if not exists timescaledb")
         except psycopg.Error as exc:
-            if conn.closed:
-                raise
+            if conn.closed or _not_loaded(exc):
+                raise _Unloadable(_first_line(exc)) from None
             return _fallback(mode, f"create extension failed: {type(exc).__name__}: {exc}")
         log.info("timescaledb extension created")
     if not _installed(conn):
         return False
+    require_loaded(conn)
+    return _convert_and_apply(conn, mode, retention)
+
+
+def _convert_and_apply(
+    conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays
+) -> bool:
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         native = [t.name for t in TABLES if natively_partitioned(conn, t.name)]
@@ -100,6 +189,35 @@ def setup(conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays) -
         for policy in policies(retention):
             _apply_policies(conn, policy)
     return True
+
+
+def _not_loaded(exc: psycopg.Error) -> bool:
+    """TimescaleDB's "extension "timescaledb" must be preloaded": FATAL (the connection
+    closed) on CREATE EXTENSION or a call of the library, ERROR from its event triggers."""
+    return "must be preloaded" in str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _server_settings(url: str) -> dict[str, str]:
+    """:func:`_settings_seen` on a new connection (CREATE EXTENSION closed the last)."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+            return _settings_seen(conn)
+    except psycopg.Error:
+        return {}
+
+
+def _settings_seen(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """``config_file`` and ``shared_preload_libraries`` as far as this role may see them."""
+    rows = conn.execute(
+        "select name, setting from pg_settings"
+        " where name in ('config_file', 'shared_preload_libraries')"
+    ).fetchall()
+    return {str(name): str(setting) for name, setting in rows}
 
 
 def parse_version(text: str) -> tuple[int, int]:
