@@ -16,8 +16,10 @@ from api.app import create_app
 from api.auth import Role, mint
 from gateway.embedded import with_user
 from gateway.settings import Settings
+from gateway.storage import migrate as migrate_module
 from gateway.storage import registry_repo as repo
 from gateway.storage.access_log import verify
+from gateway.storage.migrate import migrate
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
 
@@ -204,3 +206,96 @@ async def test_consented_reads_of_position_lock_events_and_alarms(world) -> None
                    ("position", "allowed"), ("position", "allowed"), ("alarms", "allowed"),
                    ("lock_events", "denied"), ("position", "denied")]  # fmt: skip
     assert verify(url).ok
+
+
+async def test_a_consent_cannot_name_another_tenants_resident(world) -> None:
+    """Review #17.4: as ``wg_api`` with tenant A, a consent row naming tenant B's resident
+    could be inserted (row-level security checks only the row's own tenant), after which a
+    region's clinician read B's weights. The database itself refuses it now: a consent's
+    (person_id, tenant_id) must be a person of that tenant."""
+    http, _person, url = world
+    b = await seed(url, "kommun-b", "212000-0002", {"scale-b": "t-scale"},
+                   datetime.now(UTC) - timedelta(days=30))  # fmt: skip
+    other = b.persons["scale-b"]
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await conn.execute(
+            "insert into readings (tenant_id, person_id, device_id, msg_id, ts, received_at,"
+            " kind, weight_kg) values ('kommun-b', %s, 'scale-b', 'wb', now() - interval '1 day',"
+            " now(), 'weight', 64)",
+            (other,),
+        )
+        await conn.commit()
+    forged = (
+        "insert into consents (tenant_id, person_id, recipient_org, purpose, categories,"
+        " valid_from, legal_basis, recorded_by)"
+        " values ('kommun-a', %s, %s, 'hjärtsvikt', array['weight'],"
+        " now() - interval '30 days', 'samtycke', 'admin-a')"
+    )
+    refused: psycopg.Error | None = None
+    with psycopg.connect(with_user(url, "wg_api", API_PASSWORD)) as conn:
+        conn.execute("select set_config('wg.tenant_id', 'kommun-a', false)")
+        try:
+            conn.execute(forged, (other, REGION_ORG))
+            conn.commit()
+        except psycopg.errors.ForeignKeyViolation as exc:
+            refused = exc
+            conn.rollback()
+    # so the region has no consent for B's resident, and reads none of B's weights
+    clinician = auth("region-v", Role.CLINICIAN, REGION_ORG, "dr-lind")
+    r = await http.get(f"/api/v1/persons/{other}/readings", headers=clinician,
+                       params={"category": "weight"})  # fmt: skip
+    assert r.status_code == 403, f"A's forged consent let the region read B's data: {r.text}"
+    assert r.json()["detail"] == "no consent for this organisation"
+    assert refused is not None and "consents_person_tenant" in str(refused)
+    # the API refuses it before the database (B's resident is not found for A's admin)
+    body = {"person_id": str(other), "recipient_org": REGION_ORG, "purpose": "hjärtsvikt",
+            "categories": ["weight"], "legal_basis": "samtycke",
+            "valid_from": (datetime.now(UTC) - timedelta(days=30)).isoformat()}  # fmt: skip
+    r = await http.post("/api/v1/consents", headers=auth("kommun-a", Role.TENANT_ADMIN), json=body)
+    assert r.status_code == 404
+    # recorded by B itself, the same consent is accepted (the constraint is no wider)
+    with psycopg.connect(with_user(url, "wg_api", API_PASSWORD)) as conn:
+        conn.execute("select set_config('wg.tenant_id', 'kommun-b', false)")
+        conn.execute(forged.replace("'kommun-a'", "'kommun-b'"), (other, REGION_ORG))
+        conn.commit()
+    r = await http.get(f"/api/v1/persons/{other}/readings", headers=clinician,
+                       params={"category": "weight"})  # fmt: skip
+    assert r.status_code == 200 and [i["weight_kg"] for i in r.json()["items"]] == [64.0]
+
+
+async def test_migration_moves_aside_consents_naming_another_tenants_resident(
+    postgres, monkeypatch
+) -> None:
+    """A consent forged before migration 0010 (review #17.4) cannot satisfy the new key: it
+    is moved into consents_rejected, as evidence, and no longer grants any read."""
+    url = postgres.create_database()
+    everything = migrate_module.available
+    monkeypatch.setattr(
+        migrate_module, "available", lambda: [m for m in everything() if m.version < 10]
+    )
+    migrate(url, api_password=API_PASSWORD)
+    a = await seed(url, "kommun-a", "212000-0001", {"scale-a": "t-scale"})
+    b = await seed(url, "kommun-b", "212000-0002", {"scale-b": "t-scale"})
+    insert = (
+        "insert into consents (tenant_id, person_id, recipient_org, purpose, categories,"
+        " valid_from, legal_basis, recorded_by) values (%s, %s, %s, 'hjärtsvikt',"
+        " array['weight'], now() - interval '1 day', 'samtycke', 'admin') returning id"
+    )
+    with psycopg.connect(url) as conn:
+        kept = conn.execute(insert, ("kommun-a", a.persons["scale-a"], REGION_ORG)).fetchone()
+        forged = conn.execute(insert, ("kommun-a", b.persons["scale-b"], REGION_ORG)).fetchone()
+    assert kept is not None and forged is not None
+    monkeypatch.undo()
+    assert 10 in migrate(url).applied
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select id from consents").fetchall() == [kept]
+        assert conn.execute(
+            "select id, tenant_id, person_tenant_id from consents_rejected"
+        ).fetchall() == [(forged[0], "kommun-a", "kommun-b")]
+        assert conn.execute(
+            "select count(*) from consents_for(%s, %s)", (b.persons["scale-b"], REGION_ORG)
+        ).fetchone() == (0,)
+    with psycopg.connect(with_user(url, "wg_api", API_PASSWORD)) as conn:
+        conn.execute("select set_config('wg.tenant_id', 'kommun-a', false)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select * from consents_rejected")

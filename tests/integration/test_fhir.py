@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -312,6 +313,54 @@ async def test_category_not_covered(world: World) -> None:
         ("denied", "GET /fhir/r4/Observation", ["blood_pressure", "weight"]),
     ]
     assert log[2] == ("allowed", "GET /fhir/r4/Observation", ["weight"])
+
+
+async def test_device_read_is_limited_to_what_the_consent_covers(world: World) -> None:
+    """Review #17.3: under a weight-only consent a region's clinician read the resident's
+    door lock (vendor, serial) as ``Device/{id}``. A clinician reads only a device whose
+    data the consent covers and that its Observations point at (a scale under weight, a
+    blood-pressure monitor under blood_pressure); every other id answers exactly like an
+    id that does not exist."""
+    w = world
+    async with await psycopg.AsyncConnection.connect(w.url) as conn:
+        for device_id, model_id, serial in (("lock-1", "t-lock", "LK-0042"),
+                                            ("gps-1", "t-gps", "GP-0007")):  # fmt: skip
+            await repo.register_device(conn, "kommun-a", device_id, model_id, serial)
+            await repo.assign_device(conn, device_id, UUID(w.person), NOW - timedelta(days=200))
+        await conn.commit()
+    missing = await w.http.get("/fhir/r4/Device/no-such-device", headers=CLINICIAN)
+    assert_outcome(missing, 404, "not-found")
+
+    async def unseen(device_id: str) -> None:
+        r = await w.http.get(f"/fhir/r4/Device/{device_id}", headers=CLINICIAN)
+        assert_outcome(r, 404, "not-found")
+        assert r.json() == missing.json(), f"{device_id} answers unlike a missing id"
+
+    await w.consent(["weight"])
+    r = await w.http.get("/fhir/r4/Device/scale-1", headers=CLINICIAN)
+    assert r.status_code == 200, r.text
+    assert Device.model_validate(r.json()).id == "scale-1"
+    for device_id in ("lock-1", "gps-1", "bp-1"):  # not covered: lock, GPS, blood pressure
+        await unseen(device_id)
+
+    # lock events, alarms and positions are not FHIR Observations here: no Observation
+    # points at the lock or the GPS alarm, so a consent to them opens no Device either
+    await w.consent(["lock_events", "alarms", "position", "blood_pressure"])
+    r = await w.http.get("/fhir/r4/Device/bp-1", headers=CLINICIAN)
+    assert r.status_code == 200, r.text
+    for device_id in ("lock-1", "gps-1"):
+        await unseen(device_id)
+
+    # the municipality's own operator reads its devices by role, as before
+    r = await w.http.get("/fhir/r4/Device/lock-1", headers=OPERATOR_A)
+    assert r.status_code == 200 and r.json()["serialNumber"] == "LK-0042"
+    denied = await w.sql(
+        "select request from access_log where actor = 'dr-lind' and outcome = 'denied' order by id"
+    )
+    assert [row[0] for row in denied] == [
+        f"GET /fhir/r4/Device/{d}"
+        for d in ("no-such-device", "lock-1", "gps-1", "bp-1", "lock-1", "gps-1")
+    ]
 
 
 async def test_paging_returns_every_observation_once_under_inserts(world: World) -> None:
