@@ -52,6 +52,7 @@ from device_sims.report import Cause, FleetReport
 from device_sims.scenario import DeviceSpec
 from device_sims.session import DeviceSession
 from firmware_contracts.topics import Channel, device_topic
+from gateway.mqtt import internals
 
 logger = logging.getLogger(__name__)
 
@@ -474,15 +475,15 @@ class DeviceConnection:
             await client.__aexit__(None, None, None)
         # aiomqtt keeps an unexpected disconnection as a future's exception; read it so
         # asyncio does not log "exception was never retrieved".
-        disconnected = client._disconnected
+        disconnected = internals.disconnected(client)
         if disconnected.done() and not disconnected.cancelled():
             disconnected.exception()
 
     async def _drop_socket(self, client: aiomqtt.Client) -> None:
         """Close the TCP connection without DISCONNECT, as a crashing device would."""
-        sock = client._client.socket()  # paho socket: aiomqtt has no API
+        sock = internals.paho_client(client).socket()  # paho socket: aiomqtt has no API
         if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
         # paho notices the closed socket on its next read and reports the disconnection.
-        await asyncio.wait([client._disconnected], timeout=self._options.timeout_s)
+        await asyncio.wait([internals.disconnected(client)], timeout=self._options.timeout_s)

@@ -22,6 +22,7 @@ from gateway.domain.rate_limit import TokenBuckets
 from gateway.ingest import Ingest
 from gateway.locks.service import LockService
 from gateway.metrics import IngestMetrics
+from gateway.mqtt import internals
 from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer, acknowledge
 from gateway.registry_cache import RegistryCache
 from gateway.settings import Settings
@@ -227,7 +228,14 @@ class GatewayService:
 
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
         """Start, then serve until ``stop``; ``started`` is called once start-up is done
-        and before any message is taken."""
+        and before any message is taken. paho and aiomqtt must be tested versions (their
+        private API is used); the PUBLISH fast path is installed for the run (setting
+        ``mqtt_publish_fast_path``) and undone when it ends."""
+        internals.check_versions()
+        with internals.publish_fast_path(self.settings.mqtt_publish_fast_path):
+            await self._serve(stop, started)
+
+    async def _serve(self, stop: asyncio.Event, started: Callable[[], None] | None) -> None:
         await self.start()
         if started is not None:
             started()

@@ -278,6 +278,10 @@ class Settings(BaseSettings):
         default=2_000, ge=1, le=65_535, description="Unacknowledged QoS 1 messages in flight."
     )
     mqtt_keepalive_s: int = Field(default=30, ge=5)
+    mqtt_publish_fast_path: bool = Field(
+        default=True, description="Decode device PUBLISH packets with the quicker decoder"
+        " (gateway/mqtt/publish_decoder.py; only on a tested paho-mqtt)."
+    )
 
     # --- batching and validation -------------------------------------------------------
     batch_max_rows: int = Field(default=1_000, ge=1)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 
 from gateway.broker_access import dynsec
+from gateway.mqtt import internals
 from gateway.mqtt.connection import NODELAY
 
 
@@ -95,7 +96,7 @@ class DynsecClient:
                     socket_options=NODELAY,
                     timeout=self._timeout_s,
                 ) as client:
-                    client._client.disable_logger()
+                    internals.disable_paho_logger(client)
                     granted = await client.subscribe(dynsec.RESPONSE_TOPIC, qos=1)
                     if any(_refused(code) for code in granted):
                         raise BrokerUnavailable(

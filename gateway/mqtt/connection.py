@@ -15,6 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from gateway.mqtt import internals
+
 log = logging.getLogger(__name__)
 
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -94,7 +96,7 @@ async def keep_connected(
                 **address.client_kwargs(), identifier=identifier, will=will, timeout=10,
                 keepalive=keepalive,
             ) as client:
-                client._client.disable_logger()
+                internals.disable_paho_logger(client)
                 backoff = 0.1
                 await session(client)
                 return

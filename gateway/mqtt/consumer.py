@@ -35,7 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel
 from gateway.metrics import IngestMetrics
-from gateway.mqtt import publish_decoder
+from gateway.mqtt import internals
 from gateway.mqtt.connection import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,6 @@ class MqttConsumer:
         handler: Callable[[Inbound], Awaitable[None]],
         metrics: IngestMetrics,
     ) -> None:
-        publish_decoder.install()  # a tenth of the hot path saved (see the module)
         self._config = config
         self._handler = handler
         self._metrics = metrics
@@ -147,7 +146,7 @@ class MqttConsumer:
                 clean_session=False,
                 keepalive=cfg.keepalive_s,
             )
-        paho = client._client  # paho's manual ack, reached through aiomqtt by design
+        paho = internals.paho_client(client)  # paho's manual ack, under aiomqtt
         paho.manual_ack_set(True)
         # Hot path: hand paho's messages straight to our inbox (aiomqtt would wrap each in
         # Message and Topic objects), and skip paho's per-packet debug logging.
@@ -172,7 +171,7 @@ class MqttConsumer:
             try:
                 async with client:
                     self._generation = next(_generations)
-                    self._paho = client._client
+                    self._paho = internals.paho_client(client)
                     self.unacked = 0
                     _LIVE[self._generation] = self
                     await self._subscribe(client)
@@ -221,7 +220,7 @@ class MqttConsumer:
         generation = self._generation
         inbox = self._inbox
         wake = self._wake
-        disconnected = client._disconnected  # set by aiomqtt on connection loss
+        disconnected = internals.disconnected(client)  # set by aiomqtt on connection loss
 
         def poke(_: object) -> None:
             wake.set()

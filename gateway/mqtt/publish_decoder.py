@@ -11,8 +11,12 @@ malformed) goes to paho's own decoder, so paho still judges and reports every pa
 is not the plain case.
 
 ``install`` puts it in paho's place for the whole process (the gateway's own clients are
-the only ones in it). ``tests/unit/test_publish_decoder.py`` holds it to paho's output,
-so an upgrade of paho that changes the packet format or the decoder's result fails there.
+the only ones in it), ``uninstall`` puts paho's back. This module reaches into paho's
+private ``paho.mqtt._packet`` (absent before paho 2.2), so only
+:mod:`gateway.mqtt.internals` imports it, after checking that paho is a tested version,
+and the worker's composition root installs it (setting ``mqtt_publish_fast_path``).
+``tests/unit/test_publish_decoder.py`` holds it to paho's output, so an upgrade of paho
+that changes the packet format or the decoder's result fails there.
 """
 
 from __future__ import annotations
@@ -58,5 +62,16 @@ def decode_publish(header: int, packet: bytes | bytearray, protocol: Any) -> Any
 
 
 def install() -> None:
-    """Decode PUBLISH packets with ``decode_publish`` in this process (idempotent)."""
+    """Decode PUBLISH packets with ``decode_publish`` in this process (idempotent); use
+    :func:`gateway.mqtt.internals.install_publish_fast_path`, which checks paho first."""
     _packet.decode_publish = decode_publish
+
+
+def uninstall() -> None:
+    """Put paho's own decoder back (if ours is in its place)."""
+    if _packet.decode_publish is decode_publish:
+        _packet.decode_publish = _paho_decode_publish
+
+
+def installed() -> bool:
+    return _packet.decode_publish is decode_publish

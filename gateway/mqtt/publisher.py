@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import aiomqtt
 
+from gateway.mqtt import internals
 from gateway.mqtt.connection import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class AlarmPublisher:
                 async with aiomqtt.Client(
                     **self._address.client_kwargs(), identifier=self._client_id, timeout=10
                 ) as client:
-                    client._client.disable_logger()
+                    internals.disable_paho_logger(client)
                     self.connected.set()
                     backoff = 0.1
                     await self._send_loop(client, stop)

@@ -1,0 +1,157 @@
+"""The one place the gateway reaches into paho-mqtt's and aiomqtt's private API.
+
+aiomqtt has no public way to the paho client under it (needed for paho's manual
+acknowledgement, its ``on_message`` hot path, its logger and its socket) nor to the future
+it completes when the connection is lost; paho has none to its packet decoder (the PUBLISH
+fast path, :mod:`gateway.mqtt.publish_decoder`). Such names may change in any release, so
+they are used only on the releases this module was tested with (``TESTED``, the same
+ranges ``pyproject.toml`` pins; ``tests/unit/test_mqtt_internals.py`` holds the two
+together): on any other version the accessors raise :class:`UntestedVersion`, and the
+optional fast path is left out with a warning.
+
+The fast path replaces a function of paho for the whole process, so it is installed only
+by the worker's composition root (``GatewayService.run``, setting
+``mqtt_publish_fast_path``) and undone when that returns; nothing installs it as a side
+effect of constructing a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from typing import Final
+
+import aiomqtt
+import paho.mqtt
+import paho.mqtt.client as paho_mqtt
+
+log = logging.getLogger(__name__)
+
+#: (major, minor) of each library this module was tested with; any patch release of it is
+#: accepted. pyproject.toml pins the same ranges.
+TESTED: Final[dict[str, tuple[int, int]]] = {"paho-mqtt": (2, 2), "aiomqtt": (2, 5)}
+
+
+class UntestedVersion(RuntimeError):
+    """An installed paho-mqtt or aiomqtt outside the range this module was tested with."""
+
+
+def installed_versions() -> dict[str, str]:
+    """The versions of the imported libraries (what they say of themselves)."""
+    return {"paho-mqtt": paho.mqtt.__version__, "aiomqtt": aiomqtt.__version__}
+
+
+def _minor(version: str) -> tuple[int, int] | None:
+    major, _, rest = version.partition(".")
+    minor = "".join(c for c in rest.partition(".")[0] if c.isdigit())
+    if not (major.isdigit() and minor):
+        return None
+    return int(major), int(minor)
+
+
+def untested(*names: str) -> list[str]:
+    """``"name version"`` of each library (of ``names``, or all) outside its tested range."""
+    return [
+        f"{name} {version}"
+        for name, version in installed_versions().items()
+        if (not names or name in names) and _minor(version) != TESTED[name]
+    ]
+
+
+def _tested_text() -> str:
+    return ", ".join(f"{name} {major}.{minor}.x" for name, (major, minor) in TESTED.items())
+
+
+def check_versions() -> None:
+    """Raise :class:`UntestedVersion` unless paho-mqtt and aiomqtt are tested versions."""
+    found = untested()
+    if found:
+        raise UntestedVersion(
+            f"{', '.join(found)}: not a version welfare-gateway was tested with "
+            f"({_tested_text()}); gateway/mqtt/internals.py uses their private API. "
+            "Install the versions pyproject.toml pins."
+        )
+
+
+# --- aiomqtt's client ---------------------------------------------------------------------
+
+
+def paho_client(client: aiomqtt.Client) -> paho_mqtt.Client:
+    """The paho client under an aiomqtt client (``aiomqtt.Client._client``)."""
+    check_versions()
+    return client._client
+
+
+def disable_paho_logger(client: aiomqtt.Client) -> None:
+    """Skip paho's per-packet debug logging (aiomqtt enables it with its own logger)."""
+    paho_client(client).disable_logger()
+
+
+def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
+    """The future aiomqtt completes when the connection ends (``Client._disconnected``):
+    with an exception when it was lost, with ``None`` on a clean disconnect."""
+    check_versions()
+    return client._disconnected
+
+
+def is_disconnected(client: aiomqtt.Client) -> bool:
+    return disconnected(client).done()
+
+
+# --- paho's PUBLISH decoder ----------------------------------------------------------------
+
+_fast_path_holders = 0
+
+
+def install_publish_fast_path() -> bool:
+    """Decode incoming PUBLISH packets with :mod:`gateway.mqtt.publish_decoder` in this
+    process. False, with a warning and nothing changed, on an untested paho. Counted:
+    every True is undone by one :func:`uninstall_publish_fast_path`."""
+    global _fast_path_holders
+    if _fast_path_holders == 0:
+        found = untested("paho-mqtt")
+        if found:
+            log.warning(
+                "MQTT PUBLISH fast path not installed: untested paho-mqtt",
+                extra={"found": found[0], "tested": _tested_text()},
+            )
+            return False
+        from gateway.mqtt import publish_decoder  # imports paho.mqtt._packet
+
+        publish_decoder.install()
+    _fast_path_holders += 1
+    return True
+
+
+def uninstall_publish_fast_path() -> None:
+    """Undo one :func:`install_publish_fast_path`; the last one puts paho's own decoder
+    back."""
+    global _fast_path_holders
+    if _fast_path_holders == 0:
+        return
+    _fast_path_holders -= 1
+    if _fast_path_holders == 0:
+        from gateway.mqtt import publish_decoder
+
+        publish_decoder.uninstall()
+
+
+def publish_fast_path_installed() -> bool:
+    """Whether paho decodes PUBLISH packets with the fast path now."""
+    decoder = sys.modules.get("gateway.mqtt.publish_decoder")  # not imported: not installed
+    return decoder is not None and bool(decoder.installed())
+
+
+@contextlib.contextmanager
+def publish_fast_path(enabled: bool = True) -> Iterator[bool]:
+    """The fast path installed (if ``enabled`` and paho is a tested version) while the
+    block runs; yields whether it is."""
+    installed = enabled and install_publish_fast_path()
+    try:
+        yield installed
+    finally:
+        if installed:
+            uninstall_publish_fast_path()
