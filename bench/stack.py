@@ -22,8 +22,6 @@ import psycopg
 
 from bench.mosquitto import Mosquitto, free_port, wait_until
 from gateway.embedded import EmbeddedPostgres, with_user
-from gateway.settings import RetentionDays
-from gateway.storage import partitions
 from gateway.storage import registry_repo as repo
 from gateway.storage.migrate import migrate
 
@@ -198,8 +196,6 @@ def stack(
             pg.stop()
             url = pg.start()
         migrate(url, api_password=API_PASSWORD)
-        with psycopg.connect(url, autocommit=True) as conn:
-            partitions.maintain(conn, RetentionDays(), datetime.now(UTC))
         yield Stack(workdir, broker, url, pg)
     finally:
         broker.stop()

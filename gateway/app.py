@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -26,8 +26,9 @@ from gateway.mqtt import internals
 from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer, acknowledge
 from gateway.registry_cache import RegistryCache
 from gateway.settings import Settings
-from gateway.storage import advisory, partitions, queries, timescale
+from gateway.storage import advisory, partitions, queries
 from gateway.storage.batch_writer import BatchWriter
+from gateway.storage.migrate import MigrationError, pending
 
 log = logging.getLogger(__name__)
 
@@ -132,19 +133,26 @@ class GatewayService:
     async def _handle(self, inbound: Any) -> None:
         await self.ingest.handle(inbound)
 
-    async def _setup_timescale(self) -> None:
-        def work() -> None:
-            with psycopg.connect(self.database_url, autocommit=True) as conn, \
-                    advisory.exclusive(conn, advisory.SCHEMA_UPKEEP):  # fmt: skip
-                timescale.setup(conn, self.settings.timescaledb, self.settings.retention)
+    async def _check_schema(self) -> None:
+        """The schema is ``migrate``'s job (the worker's role has no DDL rights): refuse
+        to start on a database it has not brought up to this version."""
 
-        await asyncio.to_thread(work)
+        def work() -> list[int]:
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                return pending(conn)
+
+        missing = await asyncio.to_thread(work)
+        if missing:
+            raise MigrationError(
+                f"the database schema is behind this version (migrations {missing} not "
+                "applied): run `welfare-gateway migrate` (as the owner role) first"
+            )
 
     async def _maintain_partitions(self) -> None:
         def work() -> None:
             with psycopg.connect(self.database_url, autocommit=True) as conn, \
                     advisory.exclusive(conn, advisory.SCHEMA_UPKEEP):  # fmt: skip
-                partitions.maintain(conn, self.settings.retention, datetime.now(UTC))
+                partitions.maintain(conn)
 
         await asyncio.to_thread(work)
 
@@ -220,7 +228,7 @@ class GatewayService:
 
     async def start(self) -> None:
         """What must succeed before the gateway takes traffic (database reachable)."""
-        await self._setup_timescale()
+        await self._check_schema()
         await self._maintain_partitions()
         await self.registry.load()
         await self._restore_device_states()

@@ -15,22 +15,52 @@ from gateway import __version__
 from gateway.settings import Settings, SettingsError, load_settings
 
 
+class StartupError(Exception):
+    """A command cannot start; the message is one line with the cause and the fix."""
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    config = args.config or os.environ.get("WG_CONFIG")
+    config = getattr(args, "config", None) or os.environ.get("WG_CONFIG")
     return load_settings(Path(config) if config else None)
 
 
-def _cmd_migrate(args: argparse.Namespace) -> int:
-    from gateway.runtime import endpoints
+def _service_settings(args: argparse.Namespace) -> Settings:
+    """Settings for a command that serves or changes the deployment: production refuses
+    unsafe defaults (naming each); development says in one line that it keeps them."""
+    from gateway.unsafe_settings import development_notice, refuse_unsafe
 
     settings = _settings(args)
+    refuse_unsafe(settings)
+    notice = development_notice(settings)
+    if notice:
+        print(f"welfare-gateway: {notice}", file=sys.stderr)
+    return settings
 
-    async def go() -> None:
-        async with endpoints(settings) as ep:
-            print(f"database migrated ({'embedded' if settings.embedded_database else 'by URL'})")
-            del ep
 
-    asyncio.run(go())
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.doctor import require_reachable, where
+    from gateway.runtime import endpoints, migrate_database
+
+    settings = _service_settings(args)
+    logs.configure("WARNING")
+    if settings.database_url is None:  # the embedded database: migrated as it starts
+
+        async def embedded() -> None:
+            async with endpoints(settings):
+                print(f"embedded database migrated in {settings.data_dir / 'pg'}")
+
+        asyncio.run(embedded())
+        return 0
+    url = settings.database_url
+    asyncio.run(require_reachable(settings, database=url,
+                                  database_setting="database_url", broker=False))  # fmt: skip
+    done = migrate_database(settings, url)
+    applied = f"applied {done.applied}" if done.applied else "already up to date"
+    print(f"database {where(url)} migrated: {applied}; time series: {done.time_series}; "
+          "roles wg_worker and wg_api granted")  # fmt: skip
+    for note in done.notes:
+        print(f"note: {note}")
     return 0
 
 
@@ -51,11 +81,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.runtime import embedded_overrides, endpoints, serve
 
-    settings = embedded_overrides(_settings(args))
+    settings = embedded_overrides(_service_settings(args))
+    _require_port_free(settings.api_host, settings.api_port, "api_port")
     logs.configure(settings.log_level)
 
     async def work(stop: asyncio.Event) -> None:
+        await _require_services(settings, settings.database_url, "database_url")
         async with endpoints(settings) as ep:
+            _announce(
+                "run", settings,
+                f"API and console on http://{settings.api_host}:{settings.api_port}/ "
+                "(metrics at /metrics)",
+            )  # fmt: skip
             await serve(settings, ep, stop, settings.api_port)
 
     _until_signalled(work)
@@ -64,15 +101,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from gateway import logs
-    from gateway.runtime import endpoints, serve_worker, split_endpoints
+    from gateway.runtime import serve_worker, split_endpoints
 
-    settings = _settings(args)
-    split_endpoints(settings)  # both URLs given
+    settings = _service_settings(args)
+    ep = split_endpoints(settings)  # both URLs given
+    _require_port_free(settings.api_host, settings.metrics_port, "metrics_port")
     logs.configure(settings.log_level)
 
     async def work(stop: asyncio.Event) -> None:
-        async with endpoints(settings) as ep:  # migrates the database
-            await serve_worker(settings, ep, stop)
+        await _require_services(
+            settings, ep.worker_database_url, "worker_database_url or worker_db_password"
+        )
+        _announce(
+            f"worker {settings.mqtt_client_id}", settings,
+            f"metrics on http://{settings.api_host}:{settings.metrics_port}/metrics",
+        )  # fmt: skip
+        await serve_worker(settings, ep, stop)  # the schema is migrate's job
 
     _until_signalled(work)
     return 0
@@ -82,15 +126,76 @@ def _cmd_api(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.runtime import serve_api, split_endpoints
 
-    settings = _settings(args)
+    settings = _service_settings(args)
     ep = split_endpoints(settings)
+    _require_port_free(settings.api_host, settings.api_port, "api_port")
     logs.configure(settings.log_level)
 
     async def work(stop: asyncio.Event) -> None:
+        await _require_services(
+            settings, ep.api_database_url, "api_database_url or api_db_password"
+        )
+        _announce(
+            "api", settings,
+            f"API and console on http://{settings.api_host}:{settings.api_port}/ "
+            "(metrics at /metrics)",
+        )  # fmt: skip
         await serve_api(settings, ep, stop)
 
     _until_signalled(work)
     return 0
+
+
+def _require_port_free(host: str, port: int, setting: str) -> None:
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise StartupError(
+                f"cannot listen on {host}:{port}: {exc.strerror} (another process there? "
+                f"set {setting} or api_host)"
+            ) from None
+
+
+async def _require_services(settings: Settings, database: str | None, setting: str) -> None:
+    from gateway.doctor import Unreachable, require_reachable
+
+    try:
+        await require_reachable(settings, database=database, database_setting=setting,
+                                broker=True)  # fmt: skip
+    except Unreachable as exc:
+        raise StartupError(str(exc)) from None
+
+
+def _announce(what: str, settings: Settings, listening: str) -> None:
+    """One line on stdout: where a service listens, its mode, and what it uses."""
+    from gateway.doctor import where
+    from gateway.mqtt.connection import BrokerAddress
+
+    database = where(settings.database_url) if settings.database_url else "embedded"
+    broker = "embedded"
+    if settings.mqtt_url:
+        address = BrokerAddress.parse(settings.mqtt_url)
+        broker = f"{'mqtts' if address.tls else 'mqtt'}://{address.host}:{address.port}"
+    print(f"welfare-gateway {what}: {listening}; {settings.mode} mode; database {database}; "
+          f"broker {broker}", flush=True)  # fmt: skip
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from gateway.doctor import diagnose
+
+    settings = _settings(args)
+    found = asyncio.run(diagnose(settings))
+    for finding in found:
+        print(finding.line())
+    failed = sum(1 for f in found if f.status == "fail")
+    print(f"{failed} problem(s) to fix" if failed else "no problems found")
+    return 1 if failed else 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -115,7 +220,12 @@ def _cmd_contract_export(args: argparse.Namespace) -> int:
 def _cmd_token(args: argparse.Namespace) -> int:
     from api.auth import Role, mint
 
-    settings = _settings(args)
+    settings = _service_settings(args)
+    if not settings.dev_tokens:
+        raise StartupError(
+            "dev_tokens is off: sign in through the identity provider ([oidc]); "
+            "development tokens would be refused"
+        )
     print(
         mint(
             settings.jwt_secret.get_secret_value(),
@@ -245,13 +355,40 @@ def _service_names(args: argparse.Namespace) -> set[str]:
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="welfare-gateway", description=__doc__)
-    parser.add_argument("--version", action="version", version=__version__)
-    parser.add_argument("--config", help="TOML settings file (or WG_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
+class _Subparsers:
+    """Subcommands that also take the common options (``--config``)."""
 
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
+    def __init__(self, action: Any, common: argparse.ArgumentParser) -> None:
+        self._action = action
+        self._common = common
+        self.choices = action.choices
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._action.add_parser(
+            name, parents=[self._common], **kwargs
+        )
+        return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config is taken before or after the subcommand (each level's parser knows it;
+    # SUPPRESS keeps a later level from resetting what an earlier one read)
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", default=argparse.SUPPRESS,
+                        help="TOML settings file (or WG_CONFIG)")  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="welfare-gateway", description=__doc__, parents=[config]
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    sub = _Subparsers(parser.add_subparsers(dest="command", required=True), config)
+
+    sub.add_parser(
+        "migrate", help="bring the database to its final shape (as the owner role): "
+        "migrations, roles, TimescaleDB or partitions"
+    ).set_defaults(func=_cmd_migrate)
+    sub.add_parser(
+        "doctor", help="check the configuration against the running database and broker"
+    ).set_defaults(func=_cmd_doctor)
     sub.add_parser("run", help="run the gateway and the API").set_defaults(func=_cmd_run)
     sub.add_parser(
         "worker", help="run the gateway worker alone (ingest, alarms, locks; /metrics)"
@@ -267,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     contract = sub.add_parser("contract", help="device contract tools")
-    csub = contract.add_subparsers(dest="contract_command", required=True)
+    csub = _Subparsers(contract.add_subparsers(dest="contract_command", required=True), config)
     export = csub.add_parser("export", help="write the JSON Schemas of contract v1")
     export.add_argument("directory")
     export.set_defaults(func=_cmd_contract_export)
@@ -285,13 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     token.set_defaults(func=_cmd_token)
 
     log = sub.add_parser("access-log", help="the access log of personal-data reads")
-    lsub = log.add_subparsers(dest="access_log_command", required=True)
+    lsub = _Subparsers(log.add_subparsers(dest="access_log_command", required=True), config)
     lsub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered").set_defaults(
         func=_cmd_access_log_verify
     )
 
     pki = sub.add_parser("pki", help="CA, broker and device certificates for mutual TLS")
-    psub = pki.add_subparsers(dest="pki_command", required=True)
+    psub = _Subparsers(pki.add_subparsers(dest="pki_command", required=True), config)
     for name, what, days in (
         ("init-ca", "create a CA (per deployment, or per tenant)", 3650),
         ("server-cert", "issue the broker's server certificate", 825),
@@ -312,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     psub.choices["revoke"].add_argument("--device", required=True)
 
     broker = sub.add_parser("broker", help="broker identities that are not devices")
-    bsub = broker.add_subparsers(dest="broker_command", required=True)
+    bsub = _Subparsers(broker.add_subparsers(dest="broker_command", required=True), config)
     boot = bsub.add_parser(
         "bootstrap",
         help="default deny and the gateway's identity (password from "
@@ -367,6 +504,43 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # explained below in one line, or raised again
+        line = _explain(exc, args)
+        if line is None:
+            raise
+        print(f"welfare-gateway {args.command}: {line}", file=sys.stderr)
+        return 1
+
+
+def _explain(exc: BaseException, args: argparse.Namespace) -> str | None:
+    """One line for a failure of the deployment around the command (not of the code):
+    a refusing database or broker, a missing file, a port in use."""
+    import aiomqtt
+    import psycopg
+
+    from gateway.doctor import Unreachable, explain_broker, explain_database
+    from gateway.storage.migrate import MigrationError
+    from gateway.storage.timescale import TimescaleError
+
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    if isinstance(exc, StartupError | Unreachable | MigrationError | TimescaleError):
+        return str(exc)
+    if isinstance(exc, SettingsError):
+        return str(exc).replace("\n", " ")
+    try:
+        settings: Settings | None = _settings(args)
+    except SettingsError:
+        settings = None
+    if isinstance(exc, psycopg.OperationalError):
+        url = (settings.database_url if settings else None) or "postgresql:///"
+        return explain_database(exc, url, "database_url")
+    if isinstance(exc, aiomqtt.MqttError):
+        return explain_broker(exc, (settings.mqtt_url if settings else None) or "mqtt://")
+    if isinstance(exc, OSError) and exc.strerror:
+        target = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror}{target}"
+    return None
 
 
 if __name__ == "__main__":

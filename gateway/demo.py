@@ -77,7 +77,7 @@ async def _stored_counts(database_url: str) -> dict[str, Any]:
 async def run_demo(
     settings: Settings, *, duration: float | None, devices: int | None, scenario: Path | None
 ) -> int:
-    settings = embedded_overrides(settings)
+    settings = embedded_overrides(settings).model_copy(update={"mode": "development"})
     # Ctrl-C or the duration stops the fleet; the gateway stops once it has stored what
     # the fleet sent (its last "offline" statuses included).
     fleet_stop = asyncio.Event()
@@ -96,7 +96,9 @@ async def run_demo(
                 if settings.api_port and _port_free(settings.api_port)
                 else free_port()
             )
-            gateway = GatewayService(settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url)
+            gateway = GatewayService(
+                settings, database_url=ep.worker_database_url, mqtt_url=ep.mqtt_url
+            )
             ready = asyncio.Event()
             server = asyncio.create_task(serve(settings, ep, stop, api_port, gateway, ready))
             await _wait_ready(ready, server)

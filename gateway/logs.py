@@ -23,6 +23,7 @@ _PIN_RE = re.compile(
     r"|(?<!\d)(?:19|20)?\d{6}[-+]?\d{4}(?!\d)"
 )
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# uvicorn's copy of the message with terminal colour codes: not for a JSON log
 
 
 def _masked(match: re.Match[str]) -> str:
@@ -42,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and not key.startswith("_") and key != "color_message":
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from gateway import heap
 from gateway.app import GatewayService
 from gateway.embedded import EmbeddedBroker, EmbeddedPostgres, with_user
-from gateway.settings import Settings
-from gateway.storage.migrate import migrate
+from gateway.settings import Settings, SettingsError
+from gateway.storage.migrate import Migrated, migrate
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Endpoints:
-    database_url: str
-    api_database_url: str
+    database_url: str  # the owner's (migrate)
+    api_database_url: str  # role wg_api
     mqtt_url: str
+    worker_database_url: str  # role wg_worker
 
 
 def free_port() -> int:
@@ -46,11 +47,37 @@ def api_database_url(settings: Settings, database_url: str) -> str:
     return with_user(database_url, "wg_api", settings.api_db_password.get_secret_value())
 
 
+def worker_database_url(settings: Settings, database_url: str) -> str:
+    if settings.worker_database_url:
+        return settings.worker_database_url
+    return with_user(database_url, "wg_worker", settings.worker_db_password.get_secret_value())
+
+
+def migrate_database(settings: Settings, database_url: str) -> Migrated:
+    """``welfare-gateway migrate``: the database in its final shape (as the owner)."""
+    return migrate(
+        database_url,
+        api_password=settings.api_db_password.get_secret_value(),
+        worker_password=settings.worker_db_password.get_secret_value(),
+        timescaledb=settings.timescaledb,
+        retention=settings.retention,
+    )
+
+
+def _endpoints(settings: Settings, database_url: str, mqtt_url: str) -> Endpoints:
+    return Endpoints(
+        database_url,
+        api_database_url(settings, database_url),
+        mqtt_url,
+        worker_database_url(settings, database_url),
+    )
+
+
 @contextlib.asynccontextmanager
 async def endpoints(
     settings: Settings, *, pgdata: Path | None = None, ephemeral: bool = False
 ) -> AsyncIterator[Endpoints]:
-    """Start what is embedded, migrate the database, and yield the URLs to use."""
+    """Start what is embedded, migrate the database (as the owner), and yield the URLs."""
     pg: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
     try:
@@ -59,16 +86,16 @@ async def endpoints(
             database_url = await asyncio.to_thread(pg.start)
         else:
             database_url = settings.database_url
-        await asyncio.to_thread(
-            migrate, database_url, api_password=settings.api_db_password.get_secret_value()
-        )
+        migrated = await asyncio.to_thread(migrate_database, settings, database_url)
+        for note in migrated.notes:
+            log.warning(note)
         if settings.mqtt_url is None:
             broker = EmbeddedBroker(free_port())
             await broker.start()
             mqtt_url = broker.url
         else:
             mqtt_url = settings.mqtt_url
-        yield Endpoints(database_url, api_database_url(settings, database_url), mqtt_url)
+        yield _endpoints(settings, database_url, mqtt_url)
     finally:
         if broker is not None:
             await broker.stop()
@@ -87,15 +114,11 @@ def split_endpoints(settings: Settings) -> Endpoints:
     """``worker`` and ``api`` run beside each other: they share a database and a broker
     given by URL (embedded ones would be private to one process)."""
     if settings.database_url is None or settings.mqtt_url is None:
-        raise SystemExit(
-            "welfare-gateway worker/api need database_url and mqtt_url (WG_DATABASE_URL, "
+        raise SettingsError(
+            "worker and api need database_url and mqtt_url (WG_DATABASE_URL, "
             "WG_MQTT_URL); for everything in one process use `welfare-gateway run`"
         )
-    return Endpoints(
-        settings.database_url,
-        api_database_url(settings, settings.database_url),
-        settings.mqtt_url,
-    )
+    return _endpoints(settings, settings.database_url, settings.mqtt_url)
 
 
 def _api_app(settings: Settings, ep: Endpoints, metrics_registry: CollectorRegistry) -> FastAPI:
@@ -133,7 +156,7 @@ async def serve(
     """Gateway worker and the HTTP API in one process until ``stop``. ``ready`` is set
     once the worker takes messages and the API hears it over the broker."""
     gateway = gateway or GatewayService(
-        settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url
+        settings, database_url=ep.worker_database_url, mqtt_url=ep.mqtt_url
     )
     app = _api_app(settings, ep, gateway.metrics.registry)
     api_stop = asyncio.Event()
@@ -158,7 +181,9 @@ async def serve_worker(settings: Settings, ep: Endpoints, stop: asyncio.Event) -
     """The gateway worker alone, with its metrics on ``api_host:metrics_port``."""
     from prometheus_client import start_http_server
 
-    gateway = GatewayService(settings, database_url=ep.database_url, mqtt_url=ep.mqtt_url)
+    gateway = GatewayService(
+        settings, database_url=ep.worker_database_url, mqtt_url=ep.mqtt_url
+    )
     server, thread = start_http_server(
         settings.metrics_port, settings.api_host, registry=gateway.metrics.registry
     )

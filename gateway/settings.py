@@ -13,7 +13,7 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -247,9 +247,26 @@ class Settings(BaseSettings):
         env_prefix="WG_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
+    mode: Literal["production", "development"] = Field(
+        default="production",
+        description="production refuses unsafe defaults at start-up (development secrets, "
+        "default passwords); development (the demo, tests, trying it out) keeps them and "
+        "says so in one log line.",
+    )
+
     # --- where things are ------------------------------------------------------------
     database_url: str | None = Field(
-        default=None, description="PostgreSQL URL; unset = embedded pgserver in data_dir."
+        default=None,
+        description="PostgreSQL URL of the owner role (migrate connects with it); unset = "
+        "embedded pgserver in data_dir.",
+    )
+    worker_database_url: str | None = Field(
+        default=None,
+        description="URL the workers connect with (role wg_worker: no DDL). "
+        "Unset = database_url with the user replaced by wg_worker.",
+    )
+    worker_db_password: SecretStr = Field(
+        default=SecretStr("wg_worker"), description="Password set for role wg_worker by migrate."
     )
     api_database_url: str | None = Field(
         default=None,
@@ -260,7 +277,9 @@ class Settings(BaseSettings):
         default=SecretStr("wg_api"), description="Password set for role wg_api by migrate."
     )
     mqtt_url: str | None = Field(
-        default=None, description="mqtt://user:pass@host:port; unset = embedded amqtt broker."
+        default=None,
+        description="mqtt://user:pass@host:port, or mqtts://user:pass@host:8883?ca=/path/ca.pem"
+        " (TLS; &cert=...&key=... for a client certificate); unset = embedded amqtt broker.",
     )
     data_dir: Path = Field(
         default=Path.home() / ".local" / "share" / "welfare-gateway",
@@ -338,7 +357,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
-    @field_validator("database_url", "api_database_url")
+    @field_validator("database_url", "api_database_url", "worker_database_url")
     @classmethod
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
@@ -353,6 +372,13 @@ class Settings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ValueError("must be mqtt://host:port or mqtts://host:port")
+        for key, paths in parse_qs(parts.query).items():
+            if key not in ("ca", "cert", "key"):
+                raise ValueError(f"unknown option ?{key}= (ca, cert and key are known)")
+            if parts.scheme != "mqtts":
+                raise ValueError(f"?{key}= needs mqtts://")
+            if not Path(paths[-1]).is_file():
+                raise ValueError(f"?{key}={paths[-1]}: no such file")
         try:
             _ = parts.port
         except ValueError as exc:

@@ -85,6 +85,18 @@ class BrokerAccess:
         log.info("operator broker identity created", extra={"tenant_id": tenant_id})
         return password
 
+    async def missing_gateway_acls(self) -> list[str]:
+        """Topics of the ACLs bootstrap gives the gateway's role that the broker's role
+        lacks (all of them when the role is missing): what ``doctor`` reports."""
+        answer = (await self._client.execute([dynsec.get_role(dynsec.GATEWAY_ROLE)]))[0]
+        role = (answer.get("data") or {}).get("role") or {}
+        have = {(a.get("acltype"), a.get("topic")) for a in role.get("acls") or []}
+        return sorted(
+            f"{acl.acltype.value} {acl.topic}"
+            for acl in dynsec.gateway_acls()
+            if (acl.acltype.value, acl.topic) not in have
+        )
+
     async def bootstrap(self, gateway_username: str, gateway_password: str) -> None:
         await self._client.execute(dynsec.bootstrap(gateway_username, gateway_password))
         log.info("broker access bootstrapped", extra={"gateway_username": gateway_username})

@@ -11,7 +11,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
 
@@ -29,18 +29,32 @@ class BrokerAddress:
     username: str | None
     password: str | None
     tls: bool
+    ca_file: str | None = None  # mqtts://...?ca=/path: the CA the broker's cert is from
+    cert_file: str | None = None  # ?cert=/path&key=/path: a client certificate (mTLS)
+    key_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerAddress:
         parts = urlsplit(url)
         tls = parts.scheme == "mqtts"
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         return cls(
             host=parts.hostname or "127.0.0.1",
             port=parts.port or (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
+            ca_file=query.get("ca"),
+            cert_file=query.get("cert"),
+            key_file=query.get("key"),
         )
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The system's trust store, or only ``ca_file``; a client certificate if given."""
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
     def client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -51,7 +65,7 @@ class BrokerAddress:
             "socket_options": NODELAY,
         }
         if self.tls:
-            kwargs["tls_context"] = ssl.create_default_context()
+            kwargs["tls_context"] = self.tls_context()
         return kwargs
 
 

@@ -2,26 +2,23 @@
 (When the tables are TimescaleDB hypertables instead, there is nothing to do here.)
 
 Partitions are fixed-width intervals counted from the Unix epoch, so every worker computes
-the same bounds. Creating covers [now - retention, now + ahead]; a message older than its
-table's retention is refused at ingest (it would be dropped at once anyway).
+the same bounds. Creating covers [now - retention, now + 2 days]; a message older than its
+table's retention is refused at ingest (it would be dropped at once anyway). The work is
+done by the database (migration 0009) from the plan ``migrate`` writes.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from gateway.settings import RetentionDays
 
 log = logging.getLogger(__name__)
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 
 @dataclass(frozen=True)
 class PartitionedTable:
@@ -38,14 +35,7 @@ TABLES: tuple[PartitionedTable, ...] = (
     PartitionedTable("device_health", 7, "device_health"),
     PartitionedTable("command_replies", 30, "command_replies"),
 )
-AHEAD = timedelta(days=2)
-
-
-def bounds(ts: datetime, interval_days: int) -> tuple[datetime, datetime]:
-    width = timedelta(days=interval_days)
-    index = (ts - EPOCH) // width
-    start = EPOCH + index * width
-    return start, start + width
+PLAN_QUARANTINE = "quarantine"  # no partitions, only an age limit
 
 
 def retention_cutoff(table: PartitionedTable, retention: RetentionDays, now: datetime) -> datetime:
@@ -53,65 +43,35 @@ def retention_cutoff(table: PartitionedTable, retention: RetentionDays, now: dat
     return now - timedelta(days=getattr(retention, table.retention_field))
 
 
-def wanted(table: PartitionedTable, retention: RetentionDays, now: datetime) -> list[datetime]:
-    """Start times of the partitions that must exist now."""
-    start, _ = bounds(retention_cutoff(table, retention, now), table.interval_days)
-    last, _ = bounds(now + AHEAD, table.interval_days)
-    width = timedelta(days=table.interval_days)
-    starts = []
-    while start <= last:
-        starts.append(start)
-        start += width
-    return starts
+def write_plan(conn: psycopg.Connection[Any], retention: RetentionDays) -> None:
+    """Record what each table keeps (``migrate`` does this, as the owner): what
+    ``wg_maintain_partitions`` then creates and drops."""
+    rows: list[tuple[str, int | None, int]] = [
+        (t.name, t.interval_days, getattr(retention, t.retention_field)) for t in TABLES
+    ]
+    rows.append((PLAN_QUARANTINE, None, retention.quarantine))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "insert into partition_plan (table_name, interval_days, retention_days)"
+            " values (%s, %s, %s) on conflict (table_name) do update set"
+            " interval_days = excluded.interval_days, retention_days = excluded.retention_days",
+            rows,
+        )
 
 
-def partition_name(table: str, start: datetime) -> str:
-    return f"{table}_p{start:%Y%m%d}"
+def maintain(conn: psycopg.Connection[Any], now: datetime | None = None) -> int:
+    """Create missing partitions, drop expired ones and expired quarantine rows
+    (idempotent; safe to run often). Returns how many partitions changed.
 
-
-def maintain(conn: psycopg.Connection[Any], retention: RetentionDays, now: datetime) -> None:
-    """Create missing partitions and drop expired ones (idempotent; safe to run often).
-
+    Runs as ``wg_maintain_partitions()``, a SECURITY DEFINER function of migration 0009,
+    so a worker needs no DDL rights; ``now`` (another instant) is for the owner only.
     Tables that are TimescaleDB hypertables (see :mod:`gateway.storage.timescale`) are
     skipped: their chunks are created on insert and dropped by the retention policy."""
-    for table in TABLES:
-        if not natively_partitioned(conn, table.name):
-            continue
-        existing = {
-            row[0]: row[1]
-            for row in conn.execute(
-                "select c.relname, pg_get_expr(c.relpartbound, c.oid)"
-                " from pg_inherits i join pg_class c on c.oid = i.inhrelid"
-                " join pg_class p on p.oid = i.inhparent where p.relname = %s",
-                (table.name,),
-            )
-        }
-        width = timedelta(days=table.interval_days)
-        for start in wanted(table, retention, now):
-            name = partition_name(table.name, start)
-            if name in existing:
-                continue
-            conn.execute(
-                sql.SQL(
-                    "create table if not exists {} partition of {} for values from ({}) to ({})"
-                ).format(
-                    sql.Identifier(name),
-                    sql.Identifier(table.name),
-                    sql.Literal(start),
-                    sql.Literal(start + width),
-                )
-            )
-            log.debug("partition created", extra={"partition": name})
-        cutoff = retention_cutoff(table, retention, now)
-        for name in existing:
-            old_start = _parse_start(table.name, name)
-            if old_start is not None and old_start + width <= cutoff:
-                conn.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(name)))
-                log.info("partition dropped after retention", extra={"partition": name})
-    conn.execute(
-        "delete from quarantine where received_at < %s",
-        (now - timedelta(days=retention.quarantine),),
-    )
+    if now is None:
+        row = conn.execute("select wg_maintain_partitions()").fetchone()
+    else:
+        row = conn.execute("select wg_maintain_partitions_at(%s)", (now,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def natively_partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
@@ -120,13 +80,3 @@ def natively_partitioned(conn: psycopg.Connection[Any], table: str) -> bool:
         "select relkind from pg_class where oid = to_regclass(quote_ident(%s))", (table,)
     ).fetchone()
     return row is not None and row[0] == "p"
-
-
-def _parse_start(table: str, name: str) -> datetime | None:
-    prefix = f"{table}_p"
-    if not name.startswith(prefix):
-        return None
-    try:
-        return datetime.strptime(name[len(prefix) :], "%Y%m%d").replace(tzinfo=UTC)
-    except ValueError:
-        return None

@@ -16,9 +16,10 @@ import orjson
 import psycopg
 
 from gateway.app import GatewayService
+from gateway.runtime import worker_database_url
 from gateway.settings import Settings
 from gateway.storage import registry_repo as repo
-from tests.conftest import API_PASSWORD
+from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 
 MODELS = [
     repo.DeviceModel("t-gps", "Acme", "GPS", "gps_alarm", 60),
@@ -69,6 +70,8 @@ def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings
         "database_url": database_url,
         "mqtt_client_id": "wg-test-gateway",
         "api_db_password": API_PASSWORD,
+        "worker_db_password": WORKER_PASSWORD,
+        "mode": "development",
         "batch_max_delay_ms": 10,
     }
     values.update(overrides)
@@ -78,8 +81,10 @@ def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[GatewayService]:
     assert settings.database_url and settings.mqtt_url
-    service = GatewayService(
-        settings, database_url=settings.database_url, mqtt_url=settings.mqtt_url
+    service = GatewayService(  # as the workers run: role wg_worker, no DDL rights
+        settings,
+        database_url=worker_database_url(settings, settings.database_url),
+        mqtt_url=settings.mqtt_url,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))

@@ -1,22 +1,30 @@
-"""Migrations on a real PostgreSQL, and tenant isolation as the API's database role."""
+"""Migrations on a real PostgreSQL; least privilege of the worker's and the API's roles."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+from datetime import UTC, datetime, timedelta
+
 import psycopg
 import pytest
+from psycopg import sql
 
+from gateway.app import GatewayService
 from gateway.embedded import with_user
+from gateway.settings import RetentionDays, Settings
 from gateway.storage import migrate as migrate_module
+from gateway.storage import partitions
 from gateway.storage.migrate import MigrationError, migrate
-from tests.conftest import API_PASSWORD
+from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import seed
 
 
 def test_migrations_apply_once_and_are_idempotent(postgres) -> None:
     url = postgres.create_database()
     applied = migrate(url, api_password=API_PASSWORD)
-    assert applied == [m.version for m in migrate_module.available()]
-    assert migrate(url) == []
+    assert applied.applied == [m.version for m in migrate_module.available()]
+    assert migrate(url).applied == []
     with psycopg.connect(url) as conn:
         tables = {
             r[0] for r in conn.execute("select tablename from pg_tables where schemaname='public'")
@@ -85,3 +93,119 @@ async def test_a_visit_cannot_name_another_tenants_resident(database_url) -> Non
                     (b.persons["lock-b"],),
                 )
             await conn.rollback()
+
+
+def _ordinary_owner(postgres, *, createrole: bool) -> tuple[str, str]:
+    """A database owned by a fresh role that is not a superuser (as a DBA would set up)."""
+    owner = f"wg_owner_{secrets.token_hex(3)}"
+    password = secrets.token_urlsafe(12)
+    admin = postgres.url
+    name = f"wg_owned_{secrets.token_hex(3)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("create role {} login password {} {}").format(
+                sql.Identifier(owner), sql.Literal(password),
+                sql.SQL("createrole" if createrole else "nocreaterole"),
+            )
+        )
+        conn.execute(sql.SQL("create database {} owner {}").format(
+            sql.Identifier(name), sql.Identifier(owner)))
+    return with_user(postgres.database_url(name), owner, password), name
+
+
+def test_ordinary_owner_without_createrole_gets_the_fix_not_a_traceback(tmp_path) -> None:
+    from tests.services import Postgres
+
+    server = Postgres(tmp_path / "pg")  # a cluster of its own: no service roles yet
+    try:
+        url, _ = _ordinary_owner(server, createrole=False)
+        with pytest.raises(MigrationError) as err:
+            migrate(url, api_password=API_PASSWORD)
+        message = str(err.value)
+        assert "wg_worker, wg_api missing" in message
+        assert "CREATEROLE" in message and "CREATE ROLE wg_worker LOGIN" in message
+        # the DBA creates them by hand, as docs/deploy.md says; then migrate succeeds
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            for role in ("wg_worker", "wg_api"):
+                conn.execute(sql.SQL("create role {} login noinherit password 'x'").format(
+                    sql.Identifier(role)))
+        migrated = migrate(url, api_password=API_PASSWORD)
+        assert migrated.applied  # and the passwords stay the DBA's (no right to change)
+        assert any("password of wg_api not set" in n for n in migrated.notes)
+    finally:
+        server.stop()
+
+
+def test_owner_with_createrole_creates_roles_and_the_worker_has_no_ddl(tmp_path) -> None:
+    from tests.services import Postgres
+
+    server = Postgres(tmp_path / "pg")
+    try:
+        url, _ = _ordinary_owner(server, createrole=True)
+        migrated = migrate(url, api_password=API_PASSWORD, worker_password=WORKER_PASSWORD)
+        assert migrated.notes == []
+        worker = with_user(url, "wg_worker", WORKER_PASSWORD)
+        _assert_worker_least_privilege(worker)
+    finally:
+        server.stop()
+
+
+def _assert_worker_least_privilege(worker_url: str) -> None:
+    with psycopg.connect(worker_url, autocommit=True) as conn:
+        for stmt in (
+            "create table sneaky (x int)",
+            "alter table readings add column sneaky int",
+            "drop table quarantine",
+            "update access_log set purpose = 'x'",
+            "delete from access_log",
+            "select pin_ciphertext from persons",
+            "select care_notes from persons",
+            "delete from readings",
+            "delete from alarms",
+            "select wg_maintain_partitions_at(now() + interval '100 years')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(stmt)
+        # what it does need
+        conn.execute("select id, tenant_id, ref from persons").fetchall()
+        conn.execute("select count(*) from devices").fetchone()
+        assert conn.execute("select wg_maintain_partitions()").fetchone() == (0,)
+
+
+def test_partitions_follow_the_plan_and_only_the_owner_picks_the_instant(database_url) -> None:
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        def names(table: str) -> set[str]:
+            return {r[0] for r in conn.execute(
+                "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+                " join pg_class p on p.oid = i.inhparent where p.relname = %s", (table,))}
+
+        # positions: 1-day partitions for 30 days back and 2 days ahead, named by UTC day
+        today = f"positions_p{now:%Y%m%d}"
+        ahead = f"positions_p{now + timedelta(days=2):%Y%m%d}"
+        expired = f"positions_p{now - timedelta(days=32):%Y%m%d}"
+        assert {today, ahead} <= names("positions") and expired not in names("positions")
+        assert len(names("positions")) in (32, 33, 34)
+        # a shorter retention, written by migrate, drops what is past it
+        partitions.write_plan(conn, RetentionDays(positions=3))
+        assert partitions.maintain(conn) > 0
+        kept = names("positions")
+        assert today in kept and f"positions_p{now - timedelta(days=5):%Y%m%d}" not in kept
+        # a month on: the owner may run it as of another instant
+        partitions.maintain(conn, now + timedelta(days=40))
+        assert f"positions_p{now + timedelta(days=41):%Y%m%d}" in names("positions")
+        assert today not in names("positions")
+
+
+async def test_the_worker_refuses_a_schema_behind_its_version(database_url) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("delete from schema_migrations where version = 9")
+    settings = Settings(database_url=database_url, mqtt_url="mqtt://127.0.0.1:1",
+                        mode="development")  # fmt: skip
+    service = GatewayService(settings, database_url=database_url, mqtt_url="mqtt://127.0.0.1:1")
+    with pytest.raises(MigrationError, match=r"migrations \[9\] not applied.*migrate"):
+        await asyncio.wait_for(service.start(), 10)
+
+
+def test_the_test_clusters_worker_role_is_least_privileged(database_url) -> None:
+    _assert_worker_least_privilege(with_user(database_url, "wg_worker", WORKER_PASSWORD))

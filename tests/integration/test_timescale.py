@@ -612,11 +612,6 @@ def test_hypertables_on_a_server_no_longer_preloading_are_named(no_longer_preloa
         )
 
 
-@pytest.mark.xfail(
-    raises=psycopg.errors.InternalError_, strict=True,
-    reason="gateway/storage/migrate.py runs DDL (TimescaleDB's event triggers fail) before "
-    "timescale.prepare; it needs timescale.require_loaded(conn) after _preflight",
-)  # fmt: skip
 @pytest.mark.parametrize("mode", ["auto", "off", "require"])
 def test_migrate_on_a_server_no_longer_preloading_stops_with_the_line(
     no_longer_preloaded: str, mode: timescale.Mode
