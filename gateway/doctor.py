@@ -226,6 +226,17 @@ def _extension(
     tables = {t.name for t in partitions.TABLES}
     if hyper == tables:
         yield Finding("ok", "timescaledb", "time series are hypertables (compression, retention)")
+        failed = conn.execute(
+            "select count(*) from timescaledb_information.job_stats"
+            " where hypertable_schema = current_schema() and last_run_status = 'Failed'"
+        ).fetchone()
+        if failed and failed[0]:
+            yield Finding(
+                "warn", "timescaledb jobs",
+                f"{failed[0]} compression/retention job(s) failed their last run",
+                "see the server log; if it says `cannot drop portal`, run the jobs from cron "
+                "(docs/operations.md, TimescaleDB)",
+            )  # fmt: skip
         return
     if mode == "off":
         yield Finding("ok", "timescaledb", "off: time series in native partitions")

@@ -718,3 +718,39 @@ def test_plain_postgres_keeps_native_partitions(database_url) -> None:
         partitions.maintain(conn)
         assert conn.execute("select count(*) from pg_inherits").fetchone() == before
 
+
+
+# --- doctor on the real server ----------------------------------------------------------
+
+
+def _doctor(url: str) -> list[str]:
+    import asyncio
+
+    from gateway.doctor import check_database, database_urls
+    from gateway.settings import Settings
+
+    settings = Settings(database_url=url, api_db_password=API_PASSWORD,
+                        worker_db_password=WORKER_PASSWORD, mode="development")  # fmt: skip
+    found = asyncio.run(asyncio.to_thread(check_database, settings, database_urls(settings)))
+    return [f.line() for f in found]
+
+
+def test_doctor_sees_hypertables_and_least_privileged_roles(ts_url: str) -> None:
+    migrated(ts_url)
+    lines = _doctor(ts_url)
+    assert "OK   timescaledb: time series are hypertables (compression, retention)" in lines
+    assert "OK   roles: wg_worker and wg_api least privileged" in lines
+    assert not [line for line in lines if line.startswith("FAIL")], lines
+
+
+def test_doctor_names_the_preload_line_where_it_is_missing(unloaded_url: str) -> None:
+    migrated(unloaded_url)  # auto: native partitions
+    lines = _doctor(unloaded_url)
+    warned = [line for line in lines if line.startswith("WARN timescaledb")]
+    assert len(warned) == 1 and timescale.PRELOAD_LINE in warned[0], lines
+
+
+def test_doctor_on_a_server_no_longer_preloading_fails_with_the_line(no_longer_preloaded) -> None:
+    lines = _doctor(no_longer_preloaded)
+    failed = [line for line in lines if line.startswith("FAIL timescaledb")]
+    assert len(failed) == 1 and timescale.PRELOAD_LINE in failed[0], lines
