@@ -27,6 +27,7 @@ from gateway.mqtt.consumer import ConsumerConfig, MqttConsumer, acknowledge
 from gateway.registry_cache import RegistryCache
 from gateway.settings import Settings
 from gateway.storage import advisory, partitions, queries
+from gateway.storage.access_log_seal import AccessLogSealer
 from gateway.storage.batch_writer import BatchWriter
 from gateway.storage.migrate import MigrationError, pending
 
@@ -116,6 +117,8 @@ class GatewayService:
             max_delay_s=settings.batch_max_delay_ms / 1000,
             queue_size=settings.ingest_queue_size,
         )
+        # seals of the access log at an interval, signed outside the database (#17.6)
+        self.sealer = AccessLogSealer.from_settings(settings.access_log, database_url)
         self.ingest = Ingest(
             resolve=self.registry.resolve,
             put=self.writer.put,
@@ -257,6 +260,8 @@ class GatewayService:
             asyncio.create_task(self.registry.follow(stop), name="registry-follow"),
             asyncio.create_task(self._partition_loop(stop), name="partitions"),
         ]
+        if self.sealer is not None:
+            tasks.append(asyncio.create_task(self.sealer.run(stop), name="access-log-seal"))
 
         async def drain() -> None:
             # Hand the alarm engine over first (its sessions released, offline said), so

@@ -274,23 +274,44 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_access_log_verify(args: argparse.Namespace) -> int:
     from gateway.runtime import endpoints
     from gateway.storage.access_log import verify
+    from gateway.storage.access_log_seal import SealKeys, read_anchors
 
     settings = _settings(args)
+    keys = SealKeys.from_settings(settings.access_log)
+    files = [Path(p) for p in args.anchors or ()]
+    configured = settings.access_log.anchor_file
+    if not files and configured is not None and configured.exists():
+        files = [configured]
+    try:
+        anchors = [seal for path in files for seal in read_anchors(path)]
+    except ValueError as exc:
+        raise StartupError(f"anchor file {exc}") from None
 
-    async def database_url() -> str:
+    async def check() -> Any:
         async with endpoints(settings) as ep:
-            return await asyncio.to_thread(_verify_and_print, verify, ep.database_url)
+            return await asyncio.to_thread(verify, ep.database_url, keys, anchors)
 
-    return 0 if asyncio.run(database_url()) == "ok" else 1
+    result = asyncio.run(check())
+    print(_verification_line(result, files))
+    return 0 if result.ok else 1
 
 
-def _verify_and_print(verify: Any, url: str) -> str:
-    result = verify(url)
-    if result.ok:
-        print(f"access log intact: {result.rows} rows, hash chain verified")
-        return "ok"
-    print(f"access log TAMPERED at row {result.first_bad_id}: {result.problem}")
-    return "bad"
+def _verification_line(result: Any, files: list[Path]) -> str:
+    if not result.ok:
+        if not result.tampered:
+            return f"access log NOT VERIFIED: {result.problem}"
+        at = f" at row {result.first_bad_id}" if result.first_bad_id is not None else ""
+        return f"access log TAMPERED{at}: {result.problem}"
+    line = f"access log intact: {result.rows} rows, hash chain verified"
+    sealed = result.last_sealed
+    if sealed is None:
+        return (f"{line}; NOT SEALED (no seal yet, or no access_log.keys): a rewrite by the "
+                "database owner would not be detected")  # fmt: skip
+    where = f" from {', '.join(map(str, files))}" if files else " (no anchor file given)"
+    return (f"{line}; {result.seals} seals and {result.anchors} anchors{where} match it up to "
+            f"row {sealed.last_id}, sealed {sealed.sealed_at.isoformat(timespec='seconds')}; "
+            f"{result.unsealed_rows} rows after it are only as safe as the database until "
+            "the next seal")  # fmt: skip
 
 
 def _cmd_pki(args: argparse.Namespace) -> int:
@@ -423,9 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     log = sub.add_parser("access-log", help="the access log of personal-data reads")
     lsub = _Subparsers(log.add_subparsers(dest="access_log_command", required=True), config)
-    lsub.add_parser("verify", help="recompute the hash chain; exit 1 if tampered").set_defaults(
-        func=_cmd_access_log_verify
+    verify = lsub.add_parser(
+        "verify", help="recompute the hash chain and check its seals; exit 1 if tampered"
     )
+    verify.add_argument(
+        "--anchors", action="append", metavar="FILE",
+        help="seals kept outside the database (access_log.anchor_file, or a JSON log with "
+        "the 'access log sealed' lines); repeatable; default: access_log.anchor_file",
+    )  # fmt: skip
+    verify.set_defaults(func=_cmd_access_log_verify)
 
     pki = sub.add_parser("pki", help="CA, broker and device certificates for mutual TLS")
     psub = _Subparsers(pki.add_subparsers(dest="pki_command", required=True), config)

@@ -242,6 +242,54 @@ class BrokerAccessSettings(BaseModel):
     timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
+class AccessLogSettings(BaseModel):
+    """Seals of the access log (docs/security.md, review #17.6): at an interval a worker
+    signs the hash chain's head with a key kept outside the database and writes the seal
+    to the database and outside it (the log, ``anchor_file``, ``anchor_webhook``), so
+    ``access-log verify`` finds a rewrite by the database owner up to the last seal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Key id -> base64 HMAC key of 32+ bytes (openssl rand -base64 32); never "
+        "in the database. Keep a retired key while seals made with it are kept. Unset = "
+        "no seals (refused in production).",
+    )
+    active_key: str | None = Field(
+        default=None, description="Key id new seals use; unset = the last key id in order."
+    )
+    seal_interval_s: float = Field(default=300, gt=0, le=86_400)
+    anchor_file: Path | None = Field(
+        default=None, description="Each seal is appended here as a JSON line (put it on "
+        "storage the database's owner cannot write)."
+    )  # fmt: skip
+    anchor_webhook: str | None = Field(
+        default=None, pattern=r"^https?://", description="Each seal is POSTed here as JSON."
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        from gateway.storage.access_log_seal import decode_key
+
+        for key_id, key in value.items():
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", key_id):
+                raise ValueError(f"key id {key_id!r}: 1-64 of A-Z a-z 0-9 . _ -")
+            try:
+                decode_key(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"key {key_id!r} {exc}") from None
+        return value
+
+    @field_validator("active_key")
+    @classmethod
+    def _active_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value not in info.data.get("keys", {}):
+            raise ValueError(f"{value!r} is not among access_log.keys")
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="WG_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -318,6 +366,7 @@ class Settings(BaseSettings):
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     locks: LockSettings = Field(default_factory=LockSettings)
     broker_access: BrokerAccessSettings = Field(default_factory=BrokerAccessSettings)
+    access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
 
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -67,6 +67,15 @@ def findings(settings: Settings) -> list[Finding]:
             "not set (FHIR ids would be derived from jwt_secret)",
             "set WG_FHIR_ID_KEY to 32+ random characters and keep it stable",
         ))  # fmt: skip
+    if not settings.access_log.keys:
+        found.append(Finding(
+            "access_log.keys",
+            "not set (the access log is not sealed: the database owner could rewrite it "
+            "and recompute its hashes unnoticed)",
+            "set WG_ACCESS_LOG__KEYS='{\"seal-1\": \"<openssl rand -base64 32>\"}' "
+            "(kept outside the database) and an access_log.anchor_file or anchor_webhook "
+            "on other storage",
+        ))  # fmt: skip
     return found
 
 
