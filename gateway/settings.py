@@ -60,13 +60,35 @@ def _default_escalation() -> dict[SeverityName, list[int]]:
 
 
 class WebhookSetting(BaseModel):
-    """An external receiver (e.g. an alarm receiving centre) for one recipient group."""
+    """A receiver over HTTP (e.g. an alarm receiving centre) for one recipient group.
+
+    Without ``org`` the receiver acts for the municipality whose alarm it is (its own
+    staff, or an alarm centre under a data-processor agreement). With ``org`` (the
+    receiver's organisation number) it is that organisation: an alarm of a tenant with
+    another organisation number reaches it only under the resident's consent for that
+    organisation and ``purpose`` covering alarms, and each event sent is access-logged
+    (docs/security.md, review #17.7)."""
 
     model_config = ConfigDict(extra="forbid")
 
     group: str = Field(min_length=1, max_length=64)
     url: str = Field(pattern=r"^https?://")
     secret: SecretStr = Field(min_length=16)
+    org: str | None = Field(
+        default=None, pattern=r"^[0-9]{6}-[0-9]{4}$",
+        description="The receiver's organisation number; unset = inside the municipality.",
+    )  # fmt: skip
+    purpose: str | None = Field(
+        default=None, min_length=1, max_length=500, validate_default=True,
+        description="Why the organisation receives alarms; a consent must name this purpose.",
+    )  # fmt: skip
+
+    @field_validator("purpose")
+    @classmethod
+    def _purpose(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("org") is not None and (value is None or not value.strip()):
+            raise ValueError("required with org: the purpose a consent must name")
+        return value
 
 
 class RouteSetting(BaseModel):

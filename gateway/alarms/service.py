@@ -7,6 +7,12 @@ handed to the MQTT publisher (``tenants/{tenant}/alarms``, QoS 1), to the live A
 streams and to the webhook dispatcher. A timer loop raises what is due by time (silent
 devices, doors left unlocked, escalations). The journal is shipped into PostgreSQL in the
 background and replayed after an outage.
+
+MQTT and the API's streams serve the tenant's own operators. A webhook receiver that is
+another organisation (``org`` other than the tenant's) gets an event only under the
+resident's consent (:mod:`gateway.alarms.consent_cache`, review #17.7): the routing leaves
+it out when the consents in memory do not allow it, and its delivery loop decides again
+and access-logs the disclosure before sending.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import psycopg
 from firmware_contracts.messages import Lock, Reply
 from firmware_contracts.topics import tenant_alarms_topic
 from gateway.alarms.codec import encode, event_from_dict
+from gateway.alarms.consent_cache import AlarmDisclosure
 from gateway.alarms.engine import AlarmEngine, RuleConfig
 from gateway.alarms.journal import AlarmJournal
 from gateway.alarms.persist import JournalShipper, load_open_alarms
@@ -139,11 +146,15 @@ class AlarmService:
         self.journal = AlarmJournal(journal_dir)
         self.shipper = JournalShipper(self.journal, database_url)
         self.publisher = AlarmPublisher(mqtt_url, f"{client_id}-alarms")
+        targets = [
+            WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode(),
+                          org=w.org, purpose=w.purpose)
+            for w in settings.webhooks
+        ]  # fmt: skip
+        # receivers of other organisations: only under the resident's consent (#17.7)
+        self.disclosure = AlarmDisclosure(database_url, targets)
         self.webhooks = WebhookDispatcher(
-            [
-                WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode())
-                for w in settings.webhooks
-            ],
+            targets,
             outbox_dir=outbox_dir,
             keep_after_resolved_s=settings.webhook_keep_after_resolved_s,
             unreachable_after_s=settings.webhook_unreachable_after_s,
@@ -152,6 +163,7 @@ class AlarmService:
             on_delivered=self._webhook_delivered,
             metrics=metrics,
             delivering=False,  # the active engine's worker delivers
+            gate=self.disclosure.gate,
         )
         self._registry = registry
         self._database_url = database_url
@@ -182,7 +194,9 @@ class AlarmService:
     def _dispatch(self, events: list[AlarmEvent]) -> None:
         self.journal.append(events)
         for event in events:
-            recipients = self.routing_for(event.alarm.tenant_id).recipients(event.alarm)
+            # another organisation's receiver only under consent (from memory)
+            withheld = self.disclosure.withheld(event.alarm, event.at)
+            recipients = self.routing_for(event.alarm.tenant_id).recipients(event.alarm, withheld)
             payload = encode(event, recipients)
             self.publisher.submit(tenant_alarms_topic(event.alarm.tenant_id), payload)
             if self.settings.webhooks:
@@ -326,6 +340,7 @@ class AlarmService:
                 pass
         self.book.restore(await load_open_alarms(self._database_url))
         await self.persons.load()
+        await self.disclosure.load()
         if self.locks is not None:
             await self.locks.start()
 
@@ -401,6 +416,7 @@ class AlarmService:
             asyncio.create_task(self.publisher.run(inner), name="alarm-publisher"),
             asyncio.create_task(self.webhooks.run(inner), name="alarm-webhooks"),
             asyncio.create_task(self.persons.follow(inner), name="person-rules"),
+            asyncio.create_task(self.disclosure.run(inner), name="consents"),
         ]
         if self.locks is not None:
             tasks.append(asyncio.create_task(self.locks.run(inner), name="lock-access"))

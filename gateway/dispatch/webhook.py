@@ -36,6 +36,17 @@ A receiver failing for longer than ``unreachable_after_s`` is reported (``on_unr
 the alarm service raises a ``receiver_unreachable`` technical alarm) and cleared once it
 takes an event again; ``wg_webhook_backlog`` and ``wg_webhook_failing_seconds`` show it.
 
+**Another organisation's receiver** (a target with ``org``, security review #17.7): before
+each attempt of an event the ``gate`` decides again whether the event may go to it (the
+resident's consent may have been withdrawn since the event was queued), and before the
+first attempt of an allowed event it writes the access-log row, committed before the body
+leaves. An event the gate refuses is withheld: taken out of that receiver's outbox,
+counted (``withheld``) and logged without content. While the gate cannot write the log
+(the database is away) the receiver's events wait, and the receiver is not counted as
+failing. A target with ``org`` and no gate receives nothing (fail closed). The alarm path
+already leaves such receivers out of an event's recipients when it may not reach them
+(:mod:`gateway.domain.disclosure`); the gate covers what changed while it waited.
+
 With several workers only the alarm engine's worker delivers (``deliver(True)``); a
 standby keeps an outbox of the same events (it follows the engine's published events) and
 skips what the engine reports delivered (``delivered_elsewhere``), so an engine that takes
@@ -54,7 +65,7 @@ import hmac
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,12 +131,17 @@ def verify(
 
 @dataclass(frozen=True)
 class WebhookTarget:
-    """One receiver; ``name`` is the recipient group used in ``submit`` (e.g. ``"arc"``)."""
+    """One receiver; ``name`` is the recipient group used in ``submit`` (e.g. ``"arc"``).
+    ``org``: the receiver's organisation number when it is an organisation of its own
+    (None: it acts for the municipality whose alarm it is); ``purpose``: why it receives
+    alarms (a consent must name it)."""
 
     name: str
     url: str = field(repr=False)  # may carry a token
     secret: bytes = field(repr=False)
     timeout_s: float = 5.0
+    org: str | None = None
+    purpose: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -147,7 +163,8 @@ class WebhookStats:
     ago than ``keep_after_resolved_s``) or an unexpected error. ``rejected``: answered
     with a status that is not retried. ``dropped``: refused by ``submit`` (an event id that
     cannot be a header). ``unknown_target``: target names passed to ``submit`` that are
-    not configured. ``skipped``: delivered by another worker's engine.
+    not configured. ``skipped``: delivered by another worker's engine. ``withheld``: not
+    sent to another organisation's receiver because the gate refused it (no consent).
     """
 
     delivered: int = 0
@@ -157,10 +174,14 @@ class WebhookStats:
     dropped: int = 0
     unknown_target: int = 0
     skipped: int = 0
+    withheld: int = 0
 
 
 _Outcome = Literal["delivered", "retry", "rejected", "error"]
 Unreachable = Callable[[WebhookTarget, str, bool, datetime], None]
+#: May this event (an outbox record) go to this receiver of another organisation now?
+#: True once the access log holds the disclosure; raises when the log cannot be written.
+Gate = Callable[[WebhookTarget, dict[str, Any]], Awaitable[bool]]
 
 
 class _Outbox:
@@ -211,6 +232,7 @@ class WebhookDispatcher:
         on_delivered: Callable[[WebhookTarget, str], None] | None = None,
         metrics: IngestMetrics | None = None,
         delivering: bool = True,
+        gate: Gate | None = None,
     ) -> None:
         names = [t.name for t in targets]
         if len(set(names)) != len(names):
@@ -233,6 +255,7 @@ class WebhookDispatcher:
         self._on_unreachable = on_unreachable
         self._on_delivered = on_delivered
         self._metrics = metrics
+        self._gate = gate
         self._delivering = asyncio.Event()
         if delivering:
             self._delivering.set()
@@ -333,7 +356,7 @@ class WebhookDispatcher:
         self, box: _Outbox, client: httpx.AsyncClient, stop: asyncio.Event
     ) -> None:
         """One receiver: its outbox's head until delivered, in order."""
-        attempt = 1
+        attempt = held = 1
         while not stop.is_set():
             if not self._delivering.is_set():
                 await _first(self._delivering.wait(), stop.wait())
@@ -352,6 +375,22 @@ class WebhookDispatcher:
                 self._consumed(box, end)
                 attempt = 1
                 continue
+            if box.target.org is not None:  # another organisation: only under consent
+                try:
+                    send = self._gate is not None and await self._gate(box.target, record)
+                except Exception as exc:
+                    log.warning("webhook disclosure waits: the access log cannot be written",
+                                extra={"event_id": record["event_id"], "target": box.target.name,
+                                       "error": type(exc).__name__})  # fmt: skip
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self._backoff(held, None))
+                    held += 1
+                    continue
+                held = 1
+                if not send:
+                    self._withheld(box, record, end)
+                    attempt = 1
+                    continue
             outcome, retry_after = await self._attempt(client, box.target, record, attempt)
             if outcome != "retry":
                 self._consumed(box, end)
@@ -366,6 +405,14 @@ class WebhookDispatcher:
                 await asyncio.wait_for(stop.wait(), self._backoff(attempt, retry_after))
             attempt += 1
             self.stats.retried += 1
+
+    def _withheld(self, box: _Outbox, record: dict[str, Any], end: int) -> None:
+        self.stats.withheld += 1
+        log.warning("webhook event withheld: no consent lets it go to this organisation",
+                    extra={"event_id": record["event_id"], "target": box.target.name})  # fmt: skip
+        self._consumed(box, end)
+        if self._on_delivered is not None:  # done with here: a standby skips it too
+            self._on_delivered(box.target, record["event_id"])
 
     def _consumed(self, box: _Outbox, end: int) -> None:
         box.log.consumed(end)

@@ -4,6 +4,14 @@ A route matches an alarm by kind, severity and local time of day; its ``chain`` 
 recipient groups in escalation order. At level 0 the alarm goes to ``chain[0]``; each
 escalation adds the next group (the earlier ones keep receiving it), and the last group
 stays the last. The first matching route wins. Pure: the clock comes in as an argument.
+
+Every built-in group is inside the municipality (its own staff, or an alarm centre acting
+for it). A group whose webhook names another organisation may receive an alarm only under
+the resident's consent (:mod:`gateway.domain.disclosure`); the caller passes the groups it
+may not reach now as ``skip``: the chain goes on without them, and an alarm whose chain is
+left empty goes to the fallback (the municipality's own group). So limit alarms (blood
+pressure, weight) go by default to the municipality's home care, not to a regional clinic
+(security review #17.7); a tenant routes them to the region only by configuration.
 """
 
 from __future__ import annotations
@@ -51,7 +59,8 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
     # Night: the night-supervision team first; home care and the named relative next.
     Route(("night_team", "home_care", "relative"), kinds=SAFETY, hours=NIGHT),
     Route(("home_care", "night_team", "relative"), kinds=SAFETY, hours=DAY),
-    Route(("regional_clinic",), kinds=LIMITS),
+    # Inside the municipality; the region only by a tenant's routes, under consent.
+    Route(("home_care",), kinds=LIMITS),
     Route(("technicians", "night_team"), kinds=TECHNICAL),
 )
 
@@ -74,7 +83,14 @@ class RoutingPolicy:
                 return route.chain
         return self.fallback
 
-    def recipients(self, alarm: Alarm) -> tuple[str, ...]:
-        """Groups that receive the alarm now, at its escalation level."""
+    def recipients(self, alarm: Alarm, skip: frozenset[str] = frozenset()) -> tuple[str, ...]:
+        """Groups that receive the alarm now, at its escalation level. Groups in ``skip``
+        (another organisation without the resident's consent) are left out of the chain
+        before the level is applied, so escalation goes on to the next group; nothing
+        left: the fallback."""
         chain = self.chain(alarm, alarm.raised_at)
+        if skip:
+            chain = tuple(g for g in chain if g not in skip) or tuple(
+                g for g in self.fallback if g not in skip
+            )
         return chain[: min(len(chain), alarm.escalation_level + 1)]

@@ -101,7 +101,7 @@ def test_routing_by_kind_and_time_of_day_with_escalation_chain() -> None:
     [day] = signal(book, AlarmKind.FALL, T0.replace(hour=10))
     assert policy.recipients(day.alarm) == ("home_care",)
     [bp] = signal(book, AlarmKind.BLOOD_PRESSURE, T0, condition=True)
-    assert policy.recipients(bp.alarm) == ("regional_clinic",)
+    assert policy.recipients(bp.alarm) == ("home_care",)  # inside the municipality (#17.7)
     night.alarm.escalation_level = 5
     assert policy.recipients(night.alarm) == ("night_team", "home_care", "relative")
 
