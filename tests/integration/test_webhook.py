@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -307,7 +308,7 @@ async def test_in_order_per_receiver_and_an_unreachable_one_is_reported(
         outbox, [target(f"http://127.0.0.1:{port}")], unreachable_after_s=0.3,
         on_unreachable=lambda t, tenant, down, _since: reports.append((t.name, tenant, down)),
     )  # fmt: skip
-    now = "2026-12-06T00:00:00+00:00"
+    now = datetime.now(UTC).isoformat()  # inside the retry window (a fixed date expires)
     async with running(dispatcher):
         for n, event in enumerate(["raised", "occurred", "acknowledged", "resolved"]):
             dispatcher.submit(["arc"], f"evt-{n}", alarm_body("a-1", event, now))
