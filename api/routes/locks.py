@@ -225,6 +225,7 @@ class Created(BaseModel):
 
 
 def _conflict(exc: psycopg.Error) -> HTTPException:
+    # unique per tenant (a subject, a key id): only the caller's own rows can conflict
     if isinstance(exc, psycopg.errors.UniqueViolation):
         return HTTPException(409, "already exists")
     if isinstance(exc, psycopg.errors.ForeignKeyViolation):
@@ -259,7 +260,7 @@ async def add_key(
 @router.post("/staff-keys/{key_id}/revoke", status_code=204)
 async def revoke_key(key_id: str, conn: TenantConn, who: Principal = require(*ADMINS)) -> None:
     """Takes effect in the gateway as soon as its copy is notified (milliseconds)."""
-    if not await lock_queries.revoke_key(conn, key_id, who.subject):
+    if not await lock_queries.revoke_key(conn, who.tenant, key_id, who.subject):
         raise HTTPException(404, "key not found or already revoked")
 
 

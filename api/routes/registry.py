@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -113,6 +114,8 @@ async def _broker(request: Request, action: str, device_id: str) -> str | None:
         else:
             await access.reinstate_device(device_id)
     except IdentityTaken as exc:
+        if action == "register":  # the same answer as an id registered in any tenant
+            raise repo.id_not_available(device_id) from None
         raise HTTPException(409, f"device id not available: {exc}") from None
     except BrokerAccessError as exc:
         raise HTTPException(503, f"broker identity not updated; nothing changed: {exc}") from None
@@ -127,12 +130,53 @@ async def create_tenant(
     return Created(id=body.id)
 
 
-@router.post("/device-models", status_code=201, response_model=Created)
+@router.get("/device-models", response_model=list[DeviceModelIn])
+async def list_device_models(
+    conn: TenantConn, _: Principal = require(*MUNICIPAL_READERS)
+) -> list[dict[str, Any]]:
+    """The platform's catalogue of device models: the same for every tenant."""
+    return await repo.list_device_models(conn)
+
+
+@router.post(
+    "/device-models", status_code=201, response_model=Created,
+    responses={200: {"model": Created, "description": "The very same model is registered"}},
+)  # fmt: skip
 async def create_device_model(
-    body: DeviceModelIn, conn: TenantConn, _: Principal = require(*ADMINS)
-) -> Created:
-    await repo.ensure_device_model(conn, repo.DeviceModel(**body.model_dump()))
+    body: DeviceModelIn, response: Response, conn: TenantConn,
+    _: Principal = require(Role.PLATFORM_ADMIN),
+) -> Created:  # fmt: skip
+    """Models are curated by the platform: a model decides the type and heartbeat of every
+    device registered with it, in every tenant. The same model again answers 200; the id
+    with other values, or the vendor and model under another id, 409."""
+    if not await repo.ensure_device_model(conn, repo.DeviceModel(**body.model_dump())):
+        response.status_code = 200
     return Created(id=body.id)
+
+
+class DeviceModelChange(BaseModel):
+    vendor: str = Field(min_length=1, max_length=100)
+    model: str = Field(min_length=1, max_length=100)
+    device_type: Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
+    heartbeat_interval_s: int = Field(ge=5, le=86_400)
+
+
+class ModelChanged(BaseModel):
+    id: str
+    devices: int = Field(description="Devices of this model, in all tenants; each is reloaded.")
+
+
+@router.put("/device-models/{model_id}", response_model=ModelChanged)
+async def change_device_model(
+    model_id: str, body: DeviceModelChange, conn: TenantConn,
+    _: Principal = require(Role.PLATFORM_ADMIN),
+) -> ModelChanged:  # fmt: skip
+    """Change a model for every device of it (the gateway reloads them). Its device type
+    cannot change while devices use it (409)."""
+    devices = await repo.change_device_model(
+        conn, repo.DeviceModel(id=model_id, **body.model_dump())
+    )
+    return ModelChanged(id=model_id, devices=devices)
 
 
 @router.post("/persons", status_code=201, response_model=Created)
@@ -209,6 +253,101 @@ async def list_devices(
     _: Principal = require(*MUNICIPAL_READERS),
 ) -> list[dict[str, Any]]:
     return await repo.list_devices(conn, status)
+
+
+# --- device ids: global by protocol; disputes are resolved by platform admins ---------------
+
+
+class HolderOut(BaseModel):
+    device_id: str
+    registered: bool
+    tenant_id: str | None = None
+    status: str | None = None
+    model_id: str | None = None
+    registered_at: datetime | None = None
+    assignments: int | None = Field(default=None, description="Assignments ever recorded.")
+
+
+class ReleaseIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, description="Why, for the access log.")
+    to_tenant: str | None = Field(
+        default=None, pattern=r"^[a-z0-9][a-z0-9-]{1,39}$",
+        description="Register the id in stock in this tenant at once (its new broker"
+                    " password is in the answer); without it the id is just free.",
+    )  # fmt: skip
+
+
+class ReleaseOut(BaseModel):
+    device_id: str
+    released_from: str
+    archived_as: str = Field(description="The previous holder's record and history, retired.")
+    to_tenant: str | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = Field(default=None, description="Shown once, never stored.")
+
+
+async def _audit(
+    conn: Any, who: Principal, owner: str | None, purpose: str, reason: str, request: Request
+) -> None:
+    """A platform admin's look at, or change of, a tenant's registry, in the access log
+    (the owning tenant's auditors see it), in the request's transaction."""
+    await conn.execute(
+        "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (who.subject, who.org, who.role.value, who.tenant, owner, None, ["device_registry"],
+         purpose, "allowed", reason, f"{request.method} {request.url.path}"),
+    )  # fmt: skip
+
+
+@router.get("/platform/device-ids/{device_id}", response_model=HolderOut,
+            response_model_exclude_none=True)  # fmt: skip
+async def device_id_holder(
+    device_id: str, request: Request, conn: TenantConn,
+    who: Principal = require(Role.PLATFORM_ADMIN),
+) -> HolderOut:  # fmt: skip
+    """Which tenant holds a device id (platform admins; access-logged for that tenant).
+    Tenants are only ever told that an id is "not available"."""
+    held = await repo.device_holder(conn, device_id)
+    if held is None:
+        await _audit(conn, who, None, "device id dispute", "device id not registered", request)
+        return HolderOut(device_id=device_id, registered=False)
+    await _audit(conn, who, held.tenant_id, "device id dispute", "device id holder looked up",
+                 request)  # fmt: skip
+    return HolderOut(registered=True, **asdict(held))
+
+
+@router.post("/platform/device-ids/{device_id}/release", response_model=ReleaseOut,
+             response_model_exclude_none=True)  # fmt: skip
+async def release_device_id(
+    device_id: str, body: ReleaseIn, request: Request, response: Response, conn: TenantConn,
+    who: Principal = require(Role.PLATFORM_ADMIN),
+) -> ReleaseOut:  # fmt: skip
+    """Take a device id away from the tenant holding it (a squatted id, or a device that
+    changed hands). The holder keeps its record and history, retired, under
+    ``archived_as``; its open assignment ends now; the broker identity is deleted, so its
+    password stops working. With ``to_tenant`` the id is registered there in stock with a
+    new broker identity; otherwise anyone may register it next. Certificates issued for
+    the id (CN = device id) are not known here: revoke them (``welfare-gateway pki revoke
+    --device ID``, then reload the broker) before a new certificate is issued."""
+    released = await repo.release_device(conn, device_id, body.to_tenant)
+    if released is None:
+        raise repo.NotFound("device id")
+    holder, archived = released
+    what = f"device id {device_id} released from {holder} (kept as {archived})"
+    if body.to_tenant:
+        what += f" and registered in {body.to_tenant}"
+    await _audit(conn, who, holder, body.reason, what, request)
+    if body.to_tenant and body.to_tenant != holder:
+        await _audit(conn, who, body.to_tenant, body.reason, what, request)
+    out = ReleaseOut(device_id=device_id, released_from=holder, archived_as=archived,
+                     to_tenant=body.to_tenant)  # fmt: skip
+    # last: a broker failure answers 503 and rolls all of it back
+    await _broker(request, "remove", device_id)
+    if body.to_tenant:
+        password = await _broker(request, "register", device_id)
+        if password is not None:
+            response.headers["Cache-Control"] = "no-store"
+            out.mqtt_username, out.mqtt_password = device_id, password
+    return out
 
 
 def _now() -> datetime:

@@ -21,15 +21,26 @@ class LockAccessCache:
     def __init__(self, url: str) -> None:
         self._url = url
         self._staff: dict[UUID, StaffMember] = {}
-        self._keys: dict[str, StaffKey] = {}
+        self._keys: dict[tuple[str, str], StaffKey] = {}  # by (tenant id, key id)
+        self._any_tenant: dict[str, StaffKey] = {}  # by key id: one of some tenant
         self._visits: dict[UUID, list[Visit | WeeklySlot]] = {}
         self.changes = 0  # notifications applied (tests wait on it)
         self._changes = listen.Subscription(
             url, "wg_locks", self._reload, full_reload_s=FULL_RELOAD_S
         )
 
-    def key(self, key_id: str) -> StaffKey | None:
-        return self._keys.get(key_id)
+    def key(self, key_id: str, tenant_id: str | None = None) -> StaffKey | None:
+        """The key ``key_id`` of ``tenant_id`` (key ids are unique per tenant, migration
+        0011); without a tenant, a key of that id of some tenant."""
+        if tenant_id is None:
+            return self._any_tenant.get(key_id)
+        return self._keys.get((tenant_id, key_id))
+
+    def _set_staff(
+        self, loaded: tuple[dict[UUID, StaffMember], dict[tuple[str, str], StaffKey]]
+    ) -> None:
+        self._staff, self._keys = loaded
+        self._any_tenant = {key_id: k for (_, key_id), k in self._keys.items()}
 
     def staff(self, staff_id: UUID) -> StaffMember | None:
         return self._staff.get(staff_id)
@@ -45,7 +56,7 @@ class LockAccessCache:
         return self._visits.get(person_id, [])
 
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._staff, self._keys = await lock_queries.load_staff(conn)
+        self._set_staff(await lock_queries.load_staff(conn))
         self._visits = await lock_queries.load_visits(conn)
 
     async def load(self) -> None:
@@ -56,7 +67,7 @@ class LockAccessCache:
         async def changed(payload: str) -> None:
             async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
                 if payload == "staff":
-                    self._staff, self._keys = await lock_queries.load_staff(conn)
+                    self._set_staff(await lock_queries.load_staff(conn))
                 elif payload.startswith("person:"):
                     person_id = UUID(payload.removeprefix("person:"))
                     found = await lock_queries.load_visits(conn, person_id)

@@ -35,12 +35,18 @@ _SLOTS = (
 )
 
 
-async def load_staff(conn: Conn) -> tuple[dict[UUID, StaffMember], dict[str, StaffKey]]:
+async def load_staff(
+    conn: Conn,
+) -> tuple[dict[UUID, StaffMember], dict[tuple[str, str], StaffKey]]:
+    """Staff by id, and keys by (tenant id, key id): a key id is unique per tenant only
+    (migration 0011), and a lock looks keys up in its own tenant."""
     staff = {
         row[0]: StaffMember(row[0], row[1], row[2], frozenset(row[3]), row[4])
         for row in await (await conn.execute(_STAFF)).fetchall()
     }
-    keys = {row[0]: StaffKey(*row) for row in await (await conn.execute(_KEYS)).fetchall()}
+    keys = {
+        (row[2], row[0]): StaffKey(*row) for row in await (await conn.execute(_KEYS)).fetchall()
+    }
     return staff, keys
 
 
@@ -112,11 +118,12 @@ async def add_key(
     )
 
 
-async def revoke_key(conn: Conn, key_id: str, by: str) -> bool:
+async def revoke_key(conn: Conn, tenant_id: str, key_id: str, by: str) -> bool:
+    """Revoke the tenant's key ``key_id`` (another tenant's key of that id is another key)."""
     cur = await conn.execute(
         "update staff_keys set revoked_at = now(), revoked_by = %s"
-        " where key_id = %s and revoked_at is null",
-        (by, key_id),
+        " where tenant_id = %s and key_id = %s and revoked_at is null",
+        (by, tenant_id, key_id),
     )
     return cur.rowcount == 1
 

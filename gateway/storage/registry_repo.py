@@ -49,17 +49,80 @@ async def create_tenant(conn: Conn, tenant_id: str, name: str, kind: str, org: s
         raise RegistryError("a tenant with that id or organisation number exists") from None
 
 
-async def ensure_device_model(conn: Conn, m: DeviceModel) -> None:
-    cur = await conn.execute("select 1 from device_models where id = %s", (m.id,))
-    if await cur.fetchone():
-        return
-    try:
-        await conn.execute(
-            "select register_device_model(%s, %s, %s, %s, %s)",
-            (m.id, m.vendor, m.model, m.device_type, m.heartbeat_interval_s),
+_MODEL_FIELDS = ("vendor", "model", "device_type", "heartbeat_interval_s")
+
+
+async def _stored_model(conn: Conn, model_id: str) -> DeviceModel | None:
+    cur = await conn.execute(
+        "select id, vendor, model, device_type, heartbeat_interval_s from device_models"
+        " where id = %s",
+        (model_id,),
+    )
+    row = await cur.fetchone()
+    return DeviceModel(*row) if row else None
+
+
+def _differs(stored: DeviceModel, wanted: DeviceModel) -> str:
+    return ", ".join(f for f in _MODEL_FIELDS if getattr(stored, f) != getattr(wanted, f))
+
+
+async def ensure_device_model(conn: Conn, m: DeviceModel) -> bool:
+    """Add ``m`` to the platform's catalogue of models. True if added; False if the very
+    same model is there already (idempotent). A model of that id with other fields, or
+    another id for the same vendor and model, is a 409: a model is never redefined by
+    registering it again (``change_device_model`` changes one, for platform admins)."""
+    stored = await _stored_model(conn, m.id)
+    if stored is None:
+        try:
+            async with conn.transaction():  # a savepoint: a race is told apart below
+                await conn.execute(
+                    "select register_device_model(%s, %s, %s, %s, %s)",
+                    (m.id, m.vendor, m.model, m.device_type, m.heartbeat_interval_s),
+                )
+            return True
+        except psycopg.errors.UniqueViolation:
+            stored = await _stored_model(conn, m.id)
+            if stored is None:
+                raise RegistryError(
+                    f"vendor {m.vendor!r} model {m.model!r} is registered under another id"
+                ) from None
+    if stored != m:
+        raise RegistryError(
+            f"device model {m.id!r} is registered with other values ({_differs(stored, m)});"
+            " a platform administrator changes it with PUT /api/v1/device-models/{id}"
         )
+    return False
+
+
+async def change_device_model(conn: Conn, m: DeviceModel) -> int:
+    """Change a model of the catalogue (platform admins); returns how many devices use it
+    (the gateway reloads each). 404 if there is no such model; 409 for another device type
+    while devices use it, or a vendor and model another id has."""
+    try:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "select change_device_model(%s, %s, %s, %s, %s)",
+                (m.id, m.vendor, m.model, m.device_type, m.heartbeat_interval_s),
+            )
+            row = await cur.fetchone()
+    except psycopg.errors.ObjectInUse as exc:
+        raise RegistryError(exc.diag.message_primary or "device model in use") from None
     except psycopg.errors.UniqueViolation:
-        raise RegistryError(f"vendor {m.vendor!r} model {m.model!r} is registered") from None
+        raise RegistryError(
+            f"vendor {m.vendor!r} model {m.model!r} is registered under another id"
+        ) from None
+    if row is None or row[0] is None:
+        raise NotFound("device model")
+    return int(row[0])
+
+
+async def list_device_models(conn: Conn) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "select id, vendor, model, device_type, heartbeat_interval_s from device_models"
+            " order by id"
+        )
+        return await cur.fetchall()
 
 
 async def create_person(
@@ -112,6 +175,17 @@ async def get_person(conn: Conn, person_id: UUID) -> dict[str, Any]:
     return row
 
 
+def id_not_available(device_id: str) -> RegistryError:
+    """The one answer for a device id that cannot be registered: the same whether it is
+    registered in the caller's tenant, in another tenant, or is the broker name of a
+    service, so that it reveals nothing beyond "not available" (device ids are global:
+    the MQTT topic, the broker username and the certificate CN are the id)."""
+    return RegistryError(
+        f"device id {device_id!r} is not available; if it is yours, a platform administrator"
+        " can say where it is registered and release it"
+    )
+
+
 async def register_device(
     conn: Conn, tenant_id: str, device_id: str, model_id: str, serial: str | None = None
 ) -> None:
@@ -121,9 +195,43 @@ async def register_device(
             (device_id, tenant_id, model_id, serial),
         )
     except psycopg.errors.UniqueViolation:
-        raise RegistryError(f"device {device_id!r} is already registered") from None
+        raise id_not_available(device_id) from None
     except psycopg.errors.ForeignKeyViolation:
         raise RegistryError(f"unknown device model {model_id!r}", 422) from None
+
+
+@dataclass(frozen=True)
+class Holder:
+    device_id: str
+    tenant_id: str
+    status: str
+    model_id: str
+    registered_at: datetime
+    assignments: int
+
+
+async def device_holder(conn: Conn, device_id: str) -> Holder | None:
+    """Which tenant holds ``device_id`` (platform admins only: reads across tenants)."""
+    cur = await conn.execute("select * from platform_device_holder(%s)", (device_id,))
+    row = await cur.fetchone()
+    return Holder(device_id, *row) if row else None
+
+
+async def release_device(
+    conn: Conn, device_id: str, to_tenant: str | None
+) -> tuple[str, str] | None:
+    """Free ``device_id`` (platform admins only): its holder keeps its record and history
+    under an archive id, returned with the holder; the id is then unregistered, or in
+    stock in ``to_tenant``. None if the id is not registered."""
+    try:
+        cur = await conn.execute(
+            "select from_tenant, archived_as from platform_release_device(%s, %s)",
+            (device_id, to_tenant),
+        )
+    except psycopg.errors.ForeignKeyViolation:
+        raise RegistryError(f"no tenant {to_tenant!r}", 422) from None
+    row = await cur.fetchone()
+    return (row[0], row[1]) if row else None
 
 
 async def _lock_device(conn: Conn, device_id: str) -> tuple[str, str]:

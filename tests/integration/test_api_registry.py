@@ -127,8 +127,11 @@ async def test_bad_registry_input_is_a_clear_4xx(http: httpx.AsyncClient) -> Non
         "device_type": "scale",
         "heartbeat_interval_s": 60,
     }
-    assert (await http.post("/api/v1/device-models", headers=admin, json=model)).status_code == 201
-    r = await http.post("/api/v1/device-models", headers=admin, json={**model, "id": "m-2"})
+    # device models are the platform's (review #17.1): a tenant admin may not add one
+    assert (await http.post("/api/v1/device-models", headers=admin, json=model)).status_code == 403
+    r = await http.post("/api/v1/device-models", headers=platform, json=model)
+    assert r.status_code == 201
+    r = await http.post("/api/v1/device-models", headers=platform, json={**model, "id": "m-2"})
     assert r.status_code == 409 and "registered" in r.json()["detail"]
     r = await http.post("/api/v1/devices", headers=admin, json={"id": "d-1", "model_id": "nope"})
     assert r.status_code == 422

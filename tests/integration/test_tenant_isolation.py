@@ -158,6 +158,14 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/console/alarms"): {},
         ("get", "/api/v1/console/alarms/{alarm_id}"): {},
         ("get", "/api/v1/console/fleet-health"): {},
+        # the model catalogue is the platform's, device id disputes too (review #17)
+        ("get", "/api/v1/device-models"): {},
+        ("put", "/api/v1/device-models/{model_id}"): {"path": {"model_id": "t-gps"}, "json": {
+            "vendor": "Acme", "model": "GPS", "device_type": "scale",
+            "heartbeat_interval_s": 86400}},
+        ("get", "/api/v1/platform/device-ids/{device_id}"): {},
+        ("post", "/api/v1/platform/device-ids/{device_id}/release"): {"json": {
+            "reason": "mine", "to_tenant": "kommun-a"}},
     }  # fmt: skip
 
 
@@ -185,6 +193,7 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select key_id, revoked_at from staff_keys order by key_id",
             "select count(*) from safe_zones", "select count(*) from visits",
             "select count(*) from visit_slots", "select count(*) from person_limits",
+            "select * from device_models order by id",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
