@@ -16,7 +16,7 @@ from api.authenticator import Authenticator
 from api.fhir.ids import IdCodec
 from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
-from api.routes import consents, console, health, readings, registry, rules, stats
+from api.routes import consents, console, health, quarantine, readings, registry, rules, stats
 from api.routes import fhir as fhir_routes
 from api.routes import locks as lock_routes
 from api.worker_link import WorkerLink
@@ -93,5 +93,6 @@ def create_app(
     app.include_router(consents.router)
     app.include_router(fhir_routes.router)
     app.include_router(lock_routes.router)
+    app.include_router(quarantine.router)
     app.include_router(console.router)
     return app

@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.device_types import wrong_device_type
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
 from gateway.device_state import DeviceStates
 from gateway.domain.rate_limit import TokenBuckets
-from gateway.domain.registry import DeviceRecord, Refused, bind
+from gateway.domain.registry import Binding, DeviceRecord, Refusal, Refused, bind
 from gateway.metrics import IngestMetrics
 from gateway.mqtt.consumer import AckToken, Inbound
 from gateway.settings import RetentionDays
@@ -92,7 +94,7 @@ class Ingest:
         message = decoded.message
         device = await self._resolve(topic.device_id)
         ts = getattr(message, "ts", None)
-        bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES)
+        bound = admit(device, message, ts)
         if isinstance(bound, Refused):
             await self._quarantine(
                 msg, topic.device_id, bound.tenant_id, bound.reason, bound.detail
@@ -154,6 +156,27 @@ class Ingest:
             payload_cap=self._quarantine_cap,
         )
         await self._put(row, msg.ack)
+
+
+def admit(device: DeviceRecord | None, message: Any, ts: datetime | None) -> Binding | Refused:
+    """Whose a decoded message is, or why it is refused: the one judgement the storage
+    path and the alarm engine's intake both make (gateway.alarms.intake), so the engine
+    never acts on what storage refuses.
+
+    A message type the device's type does not send is ``wrong_device_type``
+    (firmware_contracts.device_types). Personal data (``PERSONAL_TYPES``: readings,
+    positions, alarms, lock events) binds to the current holder only, and only if stamped
+    at or after the current assignment began; else ``before_current_assignment``
+    (gateway.domain.registry.bind). Device health binds whatever its time. Two set
+    look-ups and one comparison of integers on the common path."""
+    if device is not None:
+        wrong = wrong_device_type(device.device_type, message)
+        if wrong is not None:
+            return Refused(Refusal.WRONG_DEVICE_TYPE, wrong, device.tenant_id)
+    bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES)
+    if isinstance(bound, Refused) and bound.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT:
+        return Refused(bound.reason, f"{message.type} {bound.detail}", bound.tenant_id)
+    return bound
 
 
 _SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS})

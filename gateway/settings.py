@@ -140,6 +140,13 @@ class AlarmSettings(BaseModel):
         description="A receiver failing this long raises receiver_unreachable.",
     )  # fmt: skip
     tick_ms: int = Field(default=250, ge=10, le=5000)
+    max_alarm_age_s: float = Field(
+        default=600, gt=0,
+        description="A device alarm (button, fall, geofence_exit, tamper) stamped longer "
+        "ago than this when the gateway receives it is stored as history and not "
+        "dispatched (a device replaying its buffer after an outage): no operator, no "
+        "webhook is told.",
+    )  # fmt: skip
 
 
 class OidcSettings(BaseModel):

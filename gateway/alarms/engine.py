@@ -8,6 +8,7 @@ keeps working while the database is down.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +42,8 @@ from gateway.domain.vitals import (
     check_blood_pressure,
 )
 
+log = logging.getLogger(__name__)
+
 #: The limits of a person with none of their own (immutable: every such person shares them).
 DEFAULT_BLOOD_PRESSURE = BloodPressureLimits()
 DEFAULT_WEIGHT_GAIN = WeightGainLimit()
@@ -68,6 +71,8 @@ class RuleConfig:
     battery_low_percent: int = 20
     battery_ok_percent: int = 30  # hysteresis: cleared only once clearly recharged
     door_unlocked_after: timedelta = timedelta(minutes=15)
+    #: a device alarm stamped longer ago than this on receipt is history, not dispatched
+    max_alarm_age: timedelta = timedelta(minutes=10)
 
 
 RECENT_EVENT_IDS = 64
@@ -110,6 +115,16 @@ class AlarmEngine:
     ) -> list[AlarmEvent]:
         events = self._seen(device, binding, message, at)
         match message:
+            case AlarmMessage() if at - message.ts > self.config.max_alarm_age:
+                # A device replaying its buffer after an outage: the press is long past
+                # and may be of a holder before the current one's time (the binding says
+                # whose it is only by the current assignment). Storage keeps it as
+                # history (device_alarms); no operator and no webhook is told.
+                log.info(
+                    "device alarm older than max_alarm_age_s: stored, not dispatched",
+                    extra={"device_id": device.device_id, "kind": message.kind.value,
+                           "age_s": round((at - message.ts).total_seconds())},
+                )  # fmt: skip
             case AlarmMessage() if self._first_delivery(device.device_id, message.id):
                 position = (
                     AlarmPosition(message.lat, message.lon, message.accuracy_m)

@@ -27,10 +27,9 @@ from prometheus_client import Histogram
 from firmware_contracts.decode import DecodeError, decode_payload
 from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
 from gateway.domain.rate_limit import TokenBuckets
-from gateway.domain.registry import Binding, DeviceRecord, Refused, bind
-from gateway.ingest import limit_key
+from gateway.domain.registry import Binding, DeviceRecord, Refused
+from gateway.ingest import admit, limit_key
 from gateway.mqtt.consumer import AckToken, Inbound
-from gateway.storage.rows import PERSONAL_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +100,10 @@ class AlarmIntake:
             return False
         message = decoded.message
         device = self._resolve(topic.device_id)
-        bound = bind(device, getattr(message, "ts", None),
-                     needs_person=message.type in PERSONAL_TYPES)  # fmt: skip
+        # the storage path's judgement (gateway.ingest.admit): an alarm binds to whoever
+        # holds the device now, and one stamped before the current assignment began, or
+        # of a kind the device's type never raises, reaches no one (storage quarantines it)
+        bound = admit(device, message, getattr(message, "ts", None))
         if isinstance(bound, Refused) or device is None:
             return False
         before = self._engine.dispatched

@@ -72,6 +72,7 @@ def rule_config(s: AlarmSettings) -> RuleConfig:
         battery_low_percent=s.battery_low_percent,
         battery_ok_percent=s.battery_ok_percent,
         door_unlocked_after=timedelta(seconds=s.door_unlocked_after_s),
+        max_alarm_age=timedelta(seconds=s.max_alarm_age_s),
     )
 
 

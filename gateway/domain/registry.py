@@ -1,9 +1,15 @@
 """Binding a device message to the registry: which tenant, which person, if any.
 
-Pure: the registry snapshot of one device comes in, a decision goes out. A reading is
-attributed to the person who held the device at the reading's own time ``ts``, so a
-re-issued device never shows the previous holder's data under the new holder, and
-buffered readings replayed late still land on the right person.
+Pure: the registry snapshot of one device comes in, a decision goes out. Personal data
+is attributed to the device's current holder, and only when it was stamped (``ts``, the
+device's own clock) at or after the current assignment began. Anything stamped earlier
+is refused as ``before_current_assignment`` (kept in quarantine for a tenant admin to
+review and release, see docs/contract.md): the device's clock alone never attributes
+data to an earlier holder (security review #17.2: a re-issued scale replaying two-day-old
+readings and a button alarm stored them on the previous resident and sent the night
+team to the wrong home). A re-issued device never shows the previous holder's data
+under the new holder either. Device health (heartbeat, status, battery) is kept whatever
+its ``ts``; stamped before the current assignment it is attributed to no person.
 """
 
 from __future__ import annotations
@@ -77,9 +83,16 @@ class DeviceRecord(NamedTuple):
     def current_holder(self) -> UUID | None:
         if self.holder is not None:
             return self.holder
-        for assignment in self.history:
-            if assignment.valid_to is None:
-                return assignment.person_id
+        current = self.current_assignment()
+        return current.person_id if current is not None else None
+
+    def current_assignment(self) -> Assignment | None:
+        """The assignment still held, if any. Assignments of a device never overlap (the
+        database's exclusion constraint), so an open one is the latest: one look."""
+        if self.holder is not None:
+            return Assignment(self.holder, from_us(self.held_since_us), None)
+        if self.history and self.history[-1].valid_to is None:
+            return self.history[-1]
         return None
 
 
@@ -103,9 +116,14 @@ def device_record(
 
 
 class Refusal(StrEnum):
+    """The gateway's own quarantine reasons (the decoder's are
+    ``firmware_contracts.decode.Reason``); docs/contract.md lists them all."""
+
     UNKNOWN_DEVICE = "unknown_device"
     INACTIVE_DEVICE = "inactive_device"
+    WRONG_DEVICE_TYPE = "wrong_device_type"
     NO_ASSIGNMENT_AT_TS = "no_assignment_at_ts"
+    BEFORE_CURRENT_ASSIGNMENT = "before_current_assignment"
 
 
 class Binding(NamedTuple):
@@ -128,19 +146,50 @@ def bind(
     """Decide whether a message from ``device`` stamped ``ts`` is accepted, and for whom.
 
     ``needs_person``: personal data (readings, positions, lock and alarm events) must be
-    attributable to a person; device health (heartbeat, status, battery) need not be.
+    attributable to a person: the current holder, and only if ``ts`` is not before the
+    current assignment began. Personal data stamped earlier, by a device held now by
+    someone else or by no one (returned), is refused as ``before_current_assignment``,
+    whoever held the device at ``ts``. Device health (heartbeat, status, battery) need
+    not be attributable: it binds to the current holder, or to no person when stamped
+    before the current assignment. O(1) for a device held by one person since it was
+    registered (the common shape); a re-issued device's history is looked at only on a
+    refusal, to say in the detail who held it then.
     """
     if device is None:
         return Refused(Refusal.UNKNOWN_DEVICE, "device is not registered")
     if device.status is not DeviceStatus.ACTIVE:
+        if needs_person and ts is not None and device.status is DeviceStatus.RETURNED:
+            earlier = device.holder_at(ts)
+            if earlier is not None:
+                return Refused(
+                    Refusal.BEFORE_CURRENT_ASSIGNMENT,
+                    f"stamped {ts.isoformat()}, while person {earlier} held the device; "
+                    "it has been returned since and no one holds it now",
+                    device.tenant_id,
+                )
         return Refused(
-            Refusal.INACTIVE_DEVICE, f"device status is {device.status.value}", device.tenant_id
+            Refusal.INACTIVE_DEVICE, f"device is {device.status.value}", device.tenant_id
         )
-    person = device.holder_at(ts) if ts is not None else device.current_holder()
-    if needs_person and person is None:
-        return Refused(
-            Refusal.NO_ASSIGNMENT_AT_TS,
-            "no person held the device at the message time",
-            device.tenant_id,
-        )
-    return Binding(device.tenant_id, person)
+    holder = device.holder
+    since_us = device.held_since_us
+    if holder is None:
+        current = device.current_assignment()
+        if current is None:
+            if needs_person:
+                return Refused(Refusal.NO_ASSIGNMENT_AT_TS,
+                               "the device is active but no person holds it",
+                               device.tenant_id)  # fmt: skip
+            return Binding(device.tenant_id, None)
+        holder, since_us = current.person_id, to_us(current.valid_from)
+    if ts is None or to_us(ts) >= since_us:
+        return Binding(device.tenant_id, holder)
+    if not needs_person:
+        return Binding(device.tenant_id, None)
+    earlier = device.holder_at(ts)
+    then = f"person {earlier} held the device then" if earlier else "no one held the device then"
+    return Refused(
+        Refusal.BEFORE_CURRENT_ASSIGNMENT,
+        f"stamped {ts.isoformat()}, before the current assignment began "
+        f"({from_us(since_us).isoformat()}); {then}",
+        device.tenant_id,
+    )

@@ -182,3 +182,31 @@ CONSENTED_DEVICE = """
     select id, tenant_id, vendor, model, device_type, serial, status, person_id
     from consented_device(%(device)s, %(org)s)
 """
+
+# --- quarantine: review and release (review #17.2; migration 0013) ---
+
+QUARANTINE_LIST = """
+    select q.id, q.received_at, q.topic, q.device_id, q.reason, q.detail, q.payload_size,
+        r.person_id as released_to, r.category as released_category,
+        r.released_at, r.released_by
+    from api_quarantine q
+    left join api_quarantine_releases r on r.quarantine_id = q.id
+    where (%(reason)s::text is null or q.reason = %(reason)s)
+      and (%(device)s::text is null or q.device_id = %(device)s)
+      and (%(released)s::boolean is null or (r.quarantine_id is not null) = %(released)s)
+      and (%(before)s::bigint is null or q.id < %(before)s)
+    order by q.id desc
+    limit %(limit)s
+"""
+
+# Stores one row on the holder at its time (SECURITY DEFINER; the caller's tenant only).
+RELEASE_QUARANTINED = """
+    select person_id, category, table_name, stored, released_at, released_by, already
+    from release_quarantined(%(id)s, %(person)s, %(actor)s)
+"""
+
+APPEND_ACCESS_LOG = """
+    select append_access_log(%(actor)s, %(actor_org)s, %(actor_role)s, %(actor_tenant)s,
+        %(owner_tenant)s, %(person)s, %(categories)s, %(purpose)s, %(outcome)s, %(reason)s,
+        %(request)s)
+"""

@@ -73,6 +73,9 @@ async def test_each_refusal_goes_to_quarantine_with_reason(mosquitto, database_u
         await conn.execute(
             "insert into devices (id, tenant_id, model_id) values ('spare-1', 'kommun-a', 't-gps')"
         )
+        # active but held by no one (only by hand in SQL: the API assigns when activating)
+        await conn.execute("insert into devices (id, tenant_id, model_id, status)"
+                           " values ('orphan-1', 'kommun-a', 't-scale', 'active')")  # fmt: skip
         await conn.commit()
     far_future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()  # positions keep 30
@@ -93,8 +96,10 @@ async def test_each_refusal_goes_to_quarantine_with_reason(mosquitto, database_u
         "payload_too_large": ("devices/scale-1/telemetry", b"{" + b" " * 20000 + b"}"),
         "unknown_device": ("devices/nobody-1/telemetry", payload("weight", "n1", kg=80)),
         "inactive_device": ("devices/spare-1/heartbeat", payload("heartbeat", "ia1")),
-        "no_assignment_at_ts": ("devices/scale-1/telemetry",
-                                payload("weight", "na1", now_iso(-1000 * 86400), kg=80)),
+        "wrong_device_type": ("devices/scale-1/events", payload("alarm", "wd1", kind="button")),
+        "before_current_assignment": ("devices/scale-1/telemetry",
+                                      payload("weight", "bc1", now_iso(-1000 * 86400), kg=80)),
+        "no_assignment_at_ts": ("devices/orphan-1/telemetry", payload("weight", "na1", kg=80)),
         "older_than_retention": ("devices/gps-1/telemetry",
                                  payload("position", "o1", long_ago, lat=1, lon=1, accuracy_m=5)),
     }  # fmt: skip
@@ -136,7 +141,12 @@ async def test_duplicate_delivery_is_stored_once(mosquitto, database_url) -> Non
     assert await scalar(database_url, "select count(*) from readings where msg_id = 'dup-1'") == 1
 
 
-async def test_reassigned_device_attributes_by_message_time(mosquitto, database_url) -> None:
+async def test_reassigned_device_stores_only_the_current_holders_data(
+    mosquitto, database_url
+) -> None:
+    """A reading stamped before the hand-over is not stored on the earlier holder by the
+    device's clock alone: it waits in quarantine for review (security review #17.2,
+    tests/integration/test_review_assignment.py); the new holder's is theirs."""
     from gateway.storage import registry_repo as repo
 
     s = await seed(database_url, since=datetime.now(UTC) - timedelta(days=10))
@@ -155,10 +165,10 @@ async def test_reassigned_device_attributes_by_message_time(mosquitto, database_
                 ("devices/scale-1/telemetry", payload("weight", "new", after, kg=60)),
             ],
         )
-        await wait_count(database_url, "select count(*) from readings", 2)
+        await wait_count(database_url, "select count(*) from readings", 1)
+        await wait_count(database_url, "select count(*) from quarantine", 1)
     assert (
-        await scalar(database_url, "select person_id from readings where msg_id='old'")
-        == s.persons["scale-1"]
+        await scalar(database_url, "select reason from quarantine") == "before_current_assignment"
     )
     assert (
         await scalar(database_url, "select person_id from readings where msg_id='new'")

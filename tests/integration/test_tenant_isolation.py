@@ -95,9 +95,17 @@ async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> di
         ("devices/b-lock/events", payload("lock", "bl1", action="unlocked", method="app",
                                           key_id="key-b-kerstin")),
     ], client_id="b-devices")  # fmt: skip
+    # a weight stamped before the scale's assignment began: in B's quarantine (review #17.2)
+    await publish(mqtt_url, [("devices/b-scale/telemetry", payload(
+        "weight", "bq1", (datetime.now(UTC) - timedelta(days=11)).isoformat(), kg=80.1))],
+        client_id="b-devices")  # fmt: skip
     await wait_count(url, "select count(*) from readings", 1)
     await wait_count(url, "select count(*) from positions", 1)
     await wait_count(url, "select count(*) from lock_events", 1)
+    await wait_count(url, "select count(*) from quarantine"
+                     " where reason = 'before_current_assignment'", 1)  # fmt: skip
+    quarantine_id = await scalar(url, "select id from quarantine"
+                                 " where reason = 'before_current_assignment'")  # fmt: skip
     op_b = auth("kommun-b", Role.OPERATOR)
 
     async def b_alarm() -> bool:
@@ -114,6 +122,7 @@ async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> di
         "person_id": person, "scale_person": scale_person, "device_id": "b-gps",
         "lock_id": "b-lock", "alarm_id": alarm_id, "consent_id": consent.json()["id"],
         "staff_id": staff_id, "key_id": "key-b-kerstin", "observation_id": observation_id,
+        "quarantine_id": str(quarantine_id),
     }  # fmt: skip
 
 
@@ -166,6 +175,10 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/platform/device-ids/{device_id}"): {},
         ("post", "/api/v1/platform/device-ids/{device_id}/release"): {"json": {
             "reason": "mine", "to_tenant": "kommun-a"}},
+        # quarantine review and release (review #17.2)
+        ("get", "/api/v1/quarantine"): {"params": {"device_id": "b-scale"}},
+        ("post", "/api/v1/quarantine/{quarantine_id}/release"): {"json": {
+            "person_id": b["scale_person"], "purpose": "mine"}},
     }  # fmt: skip
 
 
@@ -177,7 +190,8 @@ OWN_TENANT_CREATES = {
 STREAMS = {("get", "/api/v1/alarms/stream")}
 PATH_IDS = {"person_id": "person_id", "device_id": "device_id", "alarm_id": "alarm_id",
             "consent_id": "consent_id", "staff_id": "staff_id", "key_id": "key_id",
-            "observation_id": "observation_id", "patient_id": "scale_person"}  # fmt: skip
+            "observation_id": "observation_id", "patient_id": "scale_person",
+            "quarantine_id": "quarantine_id"}  # fmt: skip
 
 
 async def b_state(url: str) -> tuple[Any, ...]:
@@ -194,6 +208,7 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select count(*) from safe_zones", "select count(*) from visits",
             "select count(*) from visit_slots", "select count(*) from person_limits",
             "select * from device_models order by id",
+            "select count(*) from readings where tenant_id = 'kommun-b'",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
@@ -209,8 +224,8 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
         await conn.commit()
     async with product(mosquitto.url, database_url) as (http, _gw):
         b_ids = await make_b(http, mosquitto.url, database_url, b)
-        secrets = {v for k, v in b_ids.items()} | {"kommun-b", "Kommun-B", B_ORG, "b-scale",
-                                                   "b-lock", "key-b-kerstin", "kerstin"}
+        secrets = {v for k, v in b_ids.items() if k != "quarantine_id"} | {  # (a number)
+            "kommun-b", "Kommun-B", B_ORG, "b-scale", "b-lock", "key-b-kerstin", "kerstin"}
         before = await b_state(database_url)
         table = requests_for(b_ids, str(a.persons["a-gps"]))
         operations = [

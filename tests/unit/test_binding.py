@@ -44,31 +44,59 @@ def test_unknown_and_inactive_are_refused() -> None:
         assert r.tenant_id == "kommun-a"
 
 
-def test_reading_goes_to_holder_at_its_own_time() -> None:
-    assert bind(REISSUED, T0 + timedelta(days=1), needs_person=True) == Binding("kommun-a", ALICE)
+def test_personal_data_goes_to_the_current_holder_only() -> None:
+    """Review #17.2: a device's own clock never attributes personal data to an earlier
+    holder. Stamped before the current assignment began, it is refused (quarantined as
+    before_current_assignment, releasable by a tenant admin), naming who held it then."""
     assert bind(REISSUED, HANDED_OVER, needs_person=True) == Binding("kommun-a", BOB)
-    assert bind(REISSUED, HANDED_OVER - timedelta(microseconds=1), needs_person=True) == Binding(
-        "kommun-a", ALICE
-    )
+    for ts in (HANDED_OVER - timedelta(microseconds=1), T0 + timedelta(days=1), T0):
+        r = bind(REISSUED, ts, needs_person=True)
+        assert isinstance(r, Refused) and r.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+        assert r.tenant_id == "kommun-a" and f"person {ALICE} held the device then" in r.detail
+        # device health stamped then is kept, attributed to no one
+        assert bind(REISSUED, ts, needs_person=False) == Binding("kommun-a", None)
 
 
 def test_personal_data_before_any_assignment_is_refused_health_is_not() -> None:
     before = T0 - timedelta(days=1)
     r = bind(REISSUED, before, needs_person=True)
-    assert isinstance(r, Refused) and r.reason is Refusal.NO_ASSIGNMENT_AT_TS
+    assert isinstance(r, Refused) and r.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+    assert "no one held the device then" in r.detail
     assert bind(REISSUED, before, needs_person=False) == Binding("kommun-a", None)
+
+
+def test_a_returned_device_releases_nothing_to_its_last_holder() -> None:
+    """Returned, held by no one: personal data stamped while someone held it is
+    before_current_assignment (reviewable), anything else inactive_device."""
+    returned = device(DeviceStatus.RETURNED, Assignment(ALICE, T0, HANDED_OVER))
+    r = bind(returned, T0 + timedelta(days=1), needs_person=True)
+    assert isinstance(r, Refused) and r.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+    assert str(ALICE) in r.detail
+    for ts, needs_person in ((HANDED_OVER, True), (T0 + timedelta(days=1), False)):
+        r = bind(returned, ts, needs_person=needs_person)
+        assert isinstance(r, Refused) and r.reason is Refusal.INACTIVE_DEVICE
+
+
+def test_an_active_device_held_by_no_one_binds_no_personal_data() -> None:
+    unheld = device(DeviceStatus.ACTIVE, Assignment(ALICE, T0, HANDED_OVER))
+    r = bind(unheld, T0 + timedelta(days=1), needs_person=True)
+    assert isinstance(r, Refused) and r.reason is Refusal.NO_ASSIGNMENT_AT_TS
+    assert bind(unheld, T0 + timedelta(days=1), needs_person=False) == Binding("kommun-a", None)
 
 
 def test_status_without_ts_binds_to_current_holder() -> None:
     assert bind(REISSUED, None, needs_person=False) == Binding("kommun-a", BOB)
 
 
-@given(st.integers(min_value=0, max_value=40 * 86400))
-def test_never_attributed_to_someone_who_did_not_hold_it(offset_s: int) -> None:
+@given(st.integers(min_value=-86400, max_value=40 * 86400))
+def test_never_attributed_to_someone_who_does_not_hold_it_now(offset_s: int) -> None:
     ts = T0 + timedelta(seconds=offset_s)
     result = bind(REISSUED, ts, needs_person=True)
-    assert isinstance(result, Binding)
-    assert result.person_id == (ALICE if ts < HANDED_OVER else BOB)
+    if ts < HANDED_OVER:
+        assert isinstance(result, Refused)
+        assert result.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+    else:
+        assert result == Binding("kommun-a", BOB)
 
 
 HELD = device(DeviceStatus.ACTIVE, Assignment(ALICE, T0, None))
@@ -93,6 +121,7 @@ def test_the_held_shape_binds_like_the_assignment_it_stands_for(offset_s: int) -
     ts = T0 + timedelta(seconds=offset_s)
     result = bind(HELD, ts, needs_person=True)
     if ts < T0:
-        assert isinstance(result, Refused) and result.reason is Refusal.NO_ASSIGNMENT_AT_TS
+        assert isinstance(result, Refused)
+        assert result.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
     else:
         assert result == Binding("kommun-a", ALICE)
