@@ -94,7 +94,7 @@ class Ingest:
         message = decoded.message
         device = await self._resolve(topic.device_id)
         ts = getattr(message, "ts", None)
-        bound = admit(device, message, ts)
+        bound = admit(device, message, ts, self._max_skew)
         if isinstance(bound, Refused):
             await self._quarantine(
                 msg, topic.device_id, bound.tenant_id, bound.reason, bound.detail
@@ -158,7 +158,12 @@ class Ingest:
         await self._put(row, msg.ack)
 
 
-def admit(device: DeviceRecord | None, message: Any, ts: datetime | None) -> Binding | Refused:
+def admit(
+    device: DeviceRecord | None,
+    message: Any,
+    ts: datetime | None,
+    grace: timedelta = timedelta(0),
+) -> Binding | Refused:
     """Whose a decoded message is, or why it is refused: the one judgement the storage
     path and the alarm engine's intake both make (gateway.alarms.intake), so the engine
     never acts on what storage refuses.
@@ -166,14 +171,15 @@ def admit(device: DeviceRecord | None, message: Any, ts: datetime | None) -> Bin
     A message type the device's type does not send is ``wrong_device_type``
     (firmware_contracts.device_types). Personal data (``PERSONAL_TYPES``: readings,
     positions, alarms, lock events) binds to the current holder only, and only if stamped
-    at or after the current assignment began; else ``before_current_assignment``
+    at or after the current assignment began (less ``grace``, the clock tolerance, when
+    no one held the device then); else ``before_current_assignment``
     (gateway.domain.registry.bind). Device health binds whatever its time. Two set
     look-ups and one comparison of integers on the common path."""
     if device is not None:
         wrong = wrong_device_type(device.device_type, message)
         if wrong is not None:
             return Refused(Refusal.WRONG_DEVICE_TYPE, wrong, device.tenant_id)
-    bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES)
+    bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES, grace=grace)
     if isinstance(bound, Refused) and bound.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT:
         return Refused(bound.reason, f"{message.type} {bound.detail}", bound.tenant_id)
     return bound

@@ -103,7 +103,7 @@ class AlarmIntake:
         # the storage path's judgement (gateway.ingest.admit): an alarm binds to whoever
         # holds the device now, and one stamped before the current assignment began, or
         # of a kind the device's type never raises, reaches no one (storage quarantines it)
-        bound = admit(device, message, getattr(message, "ts", None))
+        bound = admit(device, message, getattr(message, "ts", None), self._max_skew)
         if isinstance(bound, Refused) or device is None:
             return False
         before = self._engine.dispatched

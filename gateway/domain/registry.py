@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 from uuid import UUID
@@ -141,7 +141,11 @@ class Refused:
 
 
 def bind(
-    device: DeviceRecord | None, ts: datetime | None, *, needs_person: bool
+    device: DeviceRecord | None,
+    ts: datetime | None,
+    *,
+    needs_person: bool,
+    grace: timedelta = timedelta(0),
 ) -> Binding | Refused:
     """Decide whether a message from ``device`` stamped ``ts`` is accepted, and for whom.
 
@@ -154,6 +158,12 @@ def bind(
     before the current assignment. O(1) for a device held by one person since it was
     registered (the common shape); a re-issued device's history is looked at only on a
     refusal, to say in the detail who held it then.
+
+    ``grace`` (the clock tolerance, ``max_clock_skew_s``): personal data stamped less than
+    this before the current assignment began, when no one held the device at ``ts``, is
+    the current holder's: a device clock that lags, or stamps whole seconds, must not turn
+    a new resident's first button press into quarantine. Stamped while someone else held
+    the device, it is never the current holder's.
     """
     if device is None:
         return Refused(Refusal.UNKNOWN_DEVICE, "device is not registered")
@@ -186,6 +196,8 @@ def bind(
     if not needs_person:
         return Binding(device.tenant_id, None)
     earlier = device.holder_at(ts)
+    if earlier is None and to_us(ts) >= since_us - grace // timedelta(microseconds=1):
+        return Binding(device.tenant_id, holder)
     then = f"person {earlier} held the device then" if earlier else "no one held the device then"
     return Refused(
         Refusal.BEFORE_CURRENT_ASSIGNMENT,

@@ -125,3 +125,26 @@ def test_the_held_shape_binds_like_the_assignment_it_stands_for(offset_s: int) -
         assert result.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
     else:
         assert result == Binding("kommun-a", ALICE)
+
+
+def test_a_lagging_clock_at_the_first_hand_over_binds_to_the_holder() -> None:
+    """A device whose clock lags (or stamps whole seconds) sends its first press a moment
+    'before' its assignment began: with no one holding it then, it is the current holder's
+    within the clock tolerance (max_clock_skew_s), so the night team gets it. Stamped
+    while someone else held the device, it is never theirs (review #17.2 holds)."""
+    grace = timedelta(seconds=300)
+    first = device(DeviceStatus.ACTIVE, Assignment(BOB, HANDED_OVER, None))
+    for lag in (timedelta(milliseconds=45), timedelta(seconds=299)):
+        assert bind(first, HANDED_OVER - lag, needs_person=True, grace=grace) == Binding(
+            "kommun-a", BOB)  # fmt: skip
+    r = bind(first, HANDED_OVER - timedelta(seconds=301), needs_person=True, grace=grace)
+    assert isinstance(r, Refused) and r.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+    # Alice returned it 10 s before Bob got it: her last seconds stay hers (refused)
+    gap = device(DeviceStatus.ACTIVE, Assignment(ALICE, T0, HANDED_OVER - timedelta(seconds=10)),
+                 Assignment(BOB, HANDED_OVER, None))  # fmt: skip
+    r = bind(gap, HANDED_OVER - timedelta(seconds=20), needs_person=True, grace=grace)
+    assert isinstance(r, Refused) and r.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+    assert bind(gap, HANDED_OVER - timedelta(seconds=5), needs_person=True,
+                grace=grace) == Binding("kommun-a", BOB)  # fmt: skip
+    r = bind(REISSUED, HANDED_OVER - timedelta(seconds=1), needs_person=True, grace=grace)
+    assert isinstance(r, Refused) and r.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
