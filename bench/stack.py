@@ -26,6 +26,7 @@ from gateway.storage import registry_repo as repo
 from gateway.storage.migrate import migrate
 
 API_PASSWORD = "bench-api"
+WORKER_PASSWORD = "bench-worker"
 TENANT = "bench"
 
 
@@ -66,6 +67,8 @@ class Stack:
             "WG_API_PORT": "0",
             "WG_LOG_LEVEL": "WARNING",
             "WG_API_DB_PASSWORD": API_PASSWORD,
+            "WG_WORKER_DB_PASSWORD": WORKER_PASSWORD,
+            "WG_MODE": "development",  # the bench's own loopback services, test passwords
             "WG_DATA_DIR": str(self.workdir / "data"),
             "WG_METRICS_PORT": "0",
             **overrides,
@@ -195,7 +198,7 @@ def stack(
                 conn.execute("alter system set track_commit_timestamp = on")
             pg.stop()
             url = pg.start()
-        migrate(url, api_password=API_PASSWORD)
+        migrate(url, api_password=API_PASSWORD, worker_password=WORKER_PASSWORD)
         yield Stack(workdir, broker, url, pg)
     finally:
         broker.stop()

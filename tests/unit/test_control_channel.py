@@ -100,9 +100,9 @@ def test_hub_ids_start_at_the_process_start_in_microseconds() -> None:
 
 def test_worker_and_api_alone_need_a_shared_database_and_broker() -> None:
     from gateway.runtime import split_endpoints
-    from gateway.settings import Settings
+    from gateway.settings import Settings, SettingsError
 
-    with pytest.raises(SystemExit, match="need database_url and mqtt_url"):
+    with pytest.raises(SettingsError, match="need database_url and mqtt_url"):
         split_endpoints(Settings(database_url="postgresql://db/wg"))
     given = Settings(database_url="postgresql://gw:pw@db/wg", mqtt_url="mqtt://broker:1883",
                      api_db_password="api-pw")  # fmt: skip
