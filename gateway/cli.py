@@ -272,6 +272,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_access_log_verify(args: argparse.Namespace) -> int:
+    from gateway.doctor import require_reachable
     from gateway.runtime import endpoints
     from gateway.storage.access_log import verify
     from gateway.storage.access_log_seal import SealKeys, read_anchors
@@ -288,7 +289,11 @@ def _cmd_access_log_verify(args: argparse.Namespace) -> int:
         raise StartupError(f"anchor file {exc}") from None
 
     async def check() -> Any:
-        async with endpoints(settings) as ep:
+        if settings.database_url:  # read as it is: verifying changes nothing, not even schema
+            await require_reachable(settings, database=settings.database_url,
+                                    database_setting="database_url", broker=False)  # fmt: skip
+            return await asyncio.to_thread(verify, settings.database_url, keys, anchors)
+        async with endpoints(settings) as ep:  # the embedded database, started for this
             return await asyncio.to_thread(verify, ep.database_url, keys, anchors)
 
     result = asyncio.run(check())
