@@ -29,7 +29,7 @@ import psycopg
 
 from api.auth import Role, mint
 from gateway.storage import registry_repo as repo
-from tests.conftest import API_PASSWORD
+from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import (
     api_replica,
     operator,
@@ -65,6 +65,8 @@ def worker_env(mqtt_url: str, database_url: str, worker: str, data: Path) -> dic
         "WG_DATA_DIR": str(data / worker),
         "WG_METRICS_PORT": str(free_port()),
         "WG_API_DB_PASSWORD": API_PASSWORD,
+        "WG_WORKER_DB_PASSWORD": WORKER_PASSWORD,
+        "WG_MODE": "development",  # test passwords on private loopback services
         "WG_BATCH_MAX_DELAY_MS": "10",
         "WG_MQTT_KEEPALIVE_S": "5",
     }

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import API_PASSWORD
+from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import (
     payload,
     publish,
@@ -31,6 +31,8 @@ def _gateway_process(mqtt_url: str, database_url: str, log: Path) -> subprocess.
         "WG_MQTT_URL": mqtt_url,
         "WG_API_PORT": "0",
         "WG_API_DB_PASSWORD": API_PASSWORD,
+        "WG_WORKER_DB_PASSWORD": WORKER_PASSWORD,
+        "WG_MODE": "development",  # test passwords on private loopback services
         "WG_MQTT_CLIENT_ID": "wg-kill-test",
         "WG_BATCH_MAX_DELAY_MS": "20",
         "WG_DATA_DIR": str(log.parent / "data"),

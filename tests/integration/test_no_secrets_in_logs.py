@@ -15,7 +15,7 @@ import httpx
 import psycopg
 
 from api.auth import Role, mint
-from tests.conftest import API_PASSWORD
+from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import payload, publish, scalar, seed, wait_count, wait_for
 from tests.services import free_port
 
@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 JWT_SECRET = "log-test-secret-log-test-secret-0001"
 PII_KEY = base64.b64encode(bytes(range(32))).decode()
 WEBHOOK_SECRET = "webhook-secret-webhook-secret-42"
+FHIR_ID_KEY = "fhir-id-key-fhir-id-key-fhir-id-key-0001"
+SEAL_KEY = base64.b64encode(bytes(range(100, 132))).decode()
 PIN = "19121212-1212"  # Skatteverket's test identity number
 REGION_ORG = "232100-0172"
 
@@ -49,6 +51,11 @@ async def test_no_identity_number_reading_or_secret_in_any_log_line(
         "WG_DATA_DIR": str(tmp_path / "data"),
         "WG_LOG_LEVEL": "DEBUG",
         "WG_JWT_SECRET": JWT_SECRET,
+        # production mode: every secret set, none the default (each is looked for below)
+        "WG_MODE": "production",
+        "WG_WORKER_DB_PASSWORD": WORKER_PASSWORD,
+        "WG_FHIR_ID_KEY": FHIR_ID_KEY,
+        "WG_ACCESS_LOG__KEYS": f'{{"seal-1": "{SEAL_KEY}"}}',
         "WG_PII_KEYS": f'{{"k1": "{PII_KEY}"}}',
         "WG_PII_ACTIVE_KEY": "k1",
         "WG_ALARMS__WEBHOOKS": (
@@ -139,7 +146,9 @@ async def test_no_identity_number_reading_or_secret_in_any_log_line(
         "a bearer token": [t.split(".")[2] for t in tokens] + [admin[:-4]],
         "pii key": [PII_KEY],
         "webhook secret": [WEBHOOK_SECRET],
-        "database password": [f":{API_PASSWORD}@"],
+        "database password": [f":{API_PASSWORD}@", API_PASSWORD, WORKER_PASSWORD],
+        "fhir id key": [FHIR_ID_KEY],
+        "access log seal key": [SEAL_KEY],
     }
     for what, needles in forbidden.items():
         for needle in needles:
