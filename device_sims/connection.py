@@ -38,10 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
 
 import aiomqtt
-import paho.mqtt.client as paho_mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from device_sims.backoff import Backoff
@@ -121,7 +119,7 @@ class ConnectionOptions:
 #: Negative CONNACK reason codes meaning "who are you?": MQTT 3.1.1 return codes 4 and 5
 #: (paho reports them as the v5 codes 0x86, 0x87), bad authentication method, banned.
 _NOT_AUTHORISED = frozenset({4, 5, 0x86, 0x87, 0x8A, 0x8C})
-CLOSED_BEFORE_CONNACK = "the broker closed the connection before answering"
+CLOSED_BEFORE_CONNACK = internals.CLOSED_BEFORE_CONNACK
 
 
 def classify_failure(exc: BaseException, client: aiomqtt.Client | None = None) -> tuple[Cause, str]:
@@ -177,62 +175,6 @@ def _classify_os_error(exc: OSError) -> tuple[Cause, str]:
     if isinstance(exc, FileNotFoundError):
         return Cause.TLS, f"{exc.strerror}: {exc.filename}"
     return Cause.UNREACHABLE, exc.strerror or str(exc)
-
-
-class _DeviceClient(aiomqtt.Client):
-    """aiomqtt's client, waking for keepalive housekeeping less often.
-
-    aiomqtt runs paho's ``loop_misc`` (keepalive pings, ping timeouts) every second per
-    client: 10,000 wake-ups a second for a 10,000-device fleet. A device only needs it
-    a few times per keepalive period; pings are then sent at most ``misc_interval_s``
-    late, well inside the broker's 1.5 x keepalive grace.
-    """
-
-    misc_interval_s = 5.0
-
-    #: What went wrong while connecting, for :func:`classify_failure`: the exception of
-    #: the socket/TLS connect (aiomqtt keeps only its text), and the socket error paho
-    #: logged (a TLS alert arrives after the handshake, e.g. a refused client certificate).
-    connect_error: OSError | None = None
-    socket_error: str | None = None
-
-    async def _misc_loop(self) -> None:
-        while self._client.loop_misc() == paho_mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
-            await asyncio.sleep(self.misc_interval_s)
-
-    async def __aenter__(self) -> Self:
-        self._client.on_log = self._on_log
-        try:
-            await super().__aenter__()
-        finally:
-            self._client.on_log = None
-        return self
-
-    def _on_log(self, _client: Any, _userdata: Any, level: int, message: str) -> None:
-        if level == paho_mqtt.MQTT_LOG_ERR:
-            self.socket_error = message
-
-    def _client_connect(self) -> None:
-        try:
-            super()._client_connect()
-        except OSError as exc:
-            self.connect_error = exc
-            raise
-
-    def _on_disconnect(
-        self,
-        client: paho_mqtt.Client,
-        userdata: Any,
-        flags: paho_mqtt.DisconnectFlags,
-        reason_code: ReasonCode,
-        properties: Any = None,
-    ) -> None:
-        # aiomqtt ignores a connection that closes before the CONNACK and waits out its
-        # timeout; fail the attempt at once instead.
-        if not self._connected.done() and self._lock.locked():
-            self._connected.set_exception(aiomqtt.MqttError(CLOSED_BEFORE_CONNACK))
-            return
-        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
 
 class Ending(enum.Enum):
@@ -386,7 +328,7 @@ class DeviceConnection:
         )
         if options.tls is not None and self._tls is None:
             self._tls = options.tls.context(self._spec.device_id)  # once per device
-        return _DeviceClient(
+        return internals.FleetClient(
             self._host,
             self._port,
             identifier=self._spec.device_id,

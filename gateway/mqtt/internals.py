@@ -22,11 +22,12 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator
-from typing import Final
+from typing import Any, Final, Self
 
 import aiomqtt
 import paho.mqtt
 import paho.mqtt.client as paho_mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,70 @@ def disconnected(client: aiomqtt.Client) -> asyncio.Future[None]:
 
 def is_disconnected(client: aiomqtt.Client) -> bool:
     return disconnected(client).done()
+
+
+#: aiomqtt's own text when a connection closes before the CONNACK (see FleetClient)
+CLOSED_BEFORE_CONNACK = "the broker closed the connection before answering"
+
+
+class FleetClient(aiomqtt.Client):
+    """aiomqtt's client for one of thousands of simulated devices (``device_sims``): it
+    overrides aiomqtt's private hooks, so it lives here, built on tested versions only.
+
+    * Keepalive housekeeping less often: aiomqtt runs paho's ``loop_misc`` (pings, ping
+      timeouts) every second per client, 10,000 wake-ups a second for a 10,000-device
+      fleet; a device needs it a few times per keepalive period (pings at most
+      ``misc_interval_s`` late, well inside the broker's 1.5 x keepalive grace).
+    * What went wrong while connecting, for a one-line diagnosis: the socket/TLS connect's
+      exception (aiomqtt keeps only its text) and the socket error paho logged (a TLS
+      alert arrives after the handshake, e.g. a refused client certificate).
+    * A connection closed before the CONNACK fails the attempt at once (aiomqtt would
+      wait out its timeout).
+    """
+
+    misc_interval_s = 5.0
+    connect_error: OSError | None = None
+    socket_error: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_versions()
+        super().__init__(*args, **kwargs)
+
+    async def _misc_loop(self) -> None:
+        while self._client.loop_misc() == paho_mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+            await asyncio.sleep(self.misc_interval_s)
+
+    async def __aenter__(self) -> Self:
+        self._client.on_log = self._on_log
+        try:
+            await super().__aenter__()
+        finally:
+            self._client.on_log = None
+        return self
+
+    def _on_log(self, _client: Any, _userdata: Any, level: int, message: str) -> None:
+        if level == paho_mqtt.MQTT_LOG_ERR:
+            self.socket_error = message
+
+    def _client_connect(self) -> None:
+        try:
+            super()._client_connect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+
+    def _on_disconnect(
+        self,
+        client: paho_mqtt.Client,
+        userdata: Any,
+        flags: paho_mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Any = None,
+    ) -> None:
+        if not self._connected.done() and self._lock.locked():
+            self._connected.set_exception(aiomqtt.MqttError(CLOSED_BEFORE_CONNACK))
+            return
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
 
 # --- paho's PUBLISH decoder ----------------------------------------------------------------

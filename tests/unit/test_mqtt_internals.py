@@ -207,7 +207,10 @@ async def test_the_worker_refuses_to_start_on_an_untested_aiomqtt(
 
 #: private names of paho and aiomqtt; only gateway/mqtt/internals.py (and the fast path it
 #: imports) may use them
-PRIVATE_ATTRIBUTES = {"_client", "_disconnected", "_packet"}
+PRIVATE_ATTRIBUTES = {"_client", "_disconnected", "_packet", "_connected", "_lock"}
+#: aiomqtt's private hooks a subclass could override
+PRIVATE_HOOKS = {"_misc_loop", "_client_connect", "_on_disconnect", "_on_connect",
+                 "_on_message", "_on_subscribe", "_on_publish"}  # fmt: skip
 PRIVATE_MODULES = {"paho.mqtt._packet", "gateway.mqtt.publish_decoder"}
 ADAPTER = {ROOT / "gateway" / "mqtt" / name for name in ("internals.py", "publish_decoder.py")}
 
@@ -215,7 +218,16 @@ ADAPTER = {ROOT / "gateway" / "mqtt" / name for name in ("internals.py", "publis
 def _private_uses(tree: ast.AST) -> list[tuple[int, str]]:
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_ATTRIBUTES:
+        if isinstance(node, ast.ClassDef):
+            bases = {ast.unparse(b) for b in node.bases}
+            if bases & {"aiomqtt.Client", "Client", "paho_mqtt.Client", "mqtt.Client"}:
+                found.append((node.lineno, f"class {node.name}({', '.join(sorted(bases))})"))
+            if bases:  # a subclass (of aiomqtt's client, perhaps through another class)
+                found += [(item.lineno, f"def {item.name} (an aiomqtt hook)")
+                          for item in node.body
+                          if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+                          and item.name in PRIVATE_HOOKS]  # fmt: skip
+        elif isinstance(node, ast.Attribute) and node.attr in PRIVATE_ATTRIBUTES:
             owner = node.value
             # an object's own attribute of that name is not aiomqtt's
             if not (isinstance(owner, ast.Name) and owner.id in {"self", "cls"}):
@@ -242,3 +254,5 @@ def test_only_the_adapter_reaches_into_paho_and_aiomqtt() -> None:
     # and the guard does see a use
     assert _private_uses(ast.parse("client._client.disable_logger()"))
     assert _private_uses(ast.parse("from paho.mqtt import _packet"))
+    assert _private_uses(ast.parse("class C(aiomqtt.Client):\n    pass"))
+    assert _private_uses(ast.parse("class C(Base):\n    def _misc_loop(self): pass"))
