@@ -209,3 +209,46 @@ async def test_the_worker_refuses_a_schema_behind_its_version(database_url) -> N
 
 def test_the_test_clusters_worker_role_is_least_privileged(database_url) -> None:
     _assert_worker_least_privilege(with_user(database_url, "wg_worker", WORKER_PASSWORD))
+
+
+def test_definer_functions_never_read_the_callers_temporary_tables(database_url) -> None:
+    """Review: pg_temp is searched first unless named; a temporary `partition_plan` with a
+    negative retention made wg_maintain_partitions() (running as the owner) drop every
+    partition. Every SECURITY DEFINER function now searches pg_temp last."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        bad = conn.execute(
+            "select p.oid::regprocedure::text from pg_proc p"
+            " join pg_namespace n on n.oid = p.pronamespace"
+            " where n.nspname = 'public' and p.prosecdef and not exists (select 1 from"
+            " pg_depend d where d.objid = p.oid and d.deptype = 'e') and not coalesce("
+            " 'search_path=public, pg_catalog, pg_temp' = any(p.proconfig), false)"
+        ).fetchall()
+        assert bad == []
+        # the test database is a copy of a template, which does not carry database
+        # privileges: let the API role make a temporary table as a default install would
+        conn.execute(sql.SQL("grant temporary on database {} to wg_api").format(
+            sql.Identifier(conn.info.dbname)))
+        before = conn.execute("select count(*) from pg_inherits i join pg_class p"
+                              " on p.oid = i.inhparent where p.relname = 'positions'").fetchone()
+    worker = with_user(database_url, "wg_worker", WORKER_PASSWORD)
+    with psycopg.connect(worker, autocommit=True) as conn:
+        conn.execute("create temp table partition_plan (table_name text, interval_days int,"
+                     " retention_days int)")  # fmt: skip
+        conn.execute("insert into pg_temp.partition_plan values ('positions', 1, -1)")
+        conn.execute("select wg_maintain_partitions()")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        after = conn.execute("select count(*) from pg_inherits i join pg_class p"
+                             " on p.oid = i.inhparent where p.relname = 'positions'").fetchone()
+    assert after == before
+
+
+def test_only_the_worker_may_create_temporary_tables(postgres) -> None:
+    url = postgres.create_database()  # migrated afresh: database privileges are its own
+    migrate(url, api_password=API_PASSWORD, worker_password=WORKER_PASSWORD)
+    api = with_user(url, "wg_api", API_PASSWORD)
+    with psycopg.connect(api, autocommit=True) as conn, pytest.raises(
+        psycopg.errors.InsufficientPrivilege
+    ):
+        conn.execute("create temp table quarantine (id bigint)")
+    with psycopg.connect(with_user(url, "wg_worker", WORKER_PASSWORD), autocommit=True) as c:
+        c.execute("create temp table stage_x (id bigint)")
