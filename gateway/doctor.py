@@ -56,7 +56,10 @@ def where(url: str) -> str:
     """host:port/database of a URL, never its password."""
     parts = urlsplit(url)
     host = parts.hostname or re.sub(r".*host=([^&]+).*", r"\1", parts.query) or "local socket"
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:  # (an unencoded character in the password): say nothing of it
+        return "an unparsable URL (percent-encode / ? # @ : in its password)"
     path = parts.path.lstrip("/")
     return f"{host}{port}" + (f"/{path}" if path else "")
 

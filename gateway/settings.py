@@ -13,7 +13,7 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -440,6 +440,8 @@ class Settings(BaseSettings):
     def _postgres_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must be a postgresql:// URL")
+        if value is not None:
+            _check_port(urlsplit(value))
         return value
 
     @field_validator("mqtt_url")
@@ -457,10 +459,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"?{key}= needs mqtts://")
             if not Path(paths[-1]).is_file():
                 raise ValueError(f"?{key}={paths[-1]}: no such file")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
+        _check_port(parts)
         return value
 
     @field_validator("mqtt_protocol")
@@ -498,6 +497,18 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, _TomlSource(settings_cls, _TOML_DATA.get()))
+
+
+def _check_port(parts: SplitResult) -> None:
+    """A URL's port must parse; the message never repeats the URL (a password with an
+    unencoded ``/``, ``?``, ``#`` or ``@`` would otherwise show up as a "port")."""
+    try:
+        _ = parts.port
+    except ValueError:
+        raise ValueError(
+            "the host:port part does not parse (a password containing / ? # @ or : must "
+            "be percent-encoded, e.g. %2F for /)"
+        ) from None
 
 
 class _TomlSource(PydanticBaseSettingsSource):

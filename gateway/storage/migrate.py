@@ -11,8 +11,11 @@ API need no DDL rights afterwards (docs/deploy.md, "Database roles").
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -172,13 +175,30 @@ def _preflight(conn: psycopg.Connection[Any]) -> None:
         )
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802/7677), made
+    here so that the password itself never reaches the server, nor its log (a failed or
+    logged ALTER ROLE would show a plain one). Passwords are taken as given (no SASLprep:
+    ASCII passwords, as generated, are unchanged by it)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
 def _set_password(conn: psycopg.Connection[Any], role: str, password: str) -> str | None:
     """Set ``role``'s password if the owner may; otherwise a note (a DBA manages it)."""
     try:
         with conn.transaction():
             conn.execute(
                 sql.SQL("alter role {} password {}").format(
-                    sql.Identifier(role), sql.Literal(password)
+                    sql.Identifier(role), sql.Literal(scram_verifier(password))
                 )
             )
     except psycopg.errors.InsufficientPrivilege:
