@@ -81,7 +81,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.runtime import embedded_overrides, endpoints, serve
 
-    settings = embedded_overrides(_service_settings(args))
+    settings = _service_settings(args)
+    if settings.mode == "production":
+        from gateway.unsafe_settings import embedded_services
+
+        embedded = embedded_services(settings)
+        if embedded:
+            raise SettingsError(
+                "refusing to run in production mode with embedded services:\n  "
+                + "\n  ".join(f.line() for f in embedded)
+            )
+    settings = embedded_overrides(settings)
     _require_port_free(settings.api_host, settings.api_port, "api_port")
     logs.configure(settings.log_level)
 

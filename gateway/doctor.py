@@ -145,15 +145,6 @@ def check_settings(settings: Settings) -> list[Finding]:
     found = [
         Finding(status, f"setting {f.setting}", f.problem, f.fix) for f in unsafe_findings(settings)
     ]
-    if settings.embedded_database or settings.embedded_broker:
-        found.append(
-            Finding(
-                "warn" if settings.mode == "development" else "fail",
-                "settings",
-                "embedded database or broker (a trial set-up, private to one process)",
-                "set database_url and mqtt_url for a deployment (docs/deploy.md)",
-            )
-        )
     return found or [Finding("ok", "settings", f"{settings.mode} mode, no unsafe defaults")]
 
 

@@ -82,6 +82,11 @@ class WebhookSetting(BaseModel):
         default=None, min_length=1, max_length=500, validate_default=True,
         description="Why the organisation receives alarms; a consent must name this purpose.",
     )  # fmt: skip
+    tenants: list[str] = Field(
+        default_factory=list,
+        description="The tenants whose alarms it receives; empty = every tenant's (refused "
+        "in production for a receiver without org: it would get every municipality's).",
+    )
 
     @field_validator("purpose")
     @classmethod

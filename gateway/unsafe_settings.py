@@ -10,6 +10,7 @@ says so in one log line (:func:`development_notice`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from gateway.settings import Settings, SettingsError
 
@@ -76,7 +77,45 @@ def findings(settings: Settings) -> list[Finding]:
             "(kept outside the database) and an access_log.anchor_file or anchor_webhook "
             "on other storage",
         ))  # fmt: skip
+    found += _plain_http(settings)
+    for n, hook in enumerate(settings.alarms.webhooks):
+        if hook.org is None and not hook.tenants:
+            found.append(Finding(
+                f"alarms.webhooks[{n}] ({hook.group})",
+                "names neither org nor tenants: it would receive every municipality's "
+                "alarms, with residents and positions",
+                "set tenants = [...] (the municipalities it serves), or org and purpose for "
+                "another organisation (consent-checked)",
+            ))  # fmt: skip
     return found
+
+
+def embedded_services(settings: Settings) -> list[Finding]:
+    """What ``run`` would start embedded: for trying it out, not production (the embedded
+    broker takes anonymous clients)."""
+    return [
+        Finding(name, "not set: an embedded, anonymous service for trying it out only",
+                "set database_url and mqtt_url (docs/deploy.md)")
+        for name, embedded in (("database_url", settings.embedded_database),
+                               ("mqtt_url", settings.embedded_broker))
+        if embedded
+    ]  # fmt: skip
+
+
+def _plain_http(settings: Settings) -> list[Finding]:
+    """Personal data, signing keys or seals over plain HTTP to another host."""
+    urls: list[tuple[str, str | None]] = [
+        (f"alarms.webhooks[{n}].url", hook.url) for n, hook in enumerate(settings.alarms.webhooks)
+    ]
+    urls.append(("access_log.anchor_webhook", settings.access_log.anchor_webhook))
+    if settings.oidc is not None:
+        urls += [("oidc.issuer", settings.oidc.issuer), ("oidc.jwks_url", settings.oidc.jwks_url)]
+    return [
+        Finding(name, "plain http:// to another host", "use https://")
+        for name, url in urls
+        if url and urlsplit(url).scheme == "http"
+        and urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1")
+    ]
 
 
 def refuse_unsafe(settings: Settings) -> None:

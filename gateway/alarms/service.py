@@ -149,7 +149,7 @@ class AlarmService:
         self.publisher = AlarmPublisher(mqtt_url, f"{client_id}-alarms")
         targets = [
             WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode(),
-                          org=w.org, purpose=w.purpose)
+                          org=w.org, purpose=w.purpose, tenants=frozenset(w.tenants))
             for w in settings.webhooks
         ]  # fmt: skip
         # receivers of other organisations: only under the resident's consent (#17.7)

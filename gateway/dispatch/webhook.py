@@ -142,6 +142,11 @@ class WebhookTarget:
     timeout_s: float = 5.0
     org: str | None = None
     purpose: str | None = None
+    #: the tenants whose alarms it receives; empty: every tenant's
+    tenants: frozenset[str] = frozenset()
+
+    def serves(self, tenant_id: str | None) -> bool:
+        return not self.tenants or tenant_id in self.tenants
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -299,6 +304,8 @@ class WebhookDispatcher:
                     extra={"event_id": event_id, "target": name},
                 )
                 continue
+            if not box.target.serves(record.get("tenant_id")):
+                continue  # another municipality's receiver
             box.log.append([record])
             box.backlog += 1
             if box.delivered_elsewhere == event_id:  # the engine was quicker than the mirror

@@ -456,3 +456,21 @@ def test_config_is_validated(outbox: Path) -> None:
         WebhookTarget("arc", "ftp://x", SECRET)
     with pytest.raises(ValueError, match="secret"):
         WebhookTarget("arc", "https://x", b"")
+
+
+async def test_a_receiver_gets_only_its_municipalities_alarms(
+    receiver: Receiver, base: str, outbox: Path
+) -> None:
+    """Review: webhooks had no tenant scope, so one municipality's alarm centre got every
+    municipality's alarms (residents, positions). ``tenants`` names whose it gets."""
+    own = WebhookTarget(name="arc", url=f"{base}/hook/arc", secret=SECRET,
+                        tenants=frozenset({"kommun-a"}))  # fmt: skip
+    other = WebhookTarget(name="arc-b", url=f"{base}/hook/arc-b", secret=SECRET,
+                          tenants=frozenset({"kommun-b"}))  # fmt: skip
+    dispatcher = dispatcher_in(outbox, [own, other])
+    now = datetime.now(UTC).isoformat()
+    async with running(dispatcher):
+        dispatcher.submit(["arc", "arc-b"], "evt-a", alarm_body("a-1", "raised", now))
+        await wait_for(lambda: dispatcher.stats.delivered == 1, what="delivered")
+    assert [r.target for r in receiver.ok] == ["arc"]
+    assert dispatcher.pending() == 0
