@@ -64,6 +64,9 @@ class ConsentCache:
     def __init__(self, url: str) -> None:
         self._url = url
         self._by_person: dict[UUID, tuple[Consent, ...]] = {}
+        #: set when following the changes failed for good: the consents held may be
+        #: withdrawn since, so nothing goes to another organisation (fail closed)
+        self.stale = False
         self._orgs: dict[str, str] = {}  # tenant -> organisation number
         self._tenants: dict[str, str] = {}  # organisation number -> tenant
         self._changes = listen.Subscription(url, CHANNEL, self._reload)
@@ -148,6 +151,9 @@ class AlarmDisclosure:
         """Groups whose receiver is another organisation that may not have this event."""
         if not self.external:
             return frozenset()
+        if self.cache.stale:
+            self.withheld_events += 1
+            return frozenset(self.external)
         now = datetime.now(UTC)
         has_position = alarm.position is not None
         out = frozenset(
@@ -162,6 +168,8 @@ class AlarmDisclosure:
     async def gate(self, target: WebhookTarget, record: dict[str, Any]) -> bool:
         """May the outbox ``record`` go to ``target`` now? An allowed disclosure is in the
         access log (committed) before True; raises while the log cannot be written."""
+        if self.cache.stale:
+            return False
         event_id = str(record.get("event_id"))
         try:
             body = orjson.loads(record["body"])
@@ -227,7 +235,13 @@ class AlarmDisclosure:
         """Follow consent changes until ``stop``; then close the access log's connection."""
         try:
             if self.external:
-                await self.cache.follow(stop)
+                try:
+                    await self.cache.follow(stop)
+                except Exception:  # a consent withdrawn from now on would go unseen
+                    self.cache.stale = True
+                    log.exception("consents no longer followed: nothing is disclosed to "
+                                  "other organisations until this worker restarts")  # fmt: skip
+                    await stop.wait()
             else:
                 await stop.wait()
         finally:

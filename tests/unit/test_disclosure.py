@@ -176,3 +176,18 @@ def test_a_webhook_of_another_organisation_must_say_why() -> None:
     assert (hook.org, hook.purpose) == (REGION, PURPOSE)
     inside = load_settings(mode="development", alarms={"webhooks": [base]}).alarms.webhooks[0]
     assert inside.org is None and inside.purpose is None
+
+
+async def test_consents_no_longer_followed_disclose_nothing() -> None:
+    """Review: if following consent changes fails for good, a withdrawal would go unseen:
+    then nothing goes to another organisation (fail closed), on the alarm path and at the
+    receiver's gate."""
+    from gateway.alarms.consent_cache import AlarmDisclosure
+    from gateway.dispatch.webhook import WebhookTarget
+
+    region = WebhookTarget(name="region", url="https://region.example/in", secret=b"s" * 20,
+                           org="232100-0172", purpose="care")  # fmt: skip
+    disclosure = AlarmDisclosure("postgresql://unused/wg", [region])
+    disclosure.cache.stale = True
+    assert disclosure.withheld(_alarm(AlarmKind.BUTTON), NOW) == frozenset({"region"})
+    assert await disclosure.gate(region, {"event_id": "e-1", "body": "{}"}) is False
