@@ -308,6 +308,10 @@ def _cmd_access_log_verify(args: argparse.Namespace) -> int:
 
     result = asyncio.run(check())
     print(_verification_line(result, files))
+    if result.ok and keys is not None and result.rows and result.last_sealed is None:
+        # sealing is configured, yet no seal is left: deleted, or never made (a worker
+        # seals every access_log.seal_interval_s); either way not verified
+        return 1
     return 0 if result.ok else 1
 
 

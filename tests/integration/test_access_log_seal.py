@@ -325,3 +325,21 @@ def test_settings_of_the_seal_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WG_ACCESS_LOG__ACTIVE_KEY")
     unsealed = Settings(mode="production")
     assert "access_log.keys" in {f.setting for f in findings(unsealed)}
+
+
+def test_verify_fails_when_sealing_is_configured_but_no_seal_is_left(database_url) -> None:
+    """Review: an owner who deleted every seal (and no anchor file was given) got exit 0
+    with 'NOT SEALED'; with keys configured, no seal over existing rows is a failure."""
+    import subprocess
+    import sys
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("select append_access_log('a', null, 'operator', 'kommun-a', 'kommun-a',"
+                     " null, array['weight'], 'care', 'allowed', 'test', 'GET /x')")  # fmt: skip
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("WG_")}
+    env |= {"WG_MODE": "development", "WG_DATABASE_URL": database_url,
+            "WG_ACCESS_LOG__KEYS": '{"seal-1": "' + "A" * 43 + '="}'}  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "gateway.cli", "access-log", "verify"],
+                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "NOT SEALED" in done.stdout
