@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["auto", "require", "off"]
 
-_LOCK_KEY = 0x57_47_54_53  # "WGTS"
 DEFAULT_COMPRESS_AFTER = timedelta(days=7)
 # Positions come in 1-day chunks and are read mostly while fresh: compress them sooner.
 COMPRESS_AFTER = {"positions": timedelta(days=2)}
@@ -167,8 +166,7 @@ def setup(conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays) -
 def _convert_and_apply(
     conn: psycopg.Connection[Any], mode: Mode, retention: RetentionDays
 ) -> bool:
-    with conn.transaction():
-        conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+    with conn.transaction():  # serialised by prepare's schema-upkeep lock
         native = [t.name for t in TABLES if natively_partitioned(conn, t.name)]
         if native and mode != "off":
             version = _version(conn)
