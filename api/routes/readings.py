@@ -9,24 +9,18 @@ from uuid import UUID
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime
 
 from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
+from api.readings_models import ReadingsPage, page
 from gateway.storage import registry_repo as repo
 from gateway.storage.api_queries import CONSENTED_QUERIES, READING_QUERIES
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
 Category = Literal["weight", "blood_pressure", "position", "lock_events", "alarms"]
-
-
-class ReadingsPage(BaseModel):
-    person_id: UUID
-    category: Category
-    items: list[dict[str, Any]]
-    next_cursor: str | None
 
 
 def _encode_cursor(ts: datetime, device_id: str, msg_id: str) -> str:
@@ -86,7 +80,7 @@ async def readings(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = _encode_cursor(last["ts"], last["device_id"], last["msg_id"])
-    return ReadingsPage(person_id=person_id, category=category, items=rows, next_cursor=next_cursor)
+    return page(person_id, category, rows, next_cursor)
 
 
 async def _log(
@@ -128,5 +122,4 @@ async def _consented(
         rows = rows[:limit]
         last = rows[-1]
         next_cursor = _encode_cursor(last["ts"], last["device_id"], last["msg_id"])
-    return ReadingsPage(person_id=person_id, category=category, items=rows,
-                        next_cursor=next_cursor)  # fmt: skip
+    return page(person_id, category, rows, next_cursor)
