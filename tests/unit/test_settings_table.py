@@ -59,9 +59,8 @@ def check(names: list[str]) -> tuple[list[str], list[str]]:
     for name in names:
         top, _, sub = name.partition(".")
         group = _group(fields[top].annotation) if top in fields else None
-        if not sub and top in fields and group is None:
-            whole.add(top)
-        elif sub == "*" and group is not None:
+        plain = not sub and top in fields and group is None
+        if plain or (sub == "*" and group is not None):  # a setting, or a group as a whole
             whole.add(top)
         elif sub and group is not None and sub in group.model_fields:
             parts.setdefault(top, set()).add(sub)
