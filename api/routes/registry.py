@@ -11,10 +11,11 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.auth import Principal, Role
-from api.deps import TenantConn, require
+from api.deps import CurrentPrincipal, TenantConn, require
 from firmware_contracts.topics import DEVICE_ID_PATTERN
 from gateway.broker_access.client import BrokerAccessError, IdentityTaken
 from gateway.broker_access.service import BrokerAccess
+from gateway.settings import AlarmSettings
 from gateway.storage import registry_repo as repo
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -128,6 +129,26 @@ async def create_tenant(
 ) -> Created:
     await repo.create_tenant(conn, body.id, body.name, body.kind, body.org_number)
     return Created(id=body.id)
+
+
+class OwnTenantOut(BaseModel):
+    id: str
+    name: str
+    kind: str
+    time_zone: str = Field(description="The IANA time zone the tenant's times are shown in.")
+
+
+@router.get("/tenant", response_model=OwnTenantOut)
+async def own_tenant(request: Request, conn: TenantConn, who: CurrentPrincipal) -> OwnTenantOut:
+    """The caller's own tenant, from the token (any role): its name and the time zone its
+    local times are in (the ``alarms.timezone`` setting, Europe/Stockholm by default).
+    Row-level security lets the read see that tenant only."""
+    cur = await conn.execute("select id, name, kind from tenants where id = %s", (who.tenant,))
+    row = await cur.fetchone()
+    if row is None:
+        raise HTTPException(404, "tenant not found")
+    rules: AlarmSettings = request.app.state.alarm_settings
+    return OwnTenantOut(id=row[0], name=row[1], kind=row[2], time_zone=rules.timezone)
 
 
 @router.get("/device-models", response_model=list[DeviceModelIn])

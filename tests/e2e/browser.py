@@ -142,22 +142,37 @@ class Page:
         await self.wait_css('#conn[data-status="live"]', "the live stream")
 
 
-def _driver(width: int, height: int) -> webdriver.Chrome:
+def _driver(width: int, height: int, locale: str, timezone: str | None) -> webdriver.Chrome:
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}", "--lang=sv-SE",
+                f"--window-size={width},{height}", f"--lang={locale}",
                 "--disable-background-networking", "--no-first-run"):  # fmt: skip
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(CHROMEDRIVER)
-    return webdriver.Chrome(service=service, options=options)
+    env = {**os.environ, "TZ": timezone} if timezone else None
+    service = Service(CHROMEDRIVER, env=env)
+    driver = webdriver.Chrome(service=service, options=options)
+    # The viewport itself is width x height (a headless window's size includes no chrome,
+    # but say it exactly so that layout tests measure what a screen of that size shows).
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})  # fmt: skip
+    if timezone:
+        # TZ in the browser's environment and the DevTools override: the page's own
+        # clock (new Date(), Intl's default zone) is in ``timezone``.
+        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": timezone})
+    return driver
 
 
 @contextlib.asynccontextmanager
-async def browser(base: str, width: int = 1280, height: int = 900) -> AsyncIterator[Page]:
+async def browser(
+    base: str, width: int = 1280, height: int = 900, *, locale: str = "sv-SE",
+    timezone: str | None = None,
+) -> AsyncIterator[Page]:  # fmt: skip
+    """A headless Chromium at ``width`` x ``height``, its language ``locale`` and, when
+    given, its time zone ``timezone`` (else the machine's)."""
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium fetch a driver
-    driver = await asyncio.to_thread(_driver, width, height)
+    driver = await asyncio.to_thread(_driver, width, height, locale, timezone)
     try:
         yield Page(driver, base)
     finally:

@@ -3,6 +3,7 @@ zone) and fleet health (silent, low battery, never seen), in a real headless Chr
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -56,7 +57,8 @@ async def test_detail_draws_the_track_against_the_safe_zone(mosquitto, database_
         assert await page.text("#detail-person") == "kommun-a-brukare-1"
         assert "Hörapparat" in await page.text("#detail-notes")
         assert await page.text("#detail-battery") == "64 %"
-        assert "sedan" in await page.text("#detail-last-seen")
+        last_seen = await page.text("#detail-last-seen")  # "… (nu)", "… (för 2 sekunder sedan)"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \((nu|för .+ sedan)\)", last_seen)
         assert await page.js("return location.hash") == f"#/alarm/{alarm_id}"
         # The zone is drawn where the first fix is: inside it; the last fix is outside.
         inside, outside = await page.js("""

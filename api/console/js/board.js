@@ -1,9 +1,9 @@
 // The live alarm board: a table of the open alarms, most severe then newest first, with a
 // ticking age, and a selected row that the keyboard moves (roving tabindex).
 
-import { formatAge } from "./format.js";
+import { formatAgo, formatTime } from "./format.js";
 import { h, show } from "./dom.js";
-import { label, t } from "./i18n.js";
+import { count, getLang, label, t } from "./i18n.js";
 
 export function escalationText(alarm) {
   const level = t("escalation.level", { n: alarm.escalation_level ?? 0 });
@@ -49,7 +49,10 @@ export class BoardView {
     this.tbody.replaceChildren(...alarms.map((a) => this.row(a)));
     show(this.empty, alarms.length === 0);
     const unacked = alarms.filter((a) => a.state === "raised").length;
-    this.count.textContent = t("board.count", { n: alarms.length, r: unacked });
+    this.count.textContent = t("board.count", {
+      open: count("count.open_alarms", alarms.length),
+      unacked: count("count.unacknowledged", unacked),
+    });
 
     if (focusId) {
       const row = this.rowOf(focusId);
@@ -86,10 +89,11 @@ export class BoardView {
       h("td", { class: "c-severity", "data-label": t("col.severity") }, severityBadge(alarm)),
       h("td", { class: "c-person", "data-label": t("col.person") }, alarm.person_ref || alarm.device_id),
       h("td", { class: "c-age", "data-label": t("col.age") },
-        h("time", { datetime: alarm.raised_at, class: "age" }, formatAge(Date.now() - Date.parse(alarm.raised_at)))),
+        h("time", { datetime: alarm.raised_at, class: "age", title: formatTime(alarm.raised_at) },
+          formatAgo(Date.now() - Date.parse(alarm.raised_at), getLang()))),
       h("td", { class: "c-occ", "data-label": t("col.occurrences") }, String(alarm.occurrences)),
       h("td", { class: "c-esc", "data-label": t("col.escalation") }, escalationText(alarm)),
-      h("td", { class: "c-actions" }, actions),
+      h("td", { class: "c-actions" }, h("div", { class: "actions" }, actions)),
     );
   }
 
@@ -99,8 +103,10 @@ export class BoardView {
 
   tick() {
     const now = Date.now();
+    const lang = getLang();
     for (const node of this.tbody.querySelectorAll("time.age")) {
-      node.textContent = formatAge(now - Date.parse(node.getAttribute("datetime")));
+      const text = formatAgo(now - Date.parse(node.getAttribute("datetime")), lang);
+      if (node.textContent !== text) node.textContent = text;
     }
   }
 

@@ -3,17 +3,29 @@
 
 import { escalationText, severityBadge, stateBadge } from "./board.js";
 import { h } from "./dom.js";
-import { formatAge, formatTime } from "./format.js";
-import { getLang, label, t } from "./i18n.js";
+import { formatTime, formatTimeAgo, getTimeZone } from "./format.js";
+import { count, getLang, label, t } from "./i18n.js";
 import { drawTrack } from "./map.js";
 
 function row(term, ...value) {
   return [h("dt", {}, term), h("dd", {}, ...value)];
 }
 
-function ago(iso) {
-  if (!iso) return t("never");
-  return `${formatTime(iso, getLang())} (${t("ago", { t: formatAge(Date.now() - Date.parse(iso)) })})`;
+/** A moment as <time>: the tenant's local time, with how long ago when ``ago``. */
+function when(iso, { id = null, ago = false } = {}) {
+  if (!iso) return h("span", { id }, t("never"));
+  return h("time", { datetime: iso, id, class: ago ? "ago" : null },
+    ago ? formatTimeAgo(iso, getLang()) : formatTime(iso));
+}
+
+/** Why the alarm was raised, in words: a lock's refusal, a silent device's cause, the
+ * blood pressure limits breached. Null when the alarm carries no reason. */
+function reasonText(detail) {
+  if (!detail) return null;
+  const parts = [];
+  if (typeof detail.reason === "string") parts.push(label("reason", detail.reason));
+  if (Array.isArray(detail.breaches)) parts.push(...detail.breaches.map((b) => label("breach", b)));
+  return parts.length ? parts.join(", ") : null;
 }
 
 /**
@@ -22,7 +34,7 @@ function ago(iso) {
  */
 export function renderDetail(root, data, actions, mapTiles = null) {
   const { alarm, person, device, safe_zones: zones, track } = data;
-  const lang = getLang();
+  const reason = reasonText(alarm.detail);
   const head = h("div", { class: "detail-head", dataset: { alarmId: alarm.alarm_id, state: alarm.state } },
     h("h3", { class: "detail-kind" }, label("kind", alarm.kind)),
     severityBadge(alarm),
@@ -43,13 +55,16 @@ export function renderDetail(root, data, actions, mapTiles = null) {
     row(t("detail.device"), alarm.device_id, device ? ` · ${label("device_type", device.device_type)}` : ""),
     row(t("detail.battery"), h("span", { id: "detail-battery" },
       device && device.battery_percent !== null ? `${device.battery_percent} %` : t("unknown"))),
-    row(t("detail.last_seen"), h("span", { id: "detail-last-seen" }, ago(device && device.last_seen))),
+    row(t("detail.last_seen"), when(device && device.last_seen, { id: "detail-last-seen", ago: true })),
     row(t("detail.online"), device && device.online !== null ? t(device.online ? "yes" : "no") : t("unknown")),
-    row(t("detail.raised"), formatTime(alarm.raised_at, lang)),
-    row(t("detail.last"), formatTime(alarm.last_at, lang)),
+    reason ? row(t("detail.reason"), h("span", { id: "detail-reason" }, reason)) : null,
+    row(t("detail.raised"), when(alarm.raised_at, { id: "detail-raised", ago: true })),
+    row(t("detail.last"), when(alarm.last_at, { id: "detail-last", ago: true })),
     row(t("col.occurrences"), String(alarm.occurrences)),
     row(t("col.escalation"), escalationText(alarm)),
-    alarm.acknowledged_by ? row(t("detail.acknowledged"), `${alarm.acknowledged_by}, ${formatTime(alarm.acknowledged_at, lang)}`) : null,
+    alarm.acknowledged_by
+      ? row(t("detail.acknowledged"), `${alarm.acknowledged_by}, `, when(alarm.acknowledged_at, { id: "detail-acknowledged" }))
+      : null,
     alarm.outcome ? row(t("detail.outcome"), alarm.outcome) : null,
   );
 
@@ -57,9 +72,24 @@ export function renderDetail(root, data, actions, mapTiles = null) {
   const figure = h("figure", { class: "map" },
     map,
     h("figcaption", {},
-      h("span", {}, t("detail.track", { h: data.track_hours, n: track.length })),
+      h("span", { id: "detail-track" }, t("detail.track", {
+        hours: count("count.hours", data.track_hours),
+        positions: count("count.positions", track.length),
+      })),
       h("span", { class: "legend" }, t("detail.legend")),
-      zones.length ? h("span", {}, `${t("detail.zones")}: ${zones.map((z) => z.name).join(", ")}`) : null));
+      zones.length
+        ? h("span", { id: "detail-zones" }, `${t("detail.zones", { n: zones.length })}: ${zones.map((z) => z.name).join(", ")}`)
+        : null,
+      h("span", { class: "tz" }, t("detail.time_zone", { zone: getTimeZone() }))));
 
   root.replaceChildren(head, h("div", { class: "detail-grid" }, facts, figure));
+}
+
+/** Keep the "… ago" of the detail's times current (called every second). */
+export function tickDetail(root) {
+  const lang = getLang();
+  for (const node of root.querySelectorAll("time.ago")) {
+    const text = formatTimeAgo(node.getAttribute("datetime"), lang);
+    if (node.textContent !== text) node.textContent = text;
+  }
 }

@@ -1,8 +1,8 @@
 // Fleet health: silent devices, low batteries and devices never seen since registration.
 
 import { h } from "./dom.js";
-import { formatAge, formatTime } from "./format.js";
-import { getLang, label, t } from "./i18n.js";
+import { formatAgo, formatTime } from "./format.js";
+import { count, getLang, label, t } from "./i18n.js";
 
 function table(rows, id) {
   if (!rows.length) return h("p", { class: "empty", id }, t("fleet.none"));
@@ -20,14 +20,17 @@ function table(rows, id) {
       h("td", { "data-label": t("fleet.type") }, label("device_type", d.device_type)),
       h("td", { "data-label": t("col.person") }, d.person_ref || label("status", d.status)),
       h("td", { "data-label": t("detail.last_seen") },
-        d.last_seen ? t("ago", { t: formatAge(Date.now() - Date.parse(d.last_seen)) }) : t("never")),
+        d.last_seen
+          ? h("time", { datetime: d.last_seen, title: formatTime(d.last_seen) }, formatAgo(Date.now() - Date.parse(d.last_seen), lang))
+          : t("never")),
       h("td", { "data-label": t("detail.battery") }, d.battery_percent !== null ? `${d.battery_percent} %` : "–"),
-      h("td", { "data-label": t("fleet.registered") }, formatTime(d.registered_at, lang))))));
+      h("td", { "data-label": t("fleet.registered") },
+        h("time", { datetime: d.registered_at }, formatTime(d.registered_at)))))));
 }
 
 export function renderFleet(summary, body, data) {
   summary.textContent = t("fleet.summary", {
-    n: data.devices_in_service,
+    devices: count("count.devices_in_service", data.devices_in_service),
     f: data.thresholds.silence_factor,
     g: data.thresholds.silence_grace_s,
     b: data.thresholds.battery_low_percent,

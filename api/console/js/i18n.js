@@ -1,5 +1,11 @@
 // Interface text: Swedish by default, English on request. Elements carry data-i18n (text),
 // data-i18n-label (aria-label and title) or data-i18n-placeholder.
+//
+// The two dictionaries are written as JSON (quoted keys, double-quoted strings; only
+// trailing commas besides): tests/unit/test_console_translations.py reads them and fails
+// when an alarm kind, a reason or any other code the gateway sends lacks a language.
+// A text that counts something has plural forms {"one": …, "other": …}, chosen by
+// Intl.PluralRules (see count()).
 
 const sv = {
   "app.title": "Nattillsyn",
@@ -25,7 +31,9 @@ const sv = {
   "signin.failed": "Inloggningen misslyckades.",
   "board.title": "Öppna larm",
   "board.empty": "Inga öppna larm.",
-  "board.count": "{n} öppna, {r} okvitterade",
+  "board.count": "{open}, {unacked}",
+  "count.open_alarms": { "one": "{n} öppet larm", "other": "{n} öppna larm" },
+  "count.unacknowledged": { "one": "{n} okvitterat", "other": "{n} okvitterade" },
   "board.new": "Nytt larm: {kind} – {ref}",
   "col.state": "Status",
   "col.kind": "Typ",
@@ -94,18 +102,24 @@ const sv = {
   "detail.acknowledged": "Kvitterat av",
   "detail.outcome": "Utfall",
   "detail.recipients": "Mottagare",
-  "detail.track": "Spår senaste {h} timmar ({n} positioner)",
-  "detail.zones": "Säkra zoner",
+  "detail.track": "Spår {hours} bakåt ({positions})",
+  "count.hours": { "one": "{n} timme", "other": "{n} timmar" },
+  "count.positions": { "one": "{n} position", "other": "{n} positioner" },
+  "count.safe_zones": { "one": "{n} säker zon", "other": "{n} säkra zoner" },
+  "count.devices_in_service": { "one": "{n} enhet i drift", "other": "{n} enheter i drift" },
+  "detail.zones": { "one": "Säker zon", "other": "Säkra zoner" },
+  "detail.reason": "Orsak",
+  "detail.time_zone": "Tider i tidszon {zone}",
   "detail.legend": "Linje: spår · stor punkt: senaste position · kryss: position vid larmet · fält: säker zon",
   "detail.not_found": "Larmet finns inte (eller hör till en annan huvudman).",
-  "map.label": "Karta: {n} positioner och {z} säkra zoner",
+  "map.label": "Karta: {positions} och {zones}",
   "map.empty": "Inga positioner",
   "fleet.title": "Enheternas hälsa",
   "fleet.silent": "Tysta enheter",
   "fleet.low_battery": "Lågt batteri",
   "fleet.never_seen": "Aldrig hörda sedan registrering",
   "fleet.none": "Inga.",
-  "fleet.summary": "{n} enheter i drift. Tyst efter {f} × rapportintervallet + {g} s; lågt batteri vid högst {b} %.",
+  "fleet.summary": "{devices}. Tyst efter {f} × rapportintervallet + {g} s; lågt batteri vid högst {b} %.",
   "fleet.registered": "Registrerad",
   "fleet.type": "Typ",
   "fleet.status": "Status",
@@ -113,7 +127,6 @@ const sv = {
   "no": "Nej",
   "unknown": "okänt",
   "never": "aldrig",
-  "ago": "{t} sedan",
   "help.title": "Kortkommandon",
   "help.close": "Stäng",
   "key.next": "nästa larm",
@@ -134,6 +147,29 @@ const sv = {
   "device_type.door_lock": "Dörrlås",
   "status.in_stock": "I lager",
   "status.active": "Utlämnad",
+  "status.returned": "Återlämnad",
+  "status.retired": "Avvecklad",
+  "reason.visit": "Planerat besök",
+  "reason.alarm_open": "Öppet larm för brukaren",
+  "reason.key_missing": "Ingen nyckel angiven",
+  "reason.key_unknown": "Okänd nyckel",
+  "reason.key_other_tenant": "Nyckeln hör till en annan huvudman",
+  "reason.key_revoked": "Nyckeln är spärrad",
+  "reason.key_not_valid": "Nyckeln gäller inte vid den tidpunkten",
+  "reason.staff_inactive": "Nyckelns medarbetare är inte längre aktiv",
+  "reason.command_expired": "Fjärrkommandot hade gått ut",
+  "reason.no_person": "Låset är inte kopplat till någon brukare",
+  "reason.outside_window": "Utanför det planerade besöket",
+  "reason.no_visit": "Inget planerat besök",
+  "reason.offline": "Enheten meddelade att den kopplats från",
+  "reason.no_message": "Inget meddelande inom förväntad tid",
+  "reason.zone_inactive": "Den säkra zonens tidsfönster har tagit slut",
+  "breach.systolic_high": "Systoliskt tryck över gränsen",
+  "breach.systolic_low": "Systoliskt tryck under gränsen",
+  "breach.diastolic_high": "Diastoliskt tryck över gränsen",
+  "breach.diastolic_low": "Diastoliskt tryck under gränsen",
+  "breach.pulse_high": "Puls över gränsen",
+  "breach.pulse_low": "Puls under gränsen",
 };
 
 const en = {
@@ -160,7 +196,9 @@ const en = {
   "signin.failed": "Sign-in failed.",
   "board.title": "Open alarms",
   "board.empty": "No open alarms.",
-  "board.count": "{n} open, {r} unacknowledged",
+  "board.count": "{open}, {unacked}",
+  "count.open_alarms": { "one": "{n} open alarm", "other": "{n} open alarms" },
+  "count.unacknowledged": { "one": "{n} unacknowledged", "other": "{n} unacknowledged" },
   "board.new": "New alarm: {kind} – {ref}",
   "col.state": "State",
   "col.kind": "Kind",
@@ -229,18 +267,24 @@ const en = {
   "detail.acknowledged": "Acknowledged by",
   "detail.outcome": "Outcome",
   "detail.recipients": "Recipients",
-  "detail.track": "Track of the last {h} hours ({n} positions)",
-  "detail.zones": "Safe zones",
+  "detail.track": "Track of the last {hours} ({positions})",
+  "count.hours": { "one": "{n} hour", "other": "{n} hours" },
+  "count.positions": { "one": "{n} position", "other": "{n} positions" },
+  "count.safe_zones": { "one": "{n} safe zone", "other": "{n} safe zones" },
+  "count.devices_in_service": { "one": "{n} device in service", "other": "{n} devices in service" },
+  "detail.zones": { "one": "Safe zone", "other": "Safe zones" },
+  "detail.reason": "Reason",
+  "detail.time_zone": "Times in time zone {zone}",
   "detail.legend": "Line: track · large dot: latest position · cross: position at the alarm · area: safe zone",
   "detail.not_found": "The alarm does not exist (or belongs to another organisation).",
-  "map.label": "Map: {n} positions and {z} safe zones",
+  "map.label": "Map: {positions} and {zones}",
   "map.empty": "No positions",
   "fleet.title": "Fleet health",
   "fleet.silent": "Silent devices",
   "fleet.low_battery": "Low battery",
   "fleet.never_seen": "Never seen since registration",
   "fleet.none": "None.",
-  "fleet.summary": "{n} devices in service. Silent after {f} × the reporting interval + {g} s; low battery at {b} % or less.",
+  "fleet.summary": "{devices}. Silent after {f} × the reporting interval + {g} s; low battery at {b} % or less.",
   "fleet.registered": "Registered",
   "fleet.type": "Type",
   "fleet.status": "Status",
@@ -248,7 +292,6 @@ const en = {
   "no": "No",
   "unknown": "unknown",
   "never": "never",
-  "ago": "{t} ago",
   "help.title": "Keyboard shortcuts",
   "help.close": "Close",
   "key.next": "next alarm",
@@ -269,6 +312,29 @@ const en = {
   "device_type.door_lock": "Door lock",
   "status.in_stock": "In stock",
   "status.active": "Handed out",
+  "status.returned": "Returned",
+  "status.retired": "Retired",
+  "reason.visit": "Planned visit",
+  "reason.alarm_open": "An alarm is open for the person",
+  "reason.key_missing": "No key given",
+  "reason.key_unknown": "Unknown key",
+  "reason.key_other_tenant": "The key belongs to another organisation",
+  "reason.key_revoked": "The key is revoked",
+  "reason.key_not_valid": "The key is not valid at that time",
+  "reason.staff_inactive": "The key's staff member is no longer active",
+  "reason.command_expired": "The remote command had expired",
+  "reason.no_person": "The lock is not assigned to a person",
+  "reason.outside_window": "Outside the planned visit",
+  "reason.no_visit": "No planned visit",
+  "reason.offline": "The device reported going offline",
+  "reason.no_message": "No message within the expected time",
+  "reason.zone_inactive": "The safe zone's time window ended",
+  "breach.systolic_high": "Systolic pressure above the limit",
+  "breach.systolic_low": "Systolic pressure below the limit",
+  "breach.diastolic_high": "Diastolic pressure above the limit",
+  "breach.diastolic_low": "Diastolic pressure below the limit",
+  "breach.pulse_high": "Pulse above the limit",
+  "breach.pulse_low": "Pulse below the limit",
 };
 
 export const MESSAGES = { sv, en };
@@ -295,13 +361,38 @@ export function setLang(next) {
   document.documentElement.lang = lang;
 }
 
-/** The text for ``key`` with {placeholders} filled; an unknown key is shown as is. */
-export function t(key, vars = {}) {
-  const text = MESSAGES[lang][key] ?? MESSAGES.sv[key] ?? key;
+const pluralRules = new Map();
+
+/** The plural category ("one", "other", …) of ``n`` in the current language. */
+export function pluralOf(n) {
+  let rules = pluralRules.get(lang);
+  if (!rules) {
+    rules = new Intl.PluralRules(lang);
+    pluralRules.set(lang, rules);
+  }
+  return rules.select(Number(n));
+}
+
+function fill(text, vars) {
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
 }
 
-/** Like t(), for codes from the API (kinds, states, groups): falls back to the code. */
+/**
+ * The text for ``key`` with {placeholders} filled; an unknown key is shown as is. A text
+ * with plural forms ({one, other}) is chosen by Intl.PluralRules for ``vars.n``.
+ */
+export function t(key, vars = {}) {
+  let text = MESSAGES[lang][key] ?? MESSAGES.sv[key] ?? key;
+  if (typeof text === "object") text = text[pluralOf(vars.n ?? 0)] ?? text.other;
+  return fill(text, vars);
+}
+
+/** A counted noun: count("count.safe_zones", 1) is "1 säker zon", with 2 "2 säkra zoner". */
+export function count(key, n) {
+  return t(key, { n });
+}
+
+/** Like t(), for codes from the API (kinds, states, groups, reasons): falls back to the code. */
 export function label(prefix, code) {
   const key = `${prefix}.${code}`;
   return key in MESSAGES[lang] ? MESSAGES[lang][key] : String(code);

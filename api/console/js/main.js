@@ -5,9 +5,10 @@ import { AlarmModel } from "./alarms.js";
 import { api, ApiError, setUnauthorizedHandler } from "./api.js";
 import { claims, clearToken, getToken, setToken, takeTokenFromFragment } from "./auth.js";
 import { BoardView } from "./board.js";
-import { renderDetail } from "./detail.js";
+import { renderDetail, tickDetail } from "./detail.js";
 import { h, show } from "./dom.js";
 import { renderFleet } from "./fleet.js";
+import { DEFAULT_TIME_ZONE, setTimeZone } from "./format.js";
 import { applyI18n, getLang, label, setLang, t } from "./i18n.js";
 import { Beeper } from "./sound.js";
 import { LiveStream } from "./sse.js";
@@ -19,6 +20,7 @@ const model = new AlarmModel();
 const beeper = new Beeper();
 const state = {
   me: null,
+  tenant: null, // {id, name, kind, time_zone} from /api/v1/tenant
   stream: null,
   status: "offline",
   view: null,
@@ -52,12 +54,14 @@ function stopSession() {
   if (state.stream) state.stream.stop();
   state.stream = null;
   state.me = null;
+  state.tenant = null;
   clearTimeout(state.expiry);
   clearInterval(state.fleetTimer);
   model.replace([]);
   board.render();
+  updateTitle();
   setStatus("offline");
-  $("tenant").textContent = "";
+  renderTenant();
   hideBanner();
   for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), false);
 }
@@ -81,8 +85,11 @@ async function startSession() {
     return;
   }
   state.me = me;
-  $("tenant").textContent = `${t("tenant")}: ${me.tenant}`;
-  $("tenant").dataset.tenant = me.tenant;
+  const tenant = await loadTenant(me.tenant);
+  if (!tenant || state.me !== me) return; // signed out meanwhile
+  state.tenant = tenant;
+  setTimeZone(state.tenant.time_zone);
+  renderTenant();
   for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), true);
   const exp = claims(getToken())?.exp;
   if (exp) {
@@ -103,11 +110,37 @@ async function startSession() {
   route();
 }
 
+/** The tenant's name and time zone; without them (an older API, a tenant with no row),
+ * the id from the token and Europe/Stockholm; null when the token was refused. */
+async function loadTenant(id) {
+  try {
+    const tenant = await api("/api/v1/tenant");
+    if (tenant && tenant.id === id) return tenant;
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) return null; // back at sign-in
+  }
+  return { id, name: id, kind: null, time_zone: DEFAULT_TIME_ZONE };
+}
+
+function renderTenant() {
+  const node = $("tenant");
+  if (!state.tenant) {
+    node.textContent = "";
+    delete node.dataset.tenant;
+    node.removeAttribute("title");
+    return;
+  }
+  node.textContent = `${t("tenant")}: ${state.tenant.name}`;
+  node.dataset.tenant = state.tenant.id;
+  node.title = state.tenant.id;
+}
+
 async function loadSnapshot() {
   try {
     const snapshot = await api("/api/v1/console/alarms");
     model.replace(snapshot.alarms);
     board.render();
+    updateTitle(); // the count is right from the first load, not only after a live event
     return snapshot.cursor;
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 401)) notice(String(error.message || error));
@@ -304,7 +337,7 @@ function switchLanguage() {
   applyI18n();
   renderSound();
   setStatus(state.status);
-  if (state.me) $("tenant").textContent = `${t("tenant")}: ${state.me.tenant}`;
+  renderTenant();
   board.render();
   updateTitle();
   if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions, state.me?.map_tiles);
@@ -371,7 +404,10 @@ function init() {
     startSession();
   });
   window.addEventListener("hashchange", route);
-  setInterval(() => board.tick(), 1000);
+  setInterval(() => {
+    board.tick();
+    if (state.view === "detail") tickDetail($("detail-body"));
+  }, 1000);
 
   const handed = takeTokenFromFragment();
   if (handed) setToken(handed);

@@ -3,6 +3,8 @@
 // No external map service is needed; optional XYZ map tiles (the console.map_tile_url
 // setting) are drawn underneath when configured.
 
+import { formatTime } from "./format.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const M_PER_DEG_LAT = 110574;
 const M_PER_DEG_LON_EQUATOR = 111320;
@@ -151,13 +153,17 @@ function zonePoints(zone) {
  * tiles: {url, attribution, max_zoom} to draw map tiles underneath, or null for none.
  */
 export function drawTrack({ track, zones, alarmPosition, t, tiles = null, width = 640, height = 420 }) {
+  const what = t("map.label", {
+    positions: t("count.positions", { n: track.length }),
+    zones: t("count.safe_zones", { n: zones.length }),
+  });
   const svg = el("svg", {
     viewBox: `0 0 ${width} ${height}`,
     class: "track-map",
     role: "img",
-    "aria-label": t("map.label", { n: track.length, z: zones.length }),
+    "aria-label": what,
   });
-  svg.append(el("title", {}, t("map.label", { n: track.length, z: zones.length })));
+  svg.append(el("title", {}, what));
   svg.append(el("rect", { x: 0, y: 0, width, height, class: "map-bg" }));
   const points = [
     ...track.map((p) => [p.lat, p.lon]),
@@ -201,7 +207,8 @@ export function drawTrack({ track, zones, alarmPosition, t, tiles = null, width 
     xy.forEach(([x, y], i) => {
       const last = i === xy.length - 1;
       const dot = el("circle", { cx: x, cy: y, r: last ? 8 : 4, class: last ? "fix fix-last" : "fix" });
-      dot.append(el("title", {}, new Date(track[i].ts).toLocaleString()));
+      // The fix's time in the tenant's time zone, in the console's one format.
+      dot.append(el("title", {}, formatTime(track[i].ts)));
       fixes.append(dot);
     });
     const last = track[track.length - 1];
