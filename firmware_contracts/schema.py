@@ -1,4 +1,6 @@
-"""JSON Schema export of contract v1: one schema per channel (``{channel}.json``)."""
+"""JSON Schema export of contract v1: one schema per channel (``{channel}.json``), and
+(:func:`export_all`) the alarm message of ``tenants/{tenant_id}/alarms``
+(``alarm-message.json``, :mod:`firmware_contracts.alarm_message`)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
+from firmware_contracts.alarm_message import export_alarm_message
 from firmware_contracts.decode import CHANNEL_TYPES
 from firmware_contracts.topics import DEVICE_ID_PATTERN, Channel
 
@@ -41,3 +44,9 @@ def export(directory: Path) -> list[Path]:
         path.write_text(json.dumps(channel_schema(channel), indent=2, sort_keys=True) + "\n")
         written.append(path)
     return written
+
+
+def export_all(directory: Path) -> list[Path]:
+    """Every schema of contract v1: the channels' (:func:`export`) and the alarm
+    message's (``alarm-message.json``); returns the files written."""
+    return [*export(directory), export_alarm_message(directory)]

@@ -220,9 +220,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_contract_export(args: argparse.Namespace) -> int:
-    from firmware_contracts.schema import export
+    from firmware_contracts.schema import export_all
 
-    for path in export(Path(args.directory)):
+    for path in export_all(Path(args.directory)):
         print(path)
     return 0
 
@@ -445,7 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     contract = sub.add_parser("contract", help="device contract tools")
     csub = _Subparsers(contract.add_subparsers(dest="contract_command", required=True), config)
-    export = csub.add_parser("export", help="write the JSON Schemas of contract v1")
+    export = csub.add_parser(
+        "export", help="write the JSON Schemas of contract v1 (devices and alarm messages)"
+    )
     export.add_argument("directory")
     export.set_defaults(func=_cmd_contract_export)
 

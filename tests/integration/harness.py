@@ -12,9 +12,11 @@ from typing import Any
 from uuid import UUID
 
 import aiomqtt
+import jsonschema
 import orjson
 import psycopg
 
+from firmware_contracts.alarm_message import alarm_message_schema
 from gateway.app import GatewayService
 from gateway.runtime import worker_database_url
 from gateway.settings import Settings
@@ -190,12 +192,27 @@ async def gateway_with_api(settings: Settings) -> AsyncIterator[tuple[str, Gatew
             yield base, gw
 
 
+#: the published alarm message's schema (docs/contract.md#alarm-messages), formats checked
+ALARM_MESSAGE = jsonschema.Draft202012Validator(
+    alarm_message_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+)
+
+
+def alarm_message_errors(message: Any) -> list[str]:
+    """Why ``message`` is not a valid alarm message (empty if it is)."""
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(message)'}: {e.message}"
+            for e in ALARM_MESSAGE.iter_errors(message)]  # fmt: skip
+
+
 class Operator:
-    """An operator's MQTT client: collects every alarm message of one tenant."""
+    """An operator's MQTT client: collects every alarm message of one tenant, and checks
+    each against the alarm message's schema (``operator()`` fails the test on exit if one
+    did not validate)."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self.arrival: dict[str, float] = {}  # event id -> time.monotonic() when received
+        self.invalid: list[tuple[dict[str, Any], list[str]]] = []
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["kind"] == kind]
@@ -224,6 +241,8 @@ async def operator(mqtt_url: str, tenant: str) -> AsyncIterator[Operator]:
                 event = orjson.loads(message.payload)
                 op.arrival.setdefault(event["event_id"], time.monotonic())
                 op.messages.append(event)
+                if errors := alarm_message_errors(event):
+                    op.invalid.append((event, errors))
 
         task = asyncio.create_task(collect())
         try:
@@ -232,6 +251,7 @@ async def operator(mqtt_url: str, tenant: str) -> AsyncIterator[Operator]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        assert not op.invalid, f"alarm messages not valid (docs/contract.md): {op.invalid}"
 
 
 @contextlib.asynccontextmanager
