@@ -4,16 +4,18 @@ Readings at the local ``reading_times`` (morning and evening by default, +- ``ji
 sometimes skipped. Values scatter around the group's systolic/diastolic/pulse, with a
 small morning rise and an optional daily systolic trend; a hypertensive scenario simply
 sets high baselines. Systolic always stays above diastolic, as the contract requires.
+Scripted ``incidents`` are readings of given values at an offset.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from device_sims.device import DeviceSim
 from device_sims.envelope import Output, encode
-from device_sims.params import BloodPressureGroup
+from device_sims.params import BloodPressureGroup, BloodPressureIncident
 from device_sims.schedule import jittered, next_daily
 from firmware_contracts.messages import BloodPressure
 from firmware_contracts.topics import Channel
@@ -35,6 +37,20 @@ class BloodPressureSim(DeviceSim):
         else:
             self.slot = next_daily(self.start, params.reading_times, self.zone)
             self._schedule("measure", max(self.start, jittered(self.rng, self.slot, params.jitter)))
+        for index, incident in enumerate(params.incidents):
+            name = f"incident:{index}"
+            self._on(name, partial(self._incident, incident))
+            self._schedule(name, self.start + incident.at)
+
+    def _incident(self, incident: BloodPressureIncident, at: datetime) -> list[Output]:
+        message = BloodPressure(
+            **self.envelope(at),
+            type="blood_pressure",
+            systolic_mmhg=incident.systolic_mmhg,
+            diastolic_mmhg=incident.diastolic_mmhg,
+            pulse_bpm=incident.pulse_bpm,
+        )
+        return [encode(message, Channel.TELEMETRY)]
 
     def _next(self, at: datetime) -> None:
         params = self.bp

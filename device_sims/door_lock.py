@@ -4,7 +4,8 @@ Home-care staff visit at the planned local ``visits`` times (+- ``visit_jitter``
 staff member's app unlocks the door (``lock`` event, action ``unlocked``, method
 ``app``, their ``key_id``), and when they leave after about ``visit_duration`` the same
 key locks it again. Now and then an attempt is ``denied`` (a key the lock does not
-know) before the visit goes ahead. Every operation costs battery.
+know) before the visit goes ahead. Scripted ``incidents`` are visits at an offset by a
+given staff key, possibly leaving the door unlocked. Every operation costs battery.
 
 An ``unlock`` command opens the door only if its ``expires_at`` has not passed on the
 lock's own clock (else the reply is ok=false, detail "expired"); on success the lock
@@ -15,12 +16,13 @@ reports ``unlocked`` with method ``remote`` and relocks itself after ``auto_lock
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from device_sims.device import DeviceSim
 from device_sims.envelope import Outgoing, Output, encode
-from device_sims.params import DoorLockGroup
+from device_sims.params import DoorLockGroup, LockIncident
 from device_sims.schedule import jittered, next_daily, poisson_delay
 from firmware_contracts.messages import Alarm, AlarmKind, Battery, Command, Lock
 from firmware_contracts.topics import Channel
@@ -47,6 +49,10 @@ class DoorLockSim(DeviceSim):
         self.slot = next_daily(self.start, params.visits, self.zone)
         self._schedule("visit", max(self.start, jittered(self.rng, self.slot, params.visit_jitter)))
         self._schedule_tamper(self.start)
+        for index, incident in enumerate(params.incidents):
+            name = f"incident:{index}"
+            self._on(name, partial(self._incident, incident))
+            self._schedule(name, self.start + incident.at)
         if params.telemetry_interval is not None:
             self._on("telemetry", self._telemetry)
             self._schedule("telemetry", self.start + self._phase(params.telemetry_interval))
@@ -73,6 +79,16 @@ class DoorLockSim(DeviceSim):
             self._schedule("enter", at + timedelta(seconds=self.rng.uniform(60.0, 180.0)))
             return [self._event(at, "denied", "app", unknown)]
         return self._enter(at)
+
+    def _incident(self, incident: LockIncident, at: datetime) -> list[Output]:
+        key = self.staff_keys[incident.staff_key]
+        self.locked = False
+        self.visitor = key
+        if incident.leave_unlocked:
+            self._cancel("leave")
+        else:
+            self._schedule("leave", at + incident.duration)
+        return [self._event(at, "unlocked", "app", key)]
 
     def _enter(self, at: datetime) -> list[Output]:
         assert self.visitor is not None

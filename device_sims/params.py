@@ -127,6 +127,13 @@ class GpsAlarmGroup(_GroupBase):
     incidents: list[GpsIncident] = Field(default_factory=list)
 
 
+class ScaleIncident(_Strict):
+    """A scripted weigh-in at offset ``at`` from the start of simulated time."""
+
+    at: Duration
+    kg: float = Field(ge=20.0, le=300.0)
+
+
 class ScaleGroup(_GroupBase):
     type: Literal["scale"]
     baseline_kg: float = Field(default=80.0, ge=20.0, le=300.0)
@@ -137,6 +144,27 @@ class ScaleGroup(_GroupBase):
     gain_kg: float = Field(default=0.0, ge=-30.0, le=30.0)
     gain_over: PositiveDuration = timedelta(days=3)
     gain_starts_after: Duration = timedelta(0)
+    memory_kg: list[Annotated[float, Field(ge=20.0, le=300.0)]] = Field(
+        default_factory=list,
+        description="Weigh-ins of the days before simulated time starts, oldest first, one "
+        "a day at weigh_in_time: the scale's memory, sent when it first connects.",
+    )
+    incidents: list[ScaleIncident] = Field(default_factory=list)
+
+
+class BloodPressureIncident(_Strict):
+    """A scripted reading at offset ``at`` from the start of simulated time."""
+
+    at: Duration
+    systolic_mmhg: int = Field(ge=70, le=260)
+    diastolic_mmhg: int = Field(ge=40, le=180)
+    pulse_bpm: int = Field(ge=35, le=180)
+
+    @model_validator(mode="after")
+    def _plausible(self) -> BloodPressureIncident:
+        if self.systolic_mmhg <= self.diastolic_mmhg:
+            raise ValueError("systolic_mmhg must be above diastolic_mmhg")
+        return self
 
 
 class BloodPressureGroup(_GroupBase):
@@ -151,6 +179,7 @@ class BloodPressureGroup(_GroupBase):
     reading_times: list[time] = Field(default_factory=lambda: [time(7, 30), time(20, 0)])
     jitter: Duration = timedelta(minutes=20)
     skip_probability: float = Field(default=0.05, ge=0.0, le=1.0)
+    incidents: list[BloodPressureIncident] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _plausible(self) -> BloodPressureGroup:
@@ -159,6 +188,18 @@ class BloodPressureGroup(_GroupBase):
         if not self.reading_times:
             raise ValueError("reading_times must not be empty")
         return self
+
+
+class LockIncident(_Strict):
+    """A scripted visit at offset ``at`` from the start of simulated time: the staff
+    member with key ``staff_key`` (an index into the group's keys) opens the door and,
+    unless ``leave_unlocked``, locks it again after ``duration``."""
+
+    at: Duration
+    kind: Literal["visit"] = "visit"
+    staff_key: int = Field(default=0, ge=0)
+    duration: PositiveDuration = timedelta(minutes=10)
+    leave_unlocked: bool = False
 
 
 class DoorLockGroup(_GroupBase):
@@ -179,6 +220,7 @@ class DoorLockGroup(_GroupBase):
         default=timedelta(minutes=2), description="Relock delay after a remote unlock."
     )
     battery: BatterySpec = BatterySpec(drain_percent_per_day=0.3, per_operation_percent=0.02)
+    incidents: list[LockIncident] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _has_visits(self) -> DoorLockGroup:
@@ -186,6 +228,10 @@ class DoorLockGroup(_GroupBase):
             raise ValueError("visits must not be empty")
         if self.staff_key_ids is not None and not self.staff_key_ids:
             raise ValueError("staff_key_ids must not be empty when given")
+        keys = len(self.staff_key_ids) if self.staff_key_ids is not None else self.staff_count
+        for incident in self.incidents:
+            if incident.staff_key >= keys:
+                raise ValueError(f"incident staff_key {incident.staff_key} >= {keys} keys")
         return self
 
 

@@ -51,16 +51,19 @@ async def run_fleet(
     connect_rate_per_s: float | None = 500.0,
     options: ConnectionOptions | None = None,
     connect_deadline_s: float | None = None,
+    real_start: datetime | None = None,
 ) -> FleetReport:
     """Simulate ``specs`` until ``duration_s`` passes or ``stop`` is set (None: forever).
 
     ``connect_concurrency`` / ``connect_rate_per_s`` shape the start-up ramp and any
     reconnection storm. ``connect_deadline_s``: give up if no device has connected by then.
-    Cancelling the call also ends the run (less gracefully).
+    Cancelling the call also ends the run (less gracefully). ``real_start``: the real
+    instant the simulated clocks are anchored to (default now; a caller that planned
+    something on the simulated timeline passes the instant it planned with).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    real_start = datetime.now(UTC)
+    real_start = real_start or datetime.now(UTC)
     report = FleetReport(devices=len(specs))
     if not specs:
         return report

@@ -1,8 +1,11 @@
 """``welfare-gateway demo``: the whole product on one machine with nothing installed.
 
 Embedded PostgreSQL (pgserver) in a temporary directory, an embedded amqtt broker on
-loopback, the gateway, the API, a demo municipality with persons and devices, and a
-small simulated fleet publishing over MQTT. Stops on Ctrl-C or after ``--duration``.
+loopback, the gateway, the API and console, a demo municipality registered as its staff
+would have done it (residents, devices, safe zones, home-care staff, keys and planned
+visits), and a simulated fleet publishing over MQTT whose first minute shows one true
+alarm of each kind a night team meets (``device_sims/scenarios/demo.toml``). Stops on
+Ctrl-C or after ``--duration``.
 """
 
 from __future__ import annotations
@@ -11,23 +14,32 @@ import asyncio
 import contextlib
 import signal
 import tempfile
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import psycopg
 
 from api.auth import Role, mint
+from device_sims.clock import SimClock
+from device_sims.params import DoorLockGroup, GpsAlarmGroup
 from device_sims.runner import run_fleet
 from device_sims.scenario import DeviceSpec, load_scenario
+from device_sims.timeline import Happening, happenings, scripted_visits
 from gateway.app import GatewayService
 from gateway.runtime import Endpoints, embedded_overrides, endpoints, free_port, serve
 from gateway.settings import Settings
+from gateway.storage import lock_queries as locks
 from gateway.storage import registry_repo as repo
 
 DEMO_TENANT = "demo-kommun"
+DEMO_TENANT_NAME = "Demo kommun"
 DEMO_ORG = "212000-0001"
+DEMO_TEAM = "hemtjanst"
 SCENARIO = Path(__file__).resolve().parent.parent / "device_sims" / "scenarios"
+DEFAULT_SCENARIO = SCENARIO / "demo.toml"
 
 MODELS = {
     "gps_alarm": repo.DeviceModel("demo-gps", "Demo Vendor", "GPS 1", "gps_alarm", 60),
@@ -38,28 +50,93 @@ MODELS = {
     "door_lock": repo.DeviceModel("demo-lock", "Demo Vendor", "Lock 1", "door_lock", 120),
 }
 
+#: fictitious residents, in device order (then "Brukare N")
+RESIDENTS = (
+    "Astrid Lind", "Bengt Holm", "Cecilia Ek", "Dag Nyberg", "Elsa Sjöberg", "Folke Ström",
+    "Greta Wik", "Hans Berg", "Inga Dahl", "Jan Falk", "Karin Lund", "Lars Hed",
+)  # fmt: skip
 
-async def seed(database_url: str, specs: list[DeviceSpec]) -> None:
-    """Register the demo tenant, one person per simulated device, and assign each device
-    from a week ago (so replayed history is attributed to its holder); a GPS alarm's
-    wearer gets the safe zone the scenario describes."""
+
+def resident_name(n: int) -> str:
+    return RESIDENTS[n - 1] if n <= len(RESIDENTS) else f"Brukare {n}"
+
+
+@dataclass
+class DemoWorld:
+    """What :func:`seed` registered: each device's resident, each key's staff member."""
+
+    residents: dict[str, tuple[UUID, str]] = field(default_factory=dict)
+    staff: dict[str, UUID] = field(default_factory=dict)
+
+
+async def seed(database_url: str, specs: list[DeviceSpec]) -> DemoWorld:
+    """The demo municipality as its staff would have registered it: one resident per
+    simulated device, each device assigned from a week ago (replayed history belongs to
+    its holder); a safe zone around the home of every GPS alarm user; a home-care staff
+    member and key for every key the locks will see, and the daily visits the locks'
+    schedules follow planned as weekly slots of the team. (The scripted visits are
+    planned by :func:`plan_scripted_visits` once the fleet's clock is set.)"""
     since = datetime.now(UTC) - timedelta(days=7)
+    world = DemoWorld()
     async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
-        cur = await conn.execute("select 1 from tenants where id = %s", (DEMO_TENANT,))
-        if await cur.fetchone() is None:
-            await repo.create_tenant(conn, DEMO_TENANT, "Demo kommun", "municipality",
-                                     DEMO_ORG)  # fmt: skip
+        await repo.create_tenant(conn, DEMO_TENANT, DEMO_TENANT_NAME, "municipality", DEMO_ORG)
         for model in MODELS.values():
             await repo.ensure_device_model(conn, model)
         for n, spec in enumerate(specs, start=1):
-            cur = await conn.execute("select 1 from devices where id = %s", (spec.device_id,))
-            if await cur.fetchone() is not None:
-                continue
-            person = await repo.create_person(conn, DEMO_TENANT, f"Brukare {n}")
+            person = await repo.create_person(conn, DEMO_TENANT, resident_name(n))
+            world.residents[spec.device_id] = (person, resident_name(n))
             await repo.register_device(
                 conn, DEMO_TENANT, spec.device_id, MODELS[spec.device_type].id
             )
             await repo.assign_device(conn, spec.device_id, person, since)
+            await _seed_rules(conn, spec, person, world.staff)
+    return world
+
+
+async def _seed_rules(
+    conn: psycopg.AsyncConnection[Any], spec: DeviceSpec, person: UUID, staff: dict[str, UUID]
+) -> None:
+    params = spec.params
+    if isinstance(params, GpsAlarmGroup) and spec.home is not None:
+        home = spec.home
+        shape = {"type": "circle", "lat": home.lat, "lon": home.lon,
+                 "radius_m": params.safe_zone_radius_m}  # fmt: skip
+        await repo.add_safe_zone(conn, DEMO_TENANT, person, "Hemma", shape,
+                                 timezone=spec.timezone)  # fmt: skip
+    if isinstance(params, DoorLockGroup):
+        for key_id in spec.staff_key_ids:
+            if key_id not in staff:
+                name = key_id.rsplit("-", 1)[-1].capitalize()
+                staff[key_id] = await locks.add_staff(
+                    conn, DEMO_TENANT, f"{DEMO_TEAM}-{key_id}", f"{name} (hemtjänst)",
+                    [DEMO_TEAM],
+                )  # fmt: skip
+                await locks.add_key(conn, DEMO_TENANT, staff[key_id], key_id,
+                                    datetime.now(UTC) - timedelta(days=30), None)  # fmt: skip
+        # every daily visit, with its jitter and a stay of up to 1.3 x visit_duration
+        # (the lock's margins add 15 minutes on either side)
+        for at in params.visits:
+            begins = datetime.combine(date.today(), at) - params.visit_jitter
+            ends = datetime.combine(date.today(), at) + params.visit_jitter + (
+                params.visit_duration * 1.3
+            )
+            await locks.add_slot(
+                conn, DEMO_TENANT, person, None, DEMO_TEAM, list(range(7)),
+                begins.time().replace(second=0, microsecond=0),
+                (ends + timedelta(minutes=1)).time().replace(second=0, microsecond=0),
+                spec.timezone, None, None, "demo",
+            )  # fmt: skip
+
+
+async def plan_scripted_visits(
+    database_url: str, world: DemoWorld, specs: list[DeviceSpec], clock: SimClock
+) -> None:
+    """Plan the visits the scenario scripts at its locks, on the fleet's clock."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn, conn.transaction():
+        for visit in scripted_visits(specs, clock):
+            person, _ = world.residents[visit.device_id]
+            await locks.add_visit(conn, DEMO_TENANT, person, world.staff[visit.key_id], None,
+                                  visit.starts_at, visit.ends_at, "demo")  # fmt: skip
 
 
 async def _stored_counts(database_url: str) -> dict[str, Any]:
@@ -74,10 +151,20 @@ async def _stored_counts(database_url: str) -> dict[str, Any]:
         return counts
 
 
+async def _alarm_counts(database_url: str) -> dict[str, int]:
+    """Alarms raised so far, by kind."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cur = await conn.execute("select kind, count(*) from alarms group by kind order by kind")
+        return {kind: n for kind, n in await cur.fetchall()}
+
+
 async def run_demo(
     settings: Settings, *, duration: float | None, devices: int | None, scenario: Path | None
 ) -> int:
-    settings = embedded_overrides(settings).model_copy(update={"mode": "development"})
+    # (the embedded pgserver has no TimescaleDB: native partitions, without the warning)
+    settings = embedded_overrides(settings).model_copy(
+        update={"mode": "development", "timescaledb": "off"}
+    )
     # Ctrl-C or the duration stops the fleet; the gateway stops once it has stored what
     # the fleet sent (its last "offline" statuses included).
     fleet_stop = asyncio.Event()
@@ -85,12 +172,12 @@ async def run_demo(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, fleet_stop.set)
-    scenario_file = scenario or SCENARIO / "small_municipality_night.toml"
+    scenario_file = scenario or DEFAULT_SCENARIO
     loaded = load_scenario(scenario_file)
     specs = loaded.device_specs(devices)
     with tempfile.TemporaryDirectory(prefix="wg-demo-") as tmp:
         async with endpoints(settings, pgdata=Path(tmp) / "pg", ephemeral=True) as ep:
-            await seed(ep.database_url, specs)
+            world = await seed(ep.database_url, specs)
             api_port = (
                 settings.api_port
                 if settings.api_port and _port_free(settings.api_port)
@@ -102,14 +189,25 @@ async def run_demo(
             ready = asyncio.Event()
             server = asyncio.create_task(serve(settings, ep, stop, api_port, gateway, ready))
             await _wait_ready(ready, server)
-            _print_banner(settings, ep, api_port, len(specs), scenario_file)
+            real_start = datetime.now(UTC)
+            clock = SimClock.from_spec(loaded.clock, real_start)
+            await plan_scripted_visits(ep.database_url, world, specs, clock)
+            _print_banner(settings, ep, api_port, world, scenario_file)
+            _print_timeline(happenings(specs, clock), real_start, world)
             host, port = _host_port(ep.mqtt_url)
             progress = asyncio.create_task(_progress(ep, fleet_stop))
-            report = await run_fleet(
-                specs, host=host, port=port, duration_s=duration, stop=fleet_stop,
-                seed=loaded.seed,
-            )  # fmt: skip
+            fleet = asyncio.create_task(run_fleet(
+                specs, host=host, port=port, duration_s=None, stop=fleet_stop,
+                seed=loaded.seed, real_start=real_start,
+            ))  # fmt: skip
+            stopped = asyncio.create_task(fleet_stop.wait())
+            await asyncio.wait({fleet, stopped}, timeout=duration,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            stopped.cancel()
+            # before the devices say goodbye (each one's "offline" is a device_silent)
+            raised = await _alarm_counts(ep.database_url)
             fleet_stop.set()
+            report = await fleet
             await gateway.wait_idle()
             stop.set()
             await server
@@ -117,6 +215,7 @@ async def run_demo(
             counts = await _stored_counts(ep.database_url)
             print(f"\nsimulated devices published: {report.summary()}")
             print(f"stored: {counts}")
+            print(f"alarms raised while the fleet ran: {raised}")
     return 0
 
 
@@ -139,26 +238,44 @@ async def _progress(ep: Endpoints, stop: asyncio.Event) -> None:
             return
         with contextlib.suppress(psycopg.Error):
             counts = await _stored_counts(ep.database_url)
-            print(f"stored so far: {counts}", flush=True)
+            alarms = await _alarm_counts(ep.database_url)
+            print(f"stored so far: {counts}; alarms: {alarms}", flush=True)
 
 
 def _print_banner(
-    settings: Settings, ep: Endpoints, api_port: int, n_devices: int, scenario: Path
+    settings: Settings, ep: Endpoints, api_port: int, world: DemoWorld, scenario: Path
 ) -> None:
     token = mint(
         settings.jwt_secret.get_secret_value(),
-        tenant=DEMO_TENANT, role=Role.TENANT_ADMIN, subject="demo-admin", org=DEMO_ORG,
+        tenant=DEMO_TENANT, role=Role.OPERATOR, subject="demo-operator", org=DEMO_ORG,
         ttl_s=12 * 3600,
     )  # fmt: skip
     base = f"http://{settings.api_host}:{api_port}"
-    print("welfare-gateway demo is running")
-    print(f"  API:       {base}  (OpenAPI at {base}/docs, metrics at {base}/metrics)")
-    print(f"  broker:    {ep.mqtt_url} (embedded amqtt)")
-    print("  database:  embedded PostgreSQL (pgserver), temporary")
-    print(f"  fleet:     {n_devices} simulated devices from {scenario.name}")
-    print(f"  token:     {token}")
-    print(f'  try:       curl -H "Authorization: Bearer $TOKEN" {base}/api/v1/devices')
+    print("welfare-gateway demo is running (development mode; everything is temporary)")
+    print()
+    print(f"  console:  {base}/console/#access_token={token}")
+    print(f"            (signs you in as the night team's operator of {DEMO_TENANT_NAME};")
+    print(f"            or open {base}/console/ and paste the token below)")
+    print(f"  token:    {token}")
+    print(f"  API:      {base}/api/v1  (OpenAPI at {base}/docs, metrics at {base}/metrics)")
+    print(f"  try:      curl -H 'Authorization: Bearer {token}' {base}/api/v1/devices")
+    print(f"  broker:   {ep.mqtt_url} (embedded amqtt; alarms on tenants/{DEMO_TENANT}/alarms)")
+    print("  database: embedded PostgreSQL (pgserver), deleted when the demo stops")
+    print(f"  fleet:    {len(world.residents)} simulated devices from {scenario.name}")
     print("Stop with Ctrl-C.", flush=True)
+
+
+def _print_timeline(coming: list[Happening], real_start: datetime, world: DemoWorld) -> None:
+    """What the fleet's script does next, in real seconds from now."""
+    if not coming:
+        return
+    print()
+    print("What the simulated fleet does in the next minutes:")
+    for happening in coming:
+        seconds = max(0, round((happening.real_at - real_start).total_seconds()))
+        resident = world.residents.get(happening.device_id, (None, "?"))[1]
+        print(f"  in {seconds:>3} s  {happening.device_id} ({resident}): {happening.what}")
+    print(flush=True)
 
 
 def _port_free(port: int) -> bool:

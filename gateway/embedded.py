@@ -60,15 +60,13 @@ class EmbeddedBroker:
         return f"mqtt://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        from amqtt.broker import Broker
-
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
         }
-        self._broker = Broker(config)
+        self._broker = _corrected_broker()(config)
         await self._broker.start()
         log.info("embedded broker started", extra={"port": self.port})
 
@@ -76,3 +74,53 @@ class EmbeddedBroker:
         if self._broker is not None:
             await self._broker.shutdown()
             self._broker = None
+
+
+class _SnapshotDict(dict[Any, Any]):
+    """A dict whose iteration walks a copy, so a loop that awaits between items sees no
+    "dictionary changed size during iteration" when another client (un)subscribes."""
+
+    def __iter__(self) -> Any:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> Any:
+        return list(super().items())
+
+
+def _corrected_broker() -> type[Any]:
+    """amqtt's Broker with two faults of 0.12.1 corrected (tests/integration/
+    test_embedded_broker.py shows both):
+
+    - on every connect it replays the retained messages matching *every* client's
+      subscriptions to the new client (a simulated device subscribed only to its
+      commands received every device's retained status): retained messages now go only
+      to a subscription the session itself holds;
+    - it iterates its subscription table across awaits, so a client connecting while
+      another subscribes failed with "dictionary changed size during iteration" and
+      lost its connection: the table iterates over a snapshot.
+
+    Mosquitto has neither fault; amqtt stays because the demo needs a broker with
+    nothing installed, and it is the maintained pure-Python one.
+    """
+    from amqtt.broker import Broker
+
+    class CorrectedBroker(Broker):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._subscriptions: dict[str, Any] = _SnapshotDict(self._subscriptions)
+
+        async def _publish_retained_messages_for_subscription(
+            self, subscription: tuple[str, int], session: Any
+        ) -> None:
+            topic_filter = subscription[0]
+            held = [
+                qos
+                for holder, qos in self._subscriptions.get(topic_filter, ())
+                if holder.client_id == session.client_id
+            ]
+            if held:
+                await super()._publish_retained_messages_for_subscription(
+                    (topic_filter, held[0]), session
+                )
+
+    return CorrectedBroker

@@ -164,6 +164,7 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("post", "/api/v1/persons/{person_id}/visit-slots"): {"json": {
             "weekdays": [1, 2], "start": "08:00", "end": "09:00"}},
         ("get", "/api/v1/console/me"): {},
+        ("get", "/api/v1/tenant"): {},  # the token's own tenant only
         ("get", "/api/v1/console/alarms"): {},
         ("get", "/api/v1/console/alarms/{alarm_id}"): {},
         ("get", "/api/v1/console/fleet-health"): {},
