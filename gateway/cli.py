@@ -92,6 +92,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 + "\n  ".join(f.line() for f in embedded)
             )
     settings = embedded_overrides(settings)
+    settings = _with_api_port(settings)
     _require_port_free(settings.api_host, settings.api_port, "api_port")
     logs.configure(settings.log_level)
 
@@ -138,6 +139,7 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     settings = _service_settings(args)
     ep = split_endpoints(settings)
+    settings = _with_api_port(settings)
     _require_port_free(settings.api_host, settings.api_port, "api_port")
     logs.configure(settings.log_level)
 
@@ -154,6 +156,15 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     _until_signalled(work)
     return 0
+
+
+def _with_api_port(settings: Settings) -> Settings:
+    """``api_port = 0`` (any free port): choose it now, so the start line tells the truth."""
+    if settings.api_port:
+        return settings
+    from gateway.runtime import free_port
+
+    return settings.model_copy(update={"api_port": free_port()})
 
 
 def _require_port_free(host: str, port: int, setting: str) -> None:

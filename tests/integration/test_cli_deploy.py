@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,39 @@ def test_worker_says_where_it_listens_and_stops_cleanly(database_url, mosquitto)
             proc.wait()
     # the uvicorn-free worker log is JSON lines without terminal colour codes
     assert "\x1b[" not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_api_on_any_free_port_says_which(database_url, mosquitto) -> None:
+    """``api_port = 0``: the start line names the port chosen, and the API answers there."""
+    import re
+
+    import httpx
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("WG_")}, **PRODUCTION,
+           "WG_DATABASE_URL": database_url, "WG_MQTT_URL": mosquitto.url,
+           "WG_API_PORT": "0"}  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "api"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        found = re.search(r"API and console on http://127\.0\.0\.1:(\d+)/", first)
+        assert found and found.group(1) != "0", first
+        url = f"http://127.0.0.1:{found.group(1)}/healthz"
+        deadline = time.monotonic() + 30
+        while True:  # the line comes before the server has bound: wait for it to answer
+            try:
+                assert httpx.get(url, timeout=5).status_code in (200, 503)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and proc.poll() is None, "no API there"
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_port_in_use_is_one_line(database_url, mosquitto) -> None:
