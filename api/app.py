@@ -19,11 +19,11 @@ from api.routes import alarms as alarm_routes
 from api.routes import consents, console, health, quarantine, readings, registry, rules, stats
 from api.routes import fhir as fhir_routes
 from api.routes import locks as lock_routes
-from api.worker_link import WorkerLink
 from gateway import __version__
-from gateway.broker_access.service import BrokerAccess
-from gateway.pii import PinCipher
-from gateway.settings import Settings
+from gateway.adapters.mosquitto.service import BrokerAccess
+from gateway.config.settings import Settings
+from gateway.control.worker_link import WorkerLink
+from gateway.support.pii import PinCipher
 
 LINK_CONNECT_WAIT_S = 5.0
 

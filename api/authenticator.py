@@ -11,7 +11,7 @@ import jwt
 
 from api.auth import ISSUER, AuthError, Principal, verify
 from api.oidc import OidcVerifier
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 
 class Authenticator:

@@ -13,9 +13,9 @@ from uuid import UUID
 from fastapi import Request
 
 from api.auth import Principal
+from gateway.adapters.postgres import access_log
+from gateway.adapters.postgres.api_queries import CONSENTS_FOR, PERSON_OWNER
 from gateway.domain.consent import Consent, Decision, decide
-from gateway.storage import access_log
-from gateway.storage.api_queries import CONSENTS_FOR, PERSON_OWNER
 
 
 async def person_owner(conn: Any, person_id: UUID) -> str | None:

@@ -14,8 +14,8 @@ from api.auth import AuthError, Principal, Role
 from api.authenticator import Authenticator
 from api.oidc import JwksUnavailable
 from api.rate_limits import ApiLimits
-from api.worker_link import NoWorker, WorkerLink
 from gateway.control.protocol import Reply
+from gateway.control.worker_link import NoWorker, WorkerLink
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import httpx
 
 from api.auth import AuthError, Principal, Role
-from gateway.settings import OidcSettings
+from gateway.config.settings import OidcSettings
 
 log = logging.getLogger(__name__)
 

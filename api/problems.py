@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.storage.registry_repo import RegistryError
+from gateway.adapters.postgres.registry_repo import RegistryError
 
 PROBLEM_JSON = "application/problem+json"
 

@@ -8,8 +8,8 @@ import time
 
 from fastapi import HTTPException
 
+from gateway.config.settings import RateLimitSettings
 from gateway.domain.rate_limit import TokenBuckets
-from gateway.settings import RateLimitSettings
 
 
 class ApiLimits:

@@ -2,7 +2,7 @@
 
 One page holds one category; the page is a union discriminated by ``category``, so the
 OpenAPI document says exactly which fields an item of each category has (the columns of
-the time-series tables, ``gateway/storage/migrations/0002_timeseries.sql``, as the device
+the time-series tables, ``gateway/adapters/postgres/migrations/0002_timeseries.sql``, as the device
 contract fills them, ``firmware_contracts/messages.py``).
 """
 

@@ -26,8 +26,8 @@ import orjson
 from bench import machine
 from bench.ingest import _loadgen, _percentile, _wait_all
 from bench.stack import stack
-from gateway.mqtt.connection import NODELAY
-from gateway.storage import registry_repo as repo
+from gateway.adapters.mqtt.connection import NODELAY
+from gateway.adapters.postgres import registry_repo as repo
 
 TARGET_P99_MS = 50.0
 SILENCE_INTERVAL_S = 5

@@ -22,8 +22,8 @@ from bench import machine
 from bench.ingest import _loadgen, _percentile, _wait_all
 from bench.mosquitto import free_port, port_open, wait_until
 from bench.stack import TENANT, Stack, stack
-from gateway.settings import Settings
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import Settings
 
 TARGET_P99_MS = 50.0
 REGION = "bench-region"

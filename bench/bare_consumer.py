@@ -18,8 +18,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from gateway.mqtt.connection import NODELAY
-from gateway.mqtt.consumer import subscription_filters
+from gateway.adapters.mqtt.connection import NODELAY
+from gateway.worker.consumer import subscription_filters
 
 
 async def consume(port: int, expect: int, ready_file: str) -> None:

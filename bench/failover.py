@@ -34,8 +34,8 @@ from bench import machine
 from bench.ingest import _loadgen, _percentile, _stored, _wait_all
 from bench.mosquitto import wait_until
 from bench.stack import Stack, gauge, stack
-from gateway.mqtt.connection import NODELAY
-from gateway.storage import registry_repo as repo
+from gateway.adapters.mqtt.connection import NODELAY
+from gateway.adapters.postgres import registry_repo as repo
 
 TARGET_GAP_S = 5.0
 LOAD_DEVICES = 100

@@ -36,7 +36,7 @@ import psycopg
 from bench import machine
 from bench.mosquitto import wait_until
 from bench.stack import stack
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
 
 API_PASSWORD = "bench-api"
 TARGET_MSGS_PER_S = 7000

@@ -22,7 +22,7 @@ from bench import machine
 from bench.mosquitto import wait_until
 from bench.stack import stack
 from device_sims.scenario import load_scenario
-from gateway.demo import seed
+from gateway.entrypoints.demo import seed
 
 SCENARIO = Path(__file__).resolve().parent.parent / "device_sims" / "scenarios" / "load_fleet.toml"
 TARGET_MB = 100.0
@@ -88,7 +88,7 @@ def run(devices: int, settle_s: float, workdir: Path) -> dict[str, Any]:
         api, _ = st.start_api()
         registered = sample(worker, api)
         fleet = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "simulate", "--scenario", str(SCENARIO),
+            [sys.executable, "-m", "gateway", "simulate", "--scenario", str(SCENARIO),
              "--devices", str(devices), "--broker", st.broker.url, "--duration", "600"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
         )  # fmt: skip

@@ -25,8 +25,8 @@ import psycopg
 from bench.failover import _body
 from bench.ingest import _percentile, _stored
 from bench.mosquitto import free_port
-from gateway.mqtt.connection import NODELAY
-from gateway.storage import registry_repo as repo
+from gateway.adapters.mqtt.connection import NODELAY
+from gateway.adapters.postgres import registry_repo as repo
 
 ALARMS_TOPIC = "tenants/bench/alarms"
 

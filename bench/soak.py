@@ -57,7 +57,7 @@ from bench.presses import (
     watching,
 )
 from bench.stack import Stack, gauge, stack
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
 
 LOAD_DEVICES = 100
 PRESS_EVERY_S = 2.0

@@ -21,9 +21,9 @@ import orjson
 import psycopg
 
 from bench.mosquitto import Mosquitto, free_port, wait_until
-from gateway.embedded import EmbeddedPostgres, with_user
-from gateway.storage import registry_repo as repo
-from gateway.storage.migrate import migrate
+from gateway.adapters.embedded import EmbeddedPostgres, with_user
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.adapters.postgres.migrate import migrate
 
 API_PASSWORD = "bench-api"
 WORKER_PASSWORD = "bench-worker"
@@ -81,7 +81,7 @@ class Stack:
         returns once it stores a message from a device registered for the purpose (ids
         starting ``probe``: one per gateway started)."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", command], env=self.env(**env_overrides),
+            [sys.executable, "-m", "gateway", command], env=self.env(**env_overrides),
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "gateway.log").open("ab"),
         )  # fmt: skip
         probe_device = self.seed(probe, 1, repo.DeviceModel(
@@ -105,7 +105,7 @@ class Stack:
         it answers and hears from a gateway worker."""
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "api"], env=self.env(WG_API_PORT=str(port)),
+            [sys.executable, "-m", "gateway", "api"], env=self.env(WG_API_PORT=str(port)),
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "api.log").open("ab"),
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
@@ -131,7 +131,7 @@ class Stack:
         port = free_port()
         env = self.env(WG_MQTT_CLIENT_ID=client_id, WG_METRICS_PORT=str(port), **env_overrides)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "worker"], env=env,
+            [sys.executable, "-m", "gateway", "worker"], env=env,
             stdout=subprocess.DEVNULL, stderr=(self.workdir / f"{client_id}.log").open("ab"),
         )  # fmt: skip
         metrics = f"http://127.0.0.1:{port}/metrics"

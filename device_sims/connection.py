@@ -50,7 +50,7 @@ from device_sims.report import Cause, FleetReport
 from device_sims.scenario import DeviceSpec
 from device_sims.session import DeviceSession
 from firmware_contracts.topics import Channel, device_topic
-from gateway.mqtt import internals
+from gateway.adapters.mqtt import internals
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ This module is the message's normative description for receivers: the vocabulari
 Schema (draft 2020-12) exported as ``alarm-message.json`` by
 ``welfare-gateway contract export DIR``. Like the rest of ``firmware_contracts`` it
 depends on nothing of the gateway; the gateway's encoder
-(``gateway.alarms.codec.encode``) and enums are held to it by tests (the vocabularies
+(``gateway.worker.alarms.codec.encode``) and enums are held to it by tests (the vocabularies
 equal the gateway's enums, the fields equal the encoder's keys, and every alarm the
 integration tests receive validates).
 

@@ -41,7 +41,7 @@ def dynsec_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    from gateway.storage.migrate import migrate
+    from gateway.adapters.postgres.migrate import migrate
 
     server = Postgres(tmp_path_factory.mktemp("pg") / "data")
     template_url = server.create_database()
@@ -62,7 +62,7 @@ def database_url(postgres: Postgres) -> str:
 @pytest.fixture
 def private_postgres(tmp_path: Path) -> Iterator[Postgres]:
     """A PostgreSQL of the test's own, for tests that stop and start the server."""
-    from gateway.storage.migrate import migrate
+    from gateway.adapters.postgres.migrate import migrate
 
     server = Postgres(tmp_path / "pgdata")
     url = server.create_database()

@@ -20,7 +20,7 @@ class Postgres:
     ``template`` is migrated once; each test gets a fresh database cloned from it."""
 
     def __init__(self, pgdata: Path) -> None:
-        from gateway.embedded import EmbeddedPostgres
+        from gateway.adapters.embedded import EmbeddedPostgres
 
         self._pg = EmbeddedPostgres(pgdata, delete_on_stop=True)
         self.url = self._pg.start()

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
 
 router = APIRouter(prefix="/api/v1", tags=["consent and access log"])
 

@@ -18,12 +18,12 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
-from api.worker_link import NoWorker, WorkerLink
+from gateway.adapters.postgres import access_log
+from gateway.adapters.postgres import console_queries as q
+from gateway.config.settings import AlarmSettings, ConsoleSettings
 from gateway.control import protocol as p
+from gateway.control.worker_link import NoWorker, WorkerLink
 from gateway.domain.alarms import Severity
-from gateway.settings import AlarmSettings, ConsoleSettings
-from gateway.storage import access_log
-from gateway.storage import console_queries as q
 
 router = APIRouter(tags=["console"])
 

@@ -29,8 +29,8 @@ from api.fhir import resources as fhir
 from api.fhir.ids import IdCodec
 from api.fhir.search import OBS_CATEGORY, Cursor, SearchError, parse_observation_search
 from gateway import __version__
-from gateway.storage import api_queries as q
-from gateway.storage.registry_repo import RegistryError
+from gateway.adapters.postgres import api_queries as q
+from gateway.adapters.postgres.registry_repo import RegistryError
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as in the registry
 READERS = (Role.TENANT_ADMIN, Role.OPERATOR, Role.CLINICIAN)

@@ -33,11 +33,11 @@ from api.auth import Principal, Role
 from api.deps import TenantConn, ask_holder, require, workers
 from api.problems import problem
 from api.weekdays import Weekdays
-from api.worker_link import NoWorker
+from gateway.adapters.postgres import access_log, lock_queries
+from gateway.adapters.postgres import registry_repo as repo
 from gateway.control import protocol as p
-from gateway.locks.service import CATEGORY
-from gateway.storage import access_log, lock_queries
-from gateway.storage import registry_repo as repo
+from gateway.control.worker_link import NoWorker
+from gateway.worker.locks.service import CATEGORY
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["keyless locks"])

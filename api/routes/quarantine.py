@@ -23,7 +23,11 @@ from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from firmware_contracts.topics import DEVICE_ID_PATTERN
-from gateway.storage.api_queries import APPEND_ACCESS_LOG, QUARANTINE_LIST, RELEASE_QUARANTINED
+from gateway.adapters.postgres.api_queries import (
+    APPEND_ACCESS_LOG,
+    QUARANTINE_LIST,
+    RELEASE_QUARANTINED,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["quarantine"])
 

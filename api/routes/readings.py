@@ -15,8 +15,8 @@ from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from api.readings_models import ReadingsPage, page
-from gateway.storage import registry_repo as repo
-from gateway.storage.api_queries import CONSENTED_QUERIES, READING_QUERIES
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.adapters.postgres.api_queries import CONSENTED_QUERIES, READING_QUERIES
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 

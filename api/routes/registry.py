@@ -13,10 +13,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
 from firmware_contracts.topics import DEVICE_ID_PATTERN
-from gateway.broker_access.client import BrokerAccessError, IdentityTaken
-from gateway.broker_access.service import BrokerAccess
-from gateway.settings import AlarmSettings
-from gateway.storage import registry_repo as repo
+from gateway.adapters.mosquitto.client import BrokerAccessError, IdentityTaken
+from gateway.adapters.mosquitto.service import BrokerAccess
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import AlarmSettings
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field, model_validator
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from api.weekdays import Weekdays
-from gateway.alarms.person_rules import limits_from_row, zone_from_row
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.worker.alarms.person_rules import limits_from_row, zone_from_row
 
 router = APIRouter(prefix="/api/v1/persons", tags=["alarm rules"])
 

@@ -13,7 +13,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
-from gateway.storage.api_queries import ALARM_STATS, ALARM_STATS_BY_KIND, CONDITIONS_NOW
+from gateway.adapters.postgres.api_queries import ALARM_STATS, ALARM_STATS_BY_KIND, CONDITIONS_NOW
 
 router = APIRouter(prefix="/api/v1", tags=["statistics"])
 

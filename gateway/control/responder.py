@@ -4,7 +4,7 @@ alarms in this worker's book and the lock commands it sends (protocol in
 
 Its own MQTT connection (clean session; a retained presence message with the worker's
 start time, and a last will that marks the worker offline). The same connection hears the
-other workers' presences (who runs the alarm engine: :mod:`gateway.alarms.engine_role`)
+other workers' presences (who runs the alarm engine: :mod:`gateway.worker.alarms.engine_role`)
 and the alarm events the active engine publishes (a standby's mirror). Only the active
 engine's worker answers as holder; the others say they hold nothing. A request is handled
 on the event loop without I/O, except an unlock, which waits for the lock's reply in a
@@ -24,14 +24,14 @@ from uuid import UUID
 
 import aiomqtt
 
-from gateway.alarms.codec import alarm_to_dict
-from gateway.alarms.engine_role import EngineRole
-from gateway.alarms.service import WEBHOOK_PROGRESS_PREFIX, AlarmService
+from gateway.adapters.mqtt.connection import BrokerAddress, keep_connected, messages_until
+from gateway.adapters.postgres.access_log import entry_from_dict
 from gateway.control import protocol as p
 from gateway.domain.alarms import Alarm, AlarmError
-from gateway.locks.service import LockService, UnlockRefused, describe
-from gateway.mqtt.connection import BrokerAddress, keep_connected, messages_until
-from gateway.storage.access_log import entry_from_dict
+from gateway.worker.alarms.codec import alarm_to_dict
+from gateway.worker.alarms.engine_role import EngineRole
+from gateway.worker.alarms.service import WEBHOOK_PROGRESS_PREFIX, AlarmService
+from gateway.worker.locks.service import LockService, UnlockRefused, describe
 
 log = logging.getLogger(__name__)
 

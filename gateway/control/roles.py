@@ -8,7 +8,7 @@ own: the broker's sessions and last wills are the membership. A worker that join
 displaces the engine that runs (it is younger); when the engine's worker dies, the broker
 publishes its will and the next oldest takes over. The engine's MQTT sessions have one
 well-known client id per deployment, so even while two workers briefly disagree the
-broker lets only one of them hold the sessions (:mod:`gateway.alarms.engine_role`).
+broker lets only one of them hold the sessions (:mod:`gateway.worker.alarms.engine_role`).
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Any
 
 from api.app import create_app
 from api.auth import Role, mint
-from gateway.app import GatewayService
-from gateway.embedded import with_user
+from gateway.adapters.embedded import with_user
+from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import running_gateway, serving, settings_for
 

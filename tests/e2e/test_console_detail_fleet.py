@@ -12,8 +12,8 @@ import httpx
 import psycopg
 
 from api.auth import Role
-from gateway.settings import AlarmSettings
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import AlarmSettings
 from tests.e2e.browser import browser, copy_to_docs
 from tests.e2e.stack import auth, console_stack, token
 from tests.integration.harness import now_iso, payload, publish, scalar, seed, wait_for

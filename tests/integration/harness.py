@@ -17,10 +17,10 @@ import orjson
 import psycopg
 
 from firmware_contracts.alarm_message import alarm_message_schema
-from gateway.app import GatewayService
-from gateway.runtime import worker_database_url
-from gateway.settings import Settings
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import Settings
+from gateway.entrypoints.runtime import worker_database_url
+from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 
 MODELS = [
@@ -178,7 +178,7 @@ async def gateway_with_api(settings: Settings) -> AsyncIterator[tuple[str, Gatew
     (role wg_api; reaching the gateway's alarm and lock services over the broker) on a
     real HTTP server; yields the API's base URL and the gateway."""
     from api.app import create_app
-    from gateway.embedded import with_user
+    from gateway.adapters.embedded import with_user
 
     assert settings.database_url
     async with running_gateway(settings) as gw:
@@ -265,7 +265,7 @@ async def api_replica(
     from prometheus_client import CollectorRegistry
 
     from api.app import create_app
-    from gateway.embedded import with_user
+    from gateway.adapters.embedded import with_user
 
     settings = settings_for(mqtt_url, database_url, jwt_secret=jwt_secret,
                             mqtt_client_id="wg-api")  # fmt: skip

@@ -24,18 +24,18 @@ import pytest
 from fastapi import FastAPI, Request
 from pydantic import SecretStr
 
-from gateway.embedded import with_user
-from gateway.logs import JsonFormatter
-from gateway.settings import AccessLogSettings, Settings, SettingsError, load_settings
-from gateway.storage.access_log import verify
-from gateway.storage.access_log_seal import (
+from gateway.adapters.embedded import with_user
+from gateway.adapters.postgres.access_log import verify
+from gateway.adapters.postgres.access_log_seal import (
     AccessLogSealer,
     Seal,
     SealKeys,
     read_anchors,
     seal_once,
 )
-from gateway.unsafe_settings import findings
+from gateway.config.settings import AccessLogSettings, Settings, SettingsError, load_settings
+from gateway.config.unsafe_settings import findings
+from gateway.support.logs import JsonFormatter
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import running_gateway, scalar, serving, settings_for, wait_for
 
@@ -100,7 +100,7 @@ def cli_verify(url: str, *args: str, **env_keys: str) -> subprocess.CompletedPro
     if env_keys:
         env["WG_ACCESS_LOG__KEYS"] = orjson.dumps(env_keys).decode()
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "access-log", "verify", *args],
+        [sys.executable, "-m", "gateway", "access-log", "verify", *args],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -266,7 +266,7 @@ async def test_a_running_worker_seals_at_its_interval(
         received.append(orjson.loads(await request.body()))
         return {}
 
-    caplog.set_level(logging.INFO, logger="gateway.storage.access_log_seal")
+    caplog.set_level(logging.INFO, logger="gateway.adapters.postgres.access_log_seal")
     anchors = tmp_path / "anchors.jsonl"
     sealed = "select coalesce(max(last_id), 0) from access_log_seals"
 
@@ -339,7 +339,7 @@ def test_verify_fails_when_sealing_is_configured_but_no_seal_is_left(database_ur
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("WG_")}
     env |= {"WG_MODE": "development", "WG_DATABASE_URL": database_url,
             "WG_ACCESS_LOG__KEYS": '{"seal-1": "' + "A" * 43 + '="}'}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "gateway.cli", "access-log", "verify"],
+    done = subprocess.run([sys.executable, "-m", "gateway", "access-log", "verify"],
                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert "NOT SEALED" in done.stdout

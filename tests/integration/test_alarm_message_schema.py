@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from api.auth import Role, mint
 from firmware_contracts.alarm_message import SSE_EVENT, alarm_message_schema
-from gateway.settings import AlarmSettings, WebhookSetting
+from gateway.config.settings import AlarmSettings, WebhookSetting
 from tests.integration.harness import (
     gateway_with_api,
     now_iso,

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.dispatch.webhook import SIGNATURE_HEADER, verify
-from gateway.settings import AlarmSettings, WebhookSetting
+from gateway.config.settings import AlarmSettings, WebhookSetting
+from gateway.worker.webhooks import SIGNATURE_HEADER, verify
 from tests.integration.harness import (
     payload,
     publish,

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from gateway.settings import AlarmSettings
+from gateway.config.settings import AlarmSettings
 from tests.integration.harness import (
     now_iso,
     operator,

@@ -120,7 +120,7 @@ async def test_broker_restart_during_an_escalation_leaves_the_stream_right(
     nothing. The API's link has a clean session, so what was published while it was away
     never reaches it; once subscribed again it tells every live stream to reload, and the
     board it reloads is right."""
-    from gateway.settings import AlarmSettings
+    from gateway.config.settings import AlarmSettings
 
     await seed(database_url)
     settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET,

@@ -38,8 +38,8 @@ from prometheus_client import CollectorRegistry
 from api.app import create_app
 from api.auth import Role, mint
 from firmware_contracts.topics import Channel, device_topic
-from gateway.app import GatewayService
-from gateway.settings import Settings
+from gateway.config.settings import Settings
+from gateway.worker.service import GatewayService
 from tests.integration.harness import gateway_with_api, scalar, settings_for, wait_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"

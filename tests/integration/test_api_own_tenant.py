@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
-from gateway.settings import AlarmSettings, Settings
+from gateway.adapters.embedded import with_user
+from gateway.config.settings import AlarmSettings, Settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
 

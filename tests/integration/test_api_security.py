@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 from api import http_headers
 from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
-from gateway.settings import Settings, SettingsError, load_settings
+from gateway.adapters.embedded import with_user
+from gateway.config.settings import Settings, SettingsError, load_settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
 

@@ -19,14 +19,14 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.broker_access import dynsec
-from gateway.broker_access.client import (
+from gateway.adapters.mosquitto import dynsec
+from gateway.adapters.mosquitto.client import (
     AdminEndpoint,
     BrokerRefused,
     BrokerUnavailable,
     DynsecClient,
 )
-from gateway.broker_access.service import BrokerAccess
+from gateway.adapters.mosquitto.service import BrokerAccess
 from tests.conftest import DYNSEC_ADMIN
 from tests.integration.harness import wait_for
 from tests.services import Mosquitto
@@ -381,7 +381,7 @@ async def test_cli_bootstraps_the_gateway_and_adds_an_operator(dynsec_mosquitto)
 
     async def cli(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "broker", *args, env=env,
+            sys.executable, "-m", "gateway", "broker", *args, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
+from gateway.adapters.embedded import with_user
 from tests.conftest import API_PASSWORD, DYNSEC_ADMIN
 from tests.integration.harness import (
     payload,

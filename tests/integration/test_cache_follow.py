@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from gateway.alarms.person_rules import PersonRulesCache
-from gateway.metrics import IngestMetrics
-from gateway.registry_cache import RegistryCache
-from gateway.storage import queries
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import queries
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.support.metrics import IngestMetrics
+from gateway.worker.alarms.person_rules import PersonRulesCache
+from gateway.worker.fleet.registry_cache import RegistryCache
 from tests.integration.harness import seed, wait_for
 
 

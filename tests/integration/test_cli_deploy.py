@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gateway.embedded import with_user
+from gateway.adapters.embedded import with_user
 from tests.conftest import API_PASSWORD, DYNSEC_ADMIN, WORKER_PASSWORD
 from tests.services import free_port
 
@@ -35,7 +35,7 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> A
     base = {k: v for k, v in os.environ.items() if not k.startswith("WG_")}
     base["WG_DATA_DIR"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / "wg-cli-test")
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *args],
+        [sys.executable, "-m", "gateway", *args],
         env={**base, **(env or {})},
         capture_output=True,
         text=True,
@@ -128,7 +128,7 @@ def test_worker_says_where_it_listens_and_stops_cleanly(database_url, mosquitto)
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WG_")}, **PRODUCTION,
            "WG_DATABASE_URL": database_url, "WG_MQTT_URL": mosquitto.url,
            "WG_METRICS_PORT": str(port)}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout is not None
@@ -155,7 +155,7 @@ def test_api_on_any_free_port_says_which(database_url, mosquitto) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("WG_")}, **PRODUCTION,
            "WG_DATABASE_URL": database_url, "WG_MQTT_URL": mosquitto.url,
            "WG_API_PORT": "0"}  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "api"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "api"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout is not None

@@ -29,7 +29,7 @@ def test_demo_first_minute_is_coherent_and_its_printed_lines_work(tmp_path: Path
     env["WG_API_PORT"] = "0"
     stderr = (tmp_path / "stderr").open("w+")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--duration", "50"],
+        [sys.executable, "-m", "gateway", "demo", "--duration", "50"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip
     try:

@@ -502,7 +502,7 @@ def guide_script(sandbox: Sandbox, blocks: list[Block]) -> str:
             out.append(f'mkdir -p "$WG_HOME/bin" && ln -s {shlex.quote(str(script))} '
                        '"$WG_HOME/bin/welfare-gateway"')  # fmt: skip
         elif block.marker == SKIP_POSTGRES_CONF:
-            from gateway.storage.timescale import PRELOAD_LINE
+            from gateway.adapters.postgres.timescale import PRELOAD_LINE
 
             assert PRELOAD_LINE in block.text and "telemetry_level = off" in block.text
             out.append(": skipped, the private cluster preloads TimescaleDB")
@@ -546,8 +546,8 @@ def test_the_guide_from_a_bare_server_to_the_first_alarm(sandbox: Sandbox) -> No
     import httpx
 
     from api.auth import Role, mint
-    from gateway.settings import load_settings
-    from gateway.unsafe_settings import refuse_unsafe
+    from gateway.config.settings import load_settings
+    from gateway.config.unsafe_settings import refuse_unsafe
 
     blocks = guide()
     script = sandbox.root / "guide.sh"
@@ -645,9 +645,9 @@ def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def test_the_hand_sql_for_a_dba_without_createrole() -> None:
     """The guide's SQL for an owner without CREATEROLE: migrate works, leaves the
     passwords to the DBA (saying so), and the roles are as least privileged as usual."""
-    from gateway.doctor import check_database, database_urls
-    from gateway.settings import load_settings
-    from gateway.storage.migrate import migrate
+    from gateway.adapters.postgres.migrate import migrate
+    from gateway.config.settings import load_settings
+    from gateway.entrypoints.doctor import check_database, database_urls
     from tests.conftest import debian_postgres
 
     _require_machine()

@@ -16,8 +16,8 @@ import logging
 import aiomqtt
 import pytest
 
-from gateway.embedded import EmbeddedBroker
-from gateway.runtime import free_port
+from gateway.adapters.embedded import EmbeddedBroker
+from gateway.entrypoints.runtime import free_port
 
 
 async def _retained(port: int, topic: str, payload: bytes) -> None:

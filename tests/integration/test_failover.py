@@ -28,7 +28,7 @@ import httpx
 import psycopg
 
 from api.auth import Role, mint
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import (
     api_replica,
@@ -76,7 +76,7 @@ def worker_env(mqtt_url: str, database_url: str, worker: str, data: Path) -> dic
 def worker(mqtt_url: str, database_url: str, name: str, data: Path) -> Iterator[Any]:
     env = worker_env(mqtt_url, database_url, name, data)
     log = (data / f"{name}.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=env,
                             stdout=log, stderr=log)  # fmt: skip
     proc.metrics = f"http://127.0.0.1:{env['WG_METRICS_PORT']}/metrics"  # type: ignore[attr-defined]
     try:

@@ -27,9 +27,9 @@ from prometheus_client import CollectorRegistry
 
 from api.app import create_app
 from api.auth import Role, mint
-from gateway.embedded import with_user
-from gateway.settings import Settings
-from gateway.storage import registry_repo as repo
+from gateway.adapters.embedded import with_user
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import psycopg
 
-from gateway.storage.rows import Row
+from gateway.worker.rows import Row
 from tests.integration.harness import (
     now_iso,
     payload,
@@ -147,7 +147,7 @@ async def test_reassigned_device_stores_only_the_current_holders_data(
     """A reading stamped before the hand-over is not stored on the earlier holder by the
     device's clock alone: it waits in quarantine for review (security review #17.2,
     tests/integration/test_review_assignment.py); the new holder's is theirs."""
-    from gateway.storage import registry_repo as repo
+    from gateway.adapters.postgres import registry_repo as repo
 
     s = await seed(database_url, since=datetime.now(UTC) - timedelta(days=10))
     handover = datetime.now(UTC) - timedelta(days=2)

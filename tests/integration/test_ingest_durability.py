@@ -40,7 +40,7 @@ def _gateway_process(mqtt_url: str, database_url: str, log: Path) -> subprocess.
         "WG_LIMITS__DEVICE_BURST": "100000",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run"],
+        [sys.executable, "-m", "gateway", "run"],
         cwd=ROOT,
         env=env,
         stdout=log.open("ab"),

@@ -23,9 +23,9 @@ from device_sims.clock import SimClock
 from device_sims.door_lock import DoorLockSim
 from device_sims.envelope import Outgoing
 from firmware_contracts.topics import Channel, device_topic
-from gateway.app import GatewayService
-from gateway.settings import LockSettings
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import LockSettings
+from gateway.worker.service import GatewayService
 from tests.integration.harness import (
     gateway_with_api,
     operator,

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from gateway.app import GatewayService
-from gateway.embedded import with_user
-from gateway.settings import RetentionDays, Settings
-from gateway.storage import migrate as migrate_module
-from gateway.storage import partitions
-from gateway.storage.migrate import MigrationError, migrate
+from gateway.adapters.embedded import with_user
+from gateway.adapters.postgres import migrate as migrate_module
+from gateway.adapters.postgres import partitions
+from gateway.adapters.postgres.migrate import MigrationError, migrate
+from gateway.config.settings import RetentionDays, Settings
+from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import seed
 

@@ -34,8 +34,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.auth import Role, mint
-from gateway import runtime
-from gateway.settings import AlarmSettings, Settings, WebhookSetting
+from gateway.config.settings import AlarmSettings, Settings, WebhookSetting
+from gateway.entrypoints import runtime
 from tests.integration.harness import operator, payload, publish, seed, settings_for, wait_for
 from tests.services import free_port
 

@@ -26,9 +26,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from gateway.app import GatewayService
-from gateway.settings import AlarmSettings, WebhookSetting
-from gateway.storage import registry_repo as repo
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import AlarmSettings, WebhookSetting
+from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
     Operator,
@@ -223,7 +223,7 @@ async def test_workers_started_together_on_a_fresh_database(mosquitto, postgres)
     """Migrations, partitions and the TimescaleDB check run in every worker at start;
     started at once on an empty database, none of them crashes (the old build died with
     DuplicateTable in partition maintenance)."""
-    from gateway.storage.migrate import migrate
+    from gateway.adapters.postgres.migrate import migrate
 
     url = postgres.create_database()  # empty: not cloned from the migrated template
     await asyncio.gather(

@@ -64,7 +64,7 @@ async def test_no_identity_number_reading_or_secret_in_any_log_line(
         ),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "run"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "gateway", "run"], cwd=ROOT, env=env,
         stdout=log.open("ab"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     admin = mint(JWT_SECRET, tenant="kommun-a", role=Role.TENANT_ADMIN, subject="admin-a",

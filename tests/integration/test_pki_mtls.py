@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bench.mosquitto import MosquittoTls
-from gateway.cli import main
-from gateway.pki import CertificateAuthority
+from gateway.entrypoints.cli import main
+from gateway.support.pki import CertificateAuthority
 from tests.conftest import DYNSEC_ADMIN
 from tests.integration.harness import wait_for
 from tests.integration.test_broker_access import (

@@ -22,7 +22,7 @@ from uuid import UUID
 import httpx
 
 from api.auth import Role, mint
-from gateway.app import GatewayService
+from gateway.worker.service import GatewayService
 from tests.integration.harness import (
     Operator,
     gateway_with_api,

@@ -20,10 +20,10 @@ import orjson
 import psycopg
 import pytest
 
-from gateway.dispatch.webhook import WebhookDispatcher, WebhookTarget
-from gateway.embedded import with_user
-from gateway.settings import AlarmSettings, RouteSetting, WebhookSetting
-from gateway.storage import registry_repo as repo
+from gateway.adapters.embedded import with_user
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.config.settings import AlarmSettings, RouteSetting, WebhookSetting
+from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
 from tests.conftest import WORKER_PASSWORD
 from tests.integration.harness import (
     operator,

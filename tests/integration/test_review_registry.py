@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from api.app import create_app
 from api.auth import Role, mint
-from gateway import demo
-from gateway.broker_access.client import IdentityTaken
+from gateway.adapters.embedded import with_user
+from gateway.adapters.mosquitto.client import IdentityTaken
+from gateway.adapters.postgres import queries
+from gateway.config.settings import LockSettings, Settings
 from gateway.domain.lock_access import Reason
-from gateway.embedded import with_user
-from gateway.locks.service import LockService
-from gateway.settings import LockSettings, Settings
-from gateway.storage import queries
+from gateway.entrypoints import demo
+from gateway.worker.locks.service import LockService
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import scalar, seed, serving
 
@@ -180,7 +180,7 @@ async def test_the_api_role_cannot_write_device_models_itself(tenants: str) -> N
 
 async def test_the_catalogue_holds_the_demos_models(database_url: str) -> None:
     """Migration 0011 adds the demo's models, so the simulator registers with a tenant
-    admin's token on any installation; they are exactly gateway/demo.py's."""
+    admin's token on any installation; they are exactly gateway/entrypoints/demo.py's."""
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         rows = await (await conn.execute(
             "select id, vendor, model, device_type, heartbeat_interval_s from device_models"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from device_sims.runner import run_fleet
 from device_sims.scenario import parse_scenario
-from gateway.demo import DEMO_TENANT, seed
-from gateway.settings import AlarmSettings
+from gateway.config.settings import AlarmSettings
+from gateway.entrypoints.demo import DEMO_TENANT, seed
 from tests.integration.harness import operator, running_gateway, settings_for
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "device_sims" / "scenarios"

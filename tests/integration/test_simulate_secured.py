@@ -27,8 +27,8 @@ import pytest
 from api.auth import Role
 from bench.mosquitto import MosquittoTls
 from device_sims.credentials import Credential, load_credentials, save_credentials
-from gateway.cli import main
-from gateway.pki import CertificateAuthority
+from gateway.entrypoints.cli import main
+from gateway.support.pki import CertificateAuthority
 from tests.conftest import DYNSEC_ADMIN
 from tests.integration.harness import running_gateway, scalar, wait_for
 from tests.integration.test_broker_access import GATEWAY, admin
@@ -93,7 +93,7 @@ class Simulation:
 
 async def start(*args: str) -> Simulation:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "simulate", *args,
+        sys.executable, "-m", "gateway", "simulate", *args,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=os.environ.copy(),
     )  # fmt: skip
     return Simulation(proc)

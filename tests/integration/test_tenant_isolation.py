@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from api.auth import Role, mint
-from gateway.embedded import with_user
+from gateway.adapters.embedded import with_user
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import (
     gateway_with_api,

@@ -26,13 +26,13 @@ import pytest
 from psycopg import sql
 
 from api.auth import Role, mint
-from gateway import cli
-from gateway.embedded import with_user
-from gateway.settings import RetentionDays
-from gateway.storage import partitions, timescale
-from gateway.storage.api_queries import READING_QUERIES
-from gateway.storage.migrate import Migrated, migrate
-from gateway.storage.rows import COLUMNS
+from gateway.adapters.embedded import with_user
+from gateway.adapters.postgres import partitions, timescale
+from gateway.adapters.postgres.api_queries import READING_QUERIES
+from gateway.adapters.postgres.migrate import Migrated, migrate
+from gateway.config.settings import RetentionDays
+from gateway.entrypoints import cli
+from gateway.worker.rows import COLUMNS
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD, debian_postgres
 from tests.integration.harness import (
     gateway_with_api,
@@ -726,8 +726,8 @@ def test_plain_postgres_keeps_native_partitions(database_url) -> None:
 def _doctor(url: str) -> list[str]:
     import asyncio
 
-    from gateway.doctor import check_database, database_urls
-    from gateway.settings import Settings
+    from gateway.config.settings import Settings
+    from gateway.entrypoints.doctor import check_database, database_urls
 
     settings = Settings(database_url=url, api_db_password=API_PASSWORD,
                         worker_db_password=WORKER_PASSWORD, mode="development")  # fmt: skip

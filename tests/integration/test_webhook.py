@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.dispatch.webhook import (
+from gateway.worker.webhooks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     WebhookDispatcher,
@@ -184,7 +184,7 @@ def test_target_repr_hides_secret_and_url() -> None:
 async def test_delivery_is_signed_and_verifiable(
     receiver: Receiver, base: str, outbox: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="gateway.dispatch.webhook")
+    caplog.set_level(logging.DEBUG, logger="gateway.worker.webhooks")
     dispatcher = dispatcher_in(outbox, [target(base)])
     async with running(dispatcher):
         dispatcher.submit(["arc"], "evt-1", BODY)

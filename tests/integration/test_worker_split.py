@@ -13,7 +13,7 @@ from uuid import UUID
 import httpx
 
 from api.auth import Role, mint
-from gateway.app import GatewayService
+from gateway.worker.service import GatewayService
 from tests.integration import harness
 from tests.integration.harness import (
     payload,

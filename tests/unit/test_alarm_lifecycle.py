@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from firmware_contracts.messages import Alarm as AlarmMessage
 from firmware_contracts.messages import Heartbeat, Lock, Status, Weight
-from gateway.alarms.engine import AlarmEngine, PersonRules, RuleConfig
 from gateway.domain.alarms import (
     AlarmBook,
     AlarmError,
@@ -23,6 +22,7 @@ from gateway.domain.alarms import (
 from gateway.domain.registry import Assignment, Binding, DeviceRecord, DeviceStatus, device_record
 from gateway.domain.routing import RoutingPolicy
 from gateway.domain.silence import SilencePolicy, SilenceWatch
+from gateway.worker.alarms.engine import AlarmEngine, PersonRules, RuleConfig
 
 T0 = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # night in Sweden
 PERSON = uuid4()

@@ -29,9 +29,9 @@ from firmware_contracts.alarm_message import (
 )
 from firmware_contracts.messages import AlarmKind as DeviceAlarmKind
 from firmware_contracts.schema import export, export_all
-from gateway.alarms import codec
 from gateway.domain import alarms as domain
 from gateway.domain.alarms import AlarmBook, AlarmEvent, AlarmKind, EscalationPolicy, Position
+from gateway.worker.alarms import codec
 
 T0 = datetime(2025, 6, 1, 22, 15, 2, tzinfo=UTC)
 PERSON = uuid4()
@@ -242,7 +242,7 @@ def test_export_all_writes_the_alarm_message_beside_the_channels(tmp_path: Path)
 
 
 def test_the_cli_exports_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gateway.cli import main
+    from gateway.entrypoints.cli import main
 
     assert main(["contract", "export", str(tmp_path)]) == 0
     assert str(tmp_path / ALARM_MESSAGE_FILE) in capsys.readouterr().out.splitlines()

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
+from gateway.adapters.postgres import queries
+from gateway.adapters.postgres.listen import kept
 from gateway.domain.registry import Assignment
-from gateway.storage import queries
-from gateway.storage.canon import PERSON_IDS, Canon
-from gateway.storage.listen import kept
+from gateway.worker.fleet.canon import PERSON_IDS, Canon
 
 
 def test_an_equal_entry_keeps_the_held_object_a_changed_one_is_replaced() -> None:

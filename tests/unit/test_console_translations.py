@@ -26,7 +26,7 @@ from gateway.domain.vitals import BloodPressureCode
 
 ROOT = Path(__file__).resolve().parents[2]
 I18N = ROOT / "api" / "console" / "js" / "i18n.js"
-ALARM_CODE = sorted((ROOT / "gateway" / "alarms").glob("*.py"))
+ALARM_CODE = sorted((ROOT / "gateway" / "worker" / "alarms").glob("*.py"))
 LANGUAGES = ("sv", "en")
 PLURAL_FORMS = {"one", "other"}
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from api.alarm_hub import AlarmHub
-from api.worker_link import _Pending
 from gateway.control import protocol as p
+from gateway.control.worker_link import _Pending
 
 
 def test_request_and_reply_round_trip() -> None:
@@ -99,8 +99,8 @@ def test_hub_ids_start_at_the_process_start_in_microseconds() -> None:
 
 
 def test_worker_and_api_alone_need_a_shared_database_and_broker() -> None:
-    from gateway.runtime import split_endpoints
-    from gateway.settings import Settings, SettingsError
+    from gateway.config.settings import Settings, SettingsError
+    from gateway.entrypoints.runtime import split_endpoints
 
     with pytest.raises(SettingsError, match="need database_url and mqtt_url"):
         split_endpoints(Settings(database_url="postgresql://db/wg"))

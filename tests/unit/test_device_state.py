@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_contracts.messages import Battery, Heartbeat, Status, Weight
-from gateway.device_state import DeviceState, DeviceStates
 from gateway.domain.instants import from_us, to_us
+from gateway.worker.fleet.device_state import DeviceState, DeviceStates
 
 T0 = datetime(2026, 5, 4, 7, 0, tzinfo=UTC)
 STOCKHOLM_SUMMER = timezone(timedelta(hours=2))

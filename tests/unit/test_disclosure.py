@@ -162,7 +162,7 @@ def test_routing_skips_a_receiver_it_may_not_reach() -> None:
 def test_a_webhook_of_another_organisation_must_say_why() -> None:
     import pytest
 
-    from gateway.settings import SettingsError, load_settings
+    from gateway.config.settings import SettingsError, load_settings
 
     base = {"group": "regional_clinic", "url": "https://region.example/hook",
             "secret": "s" * 16}  # fmt: skip
@@ -182,8 +182,8 @@ async def test_consents_no_longer_followed_disclose_nothing() -> None:
     """Review: if following consent changes fails for good, a withdrawal would go unseen:
     then nothing goes to another organisation (fail closed), on the alarm path and at the
     receiver's gate."""
-    from gateway.alarms.consent_cache import AlarmDisclosure
-    from gateway.dispatch.webhook import WebhookTarget
+    from gateway.worker.alarms.consent_cache import AlarmDisclosure
+    from gateway.worker.webhooks import WebhookTarget
 
     region = WebhookTarget(name="region", url="https://region.example/in", secret=b"s" * 20,
                            org="232100-0172", purpose="care")  # fmt: skip

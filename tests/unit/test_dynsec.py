@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.broker_access import dynsec
-from gateway.broker_access.service import new_password
+from gateway.adapters.mosquitto import dynsec
+from gateway.adapters.mosquitto.service import new_password
 
 
 def acl_topics(acls: list[dynsec.Acl], kind: dynsec.AclType) -> set[str]:

@@ -9,10 +9,10 @@ from uuid import uuid4
 
 import pytest
 
+from gateway.adapters.durable_log import DurableLog
 from gateway.control import protocol as p
 from gateway.control.roles import Membership
 from gateway.domain.alarms import AlarmBook, AlarmKind
-from gateway.durable_log import DurableLog
 
 T0 = datetime(2026, 12, 6, 22, 0, tzinfo=UTC)
 

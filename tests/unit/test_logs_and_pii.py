@@ -7,8 +7,8 @@ import os
 import pytest
 from cryptography.exceptions import InvalidTag
 
-from gateway.logs import JsonFormatter, mask
-from gateway.pii import PinCipher, PinError, normalise_pin
+from gateway.support.logs import JsonFormatter, mask
+from gateway.support.pii import PinCipher, PinError, normalise_pin
 
 
 def test_personal_identity_numbers_never_reach_a_log_line() -> None:

@@ -1,5 +1,5 @@
 """paho-mqtt's and aiomqtt's private API is reached through one adapter
-(``gateway.mqtt.internals``), only on the versions it was tested with, and the PUBLISH fast
+(``gateway.adapters.mqtt.internals``), only on the versions it was tested with, and the PUBLISH fast
 path is installed by the worker's composition root, never by constructing a client
 (security review #17, finding 8)."""
 
@@ -20,11 +20,11 @@ from packaging.requirements import Requirement
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from gateway.app import GatewayService
-from gateway.metrics import IngestMetrics
-from gateway.mqtt import internals, publish_decoder
-from gateway.mqtt.consumer import ConsumerConfig, Inbound, MqttConsumer
-from gateway.settings import Settings
+from gateway.adapters.mqtt import internals, publish_decoder
+from gateway.config.settings import Settings
+from gateway.support.metrics import IngestMetrics
+from gateway.worker.consumer import ConsumerConfig, Inbound, MqttConsumer
+from gateway.worker.service import GatewayService
 
 ROOT = Path(__file__).resolve().parents[2]
 PAHO_DECODE = publish_decoder._paho_decode_publish  # paho's own, as imported
@@ -205,14 +205,14 @@ async def test_the_worker_refuses_to_start_on_an_untested_aiomqtt(
     assert seen == []
 
 
-#: private names of paho and aiomqtt; only gateway/mqtt/internals.py (and the fast path it
+#: private names of paho and aiomqtt; only gateway/adapters/mqtt/internals.py (and the fast path it
 #: imports) may use them
 PRIVATE_ATTRIBUTES = {"_client", "_disconnected", "_packet", "_connected", "_lock"}
 #: aiomqtt's private hooks a subclass could override
 PRIVATE_HOOKS = {"_misc_loop", "_client_connect", "_on_disconnect", "_on_connect",
                  "_on_message", "_on_subscribe", "_on_publish"}  # fmt: skip
-PRIVATE_MODULES = {"paho.mqtt._packet", "gateway.mqtt.publish_decoder"}
-ADAPTER = {ROOT / "gateway" / "mqtt" / name for name in ("internals.py", "publish_decoder.py")}
+PRIVATE_MODULES = {"paho.mqtt._packet", "gateway.adapters.mqtt.publish_decoder"}
+ADAPTER = {ROOT / "gateway" / "adapters" / "mqtt" / name for name in ("internals.py", "publish_decoder.py")}
 
 
 def _private_uses(tree: ast.AST) -> list[tuple[int, str]]:
@@ -250,7 +250,7 @@ def test_only_the_adapter_reaches_into_paho_and_aiomqtt() -> None:
         if path not in ADAPTER
         for line, text in _private_uses(ast.parse(path.read_text(), str(path)))
     ]
-    assert offenders == [], "use gateway.mqtt.internals instead:\n" + "\n".join(offenders)
+    assert offenders == [], "use gateway.adapters.mqtt.internals instead:\n" + "\n".join(offenders)
     # and the guard does see a use
     assert _private_uses(ast.parse("client._client.disable_logger()"))
     assert _private_uses(ast.parse("from paho.mqtt import _packet"))

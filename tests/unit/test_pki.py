@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.cli import main
-from gateway.pki import CertificateAuthority, PkiError
+from gateway.entrypoints.cli import main
+from gateway.support.pki import CertificateAuthority, PkiError
 
 
 def mode(path: Path) -> int:

@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from firmware_contracts.messages import Heartbeat
-from gateway.device_state import DeviceStates
 from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.registry import Assignment, DeviceStatus, device_record
 from gateway.domain.silence import SilenceWatch
-from gateway.registry_table import RegistryTable
+from gateway.worker.fleet.device_state import DeviceStates
+from gateway.worker.fleet.registry_table import RegistryTable
 
 T0 = datetime(2026, 11, 23, 21, 0, tzinfo=UTC)
 ALICE, BOB = uuid4(), uuid4()

@@ -1,5 +1,5 @@
 """Security review #17.2, the pure parts: which message types a device type may send,
-the judgement both paths share (gateway.ingest.admit), the alarm engine's intake binding
+the judgement both paths share (gateway.worker.ingest.admit), the alarm engine's intake binding
 alarms to the current holder only, and the age bound on dispatching device alarms.
 The attack end to end is tests/integration/test_review_assignment.py."""
 
@@ -30,9 +30,7 @@ from firmware_contracts.messages import (
     Status,
     Weight,
 )
-from gateway.alarms.engine import AlarmEngine, PersonRules, RuleConfig
-from gateway.alarms.intake import AlarmIntake
-from gateway.alarms.service import rule_config
+from gateway.config.settings import AlarmSettings
 from gateway.domain.alarms import AlarmBook
 from gateway.domain.registry import (
     Assignment,
@@ -43,9 +41,11 @@ from gateway.domain.registry import (
     Refused,
     device_record,
 )
-from gateway.ingest import admit
-from gateway.mqtt.consumer import AckToken, Inbound
-from gateway.settings import AlarmSettings
+from gateway.worker.alarms.engine import AlarmEngine, PersonRules, RuleConfig
+from gateway.worker.alarms.intake import AlarmIntake
+from gateway.worker.alarms.service import rule_config
+from gateway.worker.consumer import AckToken, Inbound
+from gateway.worker.ingest import admit
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
@@ -121,7 +121,7 @@ def test_the_data_names_only_device_types_and_kinds_the_contract_has() -> None:
     assert every_type <= set(ALL_TYPES) - {"command"}
     assert set(ALARM_KINDS) <= {t for t, types in MESSAGE_TYPES.items() if "alarm" in types}
     assert {k for kinds in ALARM_KINDS.values() for k in kinds} <= {k.value for k in AlarmKind}
-    registry_sql = (ROOT / "gateway/storage/migrations/0001_registry.sql").read_text()
+    registry_sql = (ROOT / "gateway/adapters/postgres/migrations/0001_registry.sql").read_text()
     for device_type in MESSAGE_TYPES:
         assert f"'{device_type}'" in registry_sql
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import SettingsError, load_settings
+from gateway.config.settings import SettingsError, load_settings
 
 
 def test_defaults_mean_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +60,7 @@ def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_cli_reports_bad_config_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gateway.cli import main
+    from gateway.entrypoints.cli import main
 
     cfg = tmp_path / "wg.toml"
     cfg.write_text("mqtt_protocol = 3\n")
@@ -69,8 +69,8 @@ def test_cli_reports_bad_config_and_exits_2(
 
 
 def test_alarm_routing_and_severity_per_tenant(tmp_path: Path) -> None:
-    from gateway.alarms.service import routing_policies, severity_function
     from gateway.domain.alarms import AlarmBook, AlarmKind, Severity
+    from gateway.worker.alarms.service import routing_policies, severity_function
 
     cfg = tmp_path / "wg.toml"
     cfg.write_text(

@@ -1,4 +1,4 @@
-"""README's settings table names every setting of ``gateway.settings.Settings``, and only
+"""README's settings table names every setting of ``gateway.config.settings.Settings``, and only
 those (issue #18).
 
 A row's first column names settings in backticks: a top-level setting (`data_dir`), a
@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.settings import Settings
+from gateway.config.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 HEADER = "| setting (env) | default | meaning |"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 
-from gateway.settings import Settings, WebhookSetting
-from gateway.unsafe_settings import embedded_services, findings
+from gateway.config.settings import Settings, WebhookSetting
+from gateway.config.unsafe_settings import embedded_services, findings
 
 SAFE = {
     "database_url": "postgresql://owner@db.internal/wg",

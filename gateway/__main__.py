@@ -1,0 +1,5 @@
+"""``python -m gateway``: the ``welfare-gateway`` command."""
+
+from gateway.entrypoints.cli import main
+
+raise SystemExit(main())

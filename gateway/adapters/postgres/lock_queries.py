@@ -1,0 +1,180 @@
+"""SQL of keyless-lock access: staff, keys, planned visits (migration 0006).
+
+Loading functions run as the gateway (all tenants) to fill its in-memory copy; writing
+functions run in the API's tenant transaction, where row-level security applies.
+Every query is parameterised.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from gateway.adapters.postgres.access_log import AccessEntry
+from gateway.domain.lock_access import StaffKey, StaffMember, Visit, WeeklySlot
+
+Conn = psycopg.AsyncConnection[Any]
+
+#: Single visits kept in memory: those that end after now - this and start before
+#: now + LOOKAHEAD (the rule looks at most 12 h around now; reloads keep it current).
+KEEP_PAST = "1 day"
+LOOKAHEAD = "8 days"
+
+_STAFF = "select id, tenant_id, subject, teams, active from staff_members"
+_KEYS = "select key_id, staff_id, tenant_id, valid_from, valid_to, revoked_at from staff_keys"
+_VISITS = (
+    "select id, person_id, starts_at, ends_at, staff_id, team from visits"
+    " where ends_at > now() - %s::interval and starts_at < now() + %s::interval"
+)
+_SLOTS = (
+    "select id, person_id, weekdays, start_time, end_time, timezone, first_day, last_day,"
+    " staff_id, team from visit_slots where (last_day is null or last_day >= current_date - 1)"
+)
+
+
+async def load_staff(
+    conn: Conn,
+) -> tuple[dict[UUID, StaffMember], dict[tuple[str, str], StaffKey]]:
+    """Staff by id, and keys by (tenant id, key id): a key id is unique per tenant only
+    (migration 0011), and a lock looks keys up in its own tenant."""
+    staff = {
+        row[0]: StaffMember(row[0], row[1], row[2], frozenset(row[3]), row[4])
+        for row in await (await conn.execute(_STAFF)).fetchall()
+    }
+    keys = {
+        (row[2], row[0]): StaffKey(*row) for row in await (await conn.execute(_KEYS)).fetchall()
+    }
+    return staff, keys
+
+
+async def load_visits(
+    conn: Conn, person_id: UUID | None = None
+) -> dict[UUID, list[Visit | WeeklySlot]]:
+    """Planned visits and weekly slots per person (of one person, or everyone)."""
+    visits_sql, slots_sql = _VISITS, _SLOTS
+    params: tuple[Any, ...] = (KEEP_PAST, LOOKAHEAD)
+    slot_params: tuple[Any, ...] = ()
+    if person_id is not None:
+        visits_sql += " and person_id = %s"
+        slots_sql += " and person_id = %s"
+        params += (person_id,)
+        slot_params = (person_id,)
+    out: dict[UUID, list[Visit | WeeklySlot]] = {}
+    for vid, pid, starts, ends, staff_id, team in await (
+        await conn.execute(visits_sql, params)
+    ).fetchall():
+        out.setdefault(pid, []).append(Visit(str(vid), pid, starts, ends, staff_id, team))
+    for sid, pid, days, start, end, tz, first, last, staff_id, team in await (
+        await conn.execute(slots_sql, slot_params)
+    ).fetchall():
+        out.setdefault(pid, []).append(
+            WeeklySlot(str(sid), pid, frozenset(days), start, end, tz, first, last, staff_id, team)
+        )
+    return out
+
+
+async def append_access(conn: Conn, entry: AccessEntry) -> None:
+    """One access-log row through the hash-chaining function (autocommit: committed
+    when this returns)."""
+    await conn.execute(
+        "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (entry.actor, entry.actor_org, entry.actor_role, entry.actor_tenant,
+         entry.owner_tenant, entry.person_id, entry.categories, entry.purpose,
+         entry.outcome, entry.reason, entry.request),
+    )  # fmt: skip
+
+
+# --- administration (API, tenant transaction) -------------------------------------------
+
+
+async def add_staff(
+    conn: Conn, tenant_id: str, subject: str, display_name: str, teams: list[str]
+) -> UUID:
+    cur = await conn.execute(
+        "insert into staff_members (tenant_id, subject, display_name, teams)"
+        " values (%s, %s, %s, %s) returning id",
+        (tenant_id, subject, display_name, sorted(set(teams))),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+async def add_key(
+    conn: Conn,
+    tenant_id: str,
+    staff_id: UUID,
+    key_id: str,
+    valid_from: datetime | None,
+    valid_to: datetime | None,
+) -> None:
+    await conn.execute(
+        "insert into staff_keys (key_id, tenant_id, staff_id, valid_from, valid_to)"
+        " values (%s, %s, %s, coalesce(%s, now()), %s)",
+        (key_id, tenant_id, staff_id, valid_from, valid_to),
+    )
+
+
+async def revoke_key(conn: Conn, tenant_id: str, key_id: str, by: str) -> bool:
+    """Revoke the tenant's key ``key_id`` (another tenant's key of that id is another key)."""
+    cur = await conn.execute(
+        "update staff_keys set revoked_at = now(), revoked_by = %s"
+        " where tenant_id = %s and key_id = %s and revoked_at is null",
+        (by, tenant_id, key_id),
+    )
+    return cur.rowcount == 1
+
+
+async def add_visit(
+    conn: Conn,
+    tenant_id: str,
+    person_id: UUID,
+    staff_id: UUID | None,
+    team: str | None,
+    starts_at: datetime,
+    ends_at: datetime,
+    by: str,
+) -> UUID:
+    cur = await conn.execute(
+        "insert into visits (tenant_id, person_id, staff_id, team, starts_at, ends_at,"
+        " created_by) values (%s, %s, %s, %s, %s, %s, %s) returning id",
+        (tenant_id, person_id, staff_id, team, starts_at, ends_at, by),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+async def add_slot(
+    conn: Conn,
+    tenant_id: str,
+    person_id: UUID,
+    staff_id: UUID | None,
+    team: str | None,
+    weekdays: list[int],
+    start: time,
+    end: time,
+    timezone: str,
+    first_day: date | None,
+    last_day: date | None,
+    by: str,
+) -> UUID:
+    cur = await conn.execute(
+        "insert into visit_slots (tenant_id, person_id, staff_id, team, weekdays, start_time,"
+        " end_time, timezone, first_day, last_day, created_by)"
+        " values (%s, %s, %s, %s, %s::smallint[], %s, %s, %s, %s, %s, %s) returning id",
+        (tenant_id, person_id, staff_id, team, weekdays, start, end, timezone, first_day,
+         last_day, by),
+    )  # fmt: skip
+    row = await cur.fetchone()
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+async def staff_by_subject(conn: Conn, subject: str) -> UUID | None:
+    cur = await conn.execute("select id from staff_members where subject = %s", (subject,))
+    row = await cur.fetchone()
+    return UUID(str(row[0])) if row else None

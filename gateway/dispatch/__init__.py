@@ -1,1 +1,0 @@
-"""Delivery of alarm state changes to recipients outside the gateway."""

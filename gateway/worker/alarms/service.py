@@ -1,0 +1,458 @@
+"""The alarm service: the safety path's composition.
+
+``observe`` is called by ingest for every accepted message, before the message is queued
+for storage; rules run in memory (:class:`AlarmEngine`) and every resulting event is, in
+this order and without touching the database: appended to the fsynced local journal,
+handed to the MQTT publisher (``tenants/{tenant}/alarms``, QoS 1), to the live API
+streams and to the webhook dispatcher. A timer loop raises what is due by time (silent
+devices, doors left unlocked, escalations). The journal is shipped into PostgreSQL in the
+background and replayed after an outage.
+
+MQTT and the API's streams serve the tenant's own operators. A webhook receiver that is
+another organisation (``org`` other than the tenant's) gets an event only under the
+resident's consent (:mod:`gateway.worker.alarms.consent_cache`, review #17.7): the routing leaves
+it out when the consents in memory do not allow it, and its delivery loop decides again
+and access-logs the disclosure before sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+import psycopg
+
+from firmware_contracts.messages import Lock, Reply
+from firmware_contracts.topics import tenant_alarms_topic
+from gateway.adapters.mqtt.publisher import AlarmPublisher
+from gateway.adapters.postgres import queries
+from gateway.config.settings import AlarmSettings, RouteSetting
+from gateway.domain.alarms import (
+    DEFAULT_SEVERITY,
+    Alarm,
+    AlarmBook,
+    AlarmError,
+    AlarmEvent,
+    AlarmKind,
+    AlarmState,
+    EscalationPolicy,
+    Severity,
+)
+from gateway.domain.geofence import GeofencePolicy
+from gateway.domain.registry import Binding, DeviceRecord
+from gateway.domain.routing import Route, RoutingPolicy
+from gateway.domain.silence import SilencePolicy
+from gateway.support.metrics import IngestMetrics
+from gateway.worker.alarms.codec import encode, event_from_dict
+from gateway.worker.alarms.consent_cache import AlarmDisclosure
+from gateway.worker.alarms.engine import AlarmEngine, RuleConfig
+from gateway.worker.alarms.journal import AlarmJournal
+from gateway.worker.alarms.persist import JournalShipper, load_open_alarms
+from gateway.worker.alarms.person_rules import PersonRulesCache
+from gateway.worker.fleet.registry_cache import RegistryCache
+from gateway.worker.locks.service import LockService
+from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
+
+log = logging.getLogger(__name__)
+
+
+def rule_config(s: AlarmSettings) -> RuleConfig:
+    return RuleConfig(
+        silence=SilencePolicy(s.silence_factor, s.silence_grace_s),
+        geofence=GeofencePolicy(s.geofence_hysteresis_m, s.geofence_max_accuracy_m),
+        escalation=EscalationPolicy({Severity(k): tuple(v) for k, v in s.escalation_s.items()}),
+        battery_low_percent=s.battery_low_percent,
+        battery_ok_percent=s.battery_ok_percent,
+        door_unlocked_after=timedelta(seconds=s.door_unlocked_after_s),
+        max_alarm_age=timedelta(seconds=s.max_alarm_age_s),
+    )
+
+
+def severity_function(s: AlarmSettings) -> Any:
+    overrides = {
+        tenant: {AlarmKind(kind): Severity(sev) for kind, sev in kinds.items()}
+        for tenant, kinds in s.severity.items()
+    }
+
+    def severity_for(tenant_id: str, kind: AlarmKind) -> Severity:
+        for key in (tenant_id, "*"):
+            found = overrides.get(key, {}).get(kind)
+            if found is not None:
+                return found
+        return DEFAULT_SEVERITY[kind]
+
+    return severity_for
+
+
+def routing_policies(s: AlarmSettings) -> dict[str, RoutingPolicy]:
+    """Routing per tenant from settings; "*" is every tenant without routes of its own."""
+    policies = {
+        tenant: RoutingPolicy(tuple(_route(r) for r in rules), timezone=s.timezone)
+        for tenant, rules in s.routes.items()
+    }
+    policies.setdefault("*", RoutingPolicy(timezone=s.timezone))
+    return policies
+
+
+def _route(r: RouteSetting) -> Route:
+    hours = None
+    if r.hours:
+        start, end = r.hours.split("-")
+        hours = (time.fromisoformat(start), time.fromisoformat(end))
+    return Route(
+        chain=tuple(r.chain),
+        kinds=frozenset(AlarmKind(k) for k in r.kinds) if r.kinds is not None else None,
+        severities=frozenset(Severity(x) for x in r.severities) if r.severities else None,
+        hours=hours,
+    )
+
+
+ACTIVATION_DB_TIMEOUT_S = 5.0
+#: how often the open alarms are counted into the metrics
+OPEN_ALARMS_SAMPLE_S = 1.0
+#: retained, per webhook receiver: the last event the active engine delivered to it
+WEBHOOK_PROGRESS_PREFIX = "gateway/webhooks/"
+
+
+def _never_seen(_: str) -> None:
+    return None
+
+
+class AlarmService:
+    def __init__(
+        self,
+        settings: AlarmSettings,
+        *,
+        database_url: str,
+        mqtt_url: str,
+        client_id: str,
+        registry: RegistryCache,
+        journal_dir: Path,
+        outbox_dir: Path,
+        metrics: IngestMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.book = AlarmBook(severity_function(settings))
+        self.persons = PersonRulesCache(database_url)
+        self.engine = self._new_engine(registry)
+        self.routing = routing_policies(settings)
+        self.journal = AlarmJournal(journal_dir)
+        self.shipper = JournalShipper(self.journal, database_url)
+        self.publisher = AlarmPublisher(mqtt_url, f"{client_id}-alarms")
+        targets = [
+            WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode(),
+                          org=w.org, purpose=w.purpose, tenants=frozenset(w.tenants))
+            for w in settings.webhooks
+        ]  # fmt: skip
+        # receivers of other organisations: only under the resident's consent (#17.7)
+        self.disclosure = AlarmDisclosure(database_url, targets)
+        self.webhooks = WebhookDispatcher(
+            targets,
+            outbox_dir=outbox_dir,
+            keep_after_resolved_s=settings.webhook_keep_after_resolved_s,
+            unreachable_after_s=settings.webhook_unreachable_after_s,
+            is_open=self._is_open,
+            on_unreachable=self._receiver,
+            on_delivered=self._webhook_delivered,
+            metrics=metrics,
+            delivering=False,  # the active engine's worker delivers
+            gate=self.disclosure.gate,
+        )
+        self._registry = registry
+        self._database_url = database_url
+        self._metrics = metrics
+        self._open_labels: set[tuple[str, str, str]] = set()  # ever reported, to zero them
+        self.dispatched = 0
+        self.locks: LockService | None = None  # keyless-lock access, attached by the app
+        # Only the active engine evaluates, dispatches and answers; a standby follows the
+        # active one's published events in its book (gateway.worker.alarms.engine_role).
+        self.active = False
+
+    def _new_engine(self, registry: RegistryCache) -> AlarmEngine:
+        return AlarmEngine(
+            self.book, rule_config(self.settings), person=self.persons.get,
+            device=registry.get, index=registry.index,
+        )  # fmt: skip
+
+    # --- the fast path ----------------------------------------------------------------------
+    def observe(self, device: DeviceRecord, binding: Binding, message: Any, at: datetime) -> None:
+        events = self.engine.observe(device, binding, message, at)
+        if self.locks is not None and isinstance(message, Lock | Reply):
+            decision = self.locks.observe(device, binding, message, at)
+            if decision is not None and isinstance(message, Lock):
+                events += self.engine.unauthorised_unlock(device, binding, message, decision)
+        if events:
+            self._dispatch(events)
+
+    def _dispatch(self, events: list[AlarmEvent]) -> None:
+        self.journal.append(events)
+        for event in events:
+            # another organisation's receiver only under consent (from memory)
+            withheld = self.disclosure.withheld(event.alarm, event.at)
+            recipients = self.routing_for(event.alarm.tenant_id).recipients(event.alarm, withheld)
+            payload = encode(event, recipients)
+            self.publisher.submit(tenant_alarms_topic(event.alarm.tenant_id), payload)
+            if self.settings.webhooks:
+                self.webhooks.submit(recipients, str(event.id), payload)
+            log.info(
+                "alarm event",
+                extra={"alarm_id": str(event.alarm_id), "event": event.type,
+                       "kind": event.alarm.kind.value, "tenant_id": event.alarm.tenant_id},
+            )  # fmt: skip
+        self.dispatched += len(events)
+        self.shipper.wake()
+
+    # --- webhook receivers --------------------------------------------------------------
+    def _is_open(self, alarm_id: str) -> bool:
+        try:
+            return self.book.get(UUID(alarm_id)) is not None
+        except ValueError:
+            return False
+
+    def _receiver(
+        self, target: WebhookTarget, tenant_id: str, unreachable: bool, since: datetime
+    ) -> None:
+        """A webhook receiver has failed for too long (or takes events again): a
+        technical alarm for the technicians of the tenant whose event waits."""
+        if not self.active:
+            return
+        device_id, now = f"webhook:{target.name}", datetime.now(UTC)
+        if unreachable:
+            events = self.book.signal(
+                tenant_id=tenant_id, kind=AlarmKind.RECEIVER_UNREACHABLE, device_id=device_id,
+                person_id=None, person_ref=None, at=now, condition=True,
+                detail={"receiver": target.name, "failing_since": since.isoformat()},
+            )  # fmt: skip
+        else:  # whichever tenants it was reported in (perhaps before a restart)
+            events = []
+            for alarm in self.book.open_alarms():
+                if alarm.kind is AlarmKind.RECEIVER_UNREACHABLE and alarm.device_id == device_id:
+                    events += self.book.clear(
+                        tenant_id=alarm.tenant_id, kind=AlarmKind.RECEIVER_UNREACHABLE,
+                        device_id=device_id, person_id=None, at=now,
+                    )  # fmt: skip
+        if events:
+            self._dispatch(events)
+
+    def _webhook_delivered(self, target: WebhookTarget, event_id: str) -> None:
+        """Tell the standbys how far this receiver got (retained, one per receiver)."""
+        body = orjson.dumps({"v": 1, "event_id": event_id})
+        self.publisher.submit(WEBHOOK_PROGRESS_PREFIX + target.name, body, retain=True)
+
+    def after_sent(self, callback: Callable[[], None]) -> None:
+        """``callback`` once the broker has taken every alarm event dispatched so far."""
+        self.publisher.after_sent(callback)
+
+    def delivered_elsewhere(self, topic: str, payload: bytes) -> None:
+        """The active engine's progress with a webhook receiver (a standby skips it)."""
+        try:
+            event_id = orjson.loads(payload)["event_id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if isinstance(event_id, str):
+            self.webhooks.delivered_elsewhere(topic.removeprefix(WEBHOOK_PROGRESS_PREFIX),
+                                              event_id)  # fmt: skip
+
+    def mirror(self, payload: bytes) -> None:
+        """An alarm event the active engine published (``tenants/+/alarms``): a standby
+        keeps its book equal to the active one's, and journals the event too, so that it
+        reaches the database even if the active worker's disk never comes back."""
+        if self.active:
+            return
+        try:
+            record = orjson.loads(payload)
+            event = event_from_dict(record)
+            recipients = [str(r) for r in record.get("recipients") or ()]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("alarm event not understood; not mirrored",
+                        extra={"error": type(exc).__name__})  # fmt: skip
+            return
+        if self.book.apply(event.alarm):
+            self.journal.append([event])
+            self.shipper.wake()
+            if self.settings.webhooks:  # the same outbox as the engine's, for a take-over
+                self.webhooks.submit(recipients, str(event.id), payload)
+
+    def _report_open(self, now: datetime) -> None:
+        """The book in the metrics: every worker's (the engine's, or a standby's mirror,
+        so the figures stay across a hand-over; a dashboard takes the max over workers)."""
+        if self._metrics is None:
+            return
+        counts: Counter[tuple[str, str, str]] = Counter()
+        oldest: dict[Severity, datetime] = {}
+        silent = 0
+        for alarm in self.book.open_alarms():
+            counts[(alarm.kind.value, alarm.severity.value, alarm.state.value)] += 1
+            if alarm.state is AlarmState.RAISED:
+                first = oldest.get(alarm.severity)
+                oldest[alarm.severity] = min(first, alarm.raised_at) if first else alarm.raised_at
+            if alarm.kind is AlarmKind.DEVICE_SILENT and alarm.condition:
+                silent += 1
+        for labels in self._open_labels - counts.keys():
+            self._metrics.alarms_open.labels(*labels).set(0)
+        for labels, n in counts.items():
+            self._metrics.alarms_open.labels(*labels).set(n)
+        self._open_labels |= counts.keys()
+        for severity in Severity:
+            raised = oldest.get(severity)
+            age = max(0.0, (now - raised).total_seconds()) if raised else 0.0
+            self._metrics.oldest_unacknowledged.labels(severity.value).set(age)
+        self._metrics.devices_silent.set(silent)
+
+    def routing_for(self, tenant_id: str) -> RoutingPolicy:
+        return self.routing.get(tenant_id) or self.routing["*"]
+
+    # --- people ----------------------------------------------------------------------------
+    def _owned(self, tenant_id: str, alarm_id: UUID) -> Alarm:
+        alarm = self.book.get(alarm_id)
+        if alarm is None or alarm.tenant_id != tenant_id:
+            raise AlarmError("alarm not found or already resolved", 404)
+        return alarm
+
+    def acknowledge(self, tenant_id: str, alarm_id: UUID, actor: str) -> Alarm:
+        self._owned(tenant_id, alarm_id)
+        events = self.book.acknowledge(alarm_id, actor, datetime.now(UTC))
+        self._dispatch(events)
+        return events[-1].alarm
+
+    def resolve(self, tenant_id: str, alarm_id: UUID, actor: str, outcome: str) -> Alarm:
+        self._owned(tenant_id, alarm_id)
+        events = self.book.resolve(alarm_id, actor, datetime.now(UTC), outcome)
+        self._dispatch(events)
+        return events[-1].alarm
+
+    def open_alarms(self, tenant_id: str) -> list[Alarm]:
+        return self.book.open_alarms(tenant_id)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Ship what the journal holds from last time, then restore open alarms and
+        persons' rules. The rules run once this worker's engine is activated."""
+        async with await psycopg.AsyncConnection.connect(self._database_url) as conn:
+            while await self.shipper.ship_once(conn):
+                pass
+        self.book.restore(await load_open_alarms(self._database_url))
+        await self.persons.load()
+        await self.disclosure.load()
+        if self.locks is not None:
+            await self.locks.start()
+
+    async def activate(self) -> None:
+        """Become the active engine. The book: the database's open alarms once this
+        worker's journal is shipped, merged with what was mirrored (newer version wins);
+        the mirror alone while the database is down. The rules start afresh from what
+        storage holds (every worker's storage commits it): silence deadlines from the
+        devices' last-seen times, weight trends from the last two weeks' weights, door
+        timers from unlocks not yet followed by a lock or an alarm. When the database
+        cannot be asked, every silence deadline is a full bound from now (a silent device
+        is then reported one bound late, never falsely) and trends and door timers start
+        empty (logged)."""
+        now = datetime.now(UTC)
+        last_seen: dict[str, datetime] = {}
+        engine = self._new_engine(self._registry)
+        try:
+            async with asyncio.timeout(ACTIVATION_DB_TIMEOUT_S):
+                async with await psycopg.AsyncConnection.connect(
+                    self._database_url, connect_timeout=2
+                ) as conn:
+                    while await self.shipper.ship_once(conn):
+                        pass
+                    async for device_id, seen in queries.stream(conn, queries.LOAD_LAST_SEEN):
+                        last_seen[device_id] = seen
+                    async for person_id, ts, kg in queries.stream(
+                        conn, queries.LOAD_RECENT_WEIGHTS
+                    ):
+                        engine.seed_weight(person_id, ts, kg)
+                    async for device_id, unlocked_at in queries.stream(
+                        conn, queries.LOAD_OPEN_DOORS
+                    ):
+                        if (device := self._registry.get(device_id)) is not None:
+                            engine.seed_door(device, unlocked_at)
+                stored = await load_open_alarms(self._database_url)
+            mirrored = {a.id: a for a in self.book.open_alarms()}
+            self.book.replace_all(
+                a if a.id not in mirrored or mirrored[a.id].version <= a.version
+                else mirrored[a.id]
+                for a in stored
+            )  # fmt: skip
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.warning(
+                "alarm engine activated without the database: open alarms as mirrored, "
+                "silence deadlines a full bound from now", extra={"error": type(exc).__name__},
+            )  # fmt: skip
+        self.engine = engine
+        self.engine.recognise(self.book.open_alarms())
+        self.engine.watch(self._registry.devices(), lambda d: last_seen.get(d, now), now)
+        self.webhooks.deliver(True)
+        silent = (a for a in self.book.open_alarms() if a.kind is AlarmKind.DEVICE_SILENT)
+        for alarm in silent:
+            if alarm.condition:
+                self.engine.silence.mark_silent(alarm.device_id)
+                if alarm.detail.get("reason") == "offline":
+                    self.engine.went_offline(alarm.device_id, alarm.last_at)
+        self.active = True
+        log.info("alarm engine active", extra={"open_alarms": len(self.book.open_alarms())})
+
+    def deactivate(self) -> None:
+        self.webhooks.deliver(False)
+        if self.active:
+            self.active = False
+            log.info("alarm engine standing by")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Timers, shipper, publisher, webhooks, and following rule changes until ``stop``;
+        then deliver what is pending (bounded)."""
+        inner = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._timers(inner), name="alarm-timers"),
+            asyncio.create_task(self.shipper.run(inner), name="alarm-shipper"),
+            asyncio.create_task(self.publisher.run(inner), name="alarm-publisher"),
+            asyncio.create_task(self.webhooks.run(inner), name="alarm-webhooks"),
+            asyncio.create_task(self.persons.follow(inner), name="person-rules"),
+            asyncio.create_task(self.disclosure.run(inner), name="consents"),
+        ]
+        if self.locks is not None:
+            tasks.append(asyncio.create_task(self.locks.run(inner), name="lock-access"))
+        await stop.wait()
+        inner.set()
+        _, pending = await asyncio.wait(tasks, timeout=10)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.journal.close()
+
+    async def _timers(self, stop: asyncio.Event) -> None:
+        period = self.settings.tick_ms / 1000
+        rescan = report = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            now = datetime.now(UTC)
+            if self.active and loop.time() >= rescan:  # start watching devices registered since
+                unwatched = [
+                    d for d in self._registry.device_ids() if d not in self.engine.silence
+                ]
+                self.engine.watch(
+                    (r for r in map(self._registry.get, unwatched) if r is not None),
+                    _never_seen,
+                    now,
+                )
+                rescan = loop.time() + 5.0
+            try:
+                events = self.engine.tick(now) if self.active else []
+                if events:
+                    self._dispatch(events)
+                if loop.time() >= report:
+                    report = loop.time() + OPEN_ALARMS_SAMPLE_S
+                    self._report_open(now)
+            except Exception:
+                log.exception("alarm timer tick failed; continuing")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period)

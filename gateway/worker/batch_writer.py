@@ -1,0 +1,275 @@
+"""Batched, idempotent writes: binary COPY into staging, then insert-on-conflict-do-nothing.
+
+One transaction per batch. Acknowledgements to the broker are released only after the
+batch has committed. When the database is slow or down the batch is retried with backoff
+and kept; the bounded queue in front of the writer fills, ``put`` blocks, the ingest loop
+stops reading, unacknowledged messages reach the MQTT receive maximum, and the broker
+holds the rest: backpressure, not buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from gateway.adapters.postgres import queries
+from gateway.support.metrics import IngestMetrics
+from gateway.worker.fleet.device_state import DeviceStates
+from gateway.worker.rows import COLUMNS, TYPES, Row
+
+log = logging.getLogger(__name__)
+
+AckToken = Any
+# Errors of the data, not of the connection: retrying the same rows cannot help.
+_POISON = (psycopg.DataError, psycopg.IntegrityError)
+
+
+@dataclass(slots=True)
+class Item:
+    row: Row | None  # None: nothing to store, only an acknowledgement to keep in order
+    ack: AckToken | None
+    received_mono: float
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    inserted: dict[str, int] = field(default_factory=dict)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        url: str,
+        *,
+        metrics: IngestMetrics,
+        states: DeviceStates,
+        ack: Callable[[Sequence[AckToken]], None],
+        max_rows: int,
+        max_delay_s: float,
+        queue_size: int,
+    ) -> None:
+        self._url = url
+        self._metrics = metrics
+        self._states = states
+        self._ack = ack
+        self._max_rows = max_rows
+        self._max_delay = max_delay_s
+        self._queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=queue_size)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self.stats = BatchStats()
+
+    async def put(self, row: Row | None, ack: AckToken | None) -> None:
+        await self._queue.put(Item(row, ack, time.monotonic()))
+        self._metrics.queue_depth.set(self._queue.qsize())
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def close(self) -> None:
+        """Flush what is queued, then stop ``run``."""
+        await self._queue.put(None)
+
+    async def run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = time.monotonic() + self._max_delay
+            while len(batch) < self._max_rows:
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._metrics.queue_depth.set(self._queue.qsize())
+            await self._write_until_committed(batch)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def _write_until_committed(self, batch: list[Item]) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                try:
+                    await self._write(batch)
+                except _POISON:
+                    # A row the database refuses although the contract accepted it: find
+                    # it instead of retrying (or dying) forever on the whole batch.
+                    await self._write_isolating(batch)
+                self._metrics.database_up.set(1)
+                return
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                self._metrics.write_failures.inc()
+                self._metrics.database_up.set(0)
+                log.warning(
+                    "batch write failed; keeping batch and retrying",
+                    extra={"rows": len(batch), "error": type(exc).__name__, "retry_s": backoff},
+                )
+                if self._conn is not None:
+                    await self._conn.close()
+                    self._conn = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
+            for table, _ in TYPES.items():
+                await conn.execute(
+                    sql.SQL(
+                        "create temp table if not exists {} (like {} including defaults)"
+                        " on commit delete rows"
+                    ).format(sql.Identifier(f"stage_{table}"), sql.Identifier(table))
+                )
+            await conn.commit()
+            self._conn = conn
+        return self._conn
+
+    async def _write_isolating(self, batch: list[Item]) -> None:
+        """Write ``batch`` in halves down to single rows; a single row the database still
+        refuses is dropped, counted and logged (ids only), and acknowledged, so one bad
+        row cannot stop ingest for everyone. Acknowledgements go out only at the end, so
+        a connection failure half-way retries the whole batch (stored rows deduplicate)
+        without acknowledging anything twice."""
+        acks: list[AckToken] = []
+        await self._isolate(batch, acks)
+        try:
+            await self._write([], ack=False)  # the device states on their own
+        except _POISON as exc:
+            dropped = self._states.take_dirty()
+            log.error("device state not storable; dropped",
+                      extra={"devices": len(dropped), "error": type(exc).__name__})  # fmt: skip
+        self._ack(acks)
+
+    async def _isolate(self, batch: list[Item], acks: list[AckToken]) -> None:
+        try:
+            await self._write(batch, ack=False, states=False)
+            acks.extend(item.ack for item in batch if item.ack is not None)
+        except _POISON as exc:
+            if len(batch) > 1:
+                middle = len(batch) // 2
+                await self._isolate(batch[:middle], acks)
+                await self._isolate(batch[middle:], acks)
+                return
+            item = batch[0]
+            table = item.row.table if item.row is not None else "-"
+            self._metrics.unstorable.labels(table).inc()
+            log.error(
+                "row refused by the database; dropped",
+                extra={"table": table, "error": type(exc).__name__,
+                       "sqlstate": getattr(exc, "sqlstate", None)},
+            )  # fmt: skip
+            if item.ack is not None:
+                acks.append(item.ack)
+
+    async def _write(self, batch: list[Item], *, ack: bool = True, states: bool = True) -> None:
+        started = time.monotonic()
+        by_table: dict[str, list[tuple[Any, ...]]] = {}
+        for item in batch:
+            if item.row is not None:
+                by_table.setdefault(item.row.table, []).append(item.row.values)
+        dirty = self._states.take_dirty() if states else []
+        if not by_table and not dirty:
+            if ack:
+                self._ack([item.ack for item in batch if item.ack is not None])
+            return
+        try:
+            conn = await self._connection()
+            inserted: dict[str, int] = {}
+            async with conn.transaction(), conn.cursor() as cur:
+                for table, rows in by_table.items():
+                    inserted[table] = await self._copy_table(cur, table, rows)
+                if dirty:
+                    await cur.execute(queries.UPSERT_DEVICE_STATE, _state_arrays(dirty))
+        except BaseException:
+            self._states.mark_dirty([d for d, _ in dirty])
+            raise
+        now = time.monotonic()
+        if ack:
+            self._ack([item.ack for item in batch if item.ack is not None])
+        if batch:
+            self._record(batch, by_table, inserted, started, now)
+
+    async def _copy_table(
+        self, cur: psycopg.AsyncCursor[Any], table: str, rows: list[tuple[Any, ...]]
+    ) -> int:
+        columns = COLUMNS[table]
+        column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
+        if table == "quarantine":
+            target = sql.Identifier(table)
+            async with cur.copy(
+                sql.SQL("copy {} ({}) from stdin (format binary)").format(target, column_list)
+            ) as copy:
+                copy.set_types(list(TYPES[table]))
+                for row in rows:
+                    await copy.write_row(row)
+            return len(rows)
+        stage = sql.Identifier(f"stage_{table}")
+        async with cur.copy(
+            sql.SQL("copy {} ({}) from stdin (format binary)").format(stage, column_list)
+        ) as copy:
+            copy.set_types(list(TYPES[table]))
+            for row in rows:
+                await copy.write_row(row)
+        await cur.execute(
+            sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
+                sql.Identifier(table), column_list, column_list, stage
+            )
+        )
+        return cur.rowcount
+
+    def _record(
+        self,
+        batch: list[Item],
+        by_table: dict[str, list[tuple[Any, ...]]],
+        inserted: dict[str, int],
+        started: float,
+        now: float,
+    ) -> None:
+        m = self._metrics
+        m.batch_rows.observe(len(batch))
+        m.batch_seconds.observe(now - started)
+        m.commit_lag.observe(now - batch[0].received_mono)  # the batch's oldest message
+        duplicates = 0
+        for table, count in inserted.items():
+            m.stored.labels(table).inc(count)
+            self.stats.inserted[table] = self.stats.inserted.get(table, 0) + count
+            duplicates += len(by_table[table]) - count
+        if duplicates:
+            m.duplicates.inc(duplicates)
+        self.stats.batches += 1
+        self.stats.rows += len(batch)
+
+
+def _state_arrays(dirty: list[tuple[str, Any]]) -> tuple[list[Any], ...]:
+    return (
+        [d for d, _ in dirty],
+        [s.tenant_id for _, s in dirty],
+        [s.last_seen for _, s in dirty],
+        [s.last_ts for _, s in dirty],
+        [s.battery_percent for _, s in dirty],
+        [s.rssi_dbm for _, s in dirty],
+        [s.firmware for _, s in dirty],
+        [s.online for _, s in dirty],
+    )

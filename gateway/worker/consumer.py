@@ -1,0 +1,269 @@
+"""The ingest MQTT session: persistent, QoS 1, shared subscription, ack after commit.
+
+aiomqtt carries the session; paho's manual acknowledgement (reached through aiomqtt's
+paho client) withholds each PUBACK until the caller says the message is committed. The
+broker sends at most ``receive_maximum`` unacknowledged messages, so a stalled database
+stops the flow at the broker, which keeps the rest queued for this session.
+
+Acknowledgements carry the connection generation they were received on (numbered across
+all consumers of the process, so one ``acknowledge`` serves them all): after a reconnect
+the broker redelivers whatever was not acknowledged, so acks for the old connection are
+dropped (the redelivered copies are deduplicated and acked instead).
+
+The same class carries the worker's storage session (shared subscription), the alarm
+engine's sessions (one client id per deployment, :mod:`gateway.worker.alarms.engine_role`), and
+the adoption of a departed worker's storage session (``adopt``: resume it, unsubscribe so
+the broker sends it nothing new, deliver what it holds, and let it end on disconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from firmware_contracts.topics import DEVICE_PUBLISHED, Channel
+from gateway.adapters.mqtt import internals
+from gateway.adapters.mqtt.connection import BrokerAddress
+from gateway.support.metrics import IngestMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AckToken:
+    generation: int
+    mid: int
+    qos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    received_at: datetime
+    ack: AckToken
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    url: str
+    client_id: str
+    shared_group: str | None
+    protocol: int  # 4 = 3.1.1, 5 = v5
+    session_expiry_s: int
+    receive_maximum: int
+    keepalive_s: int
+    channels: frozenset[Channel] = DEVICE_PUBLISHED
+    name: str = "ingest"  # for log lines
+    adopt: bool = False  # drain and end another (departed) worker's session
+
+
+def subscription_filters(
+    shared_group: str | None, channels: frozenset[Channel] = DEVICE_PUBLISHED
+) -> list[str]:
+    filters = [f"devices/+/{channel.value}" for channel in sorted(channels)]
+    if shared_group:
+        return [f"$share/{shared_group}/{f}" for f in filters]
+    return filters
+
+
+#: messages handled in a row before the loop lets other tasks run (the alarm engine's
+#: sessions, in the same process, never wait behind a long run of telemetry)
+YIELD_EVERY = 64
+_generations = itertools.count(1)
+#: connection generation -> the consumer whose current connection it is
+_LIVE: dict[int, MqttConsumer] = {}
+
+
+def acknowledge(tokens: Sequence[AckToken]) -> None:
+    """Release PUBACKs for messages that are done with, whichever consumer received them;
+    a token of a connection that is gone is dropped (the broker redelivers)."""
+    live = _LIVE
+    for token in tokens:
+        if token.qos:
+            consumer = live.get(token.generation)
+            if consumer is not None and consumer._paho is not None:
+                consumer._paho.ack(token.mid, token.qos)
+                consumer.unacked -= 1
+
+
+class MqttConsumer:
+    def __init__(
+        self,
+        config: ConsumerConfig,
+        handler: Callable[[Inbound], Awaitable[None]],
+        metrics: IngestMetrics,
+    ) -> None:
+        self._config = config
+        self._handler = handler
+        self._metrics = metrics
+        self._generation = 0
+        self._paho: Any = None
+        self.unacked = 0  # delivered on the current connection, not yet acknowledged
+        # Bounded in practice by the MQTT receive maximum: the broker sends no more than
+        # that many unacknowledged messages.
+        self._inbox: deque[tuple[str, bytes, int, bool, int]] = deque()
+        self._wake = asyncio.Event()
+        self.connected = asyncio.Event()
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self._config
+        address = BrokerAddress.parse(cfg.url)
+        kwargs = address.client_kwargs()
+        if cfg.protocol == 5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # adopting: the session resumes and ends when this connection does
+            props.SessionExpiryInterval = 0 if cfg.adopt else cfg.session_expiry_s
+            props.ReceiveMaximum = cfg.receive_maximum
+            client = aiomqtt.Client(
+                **kwargs,
+                identifier=cfg.client_id,
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False,
+                properties=props,
+                keepalive=cfg.keepalive_s,
+                max_inflight_messages=cfg.receive_maximum,
+            )
+        else:
+            client = aiomqtt.Client(
+                **kwargs,
+                identifier=cfg.client_id,
+                protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=False,
+                keepalive=cfg.keepalive_s,
+            )
+        paho = internals.paho_client(client)  # paho's manual ack, under aiomqtt
+        paho.manual_ack_set(True)
+        # Hot path: hand paho's messages straight to our inbox (aiomqtt would wrap each in
+        # Message and Topic objects), and skip paho's per-packet debug logging.
+        paho.on_message = self._on_paho_message
+        paho.disable_logger()
+        return client
+
+    def _on_paho_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        self._inbox.append(
+            (message.topic, message.payload, message.qos, message.retain, message.mid)
+        )
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event, drain: Callable[[], Awaitable[None]]) -> None:
+        """Consume until ``stop``; then call ``drain`` (flush + commit + ack) before
+        disconnecting, so that a graceful stop acknowledges everything it committed."""
+        backoff = 0.1
+        drained = False
+        while not stop.is_set():
+            self._inbox = deque()  # what the last connection left is redelivered
+            client = self._client()
+            try:
+                async with client:
+                    self._generation = next(_generations)
+                    self._paho = internals.paho_client(client)
+                    self.unacked = 0
+                    _LIVE[self._generation] = self
+                    await self._subscribe(client)
+                    self.connected.set()
+                    self._connected_gauge(1)
+                    log.info(f"{self._config.name} session connected",
+                             extra={"client_id": self._config.client_id})  # fmt: skip
+                    backoff = 0.1
+                    await self._consume(client, stop)
+                    await drain()
+                    drained = True
+            except aiomqtt.MqttError as exc:
+                log.warning(
+                    f"{self._config.name} session lost; reconnecting",
+                    extra={"error": str(exc)[:200], "retry_s": backoff},
+                )
+                if self._config.adopt:
+                    return  # taken back by its worker (or the broker is away): not ours
+            finally:
+                _LIVE.pop(self._generation, None)
+                self._paho = None
+                self.connected.clear()
+                self._connected_gauge(0)
+            if not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+        if not drained:
+            await drain()
+
+    def _connected_gauge(self, value: int) -> None:
+        if self._config.name == "ingest":
+            self._metrics.mqtt_connected.set(value)
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        filters = subscription_filters(self._config.shared_group, self._config.channels)
+        if self._config.adopt:
+            await client.unsubscribe(filters)  # the broker routes nothing new to it
+            return
+        if self._config.protocol == 5:
+            await client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
+        else:
+            await client.subscribe([(f, 1) for f in filters])
+
+    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        generation = self._generation
+        inbox = self._inbox
+        wake = self._wake
+        disconnected = internals.disconnected(client)  # set by aiomqtt on connection loss
+
+        def poke(_: object) -> None:
+            wake.set()
+
+        disconnected.add_done_callback(poke)
+        stop_task = asyncio.ensure_future(stop.wait())
+        stop_task.add_done_callback(poke)
+        try:
+            while True:
+                run = 0
+                while inbox and not stop.is_set():
+                    await self._deliver(inbox.popleft(), generation)
+                    run += 1
+                    if run == YIELD_EVERY:  # let the worker's other sessions have a turn
+                        run = 0
+                        await asyncio.sleep(0)
+                if stop.is_set():
+                    return
+                if disconnected.done():
+                    # retrieve the reason, so asyncio does not log it as never retrieved
+                    reason = None if disconnected.cancelled() else disconnected.exception()
+                    raise aiomqtt.MqttError(f"disconnected while consuming: {reason}")
+                # Let the socket reader run once before sleeping: messages then arrive in
+                # runs, and the loop does not pay a wake-up per message.
+                await asyncio.sleep(0)
+                if not inbox:
+                    wake.clear()
+                    if not inbox and not stop.is_set() and not disconnected.done():
+                        await wake.wait()
+        finally:
+            stop_task.cancel()
+            disconnected.remove_done_callback(poke)
+
+    async def _deliver(self, raw: tuple[str, bytes, int, bool, int], generation: int) -> None:
+        topic, payload, qos, retain, mid = raw
+        if qos:
+            self.unacked += 1
+        inbound = Inbound(
+            topic=topic,
+            payload=payload,
+            qos=qos,
+            retain=retain,
+            received_at=datetime.now(UTC),
+            ack=AckToken(generation, mid, qos),
+        )
+        await self._handler(inbound)

@@ -1,0 +1,194 @@
+"""Ingest for storage: decode -> validate -> bind to the registry -> batch writer.
+
+The alarm rules do not run here: the alarm engine reads every device's messages on
+sessions of its own (:mod:`gateway.worker.alarms.intake`), so neither waits for the other.
+
+Everything a message can be refused for becomes a quarantine row with a reason; nothing
+here raises on bad input, so a flood of garbage costs a decode attempt and a row each and
+never stops the loop. Refusals go through the same batch and the same ack-after-commit as
+good messages, so a refused message is acknowledged only once its quarantine row is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.device_types import wrong_device_type
+from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
+from gateway.adapters.postgres.partitions import TABLES, retention_cutoff
+from gateway.config.settings import RetentionDays
+from gateway.domain.rate_limit import TokenBuckets
+from gateway.domain.registry import Binding, DeviceRecord, Refusal, Refused, bind
+from gateway.support.metrics import IngestMetrics
+from gateway.worker.consumer import AckToken, Inbound
+from gateway.worker.fleet.device_state import DeviceStates
+from gateway.worker.rows import PERSONAL_TYPES, Row, message_row, quarantine_row
+
+log = logging.getLogger(__name__)
+
+_TABLE_BY_NAME = {table.name: table for table in TABLES}
+LIMIT_SAMPLE_WINDOW_S = 60.0
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        resolve: Callable[[str], Awaitable[DeviceRecord | None]],
+        put: Callable[[Row | None, AckToken | None], Awaitable[None]],
+        states: DeviceStates,
+        metrics: IngestMetrics,
+        retention: RetentionDays,
+        max_payload_bytes: int,
+        quarantine_payload_bytes: int,
+        max_clock_skew: timedelta,
+        device_limits: TokenBuckets | None = None,
+    ) -> None:
+        self._resolve = resolve
+        self._put = put
+        self._states = states
+        self._metrics = metrics
+        self._retention = retention
+        self._max_bytes = max_payload_bytes
+        self._quarantine_cap = quarantine_payload_bytes
+        self._max_skew = max_clock_skew
+        self._limits = device_limits
+        self._limit_sampled: dict[str, float] = {}
+        self._received = {ch: metrics.received.labels(ch.value) for ch in DEVICE_PUBLISHED}
+
+    async def handle(self, msg: Inbound) -> None:
+        if not msg.topic.startswith("devices/"):
+            # Not from a subscription of ours: the embedded demo broker (amqtt) hands a
+            # connecting client retained messages of other topics (a worker's presence).
+            # Nothing a device sent; acknowledged in order, not kept.
+            await self._put(None, msg.ack)
+            return
+        topic = parse_device_topic(msg.topic)
+        if topic is None or topic.channel not in DEVICE_PUBLISHED:
+            await self._quarantine(msg, None, None, "unknown_topic", "not devices/{id}/{channel}")
+            return
+        self._received[topic.channel].inc()
+        if self._limits is not None:
+            key = limit_key(topic.device_id, topic.channel)
+            now = time.monotonic()
+            if not self._limits.allow(key, now):
+                await self._refuse_over_limit(msg, topic.device_id, key, now)
+                return
+        decoded = decode_payload(
+            topic.channel,
+            msg.payload,
+            now=msg.received_at,
+            max_bytes=self._max_bytes,
+            max_skew=self._max_skew,
+        )
+        if isinstance(decoded, DecodeError):
+            device = await self._resolve(topic.device_id)
+            tenant = device.tenant_id if device else None
+            await self._quarantine(msg, topic.device_id, tenant, decoded.reason, decoded.detail)
+            return
+        message = decoded.message
+        device = await self._resolve(topic.device_id)
+        ts = getattr(message, "ts", None)
+        bound = admit(device, message, ts, self._max_skew)
+        if isinstance(bound, Refused):
+            await self._quarantine(
+                msg, topic.device_id, bound.tenant_id, bound.reason, bound.detail
+            )
+            return
+        assert device is not None
+        row = message_row(message, topic.device_id, bound, msg.received_at)
+        table = _TABLE_BY_NAME.get(row.table)
+        if ts is not None and table is not None:
+            if ts < retention_cutoff(table, self._retention, msg.received_at):
+                await self._quarantine(
+                    msg, topic.device_id, bound.tenant_id, "older_than_retention",
+                    f"ts older than the {row.table} retention",
+                )  # fmt: skip
+                return
+            self._metrics.device_lag.observe(max(0.0, (msg.received_at - ts).total_seconds()))
+        # keyed by the registry's string: one per device, not one per device's first message
+        self._states.observe(device.device_id, bound.tenant_id, message, msg.received_at)
+        await self._put(row, msg.ack)
+
+    async def _refuse_over_limit(self, msg: Inbound, device_id: str, key: str, now: float) -> None:
+        """Excess over a device's allowance is counted and refused, not decoded. The first
+        refused message of a device and channel class in each window is kept in
+        quarantine as evidence; the rest are only counted (metric), so a flooding device
+        cannot fill the database either. Acknowledged in order, after earlier messages."""
+        self._metrics.rate_limited.inc()
+        assert self._limits is not None
+        sampled_at = self._limit_sampled.get(key)
+        if sampled_at is not None and now - sampled_at < LIMIT_SAMPLE_WINDOW_S:
+            await self._put(None, msg.ack)
+            return
+        if len(self._limit_sampled) > 100_000:
+            self._limit_sampled.clear()
+        self._limit_sampled[key] = now
+        await self._quarantine(
+            msg, device_id, None, "rate_limited",
+            f"over {self._limits.rate:g} msgs/s (burst {self._limits.burst:g}) for this "
+            f"device and channel class; further excess within {LIMIT_SAMPLE_WINDOW_S:g} s "
+            "is counted (wg_ingest_rate_limited_total), not kept",
+        )  # fmt: skip
+
+    async def _quarantine(
+        self,
+        msg: Inbound,
+        device_id: str | None,
+        tenant_id: str | None,
+        reason: str,
+        detail: str,
+    ) -> None:
+        self._metrics.quarantined.labels(reason).inc()
+        row = quarantine_row(
+            received_at=msg.received_at,
+            topic=msg.topic,
+            device_id=device_id,
+            tenant_id=tenant_id,
+            reason=str(reason),
+            detail=detail,
+            payload=msg.payload,
+            payload_cap=self._quarantine_cap,
+        )
+        await self._put(row, msg.ack)
+
+
+def admit(
+    device: DeviceRecord | None,
+    message: Any,
+    ts: datetime | None,
+    grace: timedelta = timedelta(0),
+) -> Binding | Refused:
+    """Whose a decoded message is, or why it is refused: the one judgement the storage
+    path and the alarm engine's intake both make (gateway.worker.alarms.intake), so the engine
+    never acts on what storage refuses.
+
+    A message type the device's type does not send is ``wrong_device_type``
+    (firmware_contracts.device_types). Personal data (``PERSONAL_TYPES``: readings,
+    positions, alarms, lock events) binds to the current holder only, and only if stamped
+    at or after the current assignment began (less ``grace``, the clock tolerance, when
+    no one held the device then); else ``before_current_assignment``
+    (gateway.domain.registry.bind). Device health binds whatever its time. Two set
+    look-ups and one comparison of integers on the common path."""
+    if device is not None:
+        wrong = wrong_device_type(device.device_type, message)
+        if wrong is not None:
+            return Refused(Refusal.WRONG_DEVICE_TYPE, wrong, device.tenant_id)
+    bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES, grace=grace)
+    if isinstance(bound, Refused) and bound.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT:
+        return Refused(bound.reason, f"{message.type} {bound.detail}", bound.tenant_id)
+    return bound
+
+
+_SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS})
+
+
+def limit_key(device_id: str, channel: Channel) -> str:
+    """Alarm events and status (the last will) have their own allowance: a device flooding
+    telemetry cannot use up the budget of its own button press or offline notice."""
+    return f"{device_id}/{'safety' if channel in _SAFETY_CHANNELS else 'data'}"
