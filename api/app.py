@@ -1,4 +1,4 @@
-"""FastAPI application factory."""
+"""The FastAPI application, assembled from parts :func:`gateway.bootstrap.api_app` builds."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -28,20 +30,24 @@ from gateway.support.pii import PinCipher
 LINK_CONNECT_WAIT_S = 5.0
 
 
-def create_app(
-    settings: Settings,
-    *,
-    api_database_url: str,
-    metrics_registry: CollectorRegistry,
-    mqtt_url: str | None = None,
-) -> FastAPI:
-    """The API. With ``mqtt_url`` it reaches the gateway workers over the broker (alarm
-    acknowledge/resolve and stream, the console's live board, remote unlock); without,
-    those answer 503 and everything read from the database works."""
-    pool = AsyncConnectionPool(
-        api_database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": False}
-    )
-    link = WorkerLink(mqtt_url, settings.mqtt_client_id) if mqtt_url else None
+@dataclass(frozen=True)
+class ApiParts:
+    """What the routes reach through ``app.state``, built by :func:`gateway.bootstrap.api_app`."""
+
+    pool: AsyncConnectionPool[Any]
+    workers: WorkerLink | None  # None: no broker; the routes that need a worker say 503
+    authenticator: Authenticator
+    api_limits: ApiLimits
+    metrics_registry: CollectorRegistry
+    fhir_ids: IdCodec
+    broker_access: BrokerAccess | None
+    pin_cipher: PinCipher | None
+
+
+def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
+    """The FastAPI application: middleware, error handling, routes and the lifespan that
+    opens the pool and the link to the workers."""
+    pool, link = parts.pool, parts.workers
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -66,19 +72,16 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.pool = pool
-    app.state.authenticator = Authenticator.from_settings(settings)
-    app.state.api_limits = ApiLimits(settings.limits)
-    app.state.metrics_registry = metrics_registry
+    app.state.authenticator = parts.authenticator
+    app.state.api_limits = parts.api_limits
+    app.state.metrics_registry = parts.metrics_registry
     app.state.workers = link
     app.state.alarm_settings = settings.alarms
     app.state.lock_settings = settings.locks
     app.state.console = settings.console
-    # keys the opaque FHIR Observation ids (stable while jwt_secret is)
-    app.state.fhir_ids = IdCodec((settings.fhir_id_key or settings.jwt_secret).get_secret_value())
-    app.state.broker_access = BrokerAccess.from_settings(settings)
-    app.state.pin_cipher = PinCipher.from_settings(
-        {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
-    )
+    app.state.fhir_ids = parts.fhir_ids
+    app.state.broker_access = parts.broker_access
+    app.state.pin_cipher = parts.pin_cipher
     problems.install(app)
     openapi_errors.install(app)
     http_headers.install(

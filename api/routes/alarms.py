@@ -12,11 +12,11 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from api.alarm_hub import RESYNC
 from api.auth import Principal, Role
 from api.deps import TenantConn, ask_holder, require, workers
 from gateway.adapters.postgres.api_queries import LIST_ALARMS
 from gateway.control import protocol as p
+from gateway.control.alarm_hub import RESYNC
 
 router = APIRouter(prefix="/api/v1/alarms", tags=["alarms"])
 

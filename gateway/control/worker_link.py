@@ -16,9 +16,9 @@ from typing import Any
 
 import aiomqtt
 
-from api.alarm_hub import AlarmHub
 from gateway.adapters.mqtt.connection import BrokerAddress, keep_connected, messages_until
 from gateway.control import protocol as p
+from gateway.control.alarm_hub import AlarmHub
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from device_sims.params import DoorLockGroup, GpsAlarmGroup
 from device_sims.runner import run_fleet
 from device_sims.scenario import DeviceSpec, load_scenario
 from device_sims.timeline import Happening, happenings, scripted_visits
+from gateway import bootstrap
 from gateway.adapters.postgres import lock_queries as locks
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.config.settings import Settings
 from gateway.entrypoints.runtime import Endpoints, embedded_overrides, endpoints, free_port, serve
-from gateway.worker.service import GatewayService
 
 DEMO_TENANT = "demo-kommun"
 DEMO_TENANT_NAME = "Demo kommun"
@@ -184,7 +184,7 @@ async def run_demo(
                 if settings.api_port and _port_free(settings.api_port)
                 else free_port()
             )
-            gateway = GatewayService(
+            gateway = bootstrap.worker(
                 settings, database_url=ep.worker_database_url, mqtt_url=ep.mqtt_url
             )
             ready = asyncio.Event()

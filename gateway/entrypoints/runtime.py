@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway import bootstrap
 from gateway.adapters.embedded import EmbeddedBroker, EmbeddedPostgres, with_user
 from gateway.adapters.postgres.migrate import Migrated, migrate
 from gateway.config.settings import Settings, SettingsError
@@ -122,10 +123,8 @@ def split_endpoints(settings: Settings) -> Endpoints:
 
 
 def _api_app(settings: Settings, ep: Endpoints, metrics_registry: CollectorRegistry) -> FastAPI:
-    from api.app import create_app
-
-    return create_app(settings, api_database_url=ep.api_database_url,
-                      metrics_registry=metrics_registry, mqtt_url=ep.mqtt_url)  # fmt: skip
+    return bootstrap.api_app(settings, api_database_url=ep.api_database_url,
+                             metrics_registry=metrics_registry, mqtt_url=ep.mqtt_url)  # fmt: skip
 
 
 async def _serve_http(app: FastAPI, settings: Settings, port: int, stop: asyncio.Event) -> None:
@@ -155,7 +154,7 @@ async def serve(
 ) -> None:
     """Gateway worker and the HTTP API in one process until ``stop``. ``ready`` is set
     once the worker takes messages and the API hears it over the broker."""
-    gateway = gateway or GatewayService(
+    gateway = gateway or bootstrap.worker(
         settings, database_url=ep.worker_database_url, mqtt_url=ep.mqtt_url
     )
     app = _api_app(settings, ep, gateway.metrics.registry)
@@ -181,7 +180,7 @@ async def serve_worker(settings: Settings, ep: Endpoints, stop: asyncio.Event) -
     """The gateway worker alone, with its metrics on ``api_host:metrics_port``."""
     from prometheus_client import start_http_server
 
-    gateway = GatewayService(
+    gateway = bootstrap.worker(
         settings, database_url=ep.worker_database_url, mqtt_url=ep.mqtt_url
     )
     server, thread = start_http_server(

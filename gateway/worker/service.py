@@ -1,4 +1,5 @@
-"""Composition root: wires settings, storage, registry, ingest and the MQTT session."""
+"""A gateway worker's lifecycle: start-up checks, the tasks it runs, and the order it
+stops in (flush, commit, acknowledge). Its parts are wired by :mod:`gateway.bootstrap`."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
 
 import psycopg
 
@@ -18,14 +17,11 @@ from gateway.adapters.postgres.access_log_seal import AccessLogSealer
 from gateway.adapters.postgres.migrate import MigrationError, pending
 from gateway.config.settings import Settings
 from gateway.control.responder import ControlResponder
-from gateway.domain.fleet_index import FleetIndex
-from gateway.domain.rate_limit import TokenBuckets
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.alarms.engine_role import EngineRole
-from gateway.worker.alarms.intake import AlarmIntake
 from gateway.worker.alarms.service import AlarmService
 from gateway.worker.batch_writer import BatchWriter
-from gateway.worker.consumer import ConsumerConfig, MqttConsumer, acknowledge
+from gateway.worker.consumer import MqttConsumer
 from gateway.worker.fleet.device_state import DeviceState, DeviceStates
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.ingest import Ingest
@@ -47,94 +43,32 @@ class GatewayService:
         settings: Settings,
         *,
         database_url: str,
-        mqtt_url: str,
-        metrics: IngestMetrics | None = None,
+        metrics: IngestMetrics,
+        states: DeviceStates,
+        registry: RegistryCache,
+        alarms: AlarmService,
+        locks: LockService,
+        writer: BatchWriter,
+        ingest: Ingest,
+        consumer: MqttConsumer,
+        role: EngineRole,
+        control: ControlResponder,
+        sealer: AccessLogSealer | None,
     ) -> None:
+        """Built by :func:`gateway.bootstrap.worker`, which wires the parts."""
         self.settings = settings
         self.database_url = database_url
-        self.metrics = metrics or IngestMetrics()
-        # one position per device for every table kept per device (registry, device
-        # states, silence deadlines): one dict and one id string per device for all
-        self.fleet = FleetIndex()
-        self.states = DeviceStates(self.fleet)
-        self.registry = RegistryCache(database_url, self.metrics, self.fleet)
-        self.alarms = AlarmService(
-            settings.alarms,
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            client_id=settings.mqtt_client_id,
-            registry=self.registry,
-            journal_dir=settings.data_dir / "journal" / settings.mqtt_client_id,
-            outbox_dir=settings.data_dir / "webhooks" / settings.mqtt_client_id,
-            metrics=self.metrics,
-        )
-        self.locks = LockService(
-            settings.locks,
-            database_url=database_url,
-            mqtt_url=mqtt_url,
-            client_id=settings.mqtt_client_id,
-            open_alarms=self.alarms.book.open_alarms,
-            resolve=self.registry.resolve,
-        )
-        self.alarms.locks = self.locks  # reported unlocks and replies on the alarm path
-        storage = ConsumerConfig(
-            url=mqtt_url,
-            client_id=settings.mqtt_client_id,
-            shared_group=settings.mqtt_shared_group,
-            protocol=settings.mqtt_protocol,
-            session_expiry_s=settings.mqtt_session_expiry_s,
-            receive_maximum=settings.mqtt_receive_maximum,
-            keepalive_s=settings.mqtt_keepalive_s,
-        )
-        # this worker's share of every device's messages, for storage
-        self.consumer = MqttConsumer(storage, self._handle, self.metrics)
-        # every device's messages for the rules, while this worker runs the alarm engine
-        self.intake = AlarmIntake(
-            resolve=self.registry.get,
-            engine=self.alarms,
-            ack=acknowledge,
-            max_payload_bytes=settings.max_payload_bytes,
-            max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
-            device_limits=TokenBuckets(
-                settings.limits.device_msgs_per_s, settings.limits.device_burst
-            ),
-        )
-        self.role = EngineRole(
-            storage, worker_id=settings.mqtt_client_id, alarms=self.alarms,
-            intake=self.intake, metrics=self.metrics, store=self._handle,
-        )  # fmt: skip
-        # what API processes ask of this worker (acknowledge, unlock, ...) over the broker
-        self.control = ControlResponder(
-            mqtt_url, settings.mqtt_client_id, self.alarms, self.locks, self.role,
-            keepalive_s=settings.mqtt_keepalive_s,
-        )  # fmt: skip
-        self.writer = BatchWriter(
-            database_url,
-            metrics=self.metrics,
-            states=self.states,
-            ack=acknowledge,
-            max_rows=settings.batch_max_rows,
-            max_delay_s=settings.batch_max_delay_ms / 1000,
-            queue_size=settings.ingest_queue_size,
-        )
-        # seals of the access log at an interval, signed outside the database (#17.6)
-        self.sealer = AccessLogSealer.from_settings(settings.access_log, database_url)
-        self.ingest = Ingest(
-            resolve=self.registry.resolve,
-            put=self.writer.put,
-            states=self.states,
-            metrics=self.metrics,
-            retention=settings.retention,
-            max_payload_bytes=settings.max_payload_bytes,
-            quarantine_payload_bytes=settings.quarantine_payload_bytes,
-            max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
-            device_limits=TokenBuckets(
-                settings.limits.device_msgs_per_s, settings.limits.device_burst
-            ),
-        )
-
-    async def _handle(self, inbound: Any) -> None:
-        await self.ingest.handle(inbound)
+        self.metrics = metrics
+        self.states = states
+        self.registry = registry
+        self.alarms = alarms
+        self.locks = locks
+        self.writer = writer
+        self.ingest = ingest
+        self.consumer = consumer
+        self.role = role
+        self.control = control
+        self.sealer = sealer
 
     async def _check_schema(self) -> None:
         """The schema is ``migrate``'s job (the worker's role has no DDL rights): refuse
@@ -236,6 +170,7 @@ class GatewayService:
         await self.registry.load()
         await self._restore_device_states()
         await self.alarms.start()
+        await self.locks.start()
 
     async def run(self, stop: asyncio.Event, started: Callable[[], None] | None = None) -> None:
         """Start, then serve until ``stop``; ``started`` is called once start-up is done
@@ -253,6 +188,7 @@ class GatewayService:
         writer_task = asyncio.create_task(self.writer.run(), name="batch-writer")
         alarms_stop = asyncio.Event()
         alarms_task = asyncio.create_task(self.alarms.run(alarms_stop), name="alarms")
+        locks_task = asyncio.create_task(self.locks.run(alarms_stop), name="lock-access")
         control_task = asyncio.create_task(self.control.run(stop), name="control")
         role_stop = asyncio.Event()
         role_task = asyncio.create_task(self.role.run(role_stop), name="engine-role")
@@ -291,6 +227,7 @@ class GatewayService:
             await control_task  # says offline; unlocks in flight get their replies
             alarms_stop.set()  # after ingest has drained: deliver what it raised
             await alarms_task
+            await locks_task
             if not writer_task.done():
                 writer_task.cancel()
             for task in tasks:

@@ -7,9 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
+from gateway.bootstrap import api_app
 from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import running_gateway, serving, settings_for
@@ -57,7 +57,7 @@ async def console_stack(
     own CSP (for a page that may load map tiles from the configured tile server)."""
     settings = settings_for(mqtt_url, database_url, jwt_secret=SECRET, **overrides)
     async with running_gateway(settings) as gw:
-        app = create_app(
+        app = api_app(
             settings,
             api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
             metrics_registry=gw.metrics.registry,

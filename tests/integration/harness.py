@@ -17,6 +17,7 @@ import orjson
 import psycopg
 
 from firmware_contracts.alarm_message import alarm_message_schema
+from gateway import bootstrap
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.config.settings import Settings
 from gateway.entrypoints.runtime import worker_database_url
@@ -83,7 +84,7 @@ def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings
 @contextlib.asynccontextmanager
 async def running_gateway(settings: Settings) -> AsyncIterator[GatewayService]:
     assert settings.database_url and settings.mqtt_url
-    service = GatewayService(  # as the workers run: role wg_worker, no DDL rights
+    service = bootstrap.worker(  # as the workers run: role wg_worker, no DDL rights
         settings,
         database_url=worker_database_url(settings, settings.database_url),
         mqtt_url=settings.mqtt_url,
@@ -177,12 +178,12 @@ async def gateway_with_api(settings: Settings) -> AsyncIterator[tuple[str, Gatew
     """The whole product as ``welfare-gateway run`` has it: a running gateway and its API
     (role wg_api; reaching the gateway's alarm and lock services over the broker) on a
     real HTTP server; yields the API's base URL and the gateway."""
-    from api.app import create_app
     from gateway.adapters.embedded import with_user
+    from gateway.bootstrap import api_app
 
     assert settings.database_url
     async with running_gateway(settings) as gw:
-        app = create_app(
+        app = api_app(
             settings,
             api_database_url=with_user(settings.database_url, "wg_api", API_PASSWORD),
             metrics_registry=gw.metrics.registry,
@@ -264,12 +265,12 @@ async def api_replica(
     import httpx
     from prometheus_client import CollectorRegistry
 
-    from api.app import create_app
     from gateway.adapters.embedded import with_user
+    from gateway.bootstrap import api_app
 
     settings = settings_for(mqtt_url, database_url, jwt_secret=jwt_secret,
                             mqtt_client_id="wg-api")  # fmt: skip
-    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+    app = api_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
                      metrics_registry=CollectorRegistry(), mqtt_url=mqtt_url)  # fmt: skip
     async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=15) as http:
         yield http

@@ -35,9 +35,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from firmware_contracts.topics import Channel, device_topic
+from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from gateway.worker.service import GatewayService
 from tests.integration.harness import gateway_with_api, scalar, settings_for, wait_for
@@ -533,7 +533,7 @@ async def stack(mqtt_url: str, database_url: str) -> AsyncIterator[Stack]:
 
 
 def _openapi() -> dict[str, Any]:
-    app = create_app(Settings(mode="development", jwt_secret=SECRET),
+    app = api_app(Settings(mode="development", jwt_secret=SECRET),
                      api_database_url="postgresql://unused@127.0.0.1/unused",
                      metrics_registry=CollectorRegistry())  # fmt: skip
     return app.openapi()

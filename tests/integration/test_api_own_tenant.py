@@ -11,9 +11,9 @@ import httpx
 import psycopg
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
+from gateway.bootstrap import api_app
 from gateway.config.settings import AlarmSettings, Settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
@@ -26,7 +26,7 @@ async def api_server(database_url: str, **overrides: Any) -> AsyncIterator[httpx
     settings = Settings(
         database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD, **overrides
     )
-    app = create_app(
+    app = api_app(
         settings,
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),

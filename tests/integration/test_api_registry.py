@@ -10,9 +10,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
+from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
@@ -23,7 +23,7 @@ SECRET = "test-secret-test-secret-test-secret"
 @contextlib.asynccontextmanager
 async def api_server(database_url: str) -> AsyncIterator[str]:
     settings = Settings(database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD)
-    app = create_app(
+    app = api_app(
         settings,
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),
@@ -146,7 +146,7 @@ async def test_malformed_identity_number_is_422_and_stores_nothing(database_url)
     key = base64.b64encode(os.urandom(32)).decode()
     settings = Settings(database_url=database_url, jwt_secret=SECRET,
                         api_db_password=API_PASSWORD, pii_keys={"k1": key})  # fmt: skip
-    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+    app = api_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
                      metrics_registry=CollectorRegistry())  # fmt: skip
     await seed(database_url, tenant="kommun-a", org="212000-0001", devices={"a-1": "t-scale"})
     async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:

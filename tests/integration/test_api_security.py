@@ -20,9 +20,9 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from api import http_headers
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
+from gateway.bootstrap import api_app
 from gateway.config.settings import Settings, SettingsError, load_settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
@@ -84,7 +84,7 @@ async def api(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncC
     settings = Settings(
         database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD, **overrides
     )
-    app = create_app(
+    app = api_app(
         settings,
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),

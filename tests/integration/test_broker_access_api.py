@@ -13,9 +13,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
+from gateway.bootstrap import api_app
 from tests.conftest import API_PASSWORD, DYNSEC_ADMIN
 from tests.integration.harness import (
     payload,
@@ -53,7 +53,7 @@ def settings(port: int, database_url: str, **extra: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def api(port: int, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
+    app = api_app(
         settings(port, database_url),
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),
@@ -218,7 +218,7 @@ async def test_broker_down_answers_503_and_registers_nothing(dynsec_mosquitto, d
 
 async def test_without_broker_access_nothing_changes(mosquitto, database_url) -> None:
     await seed(database_url, devices={"gps-0": "t-gps"})
-    app = create_app(
+    app = api_app(
         settings_for(mosquitto.url, database_url, jwt_secret=SECRET),
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),

@@ -12,13 +12,13 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
 from gateway.adapters.postgres import migrate as migrate_module
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.adapters.postgres.access_log import verify
 from gateway.adapters.postgres.migrate import migrate
+from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
@@ -48,7 +48,7 @@ async def world(database_url) -> AsyncIterator[tuple[httpx.AsyncClient, str, str
             )
         await conn.commit()
     settings = Settings(database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD)
-    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+    app = api_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
                      metrics_registry=CollectorRegistry())  # fmt: skip
     async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:
         yield http, person, database_url

@@ -25,10 +25,10 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
 from gateway.adapters.postgres import registry_repo as repo
+from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
 from tests.integration.harness import seed, serving
@@ -115,7 +115,7 @@ async def world(database_url) -> AsyncIterator[World]:
         )
         await conn.commit()
     settings = Settings(database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD)
-    app = create_app(
+    app = api_app(
         settings,
         api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
         metrics_registry=CollectorRegistry(),

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from gateway import bootstrap
 from gateway.adapters.embedded import with_user
 from gateway.adapters.postgres import migrate as migrate_module
 from gateway.adapters.postgres import partitions
 from gateway.adapters.postgres.migrate import MigrationError, migrate
 from gateway.config.settings import RetentionDays, Settings
-from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import seed
 
@@ -202,7 +202,7 @@ async def test_the_worker_refuses_a_schema_behind_its_version(database_url) -> N
         conn.execute("delete from schema_migrations where version = 9")
     settings = Settings(database_url=database_url, mqtt_url="mqtt://127.0.0.1:1",
                         mode="development")  # fmt: skip
-    service = GatewayService(settings, database_url=database_url, mqtt_url="mqtt://127.0.0.1:1")
+    service = bootstrap.worker(settings, database_url=database_url, mqtt_url="mqtt://127.0.0.1:1")
     with pytest.raises(MigrationError, match=r"migrations \[9\] not applied.*migrate"):
         await asyncio.wait_for(service.start(), 10)
 

@@ -14,11 +14,11 @@ import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
-from api.app import create_app
 from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
 from gateway.adapters.mosquitto.client import IdentityTaken
 from gateway.adapters.postgres import queries
+from gateway.bootstrap import api_app
 from gateway.config.settings import LockSettings, Settings
 from gateway.domain.lock_access import Reason
 from gateway.entrypoints import demo
@@ -68,7 +68,7 @@ class FakeBroker:
 @contextlib.asynccontextmanager
 async def api(database_url: str, broker: FakeBroker | None = None) -> AsyncIterator[Any]:
     settings = Settings(database_url=database_url, jwt_secret=SECRET, api_db_password=API_PASSWORD)
-    app = create_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
+    app = api_app(settings, api_database_url=with_user(database_url, "wg_api", API_PASSWORD),
                      metrics_registry=CollectorRegistry())  # fmt: skip
     app.state.broker_access = broker
     async with serving(app) as base, httpx.AsyncClient(base_url=base) as http:

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from api.alarm_hub import AlarmHub
 from gateway.control import protocol as p
+from gateway.control.alarm_hub import AlarmHub
 from gateway.control.worker_link import _Pending
 
 

@@ -20,6 +20,7 @@ from packaging.requirements import Requirement
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
 
+from gateway import bootstrap
 from gateway.adapters.mqtt import internals, publish_decoder
 from gateway.config.settings import Settings
 from gateway.support.metrics import IngestMetrics
@@ -169,8 +170,8 @@ def _service(tmp_path: Path, **overrides: object) -> GatewayService:
     settings = Settings(data_dir=tmp_path, mqtt_url="mqtt://127.0.0.1:1",
                         database_url="postgresql://127.0.0.1:1/none",
                         **overrides)  # type: ignore[arg-type]  # fmt: skip
-    return GatewayService(settings, database_url=settings.database_url or "",
-                          mqtt_url="mqtt://127.0.0.1:1")  # fmt: skip
+    return bootstrap.worker(settings, database_url=settings.database_url or "",
+                            mqtt_url="mqtt://127.0.0.1:1")  # fmt: skip
 
 
 def _recording(seen: list[bool]) -> Callable[..., object]:
@@ -212,7 +213,9 @@ PRIVATE_ATTRIBUTES = {"_client", "_disconnected", "_packet", "_connected", "_loc
 PRIVATE_HOOKS = {"_misc_loop", "_client_connect", "_on_disconnect", "_on_connect",
                  "_on_message", "_on_subscribe", "_on_publish"}  # fmt: skip
 PRIVATE_MODULES = {"paho.mqtt._packet", "gateway.adapters.mqtt.publish_decoder"}
-ADAPTER = {ROOT / "gateway" / "adapters" / "mqtt" / name for name in ("internals.py", "publish_decoder.py")}
+ADAPTER = {
+    ROOT / "gateway" / "adapters" / "mqtt" / name for name in ("internals.py", "publish_decoder.py")
+}
 
 
 def _private_uses(tree: ast.AST) -> list[tuple[int, str]]:

@@ -41,6 +41,9 @@ from gateway.worker.consumer import ConsumerConfig, Inbound, MqttConsumer
 
 log = logging.getLogger(__name__)
 
+#: makes an MQTT session from its config and handler (:func:`gateway.bootstrap.worker`)
+SessionFactory = Callable[[ConsumerConfig, Callable[[Inbound], Awaitable[None]]], MqttConsumer]
+
 SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS, Channel.REPLIES})
 #: heartbeats are most of a fleet's messages (and all of a reconnect storm's): a press
 #: must not queue behind them (measured: p99 3 s in a heartbeat flood when they shared)
@@ -69,20 +72,24 @@ class EngineRole:
         intake: AlarmIntake,
         metrics: IngestMetrics,
         store: Callable[[Inbound], Awaitable[None]],
+        session: SessionFactory,
     ) -> None:
+        """``session`` makes an MQTT session (:class:`MqttConsumer`) from its config and
+        handler: the engine's two, and one per departed worker's storage session adopted."""
         self.membership = Membership(worker_id)
         self._storage = storage
         self._alarms = alarms
         self._metrics = metrics
         self._store = store
+        self._session = session
         safety_id, telemetry_id = engine_client_ids(storage.shared_group)
         engine = replace(storage, shared_group=None, adopt=False)
         intake.latency = metrics.alarm_latency  # measured on the engine's sessions
         self.sessions = [
-            MqttConsumer(replace(engine, client_id=safety_id, channels=SAFETY_CHANNELS,
-                                 name="engine safety"), intake.handle, metrics),
-            MqttConsumer(replace(engine, client_id=telemetry_id, channels=TELEMETRY_CHANNELS,
-                                 name="engine telemetry"), intake.handle, metrics),
+            session(replace(engine, client_id=safety_id, channels=SAFETY_CHANNELS,
+                            name="engine safety"), intake.handle),
+            session(replace(engine, client_id=telemetry_id, channels=TELEMETRY_CHANNELS,
+                            name="engine telemetry"), intake.handle),
         ]  # fmt: skip
         self._changed = asyncio.Event()
         self._departed: set[str] = set()
@@ -212,7 +219,7 @@ class EngineRole:
         storage path (acknowledged after commit, as always); the session ends when this
         connection closes, and the broker stops dealing messages to it."""
         config = replace(self._storage, client_id=worker, adopt=True, name="adopted storage")
-        consumer = MqttConsumer(config, self._store, self._metrics)
+        consumer = self._session(config, self._store)
         done = asyncio.Event()
 
         async def until_empty() -> None:

@@ -23,14 +23,13 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
 import psycopg
 
-from firmware_contracts.messages import Lock, Reply
+from firmware_contracts.messages import DeviceMessage, Lock, Reply
 from firmware_contracts.topics import tenant_alarms_topic
 from gateway.adapters.mqtt.publisher import AlarmPublisher
 from gateway.adapters.postgres import queries
@@ -126,52 +125,57 @@ def _never_seen(_: str) -> None:
     return None
 
 
+class WebhookEvents(Protocol):
+    """What the webhook dispatcher tells the alarm service (built around each other by
+    :mod:`gateway.bootstrap`)."""
+
+    def is_open(self, alarm_id: str) -> bool: ...
+
+    def receiver(
+        self, target: WebhookTarget, tenant_id: str, unreachable: bool, since: datetime
+    ) -> None: ...
+
+    def delivered(self, target: WebhookTarget, event_id: str) -> None: ...
+
+
 class AlarmService:
+    """The alarm path of a worker: the engine's rules on every device message while this
+    worker is the active engine, the book, and each event journalled, published to
+    operators and delivered to webhook receivers. Its parts are built and handed over by
+    :mod:`gateway.bootstrap`; ``webhooks`` makes the dispatcher that reports back to it."""
+
     def __init__(
         self,
         settings: AlarmSettings,
         *,
         database_url: str,
-        mqtt_url: str,
-        client_id: str,
+        book: AlarmBook,
         registry: RegistryCache,
-        journal_dir: Path,
-        outbox_dir: Path,
+        persons: PersonRulesCache,
+        journal: AlarmJournal,
+        shipper: JournalShipper,
+        publisher: AlarmPublisher,
+        disclosure: AlarmDisclosure,
+        webhooks: Callable[[WebhookEvents], WebhookDispatcher],
+        locks: LockService | None = None,
         metrics: IngestMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.book = AlarmBook(severity_function(settings))
-        self.persons = PersonRulesCache(database_url)
+        self.book = book
+        self.persons = persons
         self.engine = self._new_engine(registry)
         self.routing = routing_policies(settings)
-        self.journal = AlarmJournal(journal_dir)
-        self.shipper = JournalShipper(self.journal, database_url)
-        self.publisher = AlarmPublisher(mqtt_url, f"{client_id}-alarms")
-        targets = [
-            WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode(),
-                          org=w.org, purpose=w.purpose, tenants=frozenset(w.tenants))
-            for w in settings.webhooks
-        ]  # fmt: skip
-        # receivers of other organisations: only under the resident's consent (#17.7)
-        self.disclosure = AlarmDisclosure(database_url, targets)
-        self.webhooks = WebhookDispatcher(
-            targets,
-            outbox_dir=outbox_dir,
-            keep_after_resolved_s=settings.webhook_keep_after_resolved_s,
-            unreachable_after_s=settings.webhook_unreachable_after_s,
-            is_open=self._is_open,
-            on_unreachable=self._receiver,
-            on_delivered=self._webhook_delivered,
-            metrics=metrics,
-            delivering=False,  # the active engine's worker delivers
-            gate=self.disclosure.gate,
-        )
+        self.journal = journal
+        self.shipper = shipper
+        self.publisher = publisher
+        self.disclosure = disclosure
+        self.webhooks = webhooks(self)
+        self.locks = locks  # keyless-lock access: reported unlocks and replies
         self._registry = registry
         self._database_url = database_url
         self._metrics = metrics
         self._open_labels: set[tuple[str, str, str]] = set()  # ever reported, to zero them
         self.dispatched = 0
-        self.locks: LockService | None = None  # keyless-lock access, attached by the app
         # Only the active engine evaluates, dispatches and answers; a standby follows the
         # active one's published events in its book (gateway.worker.alarms.engine_role).
         self.active = False
@@ -183,7 +187,9 @@ class AlarmService:
         )  # fmt: skip
 
     # --- the fast path ----------------------------------------------------------------------
-    def observe(self, device: DeviceRecord, binding: Binding, message: Any, at: datetime) -> None:
+    def observe(
+        self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
+    ) -> None:
         events = self.engine.observe(device, binding, message, at)
         if self.locks is not None and isinstance(message, Lock | Reply):
             decision = self.locks.observe(device, binding, message, at)
@@ -211,13 +217,13 @@ class AlarmService:
         self.shipper.wake()
 
     # --- webhook receivers --------------------------------------------------------------
-    def _is_open(self, alarm_id: str) -> bool:
+    def is_open(self, alarm_id: str) -> bool:
         try:
             return self.book.get(UUID(alarm_id)) is not None
         except ValueError:
             return False
 
-    def _receiver(
+    def receiver(
         self, target: WebhookTarget, tenant_id: str, unreachable: bool, since: datetime
     ) -> None:
         """A webhook receiver has failed for too long (or takes events again): a
@@ -242,7 +248,7 @@ class AlarmService:
         if events:
             self._dispatch(events)
 
-    def _webhook_delivered(self, target: WebhookTarget, event_id: str) -> None:
+    def delivered(self, target: WebhookTarget, event_id: str) -> None:
         """Tell the standbys how far this receiver got (retained, one per receiver)."""
         body = orjson.dumps({"v": 1, "event_id": event_id})
         self.publisher.submit(WEBHOOK_PROGRESS_PREFIX + target.name, body, retain=True)
@@ -342,8 +348,6 @@ class AlarmService:
         self.book.restore(await load_open_alarms(self._database_url))
         await self.persons.load()
         await self.disclosure.load()
-        if self.locks is not None:
-            await self.locks.start()
 
     async def activate(self) -> None:
         """Become the active engine. The book: the database's open alarms once this
@@ -419,8 +423,6 @@ class AlarmService:
             asyncio.create_task(self.persons.follow(inner), name="person-rules"),
             asyncio.create_task(self.disclosure.run(inner), name="consents"),
         ]
-        if self.locks is not None:
-            tasks.append(asyncio.create_task(self.locks.run(inner), name="lock-access"))
         await stop.wait()
         inner.set()
         _, pending = await asyncio.wait(tasks, timeout=10)

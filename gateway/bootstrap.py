@@ -1,0 +1,221 @@
+"""The composition root: the one place that builds objects and wires them together.
+
+``run``, ``worker``, ``api``, the demo, the benchmark and the tests all get their worker
+and their API from here; no other constructor builds a collaborator of its own. Reading
+top to bottom follows a device message: the fleet's state in memory, the alarm path
+(book, rules, journal, publisher, webhooks, locks), then storage (batch writer, ingest,
+the consumer of this worker's share), the alarm engine's sessions and the control
+channel to the API.
+
+The package map is in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from gateway.adapters.mqtt.publisher import AlarmPublisher
+from gateway.adapters.postgres.access_log_seal import AccessLogSealer
+from gateway.config.settings import Settings
+from gateway.control.responder import ControlResponder
+from gateway.domain.alarms import AlarmBook
+from gateway.domain.fleet_index import FleetIndex
+from gateway.domain.rate_limit import TokenBuckets
+from gateway.support.metrics import IngestMetrics
+from gateway.worker.alarms.consent_cache import AlarmDisclosure
+from gateway.worker.alarms.engine_role import EngineRole
+from gateway.worker.alarms.intake import AlarmIntake
+from gateway.worker.alarms.journal import AlarmJournal
+from gateway.worker.alarms.persist import JournalShipper
+from gateway.worker.alarms.person_rules import PersonRulesCache
+from gateway.worker.alarms.service import AlarmService, WebhookEvents, severity_function
+from gateway.worker.batch_writer import BatchWriter
+from gateway.worker.consumer import ConsumerConfig, MqttConsumer, acknowledge
+from gateway.worker.fleet.device_state import DeviceStates
+from gateway.worker.fleet.registry_cache import RegistryCache
+from gateway.worker.ingest import Ingest
+from gateway.worker.locks.service import LockService
+from gateway.worker.service import GatewayService
+from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from prometheus_client import CollectorRegistry
+
+
+def worker(
+    settings: Settings,
+    *,
+    database_url: str,
+    mqtt_url: str,
+    metrics: IngestMetrics | None = None,
+) -> GatewayService:
+    """A gateway worker: storage of its share of the fleet's messages, the alarm engine
+    when it holds that role, and the answers to the API over the broker."""
+    metrics = metrics or IngestMetrics()
+    client_id = settings.mqtt_client_id
+    # one position per device for every table kept per device (registry, device states,
+    # silence deadlines): one dict and one id string per device for all
+    fleet = FleetIndex()
+    states = DeviceStates(fleet)
+    registry = RegistryCache(database_url, metrics, fleet)
+
+    # --- the alarm path ------------------------------------------------------------------
+    book = AlarmBook(severity_function(settings.alarms))
+    locks = LockService(
+        settings.locks, database_url=database_url, mqtt_url=mqtt_url, client_id=client_id,
+        open_alarms=book.open_alarms, resolve=registry.resolve,
+    )  # fmt: skip
+    journal = AlarmJournal(settings.data_dir / "journal" / client_id)
+    targets = [
+        WebhookTarget(w.group, w.url, w.secret.get_secret_value().encode(),
+                      org=w.org, purpose=w.purpose, tenants=frozenset(w.tenants))
+        for w in settings.alarms.webhooks
+    ]  # fmt: skip
+    # receivers of other organisations: only under the resident's consent (#17.7)
+    disclosure = AlarmDisclosure(database_url, targets)
+
+    def webhooks(events: WebhookEvents) -> WebhookDispatcher:
+        return WebhookDispatcher(
+            targets,
+            outbox_dir=settings.data_dir / "webhooks" / client_id,
+            keep_after_resolved_s=settings.alarms.webhook_keep_after_resolved_s,
+            unreachable_after_s=settings.alarms.webhook_unreachable_after_s,
+            is_open=events.is_open,
+            on_unreachable=events.receiver,
+            on_delivered=events.delivered,
+            metrics=metrics,
+            delivering=False,  # the active engine's worker delivers
+            gate=disclosure.gate,
+        )
+
+    alarms = AlarmService(
+        settings.alarms,
+        database_url=database_url,
+        book=book,
+        registry=registry,
+        persons=PersonRulesCache(database_url),
+        journal=journal,
+        shipper=JournalShipper(journal, database_url),
+        publisher=AlarmPublisher(mqtt_url, f"{client_id}-alarms"),
+        disclosure=disclosure,
+        webhooks=webhooks,
+        locks=locks,
+        metrics=metrics,
+    )
+
+    # --- storage -------------------------------------------------------------------------
+    writer = BatchWriter(
+        database_url,
+        metrics=metrics,
+        states=states,
+        ack=acknowledge,
+        max_rows=settings.batch_max_rows,
+        max_delay_s=settings.batch_max_delay_ms / 1000,
+        queue_size=settings.ingest_queue_size,
+    )
+    ingest = Ingest(
+        resolve=registry.resolve,
+        put=writer.put,
+        states=states,
+        metrics=metrics,
+        retention=settings.retention,
+        max_payload_bytes=settings.max_payload_bytes,
+        quarantine_payload_bytes=settings.quarantine_payload_bytes,
+        max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+        device_limits=_device_limits(settings),
+    )
+    sessions = ConsumerConfig(
+        url=mqtt_url,
+        client_id=client_id,
+        shared_group=settings.mqtt_shared_group,
+        protocol=settings.mqtt_protocol,
+        session_expiry_s=settings.mqtt_session_expiry_s,
+        receive_maximum=settings.mqtt_receive_maximum,
+        keepalive_s=settings.mqtt_keepalive_s,
+    )
+    # this worker's share of every device's messages, for storage
+    consumer = MqttConsumer(sessions, ingest.handle, metrics)
+
+    # --- the alarm engine's sessions, and the API's requests -----------------------------
+    # every device's messages for the rules, while this worker runs the alarm engine
+    intake = AlarmIntake(
+        resolve=registry.get,
+        engine=alarms,
+        ack=acknowledge,
+        max_payload_bytes=settings.max_payload_bytes,
+        max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
+        device_limits=_device_limits(settings),
+    )
+    role = EngineRole(
+        sessions, worker_id=client_id, alarms=alarms, intake=intake, metrics=metrics,
+        store=ingest.handle,
+        session=lambda config, handler: MqttConsumer(config, handler, metrics),
+    )  # fmt: skip
+    # what API processes ask of this worker (acknowledge, unlock, ...) over the broker
+    control = ControlResponder(
+        mqtt_url, client_id, alarms, locks, role, keepalive_s=settings.mqtt_keepalive_s
+    )
+    return GatewayService(
+        settings,
+        database_url=database_url,
+        metrics=metrics,
+        states=states,
+        registry=registry,
+        alarms=alarms,
+        locks=locks,
+        writer=writer,
+        ingest=ingest,
+        consumer=consumer,
+        role=role,
+        control=control,
+        # seals of the access log at an interval, signed outside the database (#17.6)
+        sealer=AccessLogSealer.from_settings(settings.access_log, database_url),
+    )
+
+
+def _device_limits(settings: Settings) -> TokenBuckets:
+    """Per-device abuse limits (one set for storage, one for the alarm engine's intake)."""
+    return TokenBuckets(settings.limits.device_msgs_per_s, settings.limits.device_burst)
+
+
+def api_app(
+    settings: Settings,
+    *,
+    api_database_url: str,
+    metrics_registry: CollectorRegistry,
+    mqtt_url: str | None = None,
+) -> FastAPI:
+    """The API. With ``mqtt_url`` it reaches the gateway workers over the broker (alarm
+    acknowledge/resolve and stream, the console's live board, remote unlock); without,
+    those answer 503 and everything read from the database works."""
+    from psycopg_pool import AsyncConnectionPool
+
+    from api.app import ApiParts, assemble
+    from api.authenticator import Authenticator
+    from api.fhir.ids import IdCodec
+    from api.rate_limits import ApiLimits
+    from gateway.adapters.mosquitto.service import BrokerAccess
+    from gateway.control.worker_link import WorkerLink
+    from gateway.support.pii import PinCipher
+
+    return assemble(
+        settings,
+        ApiParts(
+            pool=AsyncConnectionPool(
+                api_database_url, min_size=1, max_size=10, open=False, kwargs={"autocommit": False}
+            ),
+            workers=WorkerLink(mqtt_url, settings.mqtt_client_id) if mqtt_url else None,
+            authenticator=Authenticator.from_settings(settings),
+            api_limits=ApiLimits(settings.limits),
+            metrics_registry=metrics_registry,
+            # keys the opaque FHIR Observation ids (stable while the key is)
+            fhir_ids=IdCodec((settings.fhir_id_key or settings.jwt_secret).get_secret_value()),
+            broker_access=BrokerAccess.from_settings(settings),
+            pin_cipher=PinCipher.from_settings(
+                {k: v.get_secret_value() for k, v in settings.pii_keys.items()},
+                settings.pii_active_key,
+            ),
+        ),
+    )
