@@ -1,13 +1,14 @@
 """Reads by another organisation under consent, and the access-log entry for every read of
 personal data. The decision itself is the pure ``gateway.domain.consent.decide``; this
 module fetches its inputs through the SECURITY DEFINER functions and writes the log
-(shared by the REST readings and the FHIR routes)."""
+(the one gate every read path goes through is ``api.consent_gate``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from fastapi import Request
@@ -62,16 +63,20 @@ async def decide_for(
     return Decisions({c: decide(consents, org=who.org, category=c, now=now) for c in categories})
 
 
-async def log_read(
-    request: Request,
-    who: Principal,
-    owner: str | None,
-    person_id: UUID | None,
-    categories: list[str],
-    purpose: str | None,
-    outcome: str,
-    reason: str,
-) -> None:
+@dataclass(frozen=True, kw_only=True)
+class ReadRecord:
+    """One access-log entry for a read of personal data, allowed or denied. The actor and
+    the request line come from the request itself (:func:`log_read`)."""
+
+    owner: str | None  # the owning tenant, when known
+    person_id: UUID | None
+    categories: Sequence[str]
+    purpose: str | None = None
+    outcome: Literal["allowed", "denied"]
+    reason: str
+
+
+async def log_read(request: Request, who: Principal, record: ReadRecord) -> None:
     """Committed in a transaction of its own before the answer leaves the API."""
     await access_log.record(
         request.app.state.pool,
@@ -80,12 +85,12 @@ async def log_read(
             actor_org=who.org,
             actor_role=who.role.value,
             actor_tenant=who.tenant,
-            owner_tenant=owner,
-            person_id=person_id,
-            categories=categories,
-            purpose=purpose,
-            outcome=outcome,
-            reason=reason,
+            owner_tenant=record.owner,
+            person_id=record.person_id,
+            categories=list(record.categories),
+            purpose=record.purpose,
+            outcome=record.outcome,
+            reason=record.reason,
             request=f"{request.method} {request.url.path}",
         ),
     )

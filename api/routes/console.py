@@ -16,9 +16,9 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse
 
+from api import consented
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
-from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import console_queries as q
 from gateway.config.settings import AlarmSettings, ConsoleSettings
 from gateway.control import protocol as p
@@ -180,16 +180,10 @@ async def alarm_detail(
         zones = await _rows(conn, q.SAFE_ZONES, {"person_id": person_id})
         since = datetime.now(UTC) - timedelta(hours=hours)
         track = await _rows(conn, q.TRACK, {"person_id": person_id, "since": since, "limit": 500})
-        await access_log.record(
-            request.app.state.pool,
-            access_log.AccessEntry(
-                actor=who.subject, actor_org=who.org, actor_role=who.role.value,
-                actor_tenant=who.tenant, owner_tenant=who.tenant, person_id=person["id"],
-                categories=["care_notes", "position"], purpose="alarm handling",
-                outcome="allowed", reason="by role",
-                request=f"{request.method} {request.url.path}",
-            ),
-        )  # fmt: skip
+        await consented.log_read(request, who, consented.ReadRecord(
+            owner=who.tenant, person_id=person["id"], categories=["care_notes", "position"],
+            purpose="alarm handling", outcome="allowed", reason="by role",
+        ))  # fmt: skip
     devices = await _rows(conn, q.DEVICE, {"device_id": alarm["device_id"]})
     return {
         "alarm": alarm,

@@ -1,9 +1,9 @@
 """FHIR R4 read API for regional health systems: ``/fhir/r4``.
 
-Thin adapter: parsing and mapping are pure (``api.fhir``); access decisions are the same
-as the REST readings (``api.consented``: decide() on the consents, SECURITY DEFINER
-functions that check again in the database). Every read of personal data, allowed or
-denied, is written to the access log. Every error is an OperationOutcome.
+Thin adapter: parsing and mapping are pure (``api.fhir``); access decisions go through the
+same gate as the REST readings (``api.consent_gate``: decide() on the consents, SECURITY
+DEFINER functions that check again in the database), which writes one access-log entry
+per read of personal data, allowed or denied. Every error is an OperationOutcome.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api import consented
 from api.auth import Principal, Role
+from api.consent_gate import ConsentGate
 from api.deps import CurrentPrincipal, TenantConn
 from api.fhir import resources as fhir
 from api.fhir.ids import IdCodec
@@ -116,13 +116,9 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + router.prefix
 
 
-async def _deny_role(
-    request: Request, who: Principal, person: UUID | None, what: list[str]
-) -> None:
-    if who.role not in READERS:
-        reason = f"role {who.role.value} may not read personal data"
-        await consented.log_read(request, who, None, person, what, None, "denied", reason)
-        raise FhirError(403, reason)
+def _gate(request: Request, conn: Any, who: Principal, not_found: str) -> ConsentGate:
+    """The consent gate, refusing with an OperationOutcome."""
+    return ConsentGate(request, conn, who, refuse=FhirError, not_found=not_found)
 
 
 @router.get(
@@ -155,7 +151,8 @@ async def search_observations(
     lenient = "handling=lenient" in request.headers.get("prefer", "").replace(" ", "")
     search = parse_observation_search(request.query_params.multi_items(), lenient=lenient)
     person = search.person_id
-    await _deny_role(request, who, person, search.categories or VITAL_CATEGORIES)
+    gate = _gate(request, conn, who, "Patient not found")
+    await gate.require_role(READERS, person, search.categories or VITAL_CATEGORIES)
     obs = set(search.obs)
     params: dict[str, Any] = {
         "person": person,
@@ -163,38 +160,19 @@ async def search_observations(
         "to": search.end,
         "limit": search.count + 1,
     }
+    # a clinician asking for specific codes needs a consent for each of their categories;
+    # otherwise the vital signs a consent covers are returned (403 if it covers none)
+    strict = who.role is Role.CLINICIAN and search.explicit_code and bool(obs)
     if who.role is Role.CLINICIAN:
-        owner = await consented.person_owner(conn, person)
-        wanted = search.categories if search.explicit_code and obs else VITAL_CATEGORIES
-        if owner is None:
-            await consented.log_read(
-                request, who, None, person, wanted, None, "denied", "no such person"
-            )
-            raise FhirError(404, "Patient not found")
-        decisions = await consented.decide_for(conn, who, person, wanted)
-        allowed = decisions.allowed
-        refused = (allowed != wanted) if search.explicit_code and obs else not allowed
-        if refused:
-            await consented.log_read(
-                request, who, owner, person, wanted, None, "denied", decisions.refusal
-            )
-            raise FhirError(403, decisions.refusal)
-        obs = {o for o in obs if OBS_CATEGORY[o] in allowed}
-        await consented.log_read(
-            request, who, owner, person, allowed, decisions.purpose, "allowed", "consent valid"
-        )
+        wanted = search.categories if strict else VITAL_CATEGORIES
+    else:
+        wanted = search.categories or VITAL_CATEGORIES
+    granted = await gate.categories(person, wanted, require_all=strict)
+    if granted.by_consent:
+        obs = {o for o in obs if OBS_CATEGORY[o] in granted.categories}
         query = q.CONSENTED_VITALS
         params["org"] = who.org
     else:
-        wanted = search.categories or VITAL_CATEGORIES
-        if not await _owner_patient(conn, person):
-            await consented.log_read(
-                request, who, None, person, wanted, None, "denied", "not found"
-            )
-            raise FhirError(404, "Patient not found")
-        await consented.log_read(
-            request, who, who.tenant, person, wanted, None, "allowed", "by role"
-        )
         query = q.FHIR_VITALS
     after = search.after
     params.update(
@@ -244,12 +222,6 @@ async def _vitals(
     ]
 
 
-async def _owner_patient(conn: Any, person: UUID) -> tuple[Any, ...] | None:
-    cur = await conn.execute(q.OWNER_PATIENT, {"person": person})
-    row: tuple[Any, ...] | None = await cur.fetchone()
-    return row
-
-
 @router.get(
     "/Observation/{observation_id}",
     response_class=FhirResponse,
@@ -258,16 +230,14 @@ async def _owner_patient(conn: Any, person: UUID) -> tuple[Any, ...] | None:
 async def read_observation(
     observation_id: str, request: Request, conn: TenantConn, who: CurrentPrincipal
 ) -> FhirResponse:
+    gate = _gate(request, conn, who, "Observation not found")
     ref = _codec(request).decode(observation_id)
     if ref is None:
-        await _deny_role(request, who, None, VITAL_CATEGORIES)
-        await consented.log_read(
-            request, who, None, None, VITAL_CATEGORIES, None, "denied", "not found"
-        )
-        raise FhirError(404, "Observation not found")
+        await gate.require_role(READERS, None, VITAL_CATEGORIES)
+        raise await gate.deny(404, "not found", categories=VITAL_CATEGORIES)
     category = OBS_CATEGORY[ref.obs]
     person = ref.person_id
-    await _deny_role(request, who, person, [category])
+    await gate.require_role(READERS, person, [category])
     params: dict[str, Any] = {
         "person": person,
         "obs": [ref.obs],
@@ -279,38 +249,10 @@ async def read_observation(
         "after_obs": None,
         "limit": 100,
     }
-    if who.role is Role.CLINICIAN:
-        owner = await consented.person_owner(conn, person)
-        if owner is None:
-            await consented.log_read(
-                request, who, None, person, [category], None, "denied", "no such person"
-            )
-            raise FhirError(404, "Observation not found")
-        decision = (await consented.decide_for(conn, who, person, [category])).by_category[category]
-        purpose = decision.consent.purpose if decision.consent else None
-        await consented.log_read(
-            request,
-            who,
-            owner,
-            person,
-            [category],
-            purpose,
-            "allowed" if decision.allowed else "denied",
-            decision.reason,
-        )
-        if not decision.allowed:
-            raise FhirError(403, decision.reason)
+    if (await gate.categories(person, [category])).by_consent:
         query = q.CONSENTED_VITALS
         params["org"] = who.org
     else:
-        if not await _owner_patient(conn, person):
-            await consented.log_read(
-                request, who, None, person, [category], None, "denied", "not found"
-            )
-            raise FhirError(404, "Observation not found")
-        await consented.log_read(
-            request, who, who.tenant, person, [category], None, "allowed", "by role"
-        )
         query = q.FHIR_VITALS
     for row in await _vitals(conn, query, params, person):
         if ref.matches(row.device_id, row.msg_id):
@@ -332,53 +274,12 @@ async def read_patient(
         person: UUID | None = UUID(patient_id)
     except ValueError:
         person = None
-    await _deny_role(request, who, person, ["patient"])
+    gate = _gate(request, conn, who, "Patient not found")
+    await gate.require_role(READERS, person, ["patient"])
     if person is None:
-        await consented.log_read(request, who, None, None, ["patient"], None, "denied", "not found")
-        raise FhirError(404, "Patient not found")
-    if who.role is Role.CLINICIAN:
-        owner = await consented.person_owner(conn, person)
-        if owner is None:
-            await consented.log_read(
-                request, who, None, person, ["patient"], None, "denied", "no such person"
-            )
-            raise FhirError(404, "Patient not found")
-        cur = await conn.execute(q.CONSENTED_PATIENT, {"person": person, "org": who.org or ""})
-        row = await cur.fetchone()
-        if row is None:
-            reason = (await consented.decide_for(conn, who, person, VITAL_CATEGORIES)).refusal
-            reason = reason or "no consent valid now"
-            await consented.log_read(
-                request, who, owner, person, ["patient"], None, "denied", reason
-            )
-            raise FhirError(403, reason)
-        await consented.log_read(
-            request,
-            who,
-            owner,
-            person,
-            ["patient"],
-            None,
-            "allowed",
-            "consent valid (pseudonymous patient)",
-        )
-    else:
-        row = await _owner_patient(conn, person)
-        if row is None:
-            await consented.log_read(
-                request, who, None, person, ["patient"], None, "denied", "not found"
-            )
-            raise FhirError(404, "Patient not found")
-        await consented.log_read(
-            request,
-            who,
-            who.tenant,
-            person,
-            ["patient"],
-            None,
-            "allowed",
-            "by role (pseudonymous patient)",
-        )
+        raise await gate.deny(404, "not found", categories=["patient"])
+    row = (await gate.patient(person)).row
+    assert row is not None
     return FhirResponse(fhir.patient(*row))
 
 
@@ -392,33 +293,25 @@ async def read_device(
 ) -> FhirResponse:
     """A clinician reads only a device that recorded data of a person whose consent to the
     clinician's organisation is valid now (the devices its Observations point at)."""
-    await _deny_role(request, who, None, ["device"])
+    gate = _gate(request, conn, who, "Device not found")
+    await gate.require_role(READERS, None, ["device"])
     if not _DEVICE_ID.match(device_id):
-        await consented.log_read(request, who, None, None, ["device"], None, "denied", "not found")
-        raise FhirError(404, "Device not found")
-    if who.role is Role.CLINICIAN:
+        raise await gate.deny(404, "not found", categories=["device"])
+    if who.role is Role.CLINICIAN:  # consented_device() is the consent check
         cur = await conn.execute(q.CONSENTED_DEVICE, {"device": device_id, "org": who.org or ""})
         found = await cur.fetchone()
         if found is None:
-            await consented.log_read(
-                request, who, None, None, ["device"], None, "denied", "not found or no consent"
-            )
-            raise FhirError(404, "Device not found")
-        await consented.log_read(
-            request, who, found[1], found[7], ["device"], None, "allowed", "consent valid"
-        )
+            raise await gate.deny(404, "not found or no consent", categories=["device"])
+        await gate.allow(owner=found[1], person_id=found[7], categories=["device"],
+                         reason="consent valid")  # fmt: skip
         row = found[:7]
     else:
         cur = await conn.execute(q.OWNER_DEVICE, {"device": device_id})
         row = await cur.fetchone()
         if row is None:
-            await consented.log_read(
-                request, who, None, None, ["device"], None, "denied", "not found"
-            )
-            raise FhirError(404, "Device not found")
-        await consented.log_read(
-            request, who, who.tenant, None, ["device"], None, "allowed", "by role"
-        )
+            raise await gate.deny(404, "not found", categories=["device"])
+        await gate.allow(owner=who.tenant, person_id=None, categories=["device"],
+                         reason="by role")  # fmt: skip
     ident, _tenant, vendor, model, device_type, serial, status = row
     return FhirResponse(fhir.device(ident, vendor, model, device_type, serial, status))
 

@@ -138,5 +138,7 @@ async def release(
 async def _denied(request: Request, who: Principal, body: ReleaseIn, reason: str) -> None:
     """A refused release is logged too, in a transaction of its own (the request's is
     rolled back)."""
-    await consented.log_read(request, who, None, body.person_id, [], body.purpose, "denied",
-                             f"release: {reason}"[:500])  # fmt: skip
+    await consented.log_read(request, who, consented.ReadRecord(
+        owner=None, person_id=body.person_id, categories=[], purpose=body.purpose,
+        outcome="denied", reason=f"release: {reason}"[:500],
+    ))  # fmt: skip

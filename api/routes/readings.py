@@ -11,11 +11,10 @@ import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import AwareDatetime
 
-from api import consented
 from api.auth import Principal, Role
+from api.consent_gate import ConsentGate
 from api.deps import TenantConn, require
 from api.readings_models import ReadingsPage, page
-from gateway.adapters.postgres import registry_repo as repo
 from gateway.adapters.postgres.api_queries import CONSENTED_QUERIES, READING_QUERIES
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
@@ -52,15 +51,10 @@ async def readings(
     only under a consent valid now for this category, and only data from inside the
     consent's validity. Every read, allowed or denied, is in the access log."""
     after = _decode_cursor(cursor) if cursor else None
-    if who.role is Role.CLINICIAN:
-        return await _consented(person_id, request, conn, who, category, from_, to, after,
-                                limit, purpose)  # fmt: skip
-    try:
-        await repo.get_person(conn, person_id)  # 404 unless the person is in this tenant
-    except repo.NotFound:
-        await _log(request, who, None, None, category, purpose, "denied", "not found")
-        raise
-    await _log(request, who, who.tenant, person_id, category, purpose, "allowed", "by role")
+    gate = ConsentGate(request, conn, who, refuse=HTTPException, not_found="person not found",
+                       purpose=purpose, log_unseen_person=False)  # fmt: skip
+    if (await gate.categories(person_id, [category])).by_consent:
+        return await _consented(person_id, conn, who, category, from_, to, after, limit)
     query, kind = READING_QUERIES[category]
     params: dict[str, Any] = {
         "person": person_id,
@@ -83,32 +77,14 @@ async def readings(
     return page(person_id, category, rows, next_cursor)
 
 
-async def _log(
-    request: Request, who: Principal, owner: str | None, person_id: UUID | None,
-    category: str, purpose: str | None, outcome: str, reason: str,
-) -> None:  # fmt: skip
-    await consented.log_read(request, who, owner, person_id, [category], purpose, outcome,
-                             reason)  # fmt: skip
-
-
 async def _consented(
-    person_id: UUID, request: Request, conn: Any, who: Principal, category: str,
+    person_id: UUID, conn: Any, who: Principal, category: str,
     from_: datetime | None, to: datetime | None, after: tuple[datetime, str, str] | None,
-    limit: int, purpose: str | None,
+    limit: int,
 ) -> ReadingsPage:  # fmt: skip
-    """Every category through the same path: decide() on the consents, then a SECURITY
-    DEFINER function that checks the consent again and returns only rows from inside its
-    validity period."""
-    owner = await consented.person_owner(conn, person_id)
-    if owner is None:
-        await _log(request, who, None, person_id, category, purpose, "denied", "no such person")
-        raise HTTPException(404, "person not found")
-    decision = (await consented.decide_for(conn, who, person_id, [category])).by_category[category]
-    await _log(request, who, owner, person_id, category,
-               purpose or (decision.consent.purpose if decision.consent else None),
-               "allowed" if decision.allowed else "denied", decision.reason)  # fmt: skip
-    if not decision.allowed:
-        raise HTTPException(403, decision.reason)
+    """Every category through the same path: the gate's decide() on the consents, then a
+    SECURITY DEFINER function that checks the consent again and returns only rows from
+    inside its validity period."""
     cur = await conn.execute(
         CONSENTED_QUERIES[category],
         {"person": person_id, "org": who.org, "from": from_, "to": to,
