@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 
 import jwt
 
+from gateway.domain.roles import Role as Role  # the one list of roles, re-exported here
+
 ALGORITHM = "HS256"
 ISSUER = "welfare-gateway"
-
-
-class Role(StrEnum):
-    PLATFORM_ADMIN = "platform_admin"
-    TENANT_ADMIN = "tenant_admin"
-    INSTALLER = "installer"
-    OPERATOR = "operator"
-    CLINICIAN = "clinician"
-    AUDITOR = "auditor"
 
 
 @dataclass(frozen=True)

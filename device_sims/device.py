@@ -235,7 +235,9 @@ class DeviceSim:
         if isinstance(result, DecodeError):
             logger.warning("%s: ignoring bad command: %s", self.device_id, result.detail)
             return []
-        return self.handle_command(result.message, now)
+        command = result.message
+        assert isinstance(command, Command)  # the commands channel decodes commands only
+        return self.handle_command(command, now)
 
     def handle_command(self, command: Command, now: datetime) -> list[Output]:
         """Obey ``command`` at wall-clock ``now``; returns its effects, then the reply."""

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from firmware_contracts.messages import (
     CONTRACT_VERSION,
@@ -22,6 +21,7 @@ from firmware_contracts.messages import (
     BatteryLow,
     BloodPressure,
     Command,
+    DeviceMessage,
     Heartbeat,
     Lock,
     Position,
@@ -32,7 +32,7 @@ from firmware_contracts.messages import (
 from firmware_contracts.topics import Channel
 
 #: Which message types may be published on which channel.
-CHANNEL_TYPES: dict[Channel, dict[str, type[BaseModel]]] = {
+CHANNEL_TYPES: dict[Channel, dict[str, type[DeviceMessage]]] = {
     Channel.TELEMETRY: {
         "weight": Weight,
         "blood_pressure": BloodPressure,
@@ -45,7 +45,7 @@ CHANNEL_TYPES: dict[Channel, dict[str, type[BaseModel]]] = {
     Channel.COMMANDS: {"command": Command},
     Channel.REPLIES: {"reply": Reply},
 }
-ALL_TYPES: dict[str, type[BaseModel]] = {
+ALL_TYPES: dict[str, type[DeviceMessage]] = {
     name: model for types in CHANNEL_TYPES.values() for name, model in types.items()
 }
 
@@ -77,7 +77,7 @@ class DecodeError:
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
-    message: Any  # one of the models in CHANNEL_TYPES
+    message: DeviceMessage  # one of the models in CHANNEL_TYPES
 
 
 def decode_payload(
@@ -114,7 +114,7 @@ def decode_payload(
         message = model.model_validate(raw)
     except ValidationError as exc:
         return DecodeError(Reason.SCHEMA_VIOLATION, _summarise(exc))
-    ts: datetime | None = getattr(message, "ts", None)
+    ts = message.ts  # every message has one; a last will may leave it out (None)
     if ts is not None:
         if ts > now + max_skew:
             return DecodeError(

@@ -13,7 +13,7 @@ raises.
 
 from __future__ import annotations
 
-from typing import Any
+from firmware_contracts.messages import DeviceMessage
 
 #: Device health, which every device type sends.
 DEVICE_HEALTH_TYPES: frozenset[str] = frozenset(
@@ -37,13 +37,13 @@ ALARM_KINDS: dict[str, frozenset[str]] = {
 _NO_KINDS: frozenset[str] = frozenset()
 
 
-def wrong_device_type(device_type: str, message: Any) -> str | None:
+def wrong_device_type(device_type: str, message: DeviceMessage) -> str | None:
     """Why a device of ``device_type`` may not send ``message`` (a decoded contract
     message), or None when it may. Two look-ups: cheap enough for every message."""
     msg_type: str = message.type
     if msg_type not in MESSAGE_TYPES.get(device_type, DEVICE_HEALTH_TYPES):
         return f"a {device_type} does not send {msg_type!r} messages"
-    if msg_type == "alarm":
+    if message.type == "alarm":  # the tag narrows the union to Alarm
         kind = message.kind.value
         if kind not in ALARM_KINDS.get(device_type, _NO_KINDS):
             return f"a {device_type} does not raise {kind!r} alarms"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
@@ -13,17 +13,16 @@ from pydantic import AwareDatetime, BaseModel, Field, model_validator
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from gateway.adapters.postgres import registry_repo as repo
+from gateway.domain.consent import DataCategory
 
 router = APIRouter(prefix="/api/v1", tags=["consent and access log"])
-
-Category = Literal["weight", "blood_pressure", "position", "lock_events", "alarms"]
 
 
 class ConsentIn(BaseModel):
     person_id: UUID
     recipient_org: str = Field(pattern=r"^[0-9]{6}-[0-9]{4}$", description="Organisation number")
     purpose: str = Field(min_length=1, max_length=500)
-    categories: list[Category] = Field(min_length=1)
+    categories: list[DataCategory] = Field(min_length=1)
     valid_from: AwareDatetime
     valid_to: AwareDatetime | None = None
     legal_basis: str = Field(min_length=1, max_length=200, examples=["samtycke (PDL 6 kap)"])
@@ -40,7 +39,7 @@ class ConsentOut(BaseModel):
     person_id: UUID
     recipient_org: str
     purpose: str
-    categories: list[str]
+    categories: list[DataCategory]
     valid_from: datetime
     valid_to: datetime | None
     legal_basis: str

@@ -26,6 +26,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.domain.alarms import AlarmKind, Severity
+from gateway.domain.lock_access import OPENING_ALARM_KINDS
+
 _TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("wg_toml_data", default={})  # noqa: B039
 
 
@@ -47,16 +50,13 @@ class RetentionDays(BaseModel):
     quarantine: int = Field(default=30, ge=1)
 
 
-SeverityName = Literal["critical", "high", "medium", "low"]
-AlarmKindName = Literal[
-    "button", "fall", "geofence_exit", "tamper", "device_silent", "battery_low",
-    "blood_pressure", "weight_gain", "door_unlocked", "unauthorised_unlock",
-    "receiver_unreachable",
-]  # fmt: skip
+# Alarm kinds and severities are the domain's enums (gateway.domain.alarms): a setting
+# names a member by its value ("button", "high"), as the API and the database do.
 
 
-def _default_escalation() -> dict[SeverityName, list[int]]:
-    return {"critical": [60, 120], "high": [180, 300], "medium": [900], "low": []}
+def _default_escalation() -> dict[Severity, list[int]]:
+    return {Severity.CRITICAL: [60, 120], Severity.HIGH: [180, 300], Severity.MEDIUM: [900],
+            Severity.LOW: []}  # fmt: skip
 
 
 class WebhookSetting(BaseModel):
@@ -103,8 +103,8 @@ class RouteSetting(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     chain: list[str] = Field(min_length=1)
-    kinds: list[AlarmKindName] | None = None
-    severities: list[SeverityName] | None = None
+    kinds: list[AlarmKind] | None = None
+    severities: list[Severity] | None = None
     hours: str | None = Field(
         default=None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$", description='Local "22:00-07:00".'
     )
@@ -122,11 +122,11 @@ class AlarmSettings(BaseModel):
     door_unlocked_after_s: float = Field(default=900, gt=0)
     geofence_hysteresis_m: float = Field(default=25.0, ge=0)
     geofence_max_accuracy_m: float = Field(default=500.0, gt=0)
-    escalation_s: dict[SeverityName, list[int]] = Field(
+    escalation_s: dict[Severity, list[int]] = Field(
         default_factory=_default_escalation,
         description="Seconds unacknowledged before each escalation step, per severity.",
     )  # fmt: skip
-    severity: dict[str, dict[AlarmKindName, SeverityName]] = Field(
+    severity: dict[str, dict[AlarmKind, Severity]] = Field(
         default_factory=dict,
         description='Per tenant ("*" for all): alarm kind -> severity.',
     )
@@ -196,7 +196,6 @@ class RateLimitSettings(BaseModel):
     api_burst: int = Field(default=200, ge=1)
 
 
-OPENING_ALARM_KINDS: tuple[AlarmKindName, ...] = ("button", "fall")
 
 
 class LockSettings(BaseModel):
@@ -207,7 +206,7 @@ class LockSettings(BaseModel):
 
     margin_before_s: float = Field(default=900, ge=0, le=4 * 3600)
     margin_after_s: float = Field(default=900, ge=0, le=4 * 3600)
-    alarm_kinds: list[AlarmKindName] = Field(
+    alarm_kinds: list[AlarmKind] = Field(
         default_factory=lambda: list(OPENING_ALARM_KINDS),
         description="Open alarms of these kinds for the person let any valid staff key in.",
     )

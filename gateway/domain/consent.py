@@ -11,9 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from uuid import UUID
 
-CATEGORIES = ("weight", "blood_pressure", "position", "lock_events", "alarms")
+
+class DataCategory(StrEnum):
+    """The categories of a person's data a consent names and a reader asks for: the one
+    list (the API's consents and readings, the alarm disclosure, and the ``consents``
+    table's CHECK constraint, held to it by tests/unit/test_vocabularies.py)."""
+
+    WEIGHT = "weight"
+    BLOOD_PRESSURE = "blood_pressure"
+    POSITION = "position"
+    LOCK_EVENTS = "lock_events"
+    ALARMS = "alarms"
+
+
+CATEGORIES: tuple[str, ...] = tuple(category.value for category in DataCategory)
 
 
 @dataclass(frozen=True, slots=True)

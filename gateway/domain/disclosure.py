@@ -30,13 +30,16 @@ from datetime import datetime
 from uuid import UUID
 
 from gateway.domain.alarms import AlarmKind
-from gateway.domain.consent import Consent
+from gateway.domain.consent import Consent, DataCategory
 from gateway.domain.consent import decide as decide_read
 
 #: The consent category of alarms.
-ALARMS = "alarms"
+ALARMS = DataCategory.ALARMS
 #: Limit alarms and the vital sign each is raised on.
-DATA_CATEGORY = {AlarmKind.BLOOD_PRESSURE: "blood_pressure", AlarmKind.WEIGHT_GAIN: "weight"}
+DATA_CATEGORY = {
+    AlarmKind.BLOOD_PRESSURE: DataCategory.BLOOD_PRESSURE,
+    AlarmKind.WEIGHT_GAIN: DataCategory.WEIGHT,
+}
 
 
 @dataclass(frozen=True, slots=True)

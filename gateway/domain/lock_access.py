@@ -40,6 +40,8 @@ from enum import StrEnum
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from gateway.domain.alarms import AlarmKind
+
 #: How far from now a visit of the same staff member makes a refusal ``outside_window``
 #: rather than ``no_visit``.
 NEAR = timedelta(hours=12)
@@ -144,6 +146,10 @@ def _latest(day: date, at: time, zone: ZoneInfo) -> datetime:
     return max(a.replace(fold=0).astimezone(UTC), a.replace(fold=1).astimezone(UTC))
 
 
+#: Open alarms of these kinds let any valid staff key in (``locks.alarm_kinds``'s default).
+OPENING_ALARM_KINDS: tuple[AlarmKind, ...] = (AlarmKind.BUTTON, AlarmKind.FALL)
+
+
 @dataclass(frozen=True, slots=True)
 class OpenAlarm:
     alarm_id: str
@@ -154,7 +160,7 @@ class OpenAlarm:
 class AccessPolicy:
     margin_before: timedelta = timedelta(minutes=15)
     margin_after: timedelta = timedelta(minutes=15)
-    alarm_kinds: frozenset[str] = frozenset({"button", "fall"})
+    alarm_kinds: frozenset[str] = frozenset(OPENING_ALARM_KINDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from gateway import __version__
 from gateway.config.settings import Settings, SettingsError, load_settings
+from gateway.domain.roles import Role
 
 
 class StartupError(Exception):
@@ -239,7 +240,7 @@ def _cmd_contract_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
-    from api.auth import Role, mint
+    from api.auth import mint
 
     settings = _service_settings(args)
     if not settings.dev_tokens:
@@ -467,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--role",
         required=True,
-        choices=["platform_admin", "tenant_admin", "installer", "operator", "clinician", "auditor"],
+        choices=[role.value for role in Role],
     )
     token.add_argument("--org", default=None, help="organisation number, e.g. 232100-0172")
     token.add_argument("--subject", default="dev-user")

@@ -21,12 +21,12 @@ from psycopg import sql
 
 from gateway.adapters.postgres import queries
 from gateway.support.metrics import IngestMetrics
-from gateway.worker.fleet.device_state import DeviceStates
+from gateway.worker.consumer import AckToken
+from gateway.worker.fleet.device_state import DeviceState, DeviceStates
 from gateway.worker.rows import COLUMNS, TYPES, Row
 
 log = logging.getLogger(__name__)
 
-AckToken = Any
 # Errors of the data, not of the connection: retrying the same rows cannot help.
 _POISON = (psycopg.DataError, psycopg.IntegrityError)
 
@@ -36,6 +36,16 @@ class Item:
     row: Row | None  # None: nothing to store, only an acknowledgement to keep in order
     ack: AckToken | None
     received_mono: float
+
+
+@dataclass(slots=True)
+class _Committed:
+    """What one committed transaction stored, for the metrics."""
+
+    by_table: dict[str, list[tuple[Any, ...]]]
+    inserted: dict[str, int]
+    started: float
+    at: float
 
 
 @dataclass
@@ -155,7 +165,7 @@ class BatchWriter:
         acks: list[AckToken] = []
         await self._isolate(batch, acks)
         try:
-            await self._write([], ack=False)  # the device states on their own
+            await self._write_states()
         except _POISON as exc:
             dropped = self._states.take_dirty()
             log.error("device state not storable; dropped",
@@ -164,7 +174,7 @@ class BatchWriter:
 
     async def _isolate(self, batch: list[Item], acks: list[AckToken]) -> None:
         try:
-            await self._write(batch, ack=False, states=False)
+            await self._write_rows(batch)
             acks.extend(item.ack for item in batch if item.ack is not None)
         except _POISON as exc:
             if len(batch) > 1:
@@ -183,17 +193,37 @@ class BatchWriter:
             if item.ack is not None:
                 acks.append(item.ack)
 
-    async def _write(self, batch: list[Item], *, ack: bool = True, states: bool = True) -> None:
+    async def _write(self, batch: list[Item]) -> None:
+        """The common path: the batch's rows and the changed device states in one
+        transaction, then the batch's acknowledgements (after the commit)."""
+        committed = await self._commit(batch, self._states.take_dirty())
+        self._ack([item.ack for item in batch if item.ack is not None])
+        if committed is not None:
+            self._record(batch, committed)
+
+    async def _write_rows(self, batch: list[Item]) -> None:
+        """Isolating a refused row: the batch's rows alone; no device states, and the
+        acknowledgements are left to the caller."""
+        committed = await self._commit(batch, [])
+        if committed is not None:
+            self._record(batch, committed)
+
+    async def _write_states(self) -> None:
+        """The changed device states on their own (after isolating), nothing acknowledged."""
+        await self._commit([], self._states.take_dirty())
+
+    async def _commit(
+        self, batch: list[Item], dirty: list[tuple[str, DeviceState]]
+    ) -> _Committed | None:
+        """One transaction: ``batch`` 's rows and the ``dirty`` device states (None when
+        there is nothing to store). If it fails, the states are marked dirty again."""
         started = time.monotonic()
         by_table: dict[str, list[tuple[Any, ...]]] = {}
         for item in batch:
             if item.row is not None:
                 by_table.setdefault(item.row.table, []).append(item.row.values)
-        dirty = self._states.take_dirty() if states else []
         if not by_table and not dirty:
-            if ack:
-                self._ack([item.ack for item in batch if item.ack is not None])
-            return
+            return None
         try:
             conn = await self._connection()
             inserted: dict[str, int] = {}
@@ -205,11 +235,7 @@ class BatchWriter:
         except BaseException:
             self._states.mark_dirty([d for d, _ in dirty])
             raise
-        now = time.monotonic()
-        if ack:
-            self._ack([item.ack for item in batch if item.ack is not None])
-        if batch:
-            self._record(batch, by_table, inserted, started, now)
+        return _Committed(by_table, inserted, started, time.monotonic())
 
     async def _copy_table(
         self, cur: psycopg.AsyncCursor[Any], table: str, rows: list[tuple[Any, ...]]
@@ -239,20 +265,15 @@ class BatchWriter:
         )
         return cur.rowcount
 
-    def _record(
-        self,
-        batch: list[Item],
-        by_table: dict[str, list[tuple[Any, ...]]],
-        inserted: dict[str, int],
-        started: float,
-        now: float,
-    ) -> None:
+    def _record(self, batch: list[Item], committed: _Committed) -> None:
         m = self._metrics
+        now = committed.at
         m.batch_rows.observe(len(batch))
-        m.batch_seconds.observe(now - started)
+        m.batch_seconds.observe(now - committed.started)
         m.commit_lag.observe(now - batch[0].received_mono)  # the batch's oldest message
         duplicates = 0
-        for table, count in inserted.items():
+        by_table = committed.by_table
+        for table, count in committed.inserted.items():
             m.stored.labels(table).inc(count)
             self.stats.inserted[table] = self.stats.inserted.get(table, 0) + count
             duplicates += len(by_table[table]) - count
@@ -262,7 +283,7 @@ class BatchWriter:
         self.stats.rows += len(batch)
 
 
-def _state_arrays(dirty: list[tuple[str, Any]]) -> tuple[list[Any], ...]:
+def _state_arrays(dirty: list[tuple[str, DeviceState]]) -> tuple[list[Any], ...]:
     return (
         [d for d, _ in dirty],
         [s.tenant_id for _, s in dirty],

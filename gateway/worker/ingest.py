@@ -15,10 +15,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 from firmware_contracts.decode import DecodeError, decode_payload
 from firmware_contracts.device_types import wrong_device_type
+from firmware_contracts.messages import DeviceMessage
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
 from gateway.adapters.postgres.partitions import TABLES, retention_cutoff
 from gateway.config.settings import RetentionDays
@@ -93,7 +93,7 @@ class Ingest:
             return
         message = decoded.message
         device = await self._resolve(topic.device_id)
-        ts = getattr(message, "ts", None)
+        ts = message.ts
         bound = admit(device, message, ts, self._max_skew)
         if isinstance(bound, Refused):
             await self._quarantine(
@@ -160,7 +160,7 @@ class Ingest:
 
 def admit(
     device: DeviceRecord | None,
-    message: Any,
+    message: DeviceMessage,
     ts: datetime | None,
     grace: timedelta = timedelta(0),
 ) -> Binding | Refused:

@@ -14,6 +14,7 @@ from firmware_contracts.messages import (
     Battery,
     BatteryLow,
     BloodPressure,
+    DeviceMessage,
     Heartbeat,
     Lock,
     Position,
@@ -93,7 +94,9 @@ class Row:
     values: tuple[Any, ...]
 
 
-def message_row(message: Any, device_id: str, binding: Binding, received_at: datetime) -> Row:
+def message_row(
+    message: DeviceMessage, device_id: str, binding: Binding, received_at: datetime
+) -> Row:
     """The row an accepted message is stored as."""
     head = (binding.tenant_id, binding.person_id, device_id, message.id, message.ts, received_at)
     match message:

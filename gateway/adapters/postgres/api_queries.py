@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.domain.consent import DataCategory
+
 _PAGE = """
     where person_id = %(person)s
       and (%(from)s::timestamptz is null or ts >= %(from)s)
@@ -12,26 +14,27 @@ _PAGE = """
     limit %(limit)s
 """
 
+#: per data category: the query, and the ``readings.kind`` it selects (None: its own table)
 READING_QUERIES: dict[str, tuple[str, str | None]] = {
-    "weight": (
+    DataCategory.WEIGHT: (
         "select ts, device_id, msg_id, weight_kg from api_readings"
         + _PAGE.replace("where person_id", "where kind = %(kind)s and person_id"),
         "weight",
     ),
-    "blood_pressure": (
+    DataCategory.BLOOD_PRESSURE: (
         "select ts, device_id, msg_id, systolic_mmhg, diastolic_mmhg, pulse_bpm from api_readings"
         + _PAGE.replace("where person_id", "where kind = %(kind)s and person_id"),
         "blood_pressure",
     ),
-    "position": (
+    DataCategory.POSITION: (
         "select ts, device_id, msg_id, lat, lon, accuracy_m from api_positions" + _PAGE,
         None,
     ),
-    "lock_events": (
+    DataCategory.LOCK_EVENTS: (
         "select ts, device_id, msg_id, action, key_id, method from api_lock_events" + _PAGE,
         None,
     ),
-    "alarms": (
+    DataCategory.ALARMS: (
         "select ts, device_id, msg_id, kind, lat, lon, accuracy_m from api_device_alarms" + _PAGE,
         None,
     ),
@@ -100,17 +103,17 @@ _CONSENTED_ARGS = (
 )
 
 CONSENTED_QUERIES: dict[str, str] = {
-    "weight": "select ts, device_id, msg_id, weight_kg from consented_readings(%(person)s,"
-    " %(org)s, 'weight', %(from)s, %(to)s, %(after_ts)s, %(after_device)s, %(after_msg)s,"
-    " %(limit)s)",
-    "blood_pressure": "select ts, device_id, msg_id, systolic_mmhg, diastolic_mmhg, pulse_bpm"
-    " from consented_readings(%(person)s, %(org)s, 'blood_pressure', %(from)s, %(to)s,"
+    DataCategory.WEIGHT: "select ts, device_id, msg_id, weight_kg"
+    " from consented_readings(%(person)s, %(org)s, 'weight', %(from)s, %(to)s,"
     " %(after_ts)s, %(after_device)s, %(after_msg)s, %(limit)s)",
-    "position": "select ts, device_id, msg_id, lat, lon, accuracy_m from consented_positions"
-    + _CONSENTED_ARGS,
-    "lock_events": "select ts, device_id, msg_id, action, key_id, method"
+    DataCategory.BLOOD_PRESSURE: "select ts, device_id, msg_id, systolic_mmhg, diastolic_mmhg,"
+    " pulse_bpm from consented_readings(%(person)s, %(org)s, 'blood_pressure', %(from)s,"
+    " %(to)s, %(after_ts)s, %(after_device)s, %(after_msg)s, %(limit)s)",
+    DataCategory.POSITION: "select ts, device_id, msg_id, lat, lon, accuracy_m"
+    " from consented_positions" + _CONSENTED_ARGS,
+    DataCategory.LOCK_EVENTS: "select ts, device_id, msg_id, action, key_id, method"
     " from consented_lock_events" + _CONSENTED_ARGS,
-    "alarms": "select ts, device_id, msg_id, kind, lat, lon, accuracy_m"
+    DataCategory.ALARMS: "select ts, device_id, msg_id, kind, lat, lon, accuracy_m"
     " from consented_device_alarms" + _CONSENTED_ARGS,
 }
 

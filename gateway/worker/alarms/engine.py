@@ -22,6 +22,7 @@ from firmware_contracts.messages import (
     Battery,
     BatteryLow,
     BloodPressure,
+    DeviceMessage,
     Heartbeat,
     Lock,
     Position,
@@ -111,7 +112,7 @@ class AlarmEngine:
 
     # --- messages ---------------------------------------------------------------------------
     def observe(
-        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
+        self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
     ) -> list[AlarmEvent]:
         events = self._seen(device, binding, message, at)
         match message:
@@ -193,7 +194,7 @@ class AlarmEngine:
         return True
 
     def _seen(
-        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
+        self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
     ) -> list[AlarmEvent]:
         if isinstance(message, Status) and message.state == "offline":
             self.went_offline(device.device_id, at)
@@ -202,7 +203,7 @@ class AlarmEngine:
             # Telemetry and heartbeats come on the engine's other session and may lag
             # behind the last will: one the device stamped before it went offline does
             # not say it is back (a status, an event or a later stamp does).
-            ts = getattr(message, "ts", None)
+            ts = message.ts
             stale = ts is None or ts <= self._offline_at[device.device_id]
             if isinstance(message, _LAGGING_TYPES) and stale:
                 return []

@@ -20,11 +20,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Histogram
 
 from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.messages import DeviceMessage
 from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
 from gateway.domain.rate_limit import TokenBuckets
 from gateway.domain.registry import Binding, DeviceRecord, Refused
@@ -41,7 +42,7 @@ class Engine(Protocol):
     def dispatched(self) -> int: ...
 
     def observe(
-        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
+        self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
     ) -> None: ...
 
     def after_sent(self, callback: Callable[[], None]) -> None: ...
@@ -103,7 +104,7 @@ class AlarmIntake:
         # the storage path's judgement (gateway.worker.ingest.admit): an alarm binds to whoever
         # holds the device now, and one stamped before the current assignment began, or
         # of a kind the device's type never raises, reaches no one (storage quarantines it)
-        bound = admit(device, message, getattr(message, "ts", None), self._max_skew)
+        bound = admit(device, message, message.ts, self._max_skew)
         if isinstance(bound, Refused) or device is None:
             return False
         before = self._engine.dispatched

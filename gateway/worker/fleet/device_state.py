@@ -16,9 +16,8 @@ import sys
 from array import array
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from firmware_contracts.messages import Battery, BatteryLow, Heartbeat, Status
+from firmware_contracts.messages import Battery, BatteryLow, DeviceMessage, Heartbeat, Status
 from gateway.domain.fleet_index import FleetIndex
 from gateway.domain.instants import from_us, to_us
 
@@ -80,7 +79,9 @@ class DeviceStates:
         self._firmware[i] = state.firmware
         self._online[i] = _NO_BOOL if state.online is None else int(state.online)
 
-    def observe(self, device_id: str, tenant_id: str, message: Any, received_at: datetime) -> None:
+    def observe(
+        self, device_id: str, tenant_id: str, message: DeviceMessage, received_at: datetime
+    ) -> None:
         seen = to_us(received_at)
         i = self._held(device_id)
         if i is None:
@@ -89,7 +90,7 @@ class DeviceStates:
             self._tenant[i] = tenant_id
             if seen > self._seen[i]:
                 self._seen[i] = seen
-        ts = getattr(message, "ts", None)
+        ts = message.ts
         if ts is not None:
             ts_us = to_us(ts)
             if ts_us > self._ts[i]:  # _NO_TIME is below every time

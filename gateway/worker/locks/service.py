@@ -23,10 +23,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID, uuid4
 
-from firmware_contracts.messages import Command, Lock, Reply
+from firmware_contracts.messages import Command, DeviceMessage, Lock, Reply
 from gateway.adapters.postgres.access_log import AccessEntry
 from gateway.config.settings import LockSettings
 from gateway.domain.alarms import Alarm
@@ -216,7 +216,7 @@ class LockService:
 
     # --- what locks report ------------------------------------------------------------------
     def observe(
-        self, device: DeviceRecord, binding: Binding, message: Any, at: datetime
+        self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
     ) -> Decision | None:
         """Replies go to waiting commands. An ``unlocked`` event is judged (once per
         message id) and logged; the decision is returned (None for anything else)."""
