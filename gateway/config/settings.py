@@ -24,12 +24,18 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from gateway.domain.alarms import AlarmKind, Severity
 from gateway.domain.lock_access import OPENING_ALARM_KINDS
 
-_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("wg_toml_data", default={})  # noqa: B039
+#: the TOML file of the settings being built (load_settings sets it for one construction)
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("wg_config_file", default=None)
 
 
 class SettingsError(Exception):
@@ -500,7 +506,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlSource(settings_cls, _TOML_DATA.get()))
+        config_file = _CONFIG_FILE.get()
+        if config_file is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, config_file))
 
 
 def _check_port(parts: SplitResult) -> None:
@@ -515,18 +524,6 @@ def _check_port(parts: SplitResult) -> None:
         ) from None
 
 
-class _TomlSource(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
-        super().__init__(settings_cls)
-        self._data = data
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return self._data.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return dict(self._data)
-
-
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings; raise :class:`SettingsError` naming the bad setting (and line)."""
     text = ""
@@ -536,17 +533,17 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             text = config_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(f"cannot read config file {config_file}: {exc.strerror}") from None
-        try:
+        try:  # (pydantic-settings reads it again; this is for the errors' line numbers)
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{config_file}: not valid TOML: {exc}") from None
-    token = _TOML_DATA.set(data)
+    token = _CONFIG_FILE.set(config_file)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, config_file, text, data)) from None
     finally:
-        _TOML_DATA.reset(token)
+        _CONFIG_FILE.reset(token)
 
 
 def _describe(exc: ValidationError, path: Path | None, text: str, data: dict[str, Any]) -> str:
@@ -568,18 +565,22 @@ def _describe(exc: ValidationError, path: Path | None, text: str, data: dict[str
 
 
 def _find_line(text: str, loc: list[str]) -> int | None:
-    """Line of ``key = ...`` for the last key of ``loc`` (inside its [table] if nested)."""
-    table = ".".join(loc[:-1]) if len(loc) > 1 else ""
-    key = loc[-1]
-    current = ""
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        header = re.match(r"^\[([^\[\]]+)\]", stripped)
-        if header:
-            current = header.group(1).strip()
-            continue
-        if re.match(rf"^{re.escape(key)}\s*=", stripped) and current == table:
-            return number
-        if not table and re.match(rf"^\[{re.escape(key)}\]", stripped):
+    """The line on which the TOML ``text`` defines the setting at ``loc``: the first line
+    whose prefix of the file, parsed as TOML, holds it. The parser decides (tables, dotted
+    keys, inline tables and quoting all count), not a pattern; a start-up-only cost."""
+    lines = text.splitlines()
+    for number in range(1, len(lines) + 1):
+        try:
+            parsed: Any = tomllib.loads("\n".join(lines[:number]))
+        except tomllib.TOMLDecodeError:
+            continue  # a value spanning several lines, not complete yet
+        for key in loc:
+            if isinstance(parsed, dict) and key in parsed:
+                parsed = parsed[key]
+            elif isinstance(parsed, list) and key.isdigit() and int(key) < len(parsed):
+                parsed = parsed[int(key)]  # an item of an array of tables
+            else:
+                break
+        else:
             return number
     return None

@@ -37,6 +37,37 @@ def test_bad_toml_value_names_setting_and_line(tmp_path: Path) -> None:
     assert f"'retention.positions' (env WG_RETENTION__POSITIONS) at {cfg}:5" in text
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        # a dotted key at the top level, not under [retention]
+        ('log_level = "INFO"\nretention.positions = 0\n', 2),
+        # an inline table
+        ('log_level = "INFO"\n\nretention = { readings = 30, positions = 0 }\n', 3),
+        # a key after a multi-line array, inside its table
+        ('[alarms]\nsilence_factor = 2.0\n[retention]\nreadings = [\n]\npositions = 0\n', 6),
+    ],
+)
+def test_the_line_is_found_however_the_toml_writes_the_key(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    cfg = tmp_path / "wg.toml"
+    cfg.write_text(text)
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert f"'retention.positions' (env WG_RETENTION__POSITIONS) at {cfg}:{line}" in str(err.value)
+
+
+def test_a_bad_webhook_names_its_line_in_the_array_of_tables(tmp_path: Path) -> None:
+    cfg = tmp_path / "wg.toml"
+    good = 'group = "a"\nurl = "https://a.example/h"\nsecret = "0123456789abcdef"\n'
+    cfg.write_text(f"[[alarms.webhooks]]\n{good}\n[[alarms.webhooks]]\n"
+                   'group = "b"\nurl = "ftp://b"\nsecret = "0123456789abcdef"\n')  # fmt: skip
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert f"'alarms.webhooks.1.url' (env WG_ALARMS__WEBHOOKS__1__URL) at {cfg}:8" in str(err.value)
+
+
 def test_unknown_setting_is_refused(tmp_path: Path) -> None:
     cfg = tmp_path / "wg.toml"
     cfg.write_text("batch_max_rowz = 5\n")
