@@ -31,10 +31,11 @@ from api.fhir.search import OBS_CATEGORY, Cursor, SearchError, parse_observation
 from gateway import __version__
 from gateway.adapters.postgres import api_queries as q
 from gateway.adapters.postgres.registry_repo import RegistryError
+from gateway.domain.consent import DataCategory
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # as in the registry
 READERS = (Role.TENANT_ADMIN, Role.OPERATOR, Role.CLINICIAN)
-VITAL_CATEGORIES = ["blood_pressure", "weight"]
+VITAL_CATEGORIES: list[str] = [DataCategory.BLOOD_PRESSURE.value, DataCategory.WEIGHT.value]
 _ISSUE_CODES = {
     400: "invalid",
     401: "login",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -16,10 +16,10 @@ from api.consent_gate import ConsentGate
 from api.deps import TenantConn, require
 from api.readings_models import ReadingsPage, page
 from gateway.adapters.postgres.api_queries import CONSENTED_QUERIES, READING_QUERIES
+from gateway.domain.consent import DataCategory
 
 router = APIRouter(prefix="/api/v1", tags=["readings"])
 
-Category = Literal["weight", "blood_pressure", "position", "lock_events", "alarms"]
 
 
 def _encode_cursor(ts: datetime, device_id: str, msg_id: str) -> str:
@@ -39,7 +39,7 @@ async def readings(
     person_id: UUID,
     request: Request,
     conn: TenantConn,
-    category: Category,
+    category: DataCategory,
     from_: AwareDatetime | None = Query(default=None, alias="from"),
     to: AwareDatetime | None = None,
     cursor: str | None = None,
