@@ -42,7 +42,6 @@ from pathlib import Path
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from device_sims.backoff import Backoff
 from device_sims.clock import SimClock
 from device_sims.envelope import LAST_WILL_PAYLOAD, Outgoing
 from device_sims.ramp import Ramp
@@ -51,6 +50,7 @@ from device_sims.scenario import DeviceSpec
 from device_sims.session import DeviceSession
 from firmware_contracts.topics import Channel, device_topic
 from gateway.adapters.mqtt import internals
+from gateway.support.backoff import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class DeviceConnection:
         self._stopping = stopping
         self._options = options or ConnectionOptions()
         self._backoff = Backoff(
-            rng, base_s=self._options.backoff_base_s, cap_s=self._options.backoff_cap_s
+            self._options.backoff_base_s, self._options.backoff_cap_s, jitter=0.5, rng=rng
         )
         self._now = now
         self._wake = asyncio.Event()

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +34,9 @@ from gateway.worker.alarms.service import WEBHOOK_PROGRESS_PREFIX, AlarmService
 from gateway.worker.locks.service import LockService, UnlockRefused, describe
 
 log = logging.getLogger(__name__)
+
+#: ``reply(held, status=200, body=None, error=None)``: the answer to the request at hand.
+Reply = Callable[..., p.Reply]
 
 
 class ControlResponder:
@@ -52,6 +55,16 @@ class ControlResponder:
         self.online = asyncio.Event()
         self.answered = 0
         self.rejected = 0
+        # what each operation of the protocol does (p.OPS); any other op is answered 400
+        self._handlers: dict[str, Callable[[p.Request, Reply], Awaitable[p.Reply]]] = {
+            p.ACKNOWLEDGE: self._acknowledge,
+            p.RESOLVE: self._resolve,
+            p.ALARM: self._alarm,
+            p.OPEN_ALARMS: self._open_alarms,
+            p.UNLOCK_PREPARE: self._prepare,
+            p.UNLOCK_SEND: self._unlock_send,
+            p.ACCESS_LOG: self._access_log,
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         async def session(client: aiomqtt.Client) -> None:
@@ -138,45 +151,62 @@ class ControlResponder:
         if not self._alarms.active:  # a standby holds nothing: the active engine answers
             return reply(False, 404, None, "not the active alarm engine")
 
-        if r.op in (p.ACKNOWLEDGE, p.RESOLVE, p.ALARM):
-            alarm_id = _uuid(r.args.get("alarm_id"))
-            held = alarm_id is not None and self._holds(r.tenant, alarm_id)
-            if alarm_id is None or not held:
-                return reply(False, 404, None, "alarm not found or already resolved")
-            actor = str(r.args.get("actor") or "")
-            try:
-                if r.op == p.ACKNOWLEDGE:
-                    alarm = self._alarms.acknowledge(r.tenant, alarm_id, actor)
-                elif r.op == p.RESOLVE:
-                    outcome = str(r.args.get("outcome") or "")
-                    alarm = self._alarms.resolve(r.tenant, alarm_id, actor, outcome)
-                else:
-                    alarm = self._held(alarm_id)
-            except AlarmError as exc:
-                return reply(True, exc.status, None, str(exc))
-            return reply(True, 200, self._with_recipients(alarm))
-        if r.op == p.OPEN_ALARMS:
-            alarms = self._alarms.open_alarms(r.tenant)
-            return reply(True, 200, [self._with_recipients(a) for a in alarms])
-        if r.op == p.UNLOCK_PREPARE:
-            return await self._prepare(r, reply)
-        if r.op == p.UNLOCK_SEND:
-            sent = await self._locks.send(str(r.args.get("command_id") or ""))
-            if sent is None:
-                return reply(True, 409, None, "no such prepared command on this worker")
-            return reply(True, 200, {"status": sent.status, "command_id": sent.command_id,
-                                     "expires_at": sent.expires_at.isoformat(),
-                                     "detail": sent.detail})  # fmt: skip
-        if r.op == p.ACCESS_LOG:
-            try:
-                entry = entry_from_dict(r.args)
-            except (TypeError, ValueError):
-                return reply(True, 422, None, "not an access-log entry")
-            self._locks.audit.submit(entry)
-            return reply(True, 202)
-        return reply(False, 400, None, f"unknown op {r.op}")
+        handler = self._handlers.get(r.op)
+        if handler is None:
+            return reply(False, 400, None, f"unknown op {r.op}")
+        return await handler(r, reply)
 
-    async def _prepare(self, r: p.Request, reply: Callable[..., p.Reply]) -> p.Reply:
+    async def _acknowledge(self, r: p.Request, reply: Reply) -> p.Reply:
+        return self._on_alarm(
+            r, reply, lambda alarm_id, actor: self._alarms.acknowledge(r.tenant, alarm_id, actor)
+        )
+
+    async def _resolve(self, r: p.Request, reply: Reply) -> p.Reply:
+        def resolve(alarm_id: UUID, actor: str) -> Alarm:
+            outcome = str(r.args.get("outcome") or "")
+            return self._alarms.resolve(r.tenant, alarm_id, actor, outcome)
+
+        return self._on_alarm(r, reply, resolve)
+
+    async def _alarm(self, r: p.Request, reply: Reply) -> p.Reply:
+        return self._on_alarm(r, reply, lambda alarm_id, _actor: self._held(alarm_id))
+
+    def _on_alarm(
+        self, r: p.Request, reply: Reply, act: Callable[[UUID, str], Alarm]
+    ) -> p.Reply:
+        """An operation on one alarm of this worker's book (the request's ``alarm_id``)."""
+        alarm_id = _uuid(r.args.get("alarm_id"))
+        held = alarm_id is not None and self._holds(r.tenant, alarm_id)
+        if alarm_id is None or not held:
+            return reply(False, 404, None, "alarm not found or already resolved")
+        actor = str(r.args.get("actor") or "")
+        try:
+            alarm = act(alarm_id, actor)
+        except AlarmError as exc:
+            return reply(True, exc.status, None, str(exc))
+        return reply(True, 200, self._with_recipients(alarm))
+
+    async def _open_alarms(self, r: p.Request, reply: Reply) -> p.Reply:
+        alarms = self._alarms.open_alarms(r.tenant)
+        return reply(True, 200, [self._with_recipients(a) for a in alarms])
+
+    async def _unlock_send(self, r: p.Request, reply: Reply) -> p.Reply:
+        sent = await self._locks.send(str(r.args.get("command_id") or ""))
+        if sent is None:
+            return reply(True, 409, None, "no such prepared command on this worker")
+        return reply(True, 200, {"status": sent.status, "command_id": sent.command_id,
+                                 "expires_at": sent.expires_at.isoformat(),
+                                 "detail": sent.detail})  # fmt: skip
+
+    async def _access_log(self, r: p.Request, reply: Reply) -> p.Reply:
+        try:
+            entry = entry_from_dict(r.args)
+        except (TypeError, ValueError):
+            return reply(True, 422, None, "not an access-log entry")
+        self._locks.audit.submit(entry)
+        return reply(True, 202)
+
+    async def _prepare(self, r: p.Request, reply: Reply) -> p.Reply:
         try:
             prepared = await self._locks.prepare(
                 r.tenant, str(r.args.get("device_id") or ""),

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 
 from gateway.adapters.postgres import queries
+from gateway.support.backoff import Backoff
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.consumer import AckToken
 from gateway.worker.fleet.device_state import DeviceState, DeviceStates
@@ -118,7 +119,7 @@ class BatchWriter:
             self._conn = None
 
     async def _write_until_committed(self, batch: list[Item]) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         while True:
             try:
                 try:
@@ -132,15 +133,15 @@ class BatchWriter:
             except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
                 self._metrics.write_failures.inc()
                 self._metrics.database_up.set(0)
+                retry_s = backoff.next()
                 log.warning(
                     "batch write failed; keeping batch and retrying",
-                    extra={"rows": len(batch), "error": type(exc).__name__, "retry_s": backoff},
+                    extra={"rows": len(batch), "error": type(exc).__name__, "retry_s": retry_s},
                 )
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(retry_s)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:

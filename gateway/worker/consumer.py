@@ -36,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel
 from gateway.adapters.mqtt import internals
 from gateway.adapters.mqtt.connection import BrokerAddress
+from gateway.support.backoff import Backoff
 from gateway.support.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,7 @@ class MqttConsumer:
     async def run(self, stop: asyncio.Event, drain: Callable[[], Awaitable[None]]) -> None:
         """Consume until ``stop``; then call ``drain`` (flush + commit + ack) before
         disconnecting, so that a graceful stop acknowledges everything it committed."""
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         drained = False
         while not stop.is_set():
             self._inbox = deque()  # what the last connection left is redelivered
@@ -179,14 +180,14 @@ class MqttConsumer:
                     self._connected_gauge(1)
                     log.info(f"{self._config.name} session connected",
                              extra={"client_id": self._config.client_id})  # fmt: skip
-                    backoff = 0.1
+                    backoff.reset()
                     await self._consume(client, stop)
                     await drain()
                     drained = True
             except aiomqtt.MqttError as exc:
                 log.warning(
                     f"{self._config.name} session lost; reconnecting",
-                    extra={"error": str(exc)[:200], "retry_s": backoff},
+                    extra={"error": str(exc)[:200], "retry_s": backoff.peek()},
                 )
                 if self._config.adopt:
                     return  # taken back by its worker (or the broker is away): not ours
@@ -197,8 +198,7 @@ class MqttConsumer:
                 self._connected_gauge(0)
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), backoff.next())
         if not drained:
             await drain()
 

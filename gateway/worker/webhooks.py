@@ -63,7 +63,6 @@ import contextlib
 import hashlib
 import hmac
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +73,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from gateway.adapters.durable_log import DurableLog
+from gateway.support.backoff import Backoff
 
 if TYPE_CHECKING:
     import httpx
@@ -250,8 +250,8 @@ class WebhookDispatcher:
             raise ValueError("webhook target names must differ in more than punctuation")
         self._targets = {t.name: t for t in targets}
         self._outboxes = {t.name: _Outbox(t, outbox_dir) for t in targets}
-        self._base_backoff = base_backoff_s
-        self._max_backoff = max_backoff_s
+        # half fixed, half random; the n-th attempt's wait is backoff.delay(n - 1)
+        self._backoff = Backoff(base_backoff_s, max_backoff_s, jitter=0.5)
         self._keep = keep_after_resolved_s
         self._unreachable_after = unreachable_after_s
         self._client = client
@@ -390,7 +390,7 @@ class WebhookDispatcher:
                                 extra={"event_id": record["event_id"], "target": box.target.name,
                                        "error": type(exc).__name__})  # fmt: skip
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self._backoff(held, None))
+                        await asyncio.wait_for(stop.wait(), self._backoff.delay(held - 1))
                     held += 1
                     continue
                 held = 1
@@ -409,7 +409,8 @@ class WebhookDispatcher:
                 continue
             self._failing(box, record)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self._backoff(attempt, retry_after))
+                wait_s = self._backoff.delay(attempt - 1, at_least=retry_after)
+                await asyncio.wait_for(stop.wait(), wait_s)
             attempt += 1
             self.stats.retried += 1
 
@@ -519,13 +520,6 @@ class WebhookDispatcher:
         self.stats.rejected += 1
         log.error("webhook delivery rejected by receiver; not retried", extra=fields)
         return "rejected", None
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self._max_backoff, self._base_backoff * 2 ** min(attempt - 1, 30))
-        delay = random.uniform(ceiling / 2, ceiling)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return min(delay, self._max_backoff)
 
 
 def _about(body: bytes) -> dict[str, Any]:

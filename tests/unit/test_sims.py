@@ -22,7 +22,6 @@ from device_sims import (
     parse_scenario,
     shipped_scenarios,
 )
-from device_sims.backoff import Backoff
 from device_sims.catalog import build_simulator
 from device_sims.clock import SimClock
 from device_sims.durations import parse_duration
@@ -33,6 +32,7 @@ from device_sims.schedule import Scheduler, next_daily
 from device_sims.session import DeviceSession
 from firmware_contracts.decode import Decoded, DecodeError, Reason, decode_payload
 from firmware_contracts.topics import Channel, parse_device_topic
+from gateway.support.backoff import Backoff
 
 START = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
@@ -697,7 +697,7 @@ def test_geo_offset_and_distance_agree() -> None:
 def test_backoff_grows_caps_and_resets() -> None:
     import random
 
-    backoff = Backoff(random.Random(1), base_s=0.5, cap_s=8.0)
+    backoff = Backoff(0.5, 8.0, jitter=0.5, rng=random.Random(1))  # as the simulators use it
     delays = [backoff.next() for _ in range(8)]
     assert 0.25 <= delays[0] <= 0.5
     assert all(4.0 <= d <= 8.0 for d in delays[5:])

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiomqtt
 
 from gateway.adapters.mqtt import internals
+from gateway.support.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ async def keep_connected(
     """Connect and run ``session(client)``; when the connection breaks, log it and
     connect again (0.1 s doubling to 5 s between attempts) until ``stop`` is set or the
     session returns. The session cleans up its own state (try/finally)."""
-    backoff = 0.1
+    backoff = Backoff(0.1, 5.0)
     while not stop.is_set():
         try:
             async with aiomqtt.Client(
@@ -111,11 +112,10 @@ async def keep_connected(
                 keepalive=keepalive,
             ) as client:
                 internals.disable_paho_logger(client)
-                backoff = 0.1
+                backoff.reset()
                 await session(client)
                 return
         except aiomqtt.MqttError as exc:
             log.warning(f"{what} disconnected", extra={"error": type(exc).__name__})
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), backoff)
-        backoff = min(backoff * 2, 5.0)
+            await asyncio.wait_for(stop.wait(), backoff.next())

@@ -17,6 +17,7 @@ import aiomqtt
 
 from gateway.adapters.mqtt import internals
 from gateway.adapters.mqtt.connection import BrokerAddress
+from gateway.support.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class AlarmPublisher:
         return len(self._queue)
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not (stop.is_set() and not self._queue):
             try:
                 async with aiomqtt.Client(
@@ -70,7 +71,7 @@ class AlarmPublisher:
                 ) as client:
                     internals.disable_paho_logger(client)
                     self.connected.set()
-                    backoff = 0.1
+                    backoff.reset()
                     await self._send_loop(client, stop)
                     return
             except aiomqtt.MqttError as exc:
@@ -82,8 +83,7 @@ class AlarmPublisher:
                 if stop.is_set():
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), backoff.next())
 
     async def _send_loop(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         while True:

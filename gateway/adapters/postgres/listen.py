@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from gateway.support.backoff import Backoff
+
 log = logging.getLogger(__name__)
 
 K = TypeVar("K")
@@ -61,7 +63,7 @@ async def follow(
 ) -> None:
     """Until ``stop``. ``first``: a connection from ``load_listening``, used as it is (it
     has just loaded); every later connection listens and reloads first."""
-    backoff = 0.1
+    backoff = Backoff(0.1, 5.0)
     conn = first
     try:
         while not stop.is_set():
@@ -69,7 +71,7 @@ async def follow(
                 if conn is None:
                     conn = await load_listening(url, channel, reload)
                 async with conn:
-                    backoff = 0.1
+                    backoff.reset()
                     loop = asyncio.get_running_loop()
                     last_full = loop.time()
                     while not stop.is_set():
@@ -84,8 +86,7 @@ async def follow(
                     extra={"channel": channel, "error": type(exc).__name__},
                 )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), backoff.next())
             finally:
                 conn = None  # closed by now (or never opened)
     finally:

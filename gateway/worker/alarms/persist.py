@@ -11,6 +11,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from gateway.domain.alarms import Alarm
+from gateway.support.backoff import Backoff
 from gateway.worker.alarms.codec import alarm_from_dict
 from gateway.worker.alarms.journal import AlarmJournal
 
@@ -117,7 +118,7 @@ class JournalShipper:
         return len(records)
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         conn: psycopg.AsyncConnection[Any] | None = None
         while True:
             try:
@@ -125,18 +126,18 @@ class JournalShipper:
                     conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
                 while await self.ship_once(conn):
                     pass
-                backoff = 0.1
+                backoff.reset()
             except (psycopg.Error, OSError) as exc:
                 self.failures += 1
+                retry_s = backoff.next()
                 log.warning(
                     "alarm journal not shipped yet; database unavailable",
-                    extra={"error": type(exc).__name__, "retry_s": backoff},
+                    extra={"error": type(exc).__name__, "retry_s": retry_s},
                 )
                 if conn is not None:
                     await conn.close()
                     conn = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(retry_s)
                 continue
             if stop.is_set():
                 break

@@ -18,6 +18,7 @@ import psycopg
 
 from gateway.adapters.postgres.access_log import AccessEntry
 from gateway.adapters.postgres.lock_queries import append_access
+from gateway.support.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,13 @@ class AccessLogWriter:
         return len(self._queue)
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.1
+        backoff = Backoff(0.1, 5.0)
         while not (stop.is_set() and not self._queue):
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self._url, autocommit=True, connect_timeout=5
                 ) as conn:
-                    backoff = 0.1
+                    backoff.reset()
                     await self._write_loop(conn, stop)
                     return
             except (psycopg.Error, OSError) as exc:
@@ -64,8 +65,7 @@ class AccessLogWriter:
                                   extra={"pending": len(self._queue)})  # fmt: skip
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), backoff.next())
 
     async def _write_loop(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
         while True:
