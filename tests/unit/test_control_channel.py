@@ -109,3 +109,14 @@ def test_worker_and_api_alone_need_a_shared_database_and_broker() -> None:
     ep = split_endpoints(given)
     assert ep.mqtt_url == "mqtt://broker:1883"
     assert ep.api_database_url.startswith("postgresql://wg_api:api-pw@db")
+
+
+def test_the_responder_has_a_handler_for_every_operation_of_the_protocol() -> None:
+    from typing import Any, cast
+
+    from gateway.control.responder import ControlResponder
+
+    responder = ControlResponder(
+        "mqtt://127.0.0.1:1", "w1", cast(Any, None), cast(Any, None), cast(Any, None)
+    )
+    assert set(responder._handlers) == set(p.OPS)
