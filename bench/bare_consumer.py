@@ -2,7 +2,8 @@
 acknowledging on receipt, no validation, no storage) on the same broker and load.
 
 Run as ``python -m bench.bare_consumer``; prints one JSON line when it has received
-``--expect`` messages: the time of the first and the last.
+``--expect`` messages: the time of the first and the last, and the CPU time it used
+between them.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ async def consume(port: int, expect: int, ready_file: str) -> None:
         queue = client._queue
         received = 0
         first = 0.0
+        cpu_first = 0.0
         async for _ in client.messages:
             if received == 0:
                 first = time.time()
+                cpu_first = time.process_time()
             received += 1
             while not queue.empty() and received < expect:
                 queue.get_nowait()
@@ -50,7 +53,9 @@ async def consume(port: int, expect: int, ready_file: str) -> None:
             if received >= expect:
                 break
         last = time.time()
-    sys.stdout.write(orjson.dumps({"received": received, "first": first, "last": last}).decode())
+        cpu_s = time.process_time() - cpu_first  # this process's CPU, first to last message
+    sys.stdout.write(orjson.dumps({"received": received, "first": first, "last": last,
+                                   "cpu_s": cpu_s}).decode())  # fmt: skip
     sys.stdout.write("\n")
 
 

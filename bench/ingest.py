@@ -34,6 +34,7 @@ import psutil
 import psycopg
 
 from bench import machine
+from bench.cpu import CpuMeter, per_message_us, postmaster
 from bench.mosquitto import wait_until
 from bench.stack import stack
 from gateway.adapters.postgres import registry_repo as repo
@@ -42,6 +43,8 @@ API_PASSWORD = "bench-api"
 TARGET_MSGS_PER_S = 7000
 TARGET_RATIO = 0.75
 TARGET_TWO_WORKERS_RATIO = 0.9  # two workers store at least 90 % of one's rate (2 cores)
+PACED_RATE = 2000  # msgs/s: the paced phase's offered load (issue #22)
+TARGET_PACED_CPU_RATIO = 1.2  # worker CPU per stored message / the bare consumer's
 
 
 Procs = list[subprocess.Popen[bytes]]
@@ -104,8 +107,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[str, Any]:
+def run(
+    devices: int, per_device: int, processes: int, workdir: Path, paced_s: float = 20.0
+) -> dict[str, Any]:
     total = devices * per_device
+    # the paced phases: PACED_RATE msgs/s for about paced_s seconds, on the same devices
+    paced_per_device = max(1, round(PACED_RATE * paced_s / devices))
+    paced_total = paced_per_device * devices
     with stack(workdir, commit_timestamps=True) as st:
         st.seed("bench-", devices, repo.DeviceModel("bench-gps", "Bench", "GPS", "gps_alarm", 60))
         broker = st.broker
@@ -128,6 +136,12 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         # 1b. the broker's own ceiling: the C client mosquitto_sub, same load
         c_rate = _mosquitto_sub_rate(broker.port, processes, devices, per_device, total)
 
+        # 1c. the bare consumer's CPU per message at a paced load
+        assert broker.proc is not None and st.pg is not None
+        meter = CpuMeter(None, psutil.Process(broker.proc.pid), None)
+        bare_paced = _bare_paced(workdir, broker.port, processes, devices, paced_per_device,
+                                 8 * total, meter)  # fmt: skip
+
         # 2. the gateway, same broker, same load (new message ids)
         gw = st.start_gateway()
         proc = psutil.Process(gw.pid)
@@ -140,6 +154,14 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         load = (broker.port, processes, devices, per_device)
         with psycopg.connect(st.database_url, autocommit=True) as conn:
             one = _gateway_phase(conn, *load, 2 * total, sample_rss)
+
+            # 2b. the same worker's CPU per stored message at the paced load (the worker
+            # of `run` also serves the API, idle here)
+            meter = CpuMeter(proc, psutil.Process(broker.proc.pid), postmaster(st.pg.pgdata))
+            meter.start()
+            paced = _gateway_phase(conn, broker.port, processes, devices, paced_per_device,
+                                   6 * total, rate=PACED_RATE)  # fmt: skip
+            gateway_cpu = meter.stop()
 
             # 3. two workers: a `welfare-gateway worker` beside it, the same load again
             # (new message ids); its rate against step 2's, measured in the same run
@@ -178,6 +200,57 @@ def run(devices: int, per_device: int, processes: int, workdir: Path) -> dict[st
         "two_workers_target_ratio_to_one": TARGET_TWO_WORKERS_RATIO,
         "two_workers_meets_target": two.rate / rate >= TARGET_TWO_WORKERS_RATIO
         and two.distinct == total,
+        "paced": _paced_figures(paced_total, paced, gateway_cpu, bare_paced),
+    }
+
+
+def _bare_paced(
+    workdir: Path, port: int, processes: int, devices: int, per_device: int, offset: int,
+    meter: CpuMeter,
+) -> dict[str, float]:  # fmt: skip
+    """The bare consumer drains the paced load: its own CPU, and the broker's, per message."""
+    total = devices * per_device
+    ready = workdir / "bare-paced.ready"
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_consumer", "--port", str(port),
+         "--expect", str(total), "--ready-file", str(ready)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    wait_until(ready.exists, 30, "bare consumer subscribed")
+    meter.start()
+    _wait_all(_loadgen(port, processes, devices, per_device, offset, rate=PACED_RATE), 600)
+    out, _ = bare.communicate(timeout=600)
+    broker_s = meter.stop()["broker"]
+    result = orjson.loads(out.splitlines()[-1])
+    return {"bare_consumer_s": float(result["cpu_s"]), "broker_s": broker_s,
+            "messages": float(total)}  # fmt: skip
+
+
+def _paced_figures(
+    messages: int, stored: _Phase, cpu: dict[str, float], bare: dict[str, float]
+) -> dict[str, Any]:
+    """CPU per stored message at the paced load: the worker, and broker + database +
+    worker, beside the bare consumer (and broker + bare consumer) in the same run."""
+    bare_us = per_message_us(bare["bare_consumer_s"], int(bare["messages"]))
+    worker_us = per_message_us(cpu["worker"], stored.distinct)
+    return {
+        "offered_msgs_per_s": PACED_RATE,
+        "messages": messages,
+        "stored_distinct": stored.distinct,
+        "lost": messages - stored.distinct,
+        "cpu_us_per_msg": {
+            "worker": worker_us,
+            "broker": per_message_us(cpu["broker"], stored.distinct),
+            "database": per_message_us(cpu["database"], stored.distinct),
+            "broker_database_worker": per_message_us(sum(cpu.values()), stored.distinct),
+            "bare_consumer": bare_us,
+            "broker_bare_consumer": per_message_us(
+                bare["bare_consumer_s"] + bare["broker_s"], int(bare["messages"])
+            ),
+        },
+        "worker_to_bare_consumer": round(worker_us / bare_us, 2) if bare_us else None,
+        "target_worker_to_bare_consumer": TARGET_PACED_CPU_RATIO,
+        "meets_target": bool(bare_us) and worker_us / bare_us <= TARGET_PACED_CPU_RATIO,
     }
 
 
@@ -205,12 +278,15 @@ def _gateway_phase(
     per_device: int,
     offset: int,
     on_poll: Callable[[], None] = lambda: None,
+    rate: float | None = None,
 ) -> _Phase:
-    """The load (message ids from ``offset``) published while the running gateway
-    workers drain it; returns once all of it is stored (or after 900 s)."""
+    """The load (message ids from ``offset``; at ``rate`` msgs/s in all, or as fast as
+    the broker takes it) published while the running gateway workers drain it; returns
+    once all of it is stored (or after 900 s)."""
     total = devices * per_device
     goal = _stored(conn) + total
-    loadgen = _loadgen(port, processes, devices, per_device, offset)
+    loadgen = _loadgen(port, processes, devices, per_device, offset,
+                       rate=rate / processes if rate else None)  # fmt: skip
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         on_poll()
@@ -344,9 +420,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.smoke:
         args.devices, args.per_device = 20, 50
     with tempfile.TemporaryDirectory(prefix="wg-bench-") as tmp:
-        measure = run_garbage if args.garbage else run
+        if args.garbage:
+            measured = run_garbage(args.devices, args.per_device, args.processes, Path(tmp))
+        else:
+            measured = run(args.devices, args.per_device, args.processes, Path(tmp),
+                           paced_s=1.0 if args.smoke else 20.0)  # fmt: skip
         result = {
-            "ingest": measure(args.devices, args.per_device, args.processes, Path(tmp)),
+            "ingest": measured,
             "machine": machine.describe(),
         }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

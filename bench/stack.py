@@ -75,13 +75,19 @@ class Stack:
         }
 
     def start_gateway(
-        self, probe: str = "probe-", command: str = "run", **env_overrides: str
+        self,
+        probe: str = "probe-",
+        command: str = "run",
+        python_args: tuple[str, ...] = (),
+        **env_overrides: str,
     ) -> subprocess.Popen[bytes]:
-        """The gateway (``run``: with the API; ``worker``: alone) in its own process;
-        returns once it stores a message from a device registered for the purpose (ids
-        starting ``probe``: one per gateway started)."""
+        """The gateway (``run``: with the API; ``worker``: alone) in its own process
+        (``python_args`` before ``-m gateway``, e.g. a profiler); returns once it stores a
+        message from a device registered for the purpose (ids starting ``probe``: one per
+        gateway started)."""
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", command], env=self.env(**env_overrides),
+            [sys.executable, *python_args, "-m", "gateway", command],
+            env=self.env(**env_overrides),
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "gateway.log").open("ab"),
         )  # fmt: skip
         probe_device = self.seed(probe, 1, repo.DeviceModel(

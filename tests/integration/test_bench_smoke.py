@@ -15,6 +15,12 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert ingest["lost"] == 0 and ingest["stored_distinct"] == ingest["messages"]
     assert ingest["stored_msgs_per_s"] > 0 and ingest["bare_consumer_msgs_per_s"] > 0
     assert ingest["two_workers_lost"] == 0 and ingest["two_workers_stored_msgs_per_s"] > 0
+    paced = ingest["paced"]  # CPU per stored message at a paced load, beside the bare one
+    assert paced["lost"] == 0 and paced["stored_distinct"] == paced["messages"]
+    cpu = paced["cpu_us_per_msg"]
+    assert cpu["worker"] > 0 and cpu["bare_consumer"] > 0 and cpu["database"] > 0
+    assert cpu["broker_database_worker"] > cpu["worker"]
+    assert paced["worker_to_bare_consumer"] == round(cpu["worker"] / cpu["bare_consumer"], 2)
     assert result["alarm_latency_ms"]["alarms"] == 20
     assert result["alarm_latency_ms_two_workers"]["alarms"] == 20
     failover = result["failover"]  # the engine's worker killed: presses still delivered
@@ -40,3 +46,19 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     memory = result["memory"]  # the worker and an API replica ran as their own processes
     assert memory["devices_connected"] == 30 and memory["health_rows_stored_during_run"] > 0
     assert set(memory["rss_mb"]) == {"broker", "worker", "api"}
+
+
+def test_profile_smoke_splits_a_workers_time_by_stage() -> None:
+    from bench import profile
+
+    result = profile.main(["--smoke"])
+    for phase in ("paced", "saturation"):
+        figures = result[phase]
+        assert figures["profiled_cpu_us_per_msg"] > 0
+        shares = [stage["share"] for stage in figures["stages"].values()]
+        assert abs(sum(shares) - 1.0) < 0.01
+        # the pipeline's own stages are seen, not only "other"
+        for stage in ("MQTT receive and ack", "decode and validation",
+                      "batch writer, COPY and commit", "event loop and sockets"):  # fmt: skip
+            assert figures["stages"][stage]["us_per_msg"] > 0, (phase, stage)
+        assert len(figures["top_functions"]) == 5
