@@ -21,6 +21,7 @@ from api.routes import alarms as alarm_routes
 from api.routes import consents, console, health, quarantine, readings, registry, rules, stats
 from api.routes import fhir as fhir_routes
 from api.routes import locks as lock_routes
+from api.routes import payer as payer_routes
 from gateway import __version__
 from gateway.adapters.mosquitto.service import BrokerAccess
 from gateway.config.settings import Settings
@@ -92,6 +93,7 @@ def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
     app.include_router(readings.router)
     app.include_router(alarm_routes.router)
     app.include_router(rules.router)
+    app.include_router(payer_routes.router)
     app.include_router(stats.router)
     app.include_router(consents.router)
     app.include_router(fhir_routes.router)

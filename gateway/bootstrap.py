@@ -36,6 +36,7 @@ from gateway.worker.fleet.device_state import DeviceStates
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.ingest import Ingest
 from gateway.worker.locks.service import LockService
+from gateway.worker.payer import PayerEmitter
 from gateway.worker.service import GatewayService
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
 
@@ -157,6 +158,21 @@ def worker(
     control = ControlResponder(
         mqtt_url, client_id, alarms, locks, role, keepalive_s=settings.mqtt_keepalive_s
     )
+    # --- payer changes on their date (#19.1): any worker, guarded in the database --------
+    payer_targets = [t for t in targets if t.name == settings.payer.webhook_group]
+    if settings.payer.webhook_group is not None and not payer_targets:
+        raise ValueError(f"payer.webhook_group {settings.payer.webhook_group!r} is not a "
+                         "group of alarms.webhooks")  # fmt: skip
+    payer = PayerEmitter(
+        database_url=database_url, mqtt_url=mqtt_url, client_id=client_id,
+        # the one webhook mechanism, with its own outbox for the aids centre's events
+        webhooks=WebhookDispatcher(
+            payer_targets, outbox_dir=settings.data_dir / "webhooks" / client_id / "payer",
+            unreachable_after_s=settings.alarms.webhook_unreachable_after_s,
+        ),
+        webhook_group=settings.payer.webhook_group,
+        interval_s=settings.payer.interval_s, lookback_days=settings.payer.lookback_days,
+    )  # fmt: skip
     return GatewayService(
         settings,
         database_url=database_url,
@@ -172,6 +188,7 @@ def worker(
         control=control,
         # seals of the access log at an interval, signed outside the database (#17.6)
         sealer=AccessLogSealer.from_settings(settings.access_log, database_url),
+        payer=payer,
     )
 
 

@@ -281,6 +281,25 @@ class BrokerAccessSettings(BaseModel):
     timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
+class PayerSettings(BaseModel):
+    """Payer changes of device assignments (issue #19.1, docs/payer.md): emitted by the
+    workers on their date, on the broker and to the aids centre's webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_group: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="The group of alarms.webhooks that receives payer changes (the aids "
+        "centre); unset = the broker only.",
+    )  # fmt: skip
+    interval_s: float = Field(default=60, gt=0, le=3600,
+                              description="How often a worker looks for changes due.")
+    lookback_days: int = Field(
+        default=400, ge=1, le=3650,
+        description="Housing records effective this many days back are still emitted (late).",
+    )  # fmt: skip
+
+
 class AccessLogSettings(BaseModel):
     """Seals of the access log (docs/security.md, review #17.6): at an interval a worker
     signs the hash chain's head with a key kept outside the database and writes the seal
@@ -406,6 +425,7 @@ class Settings(BaseSettings):
     locks: LockSettings = Field(default_factory=LockSettings)
     broker_access: BrokerAccessSettings = Field(default_factory=BrokerAccessSettings)
     access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
+    payer: PayerSettings = Field(default_factory=PayerSettings)
 
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -26,6 +26,7 @@ from gateway.worker.fleet.device_state import DeviceState, DeviceStates
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.ingest import Ingest
 from gateway.worker.locks.service import LockService
+from gateway.worker.payer import PayerEmitter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class GatewayService:
         role: EngineRole,
         control: ControlResponder,
         sealer: AccessLogSealer | None,
+        payer: PayerEmitter | None = None,
     ) -> None:
         """Built by :func:`gateway.bootstrap.worker`, which wires the parts."""
         self.settings = settings
@@ -69,6 +71,7 @@ class GatewayService:
         self.role = role
         self.control = control
         self.sealer = sealer
+        self.payer = payer
 
     async def _check_schema(self) -> None:
         """The schema is ``migrate``'s job (the worker's role has no DDL rights): refuse
@@ -198,6 +201,8 @@ class GatewayService:
         ]
         if self.sealer is not None:
             tasks.append(asyncio.create_task(self.sealer.run(stop), name="access-log-seal"))
+        if self.payer is not None:  # payer changes on their date (#19.1)
+            tasks.append(asyncio.create_task(self.payer.run(stop), name="payer-changes"))
 
         async def drain() -> None:
             # Hand the alarm engine over first (its sessions released, offline said), so

@@ -8,8 +8,9 @@ has no example in docs/api.md, or an example names no operation.
 The notation (docs/api.md, "Examples"): ``<token role=R tenant=T org=O sub=S>`` is a
 minted token; ``{{name}}`` in an answer names the value found there (and must equal it
 where already named), in a request it is replaced by that value; ``{{now}}``,
-``{{now-2h}}``, ``{{now+25m}}`` are times; ``"<uuid>"``, ``"<datetime>"``, ``"<int>"``,
-``"<number>"``, ``"<string>"``, ``"<list>"``, ``"<object>"``, ``"<any>"`` accept any value
+``{{now-2h}}``, ``{{now+25m}}`` are times, ``{{today+1d}}`` a local date (Europe/Stockholm);
+``"<uuid>"``, ``"<datetime>"``, ``"<int>"``, ``"<number>"``, ``"<string>"``, ``"<list>"``,
+``"<object>"``, ``"<any>"`` accept any value
 of that kind; ``"...": "..."`` allows further fields, a final ``"..."`` further items, a
 line ``...`` further lines (or, in an event stream, further events).
 
@@ -310,11 +311,23 @@ def now_plus(expression: str) -> str:
     return (datetime.now(UTC) + delta).isoformat().replace("+00:00", "Z")
 
 
+def today_plus(expression: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    m = re.fullmatch(r"today(?:([-+])(\d+)d)?", expression)
+    assert m, expression
+    days = int(m.group(2) or 0) * (-1 if m.group(1) == "-" else 1)
+    today = datetime.now(ZoneInfo("Europe/Stockholm")).date()
+    return (today + timedelta(days=days)).isoformat()
+
+
 def fill(text: str, names: dict[str, Any]) -> str:
     def value(m: re.Match[str]) -> str:
         name = m.group(1)
         if name.startswith("now"):
             return now_plus(name)
+        if name.startswith("today"):  # a local date (Europe/Stockholm), e.g. {{today+1d}}
+            return today_plus(name)
         assert name in names, f"{{{{{name}}}}} is used before an example names it"
         return str(names[name])
 

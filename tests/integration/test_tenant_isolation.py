@@ -180,6 +180,15 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/quarantine"): {"params": {"device_id": "b-scale"}},
         ("post", "/api/v1/quarantine/{quarantine_id}/release"): {"json": {
             "person_id": b["scale_person"], "purpose": "mine"}},
+        # housing and payer (#19.1): B's resident's housing; the rules and region links
+        # are a region's and the platform's
+        ("post", "/api/v1/persons/{person_id}/housing"): {"json": {
+            "form": "residential_care", "valid_from": datetime.now(UTC).date().isoformat()}},
+        ("get", "/api/v1/persons/{person_id}/housing"): {},
+        ("get", "/api/v1/payer-changes"): {},
+        ("put", "/api/v1/payer-rules"): {"json": {"own_home": "municipality"}},
+        ("put", "/api/v1/tenants/{tenant_id}/region"): {"path": {"tenant_id": "kommun-b"},
+                                                        "json": {"region_id": "region-b"}},
     }  # fmt: skip
 
 
@@ -210,6 +219,8 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select count(*) from visit_slots", "select count(*) from person_limits",
             "select * from device_models order by id",
             "select count(*) from readings where tenant_id = 'kommun-b'",
+            "select count(*) from housing_periods", "select * from payer_rules",
+            "select id, region_id from tenants order by id",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
@@ -222,6 +233,11 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         await conn.execute("insert into tenants (id, name, kind, org_number) values"
                            " ('region-b', 'Region B', 'region', %s)", (REGION_B,))  # fmt: skip
+        # B's resident moved into residential care today: a payer change of b-scale (#19.1)
+        await conn.execute("update tenants set region_id = 'region-b' where id = 'kommun-b'")
+        await conn.execute("insert into housing_periods (tenant_id, person_id, form, valid_from,"
+                           " recorded_by) values ('kommun-b', %s, 'residential_care',"
+                           " current_date, 'kerstin')", (b.persons["b-scale"],))  # fmt: skip
         await conn.commit()
     async with product(mosquitto.url, database_url) as (http, _gw):
         b_ids = await make_b(http, mosquitto.url, database_url, b)

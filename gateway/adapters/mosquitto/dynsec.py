@@ -17,9 +17,9 @@ Identities:
   receive ``tenants/{t}/alarms`` only.
 - the gateway has role ``wg-gateway``: subscribe to (also shared) and receive
   ``devices/#``, publish
-  ``devices/+/commands`` and ``tenants/+/alarms``; and for API processes (same
-  identity) subscribe to and receive ``tenants/+/alarms``, and the control channel
-  ``gateway/#`` (publish, subscribe, receive).
+  ``devices/+/commands``, ``tenants/+/alarms`` and ``tenants/+/payer-changes``; and for
+  API processes (same identity) subscribe to and receive ``tenants/+/alarms``, and the
+  control channel ``gateway/#`` (publish, subscribe, receive).
 - the default access is deny for publishing, subscribing and receiving; unsubscribing stays
   allowed (it can only reduce what a client gets).
 """
@@ -289,6 +289,7 @@ def gateway_acls() -> list[Acl]:
         Acl(AclType.PUBLISH_RECEIVE, "devices/#"),
         Acl(AclType.PUBLISH_SEND, "devices/+/commands"),
         Acl(AclType.PUBLISH_SEND, "tenants/+/alarms"),
+        Acl(AclType.PUBLISH_SEND, "tenants/+/payer-changes"),  # gateway.worker.payer
         # API processes follow the alarms for their streams and talk to the workers
         # (gateway.control.protocol); both run with the gateway's identity
         Acl(AclType.SUBSCRIBE_PATTERN, "tenants/+/alarms"),
