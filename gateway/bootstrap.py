@@ -159,10 +159,8 @@ def worker(
         mqtt_url, client_id, alarms, locks, role, keepalive_s=settings.mqtt_keepalive_s
     )
     # --- payer changes on their date (#19.1): any worker, guarded in the database --------
+    # (the settings refuse a webhook_group that names no receiver)
     payer_targets = [t for t in targets if t.name == settings.payer.webhook_group]
-    if settings.payer.webhook_group is not None and not payer_targets:
-        raise ValueError(f"payer.webhook_group {settings.payer.webhook_group!r} is not a "
-                         "group of alarms.webhooks")  # fmt: skip
     payer = PayerEmitter(
         database_url=database_url, mqtt_url=mqtt_url, client_id=client_id,
         # the one webhook mechanism, with its own outbox for the aids centre's events

@@ -499,6 +499,20 @@ class Settings(BaseSettings):
             raise ValueError("must be 4 (MQTT 3.1.1) or 5 (MQTT v5)")
         return value
 
+    @field_validator("payer")
+    @classmethod
+    def _payer_webhook_is_a_receiver(
+        cls, value: PayerSettings, info: ValidationInfo
+    ) -> PayerSettings:
+        alarms = info.data.get("alarms")
+        groups = {w.group for w in alarms.webhooks} if alarms is not None else set()
+        if value.webhook_group is not None and value.webhook_group not in groups:
+            raise ValueError(
+                f"webhook_group {value.webhook_group!r} is not the group of any "
+                "[[alarms.webhooks]] receiver"
+            )
+        return value
+
     @field_validator("fhir_id_key")
     @classmethod
     def _fhir_id_key(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:

@@ -148,3 +148,16 @@ def test_production_needs_its_own_fhir_id_key(tmp_path: Path) -> None:
         load_settings(cfg)
     cfg.write_text('dev_tokens = false\nfhir_id_key = "' + "k" * 32 + '"\n')
     assert load_settings(cfg).fhir_id_key is not None
+
+
+def test_a_payer_webhook_group_must_name_a_receiver(tmp_path: Path) -> None:
+    cfg = tmp_path / "wg.toml"
+    receiver = '[[alarms.webhooks]]\ngroup = "hjalpmedel"\nurl = "https://h.example/p"\n'
+    receiver += 'secret = "0123456789abcdef"\n'
+    cfg.write_text(f'{receiver}\n[payer]\nwebhook_group = "hjälpmedel"\n')
+    with pytest.raises(SettingsError) as err:
+        load_settings(cfg)
+    assert f"'payer' (env WG_PAYER) at {cfg}:6" in str(err.value)
+    assert "is not the group of any [[alarms.webhooks]] receiver" in str(err.value)
+    cfg.write_text(f'{receiver}\n[payer]\nwebhook_group = "hjalpmedel"\n')
+    assert load_settings(cfg).payer.webhook_group == "hjalpmedel"
