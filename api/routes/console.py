@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from api import consented
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
+from api.routes.quarantine import REVIEWERS
 from gateway.adapters.postgres import console_queries as q
 from gateway.config.settings import AlarmSettings, ConsoleSettings
 from gateway.control import protocol as p
@@ -66,12 +67,14 @@ async def console_file(name: str) -> FileResponse:
 async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
     """Who the token says the caller is (the page shows it and checks the role), and the
     console's configuration: ``map_tiles`` (tile URL template, attribution, maximum zoom)
-    or null when no map tiles are configured."""
+    or null when no map tiles are configured. ``may_review_quarantine``: the fleet view
+    shows the devices whose messages were refused (issue #19.7)."""
     return {
         "subject": who.subject,
         "tenant": who.tenant,
         "role": who.role.value,
         "may_handle_alarms": who.role in STAFF,
+        "may_review_quarantine": who.role in REVIEWERS,
         "map_tiles": _map_tiles(request),
     }
 

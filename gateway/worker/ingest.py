@@ -129,8 +129,11 @@ class Ingest:
         if len(self._limit_sampled) > 100_000:
             self._limit_sampled.clear()
         self._limit_sampled[key] = now
+        # under the device's tenant, so its municipality sees the flood (issue #19.7);
+        # looked up once a window, not per refused message
+        device = await self._resolve(device_id)
         await self._quarantine(
-            msg, device_id, None, "rate_limited",
+            msg, device_id, device.tenant_id if device else None, "rate_limited",
             f"over {self._limits.rate:g} msgs/s (burst {self._limits.burst:g}) for this "
             f"device and channel class; further excess within {LIMIT_SAMPLE_WINDOW_S:g} s "
             "is counted (wg_ingest_rate_limited_total), not kept",

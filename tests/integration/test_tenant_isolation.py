@@ -177,7 +177,10 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("post", "/api/v1/platform/device-ids/{device_id}/release"): {"json": {
             "reason": "mine", "to_tenant": "kommun-a"}},
         # quarantine review and release (review #17.2)
-        ("get", "/api/v1/quarantine"): {"params": {"device_id": "b-scale"}},
+        ("get", "/api/v1/quarantine"): {"params": {"device_id": "b-scale",
+                                                   "since": "2020-01-01T00:00:00Z"}},
+        # the fleet view's refused messages per device and model (issue #19.7)
+        ("get", "/api/v1/quarantine/devices"): {"params": {"since": "2020-01-01T00:00:00Z"}},
         ("post", "/api/v1/quarantine/{quarantine_id}/release"): {"json": {
             "person_id": b["scale_person"], "purpose": "mine"}},
         # housing and payer (#19.1): B's resident's housing; the rules and region links

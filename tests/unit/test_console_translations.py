@@ -2,7 +2,9 @@
 
 The lists come from the Python code itself (enums, the routing's recipient groups, the
 device types of the contract, and the ``reason`` strings the alarm engine writes into an
-alarm's detail), so a new alarm kind or reason without its translations fails here. The
+alarm's detail; the quarantine reasons of the decoder, the registry and the ingest, shown in
+the fleet view's refused messages), so a new alarm kind or reason without its translations
+fails here. The
 console's dictionaries are read from ``api/console/js/i18n.js``, where they are written as
 JSON (quoted keys, double-quoted strings) apart from trailing commas.
 """
@@ -17,16 +19,18 @@ from typing import Any
 
 import pytest
 
+from firmware_contracts.decode import Reason as DecodeReason
 from firmware_contracts.device_types import MESSAGE_TYPES
 from gateway.domain.alarms import AlarmKind, AlarmState, Severity
 from gateway.domain.lock_access import Reason
-from gateway.domain.registry import DeviceStatus
+from gateway.domain.registry import DeviceStatus, Refusal
 from gateway.domain.routing import DEFAULT_ROUTES, RoutingPolicy
 from gateway.domain.vitals import BloodPressureCode
 
 ROOT = Path(__file__).resolve().parents[2]
 I18N = ROOT / "api" / "console" / "js" / "i18n.js"
 ALARM_CODE = sorted((ROOT / "gateway" / "worker" / "alarms").glob("*.py"))
+INGEST = ROOT / "gateway" / "worker" / "ingest.py"
 LANGUAGES = ("sv", "en")
 PLURAL_FORMS = {"one", "other"}
 
@@ -66,6 +70,21 @@ def engine_reasons() -> set[str]:
     return found
 
 
+def ingest_reasons() -> set[str]:
+    """The reasons the ingest itself writes: the string given to ``self._quarantine(msg,
+    device, tenant, "<reason>", detail)``."""
+    found: set[str] = set()
+    tree = ast.parse(INGEST.read_text(encoding="utf-8"), str(INGEST))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "_quarantine" and len(node.args) >= 4
+            and isinstance(node.args[3], ast.Constant) and isinstance(node.args[3].value, str)
+        ):  # fmt: skip
+            found.add(node.args[3].value)
+    return found
+
+
 def recipient_groups() -> set[str]:
     groups = {g for route in DEFAULT_ROUTES for g in route.chain}
     return groups | set(RoutingPolicy().fallback)
@@ -80,12 +99,19 @@ VOCABULARIES: dict[str, set[str]] = {
     "status": {s.value for s in DeviceStatus},
     "device_type": set(MESSAGE_TYPES),
     "group": recipient_groups(),
+    # the fleet view's refused messages (issue #19.7)
+    "quarantine": {r.value for r in DecodeReason} | {r.value for r in Refusal} | ingest_reasons(),
 }
 
 
 def test_the_scan_finds_the_engine_reasons() -> None:
     # If this fails, the engine writes its reasons differently: fix engine_reasons().
     assert {"offline", "no_message", "zone_inactive"} <= engine_reasons()
+
+
+def test_the_scan_finds_the_ingest_reasons() -> None:
+    # If this fails, the ingest writes its reasons differently: fix ingest_reasons().
+    assert {"unknown_topic", "older_than_retention", "rate_limited"} <= ingest_reasons()
 
 
 @pytest.mark.parametrize("prefix", sorted(VOCABULARIES))
@@ -120,7 +146,8 @@ def test_counted_nouns_have_plural_forms() -> None:
     """A text that counts ({n} beside a noun) is a plural entry, not one fixed form."""
     sv = dictionaries()["sv"]
     for key in ("count.open_alarms", "count.unacknowledged", "count.positions",
-                "count.safe_zones", "count.hours", "count.devices_in_service"):  # fmt: skip
+                "count.safe_zones", "count.hours", "count.devices_in_service",
+                "count.refusing_devices", "count.refused_messages"):  # fmt: skip
         assert isinstance(sv[key], dict), key
     assert sv["count.safe_zones"] == {"one": "{n} säker zon", "other": "{n} säkra zoner"}
     fixed_counts = [k for k, v in sv.items() if isinstance(v, str) and "{n}" in v]

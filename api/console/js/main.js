@@ -315,9 +315,19 @@ async function openDetail(id) {
   }
 }
 
+const REFUSED_DAYS = 7; // the period of the fleet view's refused messages
+
 async function loadFleet() {
   try {
-    renderFleet($("fleet-summary"), $("fleet-body"), await api("/api/v1/console/fleet-health"));
+    const since = new Date(Date.now() - REFUSED_DAYS * 86400000).toISOString();
+    const [health, refused] = await Promise.all([
+      api("/api/v1/console/fleet-health"),
+      // tenant admins only: the devices whose messages were refused, and why
+      state.me?.may_review_quarantine
+        ? api(`/api/v1/quarantine/devices?since=${encodeURIComponent(since)}&limit=1000`)
+        : null,
+    ]);
+    renderFleet($("fleet-summary"), $("fleet-body"), health, refused);
   } catch (error) {
     if (!(error instanceof ApiError && error.status === 401)) notice(String(error.message || error));
   }

@@ -197,9 +197,33 @@ QUARANTINE_LIST = """
     where (%(reason)s::text is null or q.reason = %(reason)s)
       and (%(device)s::text is null or q.device_id = %(device)s)
       and (%(released)s::boolean is null or (r.quarantine_id is not null) = %(released)s)
+      and (%(since)s::timestamptz is null or q.received_at >= %(since)s)
+      and (%(until)s::timestamptz is null or q.received_at < %(until)s)
       and (%(before)s::bigint is null or q.id < %(before)s)
     order by q.id desc
     limit %(limit)s
+"""
+
+# Per device and reason, for the console's fleet view (issue #19.7): what the tenant's devices
+# had refused in a period, with each device's model (many devices of one model refused for
+# one reason: the vendor's firmware). The devices of the caller's tenant only (row-level
+# security; a device id since handed to another tenant shows without its model).
+QUARANTINE_BY_DEVICE = """
+    with r as (
+        select device_id, reason, count(*) as refused, min(received_at) as first_at,
+            max(received_at) as last_at
+        from api_quarantine
+        where device_id is not null
+          and received_at >= %(since)s
+          and (%(until)s::timestamptz is null or received_at < %(until)s)
+        group by device_id, reason
+    )
+    select r.device_id, r.reason, r.refused, r.first_at, r.last_at, d.model_id, m.vendor,
+        m.model, m.device_type, d.status
+    from r
+    left join devices d on d.id = r.device_id
+    left join device_models m on m.id = d.model_id
+    order by r.device_id, r.reason
 """
 
 # Stores one row on the holder at its time (SECURITY DEFINER; the caller's tenant only).
