@@ -20,6 +20,7 @@ from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
 from api.routes import consents, console, health, quarantine, readings, registry, rules, stats
 from api.routes import fhir as fhir_routes
+from api.routes import imports as import_routes
 from api.routes import locks as lock_routes
 from api.routes import payer as payer_routes
 from gateway import __version__
@@ -90,6 +91,7 @@ def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(registry.router)
+    app.include_router(import_routes.router)
     app.include_router(readings.router)
     app.include_router(alarm_routes.router)
     app.include_router(rules.router)

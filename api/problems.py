@@ -63,6 +63,8 @@ def _title(status: int) -> str:
         403: "Forbidden",
         404: "Not Found",
         409: "Conflict",
+        413: "Content Too Large",
+        415: "Unsupported Media Type",
         422: "Unprocessable Content",
         429: "Too Many Requests",
         503: "Service Unavailable",

@@ -12,11 +12,11 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
-from firmware_contracts.topics import DEVICE_ID_PATTERN
 from gateway.adapters.mosquitto.client import BrokerAccessError, IdentityTaken
 from gateway.adapters.mosquitto.service import BrokerAccess
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.config.settings import AlarmSettings
+from gateway.domain import registry_fields as fields
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
 
@@ -33,19 +33,19 @@ class TenantIn(BaseModel):
 
 
 class DeviceModelIn(BaseModel):
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
-    vendor: str = Field(min_length=1, max_length=100)
-    model: str = Field(min_length=1, max_length=100)
-    device_type: Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
-    heartbeat_interval_s: int = Field(ge=5, le=86_400)
+    id: fields.DeviceModelId
+    vendor: fields.Vendor
+    model: fields.ModelName
+    device_type: fields.DeviceType
+    heartbeat_interval_s: fields.HeartbeatSeconds
 
 
 class PersonIn(BaseModel):
-    ref: str = Field(min_length=1, max_length=64, description="Pseudonymous reference.")
-    personal_identity_number: str | None = Field(
-        default=None, description="Stored only encrypted; never returned.", max_length=13
+    ref: fields.PersonRef
+    personal_identity_number: fields.IdentityNumberText | None = Field(
+        default=None, description="Stored only encrypted; never returned."
     )
-    care_notes: str = Field(default="", max_length=2000)
+    care_notes: fields.CareNotes = ""
 
 
 class PersonOut(BaseModel):
@@ -58,9 +58,9 @@ class PersonOut(BaseModel):
 
 
 class DeviceIn(BaseModel):
-    id: str = Field(pattern=DEVICE_ID_PATTERN)
-    model_id: str = Field(min_length=1, max_length=64)
-    serial: str | None = Field(default=None, max_length=100)
+    id: fields.DeviceId
+    model_id: fields.DeviceModelRef
+    serial: fields.Serial | None = None
 
 
 class AssignIn(BaseModel):
@@ -176,10 +176,10 @@ async def create_device_model(
 
 
 class DeviceModelChange(BaseModel):
-    vendor: str = Field(min_length=1, max_length=100)
-    model: str = Field(min_length=1, max_length=100)
-    device_type: Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
-    heartbeat_interval_s: int = Field(ge=5, le=86_400)
+    vendor: fields.Vendor
+    model: fields.ModelName
+    device_type: fields.DeviceType
+    heartbeat_interval_s: fields.HeartbeatSeconds
 
 
 class ModelChanged(BaseModel):

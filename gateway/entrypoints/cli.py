@@ -345,6 +345,58 @@ def _verification_line(result: Any, files: list[Path]) -> str:
             "the next seal")  # fmt: skip
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    """Bulk onboarding (issue #19.5): one file into one tenant, as role wg_api with that
+    tenant set (row-level security applies as in the API). Dry run unless ``--apply``."""
+    import json
+
+    from gateway.adapters.postgres.onboarding import import_at
+    from gateway.domain.onboarding import Format, parse
+    from gateway.entrypoints.doctor import require_reachable
+    from gateway.entrypoints.runtime import api_database_url, endpoints
+    from gateway.support import logs
+    from gateway.support.pii import PinCipher, normalise_pin
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    path = Path(args.file)
+    fmt = Format(args.format) if args.format else (
+        Format.JSON if path.suffix.lower() == ".json" else Format.CSV)  # fmt: skip
+    cipher = PinCipher.from_settings(
+        {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
+    )
+    parsed = parse(path.read_bytes(), fmt, pins=normalise_pin if cipher else None)
+    dry_run = not args.apply
+
+    async def run(url: str) -> Any:
+        return await import_at(url, args.tenant, parsed, dry_run=dry_run, cipher=cipher,
+                               broker_identities=settings.broker_access.enabled)  # fmt: skip
+
+    async def go() -> Any:
+        if settings.database_url:
+            await require_reachable(settings, database=settings.database_url,
+                                    database_setting="database_url", broker=False)  # fmt: skip
+            return await run(api_database_url(settings, settings.database_url))
+        async with endpoints(settings) as ep:  # the embedded database, started for this
+            return await run(ep.api_database_url)
+
+    report = asyncio.run(go())
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=1))
+    else:
+        for error in report.errors:
+            print(f"{path.name} {error.line()}", file=sys.stderr)
+        counts = ", ".join(f"{n} {action}" for action, n in report.summary().items())
+        if report.applied:
+            outcome = f"applied to tenant {args.tenant}"
+        elif report.ok:
+            outcome = "dry run, nothing changed (--apply to import)"
+        else:
+            outcome = "not imported, nothing changed"
+        print(f"{path.name}: {len(report.rows)} rows ({counts}); {outcome}")
+    return 0 if report.ok else 1
+
+
 def _cmd_pki(args: argparse.Namespace) -> int:
     from gateway.support.pki import CertificateAuthority, PkiError
 
@@ -486,6 +538,19 @@ def build_parser() -> argparse.ArgumentParser:
         "the 'access log sealed' lines); repeatable; default: access_log.anchor_file",
     )  # fmt: skip
     verify.set_defaults(func=_cmd_access_log_verify)
+
+    imp = sub.add_parser(
+        "import", help="bulk onboarding: device models, persons, devices and assignments "
+        "from a CSV or JSON file (docs/onboarding.md); a dry run unless --apply",
+    )  # fmt: skip
+    imp.add_argument("file", help="the import file (.csv or .json)")
+    imp.add_argument("--tenant", required=True, help="the tenant to import into")
+    imp.add_argument("--apply", action="store_true",
+                     help="apply the file (one transaction; nothing if any row has an error)")
+    imp.add_argument("--format", choices=["csv", "json"], default=None,
+                     help="default: by the file's extension (.json, else csv)")
+    imp.add_argument("--json", action="store_true", help="print the per-row report as JSON")
+    imp.set_defaults(func=_cmd_import)
 
     pki = sub.add_parser("pki", help="CA, broker and device certificates for mutual TLS")
     psub = _Subparsers(pki.add_subparsers(dest="pki_command", required=True), config)

@@ -176,6 +176,10 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/platform/device-ids/{device_id}"): {},
         ("post", "/api/v1/platform/device-ids/{device_id}/release"): {"json": {
             "reason": "mine", "to_tenant": "kommun-a"}},
+        # bulk onboarding (#19.5): kommun B's device id, registered and assigned in A
+        ("post", "/api/v1/imports"): {"params": {"dry_run": "false"}, "json": {
+            "devices": [{"id": b["device_id"], "model_id": "t-gps"}],
+            "assignments": [{"device_id": b["device_id"], "person_ref": "kommun-a-brukare-1"}]}},
         # quarantine review and release (review #17.2)
         ("get", "/api/v1/quarantine"): {"params": {"device_id": "b-scale",
                                                    "since": "2020-01-01T00:00:00Z"}},
