@@ -68,13 +68,15 @@ async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
     """Who the token says the caller is (the page shows it and checks the role), and the
     console's configuration: ``map_tiles`` (tile URL template, attribution, maximum zoom)
     or null when no map tiles are configured. ``may_review_quarantine``: the fleet view
-    shows the devices whose messages were refused (issue #19.7)."""
+    shows the devices whose messages were refused; ``may_view_fleet`` without
+    ``may_handle_alarms`` (a technician): the console opens the fleet view only (#19.7)."""
     return {
         "subject": who.subject,
         "tenant": who.tenant,
         "role": who.role.value,
         "may_handle_alarms": who.role in STAFF,
         "may_review_quarantine": who.role in REVIEWERS,
+        "may_view_fleet": who.role in FLEET_READERS,
         "map_tiles": _map_tiles(request),
     }
 

@@ -2,7 +2,8 @@
 watch firmware sends a field the contract does not have, so three watches of one model
 are refused for one reason and that model stands out at the top; a GPS alarm sending a
 weight is listed under its own model with its reason in words; another municipality's
-refused watch never shows; Swedish and English; an operator does not see the section."""
+refused watch never shows; Swedish and English; a technician signs in to the fleet view
+alone and sees it too; an operator does not see the section."""
 
 from __future__ import annotations
 
@@ -92,6 +93,18 @@ async def test_a_model_whose_devices_are_refused_for_one_reason_stands_out(
             assert f"A message its device type does not send {TIMES} 1" in await page.text(
                 f'{GPS} tr[data-device-id="gps-1"]')
             assert await page.console_errors() == []
+
+        # the technician (installer) signs in to the fleet view alone: no board, no stream
+        async with browser(base) as tech:
+            await tech.open(f"/console/#access_token={token(s.tenant, Role.INSTALLER)}")
+            await tech.wait_css(f'{WATCH}[data-pattern="true"]', "the technician's refused list")
+            assert await tech.js(
+                "return ['nav-board', 'conn', 'view-board'].map((id) =>"
+                " document.getElementById(id).hidden)") == [True, True, True]
+            assert await tech.count('#fleet-refused tr[data-device-id="watch-2"]') == 1
+            await tech.keys("b")  # no board for a technician: the fleet view stays
+            assert await tech.js("return document.getElementById('view-fleet').hidden") is False
+            assert await tech.console_errors() == []
 
         # an operator's fleet view has no refused messages (and asks for none)
         async with browser(base) as night:

@@ -29,6 +29,7 @@ const state = {
   bannerAlarm: null,
   expiry: null,
   fleetTimer: null,
+  fleetOnly: false, // a technician (installer): the fleet view only, no alarms
 };
 
 const board = new BoardView({
@@ -64,6 +65,8 @@ function stopSession() {
   renderTenant();
   hideBanner();
   for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), false);
+  state.fleetOnly = false;
+  show($("conn"), true);
 }
 
 setUnauthorizedHandler(() => {
@@ -79,7 +82,7 @@ async function startSession() {
     if (!(error instanceof ApiError && error.status === 401)) showSignin("signin.failed");
     return;
   }
-  if (!me.may_handle_alarms) {
+  if (!me.may_handle_alarms && !me.may_view_fleet) {
     clearToken();
     showSignin("signin.role");
     return;
@@ -90,11 +93,18 @@ async function startSession() {
   state.tenant = tenant;
   setTimeZone(state.tenant.time_zone);
   renderTenant();
-  for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), true);
+  state.fleetOnly = !me.may_handle_alarms;
+  for (const id of ["nav-fleet", "signout"]) show($(id), true);
+  show($("nav-board"), !state.fleetOnly);
+  show($("conn"), !state.fleetOnly); // no alarm stream to be connected to
   const exp = claims(getToken())?.exp;
   if (exp) {
     const ms = exp * 1000 - Date.now();
     state.expiry = setTimeout(() => { clearToken(); showSignin("signin.expired"); }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
+  }
+  if (state.fleetOnly) {
+    route();
+    return;
   }
   const cursor = await loadSnapshot();
   if (!state.me) return;
@@ -284,9 +294,9 @@ function route() {
   if (!state.me) return;
   const hash = location.hash || "#/board";
   const detail = /^#\/alarm\/([0-9a-f-]{36})$/.exec(hash);
-  if (detail) {
+  if (detail && !state.fleetOnly) {
     openDetail(detail[1]);
-  } else if (hash === "#/fleet") {
+  } else if (hash === "#/fleet" || state.fleetOnly) {
     setView("fleet");
     loadFleet();
     clearInterval(state.fleetTimer);
@@ -364,6 +374,7 @@ function onKey(event) {
   if (target.closest && target.closest("input, textarea, select")) return;
   if (!state.me) return;
   const key = event.key;
+  if (state.fleetOnly && !["?", "l", "m", "f"].includes(key)) return;
   const selected = board.selectedId;
   const handled = () => event.preventDefault();
   if (key === "?") { handled(); $("help-dialog").showModal(); }
