@@ -33,7 +33,9 @@ from gateway import bootstrap
 from gateway.adapters.postgres import lock_queries as locks
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.config.settings import Settings
+from gateway.domain.lock_access import Visit
 from gateway.entrypoints.runtime import Endpoints, embedded_overrides, endpoints, free_port, serve
+from gateway.worker.service import GatewayService
 
 DEMO_TENANT = "demo-kommun"
 DEMO_TENANT_NAME = "Demo kommun"
@@ -193,6 +195,7 @@ async def run_demo(
             real_start = datetime.now(UTC)
             clock = SimClock.from_spec(loaded.clock, real_start)
             await plan_scripted_visits(ep.database_url, world, specs, clock)
+            await _until_planned(gateway, world, specs, clock)
             _print_banner(settings, ep, api_port, world, scenario_file)
             _print_timeline(happenings(specs, clock), real_start, world)
             host, port = _host_port(ep.mqtt_url)
@@ -218,6 +221,25 @@ async def run_demo(
             print(f"stored: {counts}")
             print(f"alarms raised while the fleet ran: {raised}")
     return 0
+
+
+async def _until_planned(
+    gateway: GatewayService, world: DemoWorld, specs: list[DeviceSpec], clock: SimClock,
+    timeout_s: float = 10.0,
+) -> None:  # fmt: skip
+    """Until the worker's lock cache holds the scripted visits (it follows the database's
+    notifications within milliseconds; on a slow machine the fleet's first opening, a
+    second after its start, must not come before them and read as unauthorised)."""
+    persons = {world.residents[v.device_id][0] for v in scripted_visits(specs, clock)}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not all(
+        any(isinstance(v, Visit) for v in gateway.locks.cache.visits(person))
+        for person in persons
+    ):
+        if loop.time() > deadline:
+            raise RuntimeError("the gateway did not load the demo's planned visits in time")
+        await asyncio.sleep(0.02)
 
 
 async def _wait_ready(ready: asyncio.Event, server: asyncio.Task[None]) -> None:

@@ -259,3 +259,28 @@ def test_only_the_adapter_reaches_into_paho_and_aiomqtt() -> None:
     assert _private_uses(ast.parse("from paho.mqtt import _packet"))
     assert _private_uses(ast.parse("class C(aiomqtt.Client):\n    pass"))
     assert _private_uses(ast.parse("class C(Base):\n    def _misc_loop(self): pass"))
+
+
+async def test_a_socket_closed_before_its_write_watch_is_not_watched() -> None:
+    """paho asks (from its thread) for a write watch; the broker refuses the TLS session
+    and the socket is closed before the loop gets to it. aiomqtt then made the loop log
+    "Exception in callback" (bad file descriptor); FleetClient skips the closed socket
+    and still watches an open one."""
+    import socket
+
+    client = internals.FleetClient("127.0.0.1", 1)
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        closed, open_one = socket.socketpair()
+        client._on_socket_register_write(client._client, None, closed)
+        closed.close()  # before the loop runs the watch
+        client._on_socket_register_write(client._client, None, open_one)
+        for _ in range(3):  # the scheduled watches run
+            await asyncio.sleep(0)
+        assert errors == []
+        assert loop.remove_writer(open_one.fileno())  # it was watched
+    finally:
+        loop.set_exception_handler(None)
+        open_one.close()

@@ -119,6 +119,11 @@ class FleetClient(aiomqtt.Client):
       alert arrives after the handshake, e.g. a refused client certificate).
     * A connection closed before the CONNACK fails the attempt at once (aiomqtt would
       wait out its timeout).
+    * A socket closed before its write watch is registered is not watched: aiomqtt asks
+      the loop (from paho's thread) to watch the descriptor, and when the broker refuses
+      the TLS handshake the socket can be closed by the time the loop gets to it; the
+      loop then logged "Exception in callback" with a traceback (OSError: bad file
+      descriptor), seen in CI by tests/integration/test_simulate_secured.py.
     """
 
     misc_interval_s = 5.0
@@ -144,6 +149,23 @@ class FleetClient(aiomqtt.Client):
     def _on_log(self, _client: Any, _userdata: Any, level: int, message: str) -> None:
         if level == paho_mqtt.MQTT_LOG_ERR:
             self.socket_error = message
+
+    def _on_socket_register_write(
+        self, client: paho_mqtt.Client, userdata: Any, sock: Any
+    ) -> None:
+        def write() -> None:  # as aiomqtt's: a failed write is the connection's end
+            try:
+                client.loop_write()
+            except Exception as exc:
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def watch() -> None:  # on the loop, later: the socket may be closed by then
+            fileno = sock.fileno()
+            if fileno != -1:
+                self._loop.add_writer(fileno, write)
+
+        self._loop.call_soon_threadsafe(watch)
 
     def _client_connect(self) -> None:
         try:
