@@ -33,12 +33,31 @@ class DeviceStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
+    """A device held by a person for a period.
+
+    ``tenant_id``: the tenant the assignment belongs to when it is not the device's own
+    (None: the device's). They differ only around a move to another municipality (#19.2,
+    docs/moves.md): the old municipality's assignment ends on the date and the new one's
+    begins then, while the device row changes tenant when the date has come.
+    ``continues``: this assignment continues the one before it in the device's history,
+    held by the same resident under the earlier tenant (made by a move, never otherwise).
+    """
+
     person_id: UUID
     valid_from: datetime
     valid_to: datetime | None  # None: still held
+    tenant_id: str | None = None
+    continues: bool = False
 
     def covers(self, ts: datetime) -> bool:
         return self.valid_from <= ts and (self.valid_to is None or ts < self.valid_to)
+
+
+class Binding(NamedTuple):
+    """Whose a message is: made once per message (a named tuple is quick to make)."""
+
+    tenant_id: str
+    person_id: UUID | None
 
 
 class DeviceRecord(NamedTuple):
@@ -80,11 +99,32 @@ class DeviceRecord(NamedTuple):
                 return assignment.person_id
         return None
 
+    def binding_at(self, ts: datetime) -> Binding:
+        """Whose the device was at ``ts`` (for what the engine raises on its own: a
+        silence, a door left open): the holder then, under the tenant of that assignment
+        (another municipality's before or after a move, #19.2), else the device's."""
+        if self.holder is not None:
+            return Binding(self.tenant_id, self.holder if to_us(ts) >= self.held_since_us
+                           else None)  # fmt: skip
+        for assignment in self.history:
+            if assignment.covers(ts):
+                return Binding(assignment.tenant_id or self.tenant_id, assignment.person_id)
+        return Binding(self.tenant_id, None)
+
     def current_holder(self) -> UUID | None:
         if self.holder is not None:
             return self.holder
         current = self.current_assignment()
         return current.person_id if current is not None else None
+
+    def same_resident_since(self) -> int:
+        """Index into ``history`` of the first assignment of the current holder's chain of
+        moves: the assignments from there to the last are one resident, moved between
+        tenants (``Assignment.continues``). The last index when there was no move."""
+        first = len(self.history) - 1
+        while first > 0 and self.history[first].continues:
+            first -= 1
+        return first
 
     def current_assignment(self) -> Assignment | None:
         """The assignment still held, if any. Assignments of a device never overlap (the
@@ -124,13 +164,6 @@ class Refusal(StrEnum):
     WRONG_DEVICE_TYPE = "wrong_device_type"
     NO_ASSIGNMENT_AT_TS = "no_assignment_at_ts"
     BEFORE_CURRENT_ASSIGNMENT = "before_current_assignment"
-
-
-class Binding(NamedTuple):
-    """Whose a message is: made once per message (a named tuple is quick to make)."""
-
-    tenant_id: str
-    person_id: UUID | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +215,7 @@ def bind(
         )
     holder = device.holder
     since_us = device.held_since_us
+    tenant = device.tenant_id
     if holder is None:
         current = device.current_assignment()
         if current is None:
@@ -191,13 +225,18 @@ def bind(
                                device.tenant_id)  # fmt: skip
             return Binding(device.tenant_id, None)
         holder, since_us = current.person_id, to_us(current.valid_from)
+        if current.continues:  # a moved resident (#19.2): the earlier tenant's until the date
+            moved = _moved(device, ts)
+            if moved is not None:
+                return moved
+        tenant = current.tenant_id or device.tenant_id
     if ts is None or to_us(ts) >= since_us:
-        return Binding(device.tenant_id, holder)
+        return Binding(tenant, holder)
     if not needs_person:
-        return Binding(device.tenant_id, None)
+        return Binding(tenant, None)
     earlier = device.holder_at(ts)
     if earlier is None and to_us(ts) >= since_us - grace // timedelta(microseconds=1):
-        return Binding(device.tenant_id, holder)
+        return Binding(tenant, holder)
     then = f"person {earlier} held the device then" if earlier else "no one held the device then"
     return Refused(
         Refusal.BEFORE_CURRENT_ASSIGNMENT,
@@ -205,3 +244,22 @@ def bind(
         f"({from_us(since_us).isoformat()}); {then}",
         device.tenant_id,
     )
+
+
+def _moved(device: DeviceRecord, ts: datetime | None) -> Binding | None:
+    """A message of a resident who moved to another tenant (#19.2): stamped while an
+    earlier assignment of the same resident held the device, it is that assignment's (its
+    tenant and its person record), whenever it arrives, so a reading stamped before the
+    date lands with the old municipality and one stamped after with the new. Without a
+    stamp (a last will), the assignment of the tenant that holds the device row now. None
+    when ``ts`` falls outside the chain (the rules for the current assignment apply)."""
+    chain = device.history[device.same_resident_since():]
+    if ts is None:
+        for a in reversed(chain):
+            if (a.tenant_id or device.tenant_id) == device.tenant_id:
+                return Binding(device.tenant_id, a.person_id)
+        return None
+    for a in chain[:-1]:
+        if a.covers(ts):
+            return Binding(a.tenant_id or device.tenant_id, a.person_id)
+    return None

@@ -15,7 +15,7 @@ from gateway.worker.fleet.registry_table import RegistryTable
 #: A device and its assignments, one row per assignment (one row with no person if none).
 _REGISTRY = """
     select d.id, d.tenant_id, d.status, m.device_type, m.heartbeat_interval_s,
-           a.person_id, a.valid_from, a.valid_to
+           a.person_id, a.valid_from, a.valid_to, a.tenant_id, a.continues_id is not null
     from devices d join device_models m on m.id = d.model_id
     left join assignments a on a.device_id = d.id
 """
@@ -56,7 +56,9 @@ def _record(rows: list[Any]) -> DeviceRecord:
         DeviceStatus(status),
         sys.intern(device_type),
         _INTERVALS.setdefault(heartbeat_interval_s, heartbeat_interval_s),
-        [Assignment(PERSON_IDS(r[5]), r[6], r[7]) for r in rows if r[5] is not None],
+        [Assignment(PERSON_IDS(r[5]), r[6], r[7],
+                    None if r[8] == tenant_id else sys.intern(r[8]), r[9])
+         for r in rows if r[5] is not None],
     )
 
 

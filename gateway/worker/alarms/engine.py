@@ -181,7 +181,7 @@ class AlarmEngine:
 
     def seed_door(self, device: DeviceRecord, unlocked_at: datetime) -> None:
         """A stored unlock not yet followed by a lock or a door_unlocked alarm."""
-        binding = Binding(device.tenant_id, device.holder_at(unlocked_at))
+        binding = device.binding_at(unlocked_at)
         self._door_deadlines[device.device_id] = (
             unlocked_at + self.config.door_unlocked_after, binding,
         )  # fmt: skip
@@ -344,7 +344,7 @@ class AlarmEngine:
             if device is None or device.status is not DeviceStatus.ACTIVE:
                 self.silence.forget(device_id)
                 continue
-            binding = Binding(device.tenant_id, device.holder_at(now))
+            binding = device.binding_at(now)
             bound = self.config.silence.bound(device.heartbeat_interval_s)
             events += self._signal(
                 AlarmKind.DEVICE_SILENT, device, binding, now, condition=True,
