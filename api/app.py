@@ -18,11 +18,15 @@ from api.authenticator import Authenticator
 from api.fhir.ids import IdCodec
 from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
+from api.routes import export as export_routes
 from api.routes import consents, console, health, quarantine, readings, registry, rules, stats
 from api.routes import fhir as fhir_routes
 from api.routes import imports as import_routes
 from api.routes import locks as lock_routes
+from api.routes import moves as move_routes
 from api.routes import payer as payer_routes
+from api.routes import units as unit_routes
+from api.routes import stays as stay_routes
 from gateway import __version__
 from gateway.adapters.mosquitto.service import BrokerAccess
 from gateway.config.settings import Settings
@@ -92,14 +96,18 @@ def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
     app.include_router(health.router)
     app.include_router(registry.router)
     app.include_router(import_routes.router)
+    app.include_router(export_routes.router)
     app.include_router(readings.router)
     app.include_router(alarm_routes.router)
     app.include_router(rules.router)
     app.include_router(payer_routes.router)
+    app.include_router(move_routes.router)
+    app.include_router(stay_routes.router)
     app.include_router(stats.router)
     app.include_router(consents.router)
     app.include_router(fhir_routes.router)
     app.include_router(lock_routes.router)
     app.include_router(quarantine.router)
+    app.include_router(unit_routes.router)
     app.include_router(console.router)
     return app

@@ -241,7 +241,48 @@ def _properties() -> dict[str, Any]:
                    "percent, breaches, gain_kg, distance_m); keys may be added."},
         "version": {"type": "integer", "minimum": 1,
                     "description": "The alarm's version; equal to `seq`."},
+        "guest": {"$ref": "#/$defs/Guest",
+                  "description": "Only on the host's copy of a guest's alarm: a resident of "
+                  "another municipality staying in this one (docs/stays.md). `tenant_id` is "
+                  "then the host (the topic's tenant); absent on every other message."},
+        "unit": {"$ref": "#/$defs/Unit",
+                 "description": "Only on an alarm of a unit's shared device (a residential "
+                 "unit's door lock, a ward's scale; docs/units.md): the unit to go to. "
+                 "Absent on every other message."},
     }  # fmt: skip
+
+
+#: fields a message carries only when they apply (added after version 1 was published;
+#: a receiver that does not know them ignores them)
+OPTIONAL_FIELDS = frozenset({"guest", "unit"})
+
+_UNIT = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["id", "name", "kind"],
+    "properties": {
+        "id": _uuid("The unit (the API: /api/v1/units/{id})."),
+        "name": _text("The unit's name as its tenant registered it (empty if not yet "
+                      "known to the worker).", maxLength=200),
+        "kind": {"type": "string", "enum": ["residential_unit", "ward", ""],
+                 "description": "residential_unit or ward."},
+    },
+}  # fmt: skip
+
+_GUEST = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["home_tenant_id", "stay_id", "stay_starts_at", "stay_ends_at"],
+    "properties": {
+        "home_tenant_id": {"type": "string", "pattern": TENANT_ID_PATTERN,
+                           "description": "The resident's home municipality, whose alarm "
+                           "it is."},
+        "stay_id": _uuid("The stay (the host's API: /api/v1/guests/{stay_id})."),
+        "stay_starts_at": _date_time("When the stay began."),
+        "stay_ends_at": _date_time("When the stay ends (an alarm raised during it goes on "
+                                   "reaching the host until it is resolved)."),
+    },
+}  # fmt: skip
 
 
 def alarm_message_schema() -> dict[str, Any]:
@@ -255,14 +296,17 @@ def alarm_message_schema() -> dict[str, Any]:
         "description": "One change of one alarm, with the alarm as it is after the change. "
         "Published by the gateway (MQTT QoS 1, not retained); the same JSON is the data of "
         "the API's Server-Sent Events 'alarm' events and the body of the signed webhooks. "
-        "Every field is always present; null means 'not given'. See docs/contract.md, "
+        "Every field is always present (but `guest`, only on a host's copy of a guest's "
+        "alarm); null means 'not given'. See docs/contract.md, "
         "'Alarm messages'.",
         "type": "object",
         "additionalProperties": False,
-        "required": list(properties),
+        "required": [name for name in properties if name not in OPTIONAL_FIELDS],
         "properties": properties,
         "allOf": _RULES,
         "$defs": {
+            "Guest": _GUEST,
+            "Unit": _UNIT,
             "Position": {
                 "type": "object",
                 "additionalProperties": False,

@@ -30,12 +30,14 @@ from gateway.worker.alarms.journal import AlarmJournal
 from gateway.worker.alarms.persist import JournalShipper
 from gateway.worker.alarms.person_rules import PersonRulesCache
 from gateway.worker.alarms.service import AlarmService, WebhookEvents, severity_function
+from gateway.worker.alarms.stays_cache import StayCache
 from gateway.worker.batch_writer import BatchWriter
 from gateway.worker.consumer import ConsumerConfig, MqttConsumer, acknowledge
 from gateway.worker.fleet.device_state import DeviceStates
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.ingest import Ingest
 from gateway.worker.locks.service import LockService
+from gateway.worker.moves import MoveApplier
 from gateway.worker.payer import PayerEmitter
 from gateway.worker.service import GatewayService
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
@@ -104,6 +106,8 @@ def worker(
         webhooks=webhooks,
         locks=locks,
         metrics=metrics,
+        # residents staying in another municipality (#19.3): their alarms to the host too
+        stays=StayCache(database_url, keep_ended_s=settings.alarms.max_alarm_age_s),
     )
 
     # --- storage -------------------------------------------------------------------------
@@ -118,6 +122,7 @@ def worker(
     )
     ingest = Ingest(
         resolve=registry.resolve,
+        residents=registry.units.tags,  # whose a unit's shared device's reading is (#19.4)
         put=writer.put,
         states=states,
         metrics=metrics,
@@ -143,6 +148,7 @@ def worker(
     # every device's messages for the rules, while this worker runs the alarm engine
     intake = AlarmIntake(
         resolve=registry.get,
+        residents=registry.units.tags,
         engine=alarms,
         ack=acknowledge,
         max_payload_bytes=settings.max_payload_bytes,
@@ -187,6 +193,8 @@ def worker(
         # seals of the access log at an interval, signed outside the database (#17.6)
         sealer=AccessLogSealer.from_settings(settings.access_log, database_url),
         payer=payer,
+        # moves to another municipality take effect on their date (#19.2): any worker
+        moves=MoveApplier(database_url=database_url, interval_s=settings.moves.interval_s),
     )
 
 

@@ -28,7 +28,6 @@ from gateway.adapters.mqtt.connection import BrokerAddress, keep_connected, mess
 from gateway.adapters.postgres.access_log import entry_from_dict
 from gateway.control import protocol as p
 from gateway.domain.alarms import Alarm, AlarmError
-from gateway.worker.alarms.codec import alarm_to_dict
 from gateway.worker.alarms.engine_role import EngineRole
 from gateway.worker.alarms.service import WEBHOOK_PROGRESS_PREFIX, AlarmService
 from gateway.worker.locks.service import LockService, UnlockRefused, describe
@@ -184,11 +183,11 @@ class ControlResponder:
             alarm = act(alarm_id, actor)
         except AlarmError as exc:
             return reply(True, exc.status, None, str(exc))
-        return reply(True, 200, self._with_recipients(alarm))
+        return reply(True, 200, self._alarms.view(r.tenant, alarm))
 
     async def _open_alarms(self, r: p.Request, reply: Reply) -> p.Reply:
-        alarms = self._alarms.open_alarms(r.tenant)
-        return reply(True, 200, [self._with_recipients(a) for a in alarms])
+        alarms = self._alarms.open_alarms(r.tenant)  # with its guests' (docs/stays.md)
+        return reply(True, 200, [self._alarms.view(r.tenant, a) for a in alarms])
 
     async def _unlock_send(self, r: p.Request, reply: Reply) -> p.Reply:
         sent = await self._locks.send(str(r.args.get("command_id") or ""))
@@ -227,17 +226,12 @@ class ControlResponder:
         })  # fmt: skip
 
     def _holds(self, tenant_id: str, alarm_id: UUID) -> bool:
-        alarm = self._alarms.book.get(alarm_id)
-        return alarm is not None and alarm.tenant_id == tenant_id
+        return self._alarms.holds(tenant_id, self._alarms.book.get(alarm_id))
 
     def _held(self, alarm_id: UUID) -> Alarm:
         alarm = self._alarms.book.get(alarm_id)
         assert alarm is not None
         return alarm
-
-    def _with_recipients(self, alarm: Alarm) -> dict[str, Any]:
-        routing = self._alarms.routing_for(alarm.tenant_id)
-        return {**alarm_to_dict(alarm), "recipients": list(routing.recipients(alarm))}
 
 
 def _uuid(value: Any) -> UUID | None:

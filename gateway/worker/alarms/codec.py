@@ -16,11 +16,12 @@ from gateway.domain.alarms import (
     Position,
     Severity,
 )
+from gateway.domain.stays import Stay
 
 
 def alarm_to_dict(alarm: Alarm) -> dict[str, Any]:
     pos = alarm.position
-    return {
+    out = {
         "alarm_id": str(alarm.id),
         "tenant_id": alarm.tenant_id,
         "kind": alarm.kind.value,
@@ -47,6 +48,10 @@ def alarm_to_dict(alarm: Alarm) -> dict[str, Any]:
         "detail": alarm.detail,
         "version": alarm.version,
     }
+    unit = alarm.detail.get("unit")
+    if unit is not None:  # a unit's shared device (#19.4); absent on every other alarm
+        out["unit"] = unit
+    return out
 
 
 def alarm_from_dict(d: dict[str, Any]) -> Alarm:
@@ -106,6 +111,29 @@ def event_from_dict(d: dict[str, Any]) -> AlarmEvent:
 
 def encode(event: AlarmEvent, recipients: tuple[str, ...] = ()) -> bytes:
     return orjson.dumps(event_to_dict(event, recipients))
+
+
+def guest_fields(stay: Stay) -> dict[str, Any]:
+    """What makes an alarm message the host's copy of a guest's alarm (docs/stays.md):
+    the topic's tenant is the host, ``guest`` names the home municipality and the stay."""
+    return {
+        "tenant_id": stay.host_tenant,
+        "guest": {
+            "home_tenant_id": stay.home_tenant,
+            "stay_id": str(stay.id),
+            "stay_starts_at": stay.starts_at.isoformat(),
+            "stay_ends_at": stay.ends_at.isoformat(),
+        },
+    }
+
+
+def encode_guest(event: AlarmEvent, recipients: tuple[str, ...], stay: Stay) -> bytes:
+    """The event as published to the host of a stay (``tenants/{host}/alarms``)."""
+    return orjson.dumps({**event_to_dict(event, recipients), **guest_fields(stay)})
+
+
+def guest_view(alarm: Alarm, recipients: tuple[str, ...], stay: Stay) -> dict[str, Any]:
+    return {**alarm_to_dict(alarm), "recipients": list(recipients), **guest_fields(stay)}
 
 
 def _iso(value: datetime | None) -> str | None:

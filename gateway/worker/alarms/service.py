@@ -50,12 +50,19 @@ from gateway.domain.registry import Binding, DeviceRecord
 from gateway.domain.routing import Route, RoutingPolicy
 from gateway.domain.silence import SilencePolicy
 from gateway.support.metrics import IngestMetrics
-from gateway.worker.alarms.codec import encode, event_from_dict
+from gateway.worker.alarms.codec import (
+    alarm_to_dict,
+    encode,
+    encode_guest,
+    event_from_dict,
+    guest_view,
+)
 from gateway.worker.alarms.consent_cache import AlarmDisclosure
 from gateway.worker.alarms.engine import AlarmEngine, RuleConfig
 from gateway.worker.alarms.journal import AlarmJournal
 from gateway.worker.alarms.persist import JournalShipper, load_open_alarms
 from gateway.worker.alarms.person_rules import PersonRulesCache
+from gateway.worker.alarms.stays_cache import StayCache
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.locks.service import LockService
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
@@ -159,8 +166,11 @@ class AlarmService:
         webhooks: Callable[[WebhookEvents], WebhookDispatcher],
         locks: LockService | None = None,
         metrics: IngestMetrics | None = None,
+        stays: StayCache | None = None,
     ) -> None:
         self.settings = settings
+        # residents staying in another municipality: their alarms go to the host too
+        self.stays = stays
         self.book = book
         self.persons = persons
         self.engine = self._new_engine(registry)
@@ -183,7 +193,7 @@ class AlarmService:
     def _new_engine(self, registry: RegistryCache) -> AlarmEngine:
         return AlarmEngine(
             self.book, rule_config(self.settings), person=self.persons.get,
-            device=registry.get, index=registry.index,
+            device=registry.get, index=registry.index, unit=registry.units.unit,
         )  # fmt: skip
 
     # --- the fast path ----------------------------------------------------------------------
@@ -208,6 +218,13 @@ class AlarmService:
             self.publisher.submit(tenant_alarms_topic(event.alarm.tenant_id), payload)
             if self.settings.webhooks:
                 self.webhooks.submit(recipients, str(event.id), payload)
+            stay = self.stays.host_of(event.alarm) if self.stays is not None else None
+            if stay is not None:  # raised during a stay: the host's team on duty too
+                guest = self.routing_for(stay.host_tenant).recipients(event.alarm, withheld)
+                copy = encode_guest(event, guest, stay)
+                self.publisher.submit(tenant_alarms_topic(stay.host_tenant), copy)
+                if self.settings.webhooks:
+                    self.webhooks.submit(guest, str(event.id), copy)
             log.info(
                 "alarm event",
                 extra={"alarm_id": str(event.alarm_id), "event": event.type,
@@ -281,6 +298,10 @@ class AlarmService:
             log.warning("alarm event not understood; not mirrored",
                         extra={"error": type(exc).__name__})  # fmt: skip
             return
+        if record.get("guest") is not None:  # the host's copy: the book follows the home's
+            if self.settings.webhooks:
+                self.webhooks.submit(recipients, str(event.id), payload)
+            return
         if self.book.apply(event.alarm):
             self.journal.append([event])
             self.shipper.wake()
@@ -317,26 +338,58 @@ class AlarmService:
         return self.routing.get(tenant_id) or self.routing["*"]
 
     # --- people ----------------------------------------------------------------------------
+    def holds(self, tenant_id: str, alarm: Alarm | None) -> bool:
+        """May ``tenant_id``'s staff see and act on ``alarm``: its own, or a guest's alarm
+        raised during a stay in ``tenant_id`` (docs/stays.md)."""
+        if alarm is None:
+            return False
+        if alarm.tenant_id == tenant_id:
+            return True
+        stay = self.stays.host_of(alarm) if self.stays is not None else None
+        return stay is not None and stay.host_tenant == tenant_id
+
     def _owned(self, tenant_id: str, alarm_id: UUID) -> Alarm:
         alarm = self.book.get(alarm_id)
-        if alarm is None or alarm.tenant_id != tenant_id:
+        if alarm is None or not self.holds(tenant_id, alarm):
             raise AlarmError("alarm not found or already resolved", 404)
         return alarm
 
+    @staticmethod
+    def _actor(tenant_id: str, alarm: Alarm, actor: str) -> str:
+        """The host's staff act on a guest's alarm as ``{host}/{subject}``: the home team
+        sees who it was and where they work."""
+        return actor if alarm.tenant_id == tenant_id else f"{tenant_id}/{actor}"
+
     def acknowledge(self, tenant_id: str, alarm_id: UUID, actor: str) -> Alarm:
-        self._owned(tenant_id, alarm_id)
-        events = self.book.acknowledge(alarm_id, actor, datetime.now(UTC))
+        alarm = self._owned(tenant_id, alarm_id)
+        events = self.book.acknowledge(alarm_id, self._actor(tenant_id, alarm, actor),
+                                       datetime.now(UTC))  # fmt: skip
         self._dispatch(events)
         return events[-1].alarm
 
     def resolve(self, tenant_id: str, alarm_id: UUID, actor: str, outcome: str) -> Alarm:
-        self._owned(tenant_id, alarm_id)
-        events = self.book.resolve(alarm_id, actor, datetime.now(UTC), outcome)
+        alarm = self._owned(tenant_id, alarm_id)
+        events = self.book.resolve(alarm_id, self._actor(tenant_id, alarm, actor),
+                                   datetime.now(UTC), outcome)  # fmt: skip
         self._dispatch(events)
         return events[-1].alarm
 
     def open_alarms(self, tenant_id: str) -> list[Alarm]:
-        return self.book.open_alarms(tenant_id)
+        """The tenant's open alarms and its guests' (raised during a stay in it)."""
+        if self.stays is None:
+            return self.book.open_alarms(tenant_id)
+        return [a for a in self.book.open_alarms() if self.holds(tenant_id, a)]
+
+    def view(self, tenant_id: str, alarm: Alarm) -> dict[str, Any]:
+        """``alarm`` as ``tenant_id``'s staff see it, with the recipients now: the home's
+        alarm, or the host's copy of a guest's alarm (marked ``guest``)."""
+        if alarm.tenant_id != tenant_id and self.stays is not None:
+            stay = self.stays.host_of(alarm)
+            if stay is not None and stay.host_tenant == tenant_id:
+                recipients = self.routing_for(tenant_id).recipients(alarm)
+                return guest_view(alarm, recipients, stay)
+        recipients = self.routing_for(alarm.tenant_id).recipients(alarm)
+        return {**alarm_to_dict(alarm), "recipients": list(recipients)}
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -348,6 +401,8 @@ class AlarmService:
         self.book.restore(await load_open_alarms(self._database_url))
         await self.persons.load()
         await self.disclosure.load()
+        if self.stays is not None:
+            await self.stays.load()
 
     async def activate(self) -> None:
         """Become the active engine. The book: the database's open alarms once this
@@ -423,6 +478,8 @@ class AlarmService:
             asyncio.create_task(self.persons.follow(inner), name="person-rules"),
             asyncio.create_task(self.disclosure.run(inner), name="consents"),
         ]
+        if self.stays is not None:
+            tasks.append(asyncio.create_task(self.stays.follow(inner), name="stays"))
         await stop.wait()
         inner.set()
         _, pending = await asyncio.wait(tasks, timeout=10)
