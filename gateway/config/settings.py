@@ -281,6 +281,18 @@ class BrokerAccessSettings(BaseModel):
     timeout_s: float = Field(default=5.0, gt=0, le=60)
 
 
+class MoveSettings(BaseModel):
+    """Moves of residents to another municipality (issue #19.2, docs/moves.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval_s: float = Field(
+        default=30, gt=0, le=3600,
+        description="How often a worker looks for accepted moves (it also wakes at the next "
+        "one's date).",
+    )  # fmt: skip
+
+
 class PayerSettings(BaseModel):
     """Payer changes of device assignments (issue #19.1, docs/payer.md): emitted by the
     workers on their date, on the broker and to the aids centre's webhook."""
@@ -426,6 +438,7 @@ class Settings(BaseSettings):
     broker_access: BrokerAccessSettings = Field(default_factory=BrokerAccessSettings)
     access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
     payer: PayerSettings = Field(default_factory=PayerSettings)
+    moves: MoveSettings = Field(default_factory=MoveSettings)
 
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

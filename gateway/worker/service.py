@@ -26,6 +26,7 @@ from gateway.worker.fleet.device_state import DeviceState, DeviceStates
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.ingest import Ingest
 from gateway.worker.locks.service import LockService
+from gateway.worker.moves import MoveApplier
 from gateway.worker.payer import PayerEmitter
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class GatewayService:
         control: ControlResponder,
         sealer: AccessLogSealer | None,
         payer: PayerEmitter | None = None,
+        moves: MoveApplier | None = None,
     ) -> None:
         """Built by :func:`gateway.bootstrap.worker`, which wires the parts."""
         self.settings = settings
@@ -72,6 +74,7 @@ class GatewayService:
         self.control = control
         self.sealer = sealer
         self.payer = payer
+        self.moves = moves
 
     async def _check_schema(self) -> None:
         """The schema is ``migrate``'s job (the worker's role has no DDL rights): refuse
@@ -203,6 +206,8 @@ class GatewayService:
             tasks.append(asyncio.create_task(self.sealer.run(stop), name="access-log-seal"))
         if self.payer is not None:  # payer changes on their date (#19.1)
             tasks.append(asyncio.create_task(self.payer.run(stop), name="payer-changes"))
+        if self.moves is not None:  # moves to another municipality on their date (#19.2)
+            tasks.append(asyncio.create_task(self.moves.run(stop), name="moves"))
 
         async def drain() -> None:
             # Hand the alarm engine over first (its sessions released, offline said), so

@@ -118,11 +118,28 @@ async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> di
     obs = await http.get("/fhir/r4/Observation", headers=op_b, params={"patient": scale_person})
     assert obs.status_code == 200, obs.text
     observation_id = obs.json()["entry"][0]["resource"]["id"]
+    # a stay of B's resident in kommun C under B's agreement with C (#19.3)
+    agreement = await http.post("/api/v1/stay-agreements", headers=admin,
+                                json={"host_tenant_id": "kommun-c"})  # fmt: skip
+    assert agreement.status_code == 201, agreement.text
+    accepted = await http.post(f"/api/v1/stay-agreements/{agreement.json()['id']}/accept",
+                               headers=auth("kommun-c", Role.TENANT_ADMIN))  # fmt: skip
+    assert accepted.status_code == 200, accepted.text
+    stay = await http.post(f"/api/v1/persons/{person}/stays", headers=admin, json={
+        "host_tenant_id": "kommun-c", "from": datetime.now(UTC).isoformat(),
+        "to": (datetime.now(UTC) + timedelta(days=3)).isoformat()})  # fmt: skip
+    assert stay.status_code == 201, stay.text
+    # a move of B's resident to kommun C, proposed (#19.2); A is neither side
+    move = await http.post(f"/api/v1/persons/{scale_person}/moves", headers=admin, json={
+        "to_tenant": "kommun-c",
+        "effective_at": (datetime.now(UTC) + timedelta(days=100)).isoformat()})  # fmt: skip
+    assert move.status_code == 201, move.text
     return {
         "person_id": person, "scale_person": scale_person, "device_id": "b-gps",
         "lock_id": "b-lock", "alarm_id": alarm_id, "consent_id": consent.json()["id"],
         "staff_id": staff_id, "key_id": "key-b-kerstin", "observation_id": observation_id,
-        "quarantine_id": str(quarantine_id),
+        "quarantine_id": str(quarantine_id), "agreement_id": agreement.json()["id"],
+        "stay_id": stay.json()["id"], "move_id": str(move.json()["id"]),
     }  # fmt: skip
 
 
@@ -196,6 +213,25 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("put", "/api/v1/payer-rules"): {"json": {"own_home": "municipality"}},
         ("put", "/api/v1/tenants/{tenant_id}/region"): {"path": {"tenant_id": "kommun-b"},
                                                         "json": {"region_id": "region-b"}},
+        # stays in another municipality (#19.3): B's agreement with C, B's resident's stay
+        # in C; A is neither side
+        ("get", "/api/v1/stay-agreements"): {},
+        ("post", "/api/v1/stay-agreements/{agreement_id}/accept"): {},
+        ("post", "/api/v1/stay-agreements/{agreement_id}/end"): {},
+        ("post", "/api/v1/persons/{person_id}/stays"): {"json": {
+            "host_tenant_id": "kommun-c", "from": "2030-06-01", "to": "2030-06-14"}},
+        ("get", "/api/v1/persons/{person_id}/stays"): {},
+        ("post", "/api/v1/stays/{stay_id}/end"): {"json": {}},
+        ("get", "/api/v1/guests"): {},
+        ("get", "/api/v1/guests/{stay_id}/alarms"): {},
+        ("get", "/api/v1/guests/{stay_id}/positions"): {},
+        # moves to another municipality (#19.2): B's resident's move to C
+        ("post", "/api/v1/persons/{person_id}/moves"): {"json": {
+            "to_tenant": "kommun-a", "effective_at": "2027-06-01T00:00:00Z"}},
+        ("get", "/api/v1/moves"): {},
+        ("get", "/api/v1/moves/{move_id}"): {},
+        ("post", "/api/v1/moves/{move_id}/accept"): {"json": {"ref": "a-stolen"}},
+        ("post", "/api/v1/moves/{move_id}/cancel"): {},
     }  # fmt: skip
 
 
@@ -203,12 +239,14 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
 OWN_TENANT_CREATES = {
     ("post", "/api/v1/tenants"), ("post", "/api/v1/device-models"), ("post", "/api/v1/persons"),
     ("post", "/api/v1/devices"), ("post", "/api/v1/staff"),
+    ("post", "/api/v1/stay-agreements"),  # A's own proposal (the host accepts or not)
 }  # fmt: skip
 STREAMS = {("get", "/api/v1/alarms/stream")}
 PATH_IDS = {"person_id": "person_id", "device_id": "device_id", "alarm_id": "alarm_id",
             "consent_id": "consent_id", "staff_id": "staff_id", "key_id": "key_id",
             "observation_id": "observation_id", "patient_id": "scale_person",
-            "quarantine_id": "quarantine_id"}  # fmt: skip
+            "quarantine_id": "quarantine_id", "agreement_id": "agreement_id",
+            "stay_id": "stay_id", "move_id": "move_id"}  # fmt: skip
 
 
 async def b_state(url: str) -> tuple[Any, ...]:
@@ -228,6 +266,9 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select count(*) from readings where tenant_id = 'kommun-b'",
             "select count(*) from housing_periods", "select * from payer_rules",
             "select id, region_id from tenants order by id",
+            "select id, accepted_at, ended_at from stay_agreements order by id",
+            "select id, ends_at, cut_at from stays order by id",
+            "select id, status, to_person_id from person_moves order by id",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
@@ -242,13 +283,16 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
                            " ('region-b', 'Region B', 'region', %s)", (REGION_B,))  # fmt: skip
         # B's resident moved into residential care today: a payer change of b-scale (#19.1)
         await conn.execute("update tenants set region_id = 'region-b' where id = 'kommun-b'")
+        # the municipality B's resident stays in (#19.3)
+        await conn.execute("insert into tenants (id, name, kind, org_number) values"
+                           " ('kommun-c', 'Kommun C', 'municipality', '212000-0003')")  # fmt: skip
         await conn.execute("insert into housing_periods (tenant_id, person_id, form, valid_from,"
                            " recorded_by) values ('kommun-b', %s, 'residential_care',"
                            " current_date, 'kerstin')", (b.persons["b-scale"],))  # fmt: skip
         await conn.commit()
     async with product(mosquitto.url, database_url) as (http, _gw):
         b_ids = await make_b(http, mosquitto.url, database_url, b)
-        secrets = {v for k, v in b_ids.items() if k != "quarantine_id"} | {  # (a number)
+        secrets = {v for k, v in b_ids.items() if k not in ("quarantine_id", "move_id")} | {
             "kommun-b", "Kommun-B", B_ORG, "b-scale", "b-lock", "key-b-kerstin", "kerstin"}
         before = await b_state(database_url)
         table = requests_for(b_ids, str(a.persons["a-gps"]))

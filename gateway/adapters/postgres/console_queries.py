@@ -69,7 +69,8 @@ FLEET = """
         coalesce(s.battery_percent <= %(battery_low)s, false) as low_battery
     from devices d
     join device_models m on m.id = d.model_id
-    left join assignments a on a.device_id = d.id and a.valid_to is null
+    left join assignments a on a.device_id = d.id
+        and (a.valid_to is null or a.valid_to > now())  -- ends ahead: a move (#19.2)
     left join persons p on p.id = a.person_id
     left join api_device_state s on s.device_id = d.id
     where d.status in ('in_stock', 'active')

@@ -267,11 +267,26 @@ async def assign_device(conn: Conn, device_id: str, person_id: UUID, at: datetim
     )
 
 
+async def _no_move_under_way(conn: Conn, device_id: str) -> None:
+    """A device that goes along with an accepted move (#19.2) is not returned or retired
+    until the move is cancelled: its assignments are already made on both sides."""
+    move = await (
+        await conn.execute(
+            "select id from person_moves where status = 'accepted' and %s = any(device_ids)",
+            (device_id,),
+        )
+    ).fetchone()
+    if move is not None:
+        raise RegistryError(f"the device goes along with move {move[0]}, accepted by the "
+                            "receiving municipality; cancel the move first")  # fmt: skip
+
+
 async def return_device(conn: Conn, device_id: str, at: datetime) -> None:
     """The person gives the device back: their assignment ends at ``at``."""
     _, status = await _lock_device(conn, device_id)
     if status != "active":
         raise RegistryError(f"device is {status}, not active")
+    await _no_move_under_way(conn, device_id)
     began = await (
         await conn.execute(
             "select max(valid_from) from assignments where device_id = %s and valid_to is null",
@@ -296,6 +311,7 @@ async def retire_device(conn: Conn, device_id: str, at: datetime) -> None:
     _, status = await _lock_device(conn, device_id)
     if status == "retired":
         raise RegistryError("device is already retired")
+    await _no_move_under_way(conn, device_id)
     if status == "active":
         await return_device(conn, device_id, at)
     await conn.execute(
@@ -331,7 +347,8 @@ async def list_devices(conn: Conn, status: str | None) -> list[dict[str, Any]]:
             "select d.id, d.tenant_id, d.model_id, m.device_type, d.serial, d.status,"
             " d.registered_at, a.person_id, s.last_seen, s.battery_percent, s.firmware, s.online"
             " from devices d join device_models m on m.id = d.model_id"
-            " left join assignments a on a.device_id = d.id and a.valid_to is null"
+            " left join assignments a on a.device_id = d.id"
+            " and (a.valid_to is null or a.valid_to > now())"  # ends ahead: a move (#19.2)
             " left join api_device_state s on s.device_id = d.id"
             " where (%s::text is null or d.status = %s) order by d.id",
             (status, status),
