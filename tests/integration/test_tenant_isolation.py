@@ -134,12 +134,20 @@ async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> di
         "to_tenant": "kommun-c",
         "effective_at": (datetime.now(UTC) + timedelta(days=100)).isoformat()})  # fmt: skip
     assert move.status_code == 201, move.text
+    # a residential unit of B and a resident's tag (#19.4)
+    unit = await http.post("/api/v1/units", headers=admin,
+                           json={"name": "B-boendet", "kind": "residential_unit"})  # fmt: skip
+    assert unit.status_code == 201, unit.text
+    tag = await http.post("/api/v1/resident-tags", headers=admin,
+                          json={"tag": "TAG-B-1", "person_id": scale_person})  # fmt: skip
+    assert tag.status_code == 201, tag.text
     return {
         "person_id": person, "scale_person": scale_person, "device_id": "b-gps",
         "lock_id": "b-lock", "alarm_id": alarm_id, "consent_id": consent.json()["id"],
         "staff_id": staff_id, "key_id": "key-b-kerstin", "observation_id": observation_id,
         "quarantine_id": str(quarantine_id), "agreement_id": agreement.json()["id"],
         "stay_id": stay.json()["id"], "move_id": str(move.json()["id"]),
+        "unit_id": unit.json()["id"], "tag_id": str(tag.json()["id"]),
     }  # fmt: skip
 
 
@@ -232,6 +240,17 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/moves/{move_id}"): {},
         ("post", "/api/v1/moves/{move_id}/accept"): {"json": {"ref": "a-stolen"}},
         ("post", "/api/v1/moves/{move_id}/cancel"): {},
+        # units and shared devices (#19.4): B's unit and B's resident's tag
+        ("get", "/api/v1/units"): {},
+        ("get", "/api/v1/units/{unit_id}"): {},
+        ("post", "/api/v1/units/{unit_id}/devices"): {"json": {"device_id": "b-scale"}},
+        ("get", "/api/v1/units/{unit_id}/door-events"): {},
+        ("get", "/api/v1/units/{unit_id}/alarms"): {},
+        ("get", "/api/v1/units/{unit_id}/health"): {},
+        ("get", "/api/v1/resident-tags"): {"params": {"person_id": b["scale_person"]}},
+        ("post", "/api/v1/resident-tags"): {"json": {"tag": "TAG-A-STEAL",
+                                                     "person_id": b["scale_person"]}},
+        ("post", "/api/v1/resident-tags/{tag_id}/end"): {"json": {}},
     }  # fmt: skip
 
 
@@ -240,13 +259,15 @@ OWN_TENANT_CREATES = {
     ("post", "/api/v1/tenants"), ("post", "/api/v1/device-models"), ("post", "/api/v1/persons"),
     ("post", "/api/v1/devices"), ("post", "/api/v1/staff"),
     ("post", "/api/v1/stay-agreements"),  # A's own proposal (the host accepts or not)
+    ("post", "/api/v1/units"),  # A's own unit (#19.4)
 }  # fmt: skip
 STREAMS = {("get", "/api/v1/alarms/stream")}
 PATH_IDS = {"person_id": "person_id", "device_id": "device_id", "alarm_id": "alarm_id",
             "consent_id": "consent_id", "staff_id": "staff_id", "key_id": "key_id",
             "observation_id": "observation_id", "patient_id": "scale_person",
             "quarantine_id": "quarantine_id", "agreement_id": "agreement_id",
-            "stay_id": "stay_id", "move_id": "move_id"}  # fmt: skip
+            "stay_id": "stay_id", "move_id": "move_id", "unit_id": "unit_id",
+            "tag_id": "tag_id"}  # fmt: skip
 
 
 async def b_state(url: str) -> tuple[Any, ...]:
@@ -269,6 +290,9 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select id, accepted_at, ended_at from stay_agreements order by id",
             "select id, ends_at, cut_at from stays order by id",
             "select id, status, to_person_id from person_moves order by id",
+            "select id, name from units order by id",
+            "select id, tag, person_id, valid_to from resident_tags order by id",
+            "select device_id, unit_id from assignments where unit_id is not null order by 1",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
@@ -292,8 +316,10 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
         await conn.commit()
     async with product(mosquitto.url, database_url) as (http, _gw):
         b_ids = await make_b(http, mosquitto.url, database_url, b)
-        secrets = {v for k, v in b_ids.items() if k not in ("quarantine_id", "move_id")} | {
-            "kommun-b", "Kommun-B", B_ORG, "b-scale", "b-lock", "key-b-kerstin", "kerstin"}
+        secrets = {v for k, v in b_ids.items()
+                   if k not in ("quarantine_id", "move_id", "tag_id")} | {
+            "kommun-b", "Kommun-B", B_ORG, "b-scale", "b-lock", "key-b-kerstin", "kerstin",
+            "B-boendet", "TAG-B-1"}  # fmt: skip
         before = await b_state(database_url)
         table = requests_for(b_ids, str(a.persons["a-gps"]))
         operations = [
