@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 
 import httpx
 import orjson
+import psycopg
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,6 +38,7 @@ from tests.integration.harness import (
     operator,
     payload,
     publish,
+    running_gateway,
     seed,
     settings_for,
     wait_for,
@@ -363,3 +365,73 @@ async def test_local_dates_and_a_cancelled_upcoming_stay(mosquitto, database_url
         assert [s["status"] for s in r.json()["stays"]] == ["cancelled"]
         r = await http.get(f"/api/v1/persons/{UUID(int=1)}/stays", headers=A_OP)
         assert r.status_code == 404
+
+
+async def test_a_standby_keeps_the_homes_alarm_and_routes_to_the_host_after_a_hand_over(
+    mosquitto, database_url
+):
+    """Two workers: the standby mirrors the home's messages into its book and never the
+    host's copies; once it takes over the engine it still routes the guest's alarm to the
+    host (its stays are in its own memory)."""
+    home = await seed(database_url, devices={"gps-1": "t-gps"})
+    await seed(database_url, tenant="kommun-b", org="212000-0002", devices={"b-gps": "t-gps"})
+    resident = home.persons["gps-1"]
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        agreement = await scalar_row(conn, "insert into stay_agreements (home_tenant, host_tenant,"
+                                     " proposed_by, accepted_at, accepted_by) values ('kommun-a',"
+                                     " 'kommun-b', 'a', now(), 'b') returning id")  # fmt: skip
+        await conn.execute(
+            "insert into stays (tenant_id, person_id, host_tenant, agreement_id, starts_at,"
+            " ends_at, recorded_by) values ('kommun-a', %s, 'kommun-b', %s,"
+            " now() - interval '1 minute', now() + interval '1 hour', 'a')",
+            (resident, agreement),
+        )
+        await conn.commit()
+    first = contextlib.AsyncExitStack()
+    w1 = await first.enter_async_context(
+        running_gateway(settings_for(mosquitto.url, database_url, mqtt_client_id="wg-s1"))
+    )
+    try:
+        async with running_gateway(
+            settings_for(mosquitto.url, database_url, mqtt_client_id="wg-s2")
+        ) as w2, operator(mosquitto.url, "kommun-a") as team_a, \
+                operator(mosquitto.url, "kommun-b") as team_b:  # fmt: skip
+            assert w1.alarms.active and not w2.alarms.active
+            for w in (w1, w2):
+                assert w.alarms.stays is not None and w.alarms.stays.stays(resident)
+            await publish(mosquitto.url, [("devices/gps-1/events",
+                                           payload("alarm", "ho-1", kind="button"))])  # fmt: skip
+            raised = await team_a.wait(lambda m: m["event"] == "raised", "home: raised")
+            await team_b.wait(lambda m: m["event"] == "raised", "host: raised")
+            alarm_id = UUID(raised["alarm_id"])
+            w1.alarms.acknowledge("kommun-b", alarm_id, "nattpatrull")
+            await team_a.wait(lambda m: m["event"] == "acknowledged", "home: ack")
+            await team_b.wait(lambda m: m["event"] == "acknowledged", "host: ack")
+
+            async def mirrored() -> bool:
+                alarm = w2.alarms.book.get(alarm_id)
+                return alarm is not None and alarm.acknowledged_by == "kommun-b/nattpatrull"
+
+            await wait_for(mirrored, 10, "the standby's mirror of the acknowledgement")
+            mirror = w2.alarms.book.get(alarm_id)
+            assert mirror is not None and mirror.tenant_id == "kommun-a"  # never the copy
+            assert len(w2.alarms.book.open_alarms()) == 1
+
+            await first.aclose()  # the engine's worker stops; the standby takes over
+
+            async def taken_over() -> bool:
+                return w2.alarms.active
+
+            await wait_for(taken_over, 20, "the standby taking over the engine")
+            w2.alarms.resolve("kommun-b", alarm_id, "nattpatrull", "Found; all well")
+            resolved = await team_b.wait(lambda m: m["event"] == "resolved", "host: resolved")
+            assert resolved["guest"]["home_tenant_id"] == "kommun-a"
+            await team_a.wait(lambda m: m["event"] == "resolved", "home: resolved")
+    finally:
+        await first.aclose()
+
+
+async def scalar_row(conn: psycopg.AsyncConnection[Any], sql: str) -> Any:
+    row = await (await conn.execute(sql)).fetchone()
+    assert row is not None
+    return row[0]
