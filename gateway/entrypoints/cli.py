@@ -387,6 +387,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
         for error in report.errors:
             print(f"{path.name} {error.line()}", file=sys.stderr)
         counts = ", ".join(f"{n} {action}" for action, n in report.summary().items())
+        rows = {r["row"] for r in report.rows}
+        outside = sum(1 for e in report.errors if e.row not in rows)  # the file, the header
+        if outside:
+            counts += f"; {outside} error{'s' * (outside != 1)} in the file itself"
         if report.applied:
             outcome = f"applied to tenant {args.tenant}"
         elif report.ok:

@@ -235,7 +235,15 @@ def test_the_command_dry_runs_then_applies(database_url, tmp_path, monkeypatch, 
     assert "bad.csv line 2, column model_id: no such device model" in captured.err
     assert "not imported, nothing changed" in captured.out
     assert cli.main(["import", str(path), "--tenant", "nowhere"]) == 1
-    assert "file: no such tenant" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "file: no such tenant" in captured.err
+    assert "1 error in the file itself); not imported" in captured.out, captured.out
+    header = tmp_path / "header.csv"  # an error of the header, not of a row
+    header.write_text("kind,id,colour\ndevice,vas-9,red\n", encoding="utf-8")
+    assert cli.main(["import", str(header), "--tenant", "kommun-a"]) == 1
+    captured = capsys.readouterr()
+    assert "header.csv line 1, column colour" in captured.err, captured.err
+    assert "error in the file itself" in captured.out, captured.out
 
 
 @pytest.mark.parametrize("devices", [1_000])
