@@ -87,7 +87,9 @@ export class BoardView {
       h("td", { class: "c-state", "data-label": t("col.state") }, stateBadge(alarm)),
       h("td", { class: "c-kind", "data-label": t("col.kind") }, label("kind", alarm.kind)),
       h("td", { class: "c-severity", "data-label": t("col.severity") }, severityBadge(alarm)),
-      h("td", { class: "c-person", "data-label": t("col.person") }, alarm.person_ref || alarm.device_id),
+      h("td", { class: "c-person", "data-label": t("col.person") }, alarm.person_ref || alarm.device_id,
+        // a resident of another municipality staying here (docs/stays.md)
+        alarm.guest ? h("small", { class: "guest" }, " · " + t("board.guest", { home: alarm.guest.home_tenant_id })) : null),
       h("td", { class: "c-age", "data-label": t("col.age") },
         h("time", { datetime: alarm.raised_at, class: "age", title: formatTime(alarm.raised_at) },
           formatAgo(Date.now() - Date.parse(alarm.raised_at), getLang()))),
