@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -238,7 +239,11 @@ async def _until_planned(
         for person in persons
     ):
         if loop.time() > deadline:
-            raise RuntimeError("the gateway did not load the demo's planned visits in time")
+            # go on: the demo still runs; a scripted visit may then read as unauthorised
+            print(f"note: the gateway had not loaded the demo's planned visits after "
+                  f"{timeout_s:.0f} s (a busy machine?); a scripted lock opening may raise "
+                  "an unauthorised_unlock alarm", file=sys.stderr)  # fmt: skip
+            return
         await asyncio.sleep(0.02)
 
 
