@@ -287,8 +287,12 @@ async def record_stay(
     clash = overlaps(existing, starts_at, ends_at)
     if clash is not None:
         raise HTTPException(409, f"the person already has a stay then ({clash.id})")
-    row = await q.add_stay(conn, who.tenant, person_id, body.host_tenant_id, agreement["id"],
-                           starts_at, ends_at, who.subject)  # fmt: skip
+    try:
+        async with conn.transaction():
+            row = await q.add_stay(conn, who.tenant, person_id, body.host_tenant_id,
+                                   agreement["id"], starts_at, ends_at, who.subject)  # fmt: skip
+    except psycopg.errors.InsufficientPrivilege:  # the agreement ended meanwhile (row policy)
+        raise HTTPException(409, f"no agreement with {body.host_tenant_id} in force") from None
     return _stay_out(row, now)
 
 
