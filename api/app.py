@@ -18,15 +18,15 @@ from api.authenticator import Authenticator
 from api.fhir.ids import IdCodec
 from api.rate_limits import ApiLimits
 from api.routes import alarms as alarm_routes
-from api.routes import export as export_routes
 from api.routes import consents, console, health, quarantine, readings, registry, rules, stats
+from api.routes import export as export_routes
 from api.routes import fhir as fhir_routes
 from api.routes import imports as import_routes
 from api.routes import locks as lock_routes
 from api.routes import moves as move_routes
 from api.routes import payer as payer_routes
-from api.routes import units as unit_routes
 from api.routes import stays as stay_routes
+from api.routes import units as unit_routes
 from gateway import __version__
 from gateway.adapters.mosquitto.service import BrokerAccess
 from gateway.config.settings import Settings

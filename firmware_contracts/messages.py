@@ -32,6 +32,18 @@ Longitude = Annotated[float, Field(ge=-180.0, le=180.0, strict=True)]
 AccuracyM = Annotated[float, Field(ge=0.0, le=100_000.0, strict=True)]
 StrictInt = Annotated[int, Field(strict=True)]
 StrictBool = Annotated[bool, Field(strict=True)]
+#: Who, of a unit's residents, a reading from a shared device is (an RFID/NFC tag or a code
+#: picked on the device's display; issue #19.4, docs/units.md). Optional; ignored on a
+#: device held by one person.
+ResidentTag = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        description="The resident's tag on a unit's shared device (RFID/NFC tag id or a "
+        "code picked on the display); optional, needed for a reading to be stored on a "
+        "person when the device is a unit's.",
+    ),
+]  # fmt: skip
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -68,6 +80,7 @@ class Weight(_Message):
     kg: float = Field(
         gt=0.0, le=500.0, strict=True, description="Body weight in kilograms, 0 < kg <= 500."
     )
+    resident_tag: ResidentTag | None = None
 
 
 class BloodPressure(_Message):
@@ -77,6 +90,7 @@ class BloodPressure(_Message):
     systolic_mmhg: int = Field(ge=40, le=300, strict=True)
     diastolic_mmhg: int = Field(ge=20, le=200, strict=True)
     pulse_bpm: StrictInt | None = Field(default=None, ge=20, le=300)
+    resident_tag: ResidentTag | None = None
 
     @model_validator(mode="after")
     def _systolic_above_diastolic(self) -> BloodPressure:
@@ -92,6 +106,7 @@ class Position(_Message):
     lat: Latitude
     lon: Longitude
     accuracy_m: AccuracyM
+    resident_tag: ResidentTag | None = None
 
 
 class Battery(_Message):
@@ -117,6 +132,7 @@ class Alarm(_Message):
     lat: Latitude | None = None
     lon: Longitude | None = None
     accuracy_m: AccuracyM | None = None
+    resident_tag: ResidentTag | None = None
 
     @model_validator(mode="after")
     def _lat_lon_together(self) -> Alarm:

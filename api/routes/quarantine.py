@@ -8,6 +8,11 @@ person: the database stores it on whoever held the device at the message's time 
 that is the person named), once, never dispatching an alarm, and the release is written
 to the access log in the same transaction.
 
+A reading from a unit's shared device quarantined as ``no_resident_identified`` or
+``unknown_resident_tag`` (issue #19.4, docs/units.md) is released the same way to the
+person the admin names (who had the device's reading is not in the registry: the ward's
+own records say it), if the device was the unit's at its time.
+
 Review (issue #19.7): the list filters by reason, device, release and received time, paged
 by id; ``/quarantine/devices`` sums it up per device and per device model for the
 console's fleet view, so a vendor's firmware bug (many devices of one model refused for

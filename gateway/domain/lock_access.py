@@ -18,6 +18,10 @@ reason                 when
 ``key_not_valid``      the moment is outside the key's validity period
 ``staff_inactive``     the key's staff member is no longer active
 ``command_expired``    a remote command whose ``expires_at`` has passed
+``unit_door``          allowed: the lock is a unit's (a residential unit's or a ward's
+                       door, issue #19.4): staff work there all day, and visits are
+                       planned per resident, so a valid key of an active staff member of
+                       the lock's tenant opens it (every opening is logged all the same)
 ``no_person``          the lock is not assigned to anyone at that moment
 ``visit``              allowed: a planned visit of this staff member (or their team)
 ``alarm_open``         allowed: an alarm of an opening kind is open for the person
@@ -57,12 +61,13 @@ class Reason(StrEnum):
     KEY_NOT_VALID = "key_not_valid"
     STAFF_INACTIVE = "staff_inactive"
     COMMAND_EXPIRED = "command_expired"
+    UNIT_DOOR = "unit_door"
     NO_PERSON = "no_person"
     OUTSIDE_WINDOW = "outside_window"
     NO_VISIT = "no_visit"
 
 
-ALLOWING = frozenset({Reason.VISIT, Reason.ALARM_OPEN})
+ALLOWING = frozenset({Reason.VISIT, Reason.ALARM_OPEN, Reason.UNIT_DOOR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +191,7 @@ class UnlockRequest:
     visits: Sequence[Visit | WeeklySlot] = ()
     open_alarms: Sequence[OpenAlarm] = ()
     expires_at: datetime | None = None
+    unit_id: UUID | None = None  # the lock is this unit's door (no person holds it)
 
 
 def decide(request: UnlockRequest, policy: AccessPolicy) -> Decision:
@@ -209,6 +215,8 @@ def decide(request: UnlockRequest, policy: AccessPolicy) -> Decision:
     if request.expires_at is not None and request.expires_at <= at:
         return Decision(False, Reason.COMMAND_EXPIRED, staff_id)
     if request.person_id is None:
+        if request.unit_id is not None:
+            return Decision(True, Reason.UNIT_DOOR, staff_id)
         return Decision(False, Reason.NO_PERSON, staff_id)
     mine = [v for v in _expand(request.visits, request.person_id, at) if _for(v, staff)]
     for visit in mine:

@@ -41,13 +41,16 @@ class Assignment:
     begins then, while the device row changes tenant when the date has come.
     ``continues``: this assignment continues the one before it in the device's history,
     held by the same resident under the earlier tenant (made by a move, never otherwise).
+    ``unit_id``: a unit's assignment (#19.4, docs/units.md): the device is the unit's
+    (a residential unit's door lock, a ward's scale) and ``person_id`` is None.
     """
 
-    person_id: UUID
+    person_id: UUID | None  # None: a unit's (unit_id)
     valid_from: datetime
     valid_to: datetime | None  # None: still held
     tenant_id: str | None = None
     continues: bool = False
+    unit_id: UUID | None = None
 
     def covers(self, ts: datetime) -> bool:
         return self.valid_from <= ts and (self.valid_to is None or ts < self.valid_to)
@@ -58,6 +61,7 @@ class Binding(NamedTuple):
 
     tenant_id: str
     person_id: UUID | None
+    unit_id: UUID | None = None  # a unit's shared device (#19.4)
 
 
 class DeviceRecord(NamedTuple):
@@ -108,8 +112,19 @@ class DeviceRecord(NamedTuple):
                            else None)  # fmt: skip
         for assignment in self.history:
             if assignment.covers(ts):
-                return Binding(assignment.tenant_id or self.tenant_id, assignment.person_id)
+                return Binding(assignment.tenant_id or self.tenant_id, assignment.person_id,
+                               assignment.unit_id)  # fmt: skip
         return Binding(self.tenant_id, None)
+
+    def unit_at(self, ts: datetime) -> UUID | None:
+        """The unit the device was assigned to at ``ts`` (#19.4); None if it was no
+        unit's (the common shape, a person's device, is never a unit's)."""
+        if self.holder is not None:
+            return None
+        for assignment in self.history:
+            if assignment.covers(ts):
+                return assignment.unit_id
+        return None
 
     def current_holder(self) -> UUID | None:
         if self.holder is not None:
@@ -146,7 +161,7 @@ def device_record(
 ) -> DeviceRecord:
     """A record with its assignments in the record's shape (see ``DeviceRecord``)."""
     history = tuple(sorted(assignments, key=lambda a: a.valid_from))
-    if len(history) == 1 and history[0].valid_to is None:
+    if len(history) == 1 and history[0].valid_to is None and history[0].unit_id is None:
         only = history[0]
         return DeviceRecord(device_id, tenant_id, status, device_type, heartbeat_interval_s,
                             only.person_id, to_us(only.valid_from))  # fmt: skip
@@ -164,6 +179,9 @@ class Refusal(StrEnum):
     WRONG_DEVICE_TYPE = "wrong_device_type"
     NO_ASSIGNMENT_AT_TS = "no_assignment_at_ts"
     BEFORE_CURRENT_ASSIGNMENT = "before_current_assignment"
+    # a resident's reading from a unit's shared device (#19.4, gateway.domain.units)
+    NO_RESIDENT_IDENTIFIED = "no_resident_identified"
+    UNKNOWN_RESIDENT_TAG = "unknown_resident_tag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +215,10 @@ def bind(
     the current holder's: a device clock that lags, or stamps whole seconds, must not turn
     a new resident's first button press into quarantine. Stamped while someone else held
     the device, it is never the current holder's.
+
+    A device assigned to a unit (#19.4, docs/units.md) binds to the unit with no person,
+    by the same rule of time; whose a personal reading of it is, is said by the message's
+    resident tag (``gateway.worker.ingest.admit``, ``gateway.domain.units``).
     """
     if device is None:
         return Refused(Refusal.UNKNOWN_DEVICE, "device is not registered")
@@ -224,6 +246,8 @@ def bind(
                                "the device is active but no person holds it",
                                device.tenant_id)  # fmt: skip
             return Binding(device.tenant_id, None)
+        if current.unit_id is not None:  # a unit's shared device (#19.4)
+            return _bind_unit(device, current, ts, needs_person, grace)
         holder, since_us = current.person_id, to_us(current.valid_from)
         if current.continues:  # a moved resident (#19.2): the earlier tenant's until the date
             moved = _moved(device, ts)
@@ -263,3 +287,35 @@ def _moved(device: DeviceRecord, ts: datetime | None) -> Binding | None:
         if a.covers(ts):
             return Binding(a.tenant_id or device.tenant_id, a.person_id)
     return None
+
+
+def _bind_unit(
+    device: DeviceRecord, current: Assignment, ts: datetime | None, needs_person: bool,
+    grace: timedelta,
+) -> Binding | Refused:  # fmt: skip
+    """A message of a device held by a unit now: the unit's, if stamped at or after the
+    unit's assignment began (less ``grace`` when no one held the device then). Device
+    health stamped earlier binds to no one; personal data stamped earlier is refused as
+    ``before_current_assignment``, as for a person's device."""
+    tenant = current.tenant_id or device.tenant_id
+    since_us = to_us(current.valid_from)
+    if ts is None or to_us(ts) >= since_us:
+        return Binding(tenant, None, current.unit_id)
+    if not needs_person:
+        return Binding(tenant, None)
+    earlier = device.holder_at(ts)
+    unit_then = device.unit_at(ts)
+    if (earlier is None and unit_then is None
+            and to_us(ts) >= since_us - grace // timedelta(microseconds=1)):  # fmt: skip
+        return Binding(tenant, None, current.unit_id)
+    then = (
+        f"person {earlier} held the device then" if earlier
+        else f"unit {unit_then} held the device then" if unit_then
+        else "no one held the device then"
+    )  # fmt: skip
+    return Refused(
+        Refusal.BEFORE_CURRENT_ASSIGNMENT,
+        f"stamped {ts.isoformat()}, before the unit's assignment began "
+        f"({current.valid_from.isoformat()}); {then}",
+        device.tenant_id,
+    )

@@ -24,6 +24,7 @@ from gateway.adapters.postgres.partitions import TABLES, retention_cutoff
 from gateway.config.settings import RetentionDays
 from gateway.domain.rate_limit import TokenBuckets
 from gateway.domain.registry import Binding, DeviceRecord, Refusal, Refused, bind
+from gateway.domain.units import ResidentTags, ResidentUnknown, identify_resident
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.consumer import AckToken, Inbound
 from gateway.worker.fleet.device_state import DeviceStates
@@ -48,8 +49,10 @@ class Ingest:
         quarantine_payload_bytes: int,
         max_clock_skew: timedelta,
         device_limits: TokenBuckets | None = None,
+        residents: Callable[[], ResidentTags] | None = None,
     ) -> None:
         self._resolve = resolve
+        self._residents = residents  # resident tags of units' shared devices (#19.4)
         self._put = put
         self._states = states
         self._metrics = metrics
@@ -94,7 +97,7 @@ class Ingest:
         message = decoded.message
         device = await self._resolve(topic.device_id)
         ts = message.ts
-        bound = admit(device, message, ts, self._max_skew)
+        bound = admit(device, message, ts, self._max_skew, self._residents)
         if isinstance(bound, Refused):
             await self._quarantine(
                 msg, topic.device_id, bound.tenant_id, bound.reason, bound.detail
@@ -166,6 +169,7 @@ def admit(
     message: DeviceMessage,
     ts: datetime | None,
     grace: timedelta = timedelta(0),
+    residents: Callable[[], ResidentTags] | None = None,
 ) -> Binding | Refused:
     """Whose a decoded message is, or why it is refused: the one judgement the storage
     path and the alarm engine's intake both make (gateway.worker.alarms.intake), so the engine
@@ -177,15 +181,42 @@ def admit(
     at or after the current assignment began (less ``grace``, the clock tolerance, when
     no one held the device then); else ``before_current_assignment``
     (gateway.domain.registry.bind). Device health binds whatever its time. Two set
-    look-ups and one comparison of integers on the common path."""
+    look-ups and one comparison of integers on the common path.
+
+    A unit's shared device (issue #19.4, gateway.domain.units): bound to the unit; a
+    message carrying a ``resident_tag`` known at its time (``residents``: the tenants'
+    resident tags) is that person's; a resident's reading (weight, blood pressure,
+    position) without one is refused as ``no_resident_identified`` or
+    ``unknown_resident_tag``."""
     if device is not None:
         wrong = wrong_device_type(device.device_type, message)
         if wrong is not None:
             return Refused(Refusal.WRONG_DEVICE_TYPE, wrong, device.tenant_id)
     bound = bind(device, ts, needs_person=message.type in PERSONAL_TYPES, grace=grace)
-    if isinstance(bound, Refused) and bound.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT:
-        return Refused(bound.reason, f"{message.type} {bound.detail}", bound.tenant_id)
+    if isinstance(bound, Refused):
+        if bound.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT:
+            return Refused(bound.reason, f"{message.type} {bound.detail}", bound.tenant_id)
+        return bound
+    if bound.unit_id is not None:
+        return _resident(bound, message, ts, residents)
     return bound
+
+
+def _resident(
+    bound: Binding,
+    message: DeviceMessage,
+    ts: datetime | None,
+    residents: Callable[[], ResidentTags] | None,
+) -> Binding | Refused:
+    """A message of a unit's device: the unit's, or the resident's its tag names."""
+    tag = getattr(message, "resident_tag", None)
+    tags = residents() if residents is not None else ResidentTags()
+    whose = identify_resident(tags, bound.tenant_id, message.type, tag, ts)
+    if isinstance(whose, ResidentUnknown):
+        return Refused(Refusal(whose.reason.value), whose.detail, bound.tenant_id)
+    if whose is None:
+        return bound
+    return Binding(bound.tenant_id, whose, bound.unit_id)
 
 
 _SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS})

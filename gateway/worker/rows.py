@@ -27,27 +27,27 @@ from gateway.domain.registry import Binding
 COLUMNS: dict[str, tuple[str, ...]] = {
     "readings": (
         "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at", "kind",
-        "weight_kg", "systolic_mmhg", "diastolic_mmhg", "pulse_bpm",
+        "weight_kg", "systolic_mmhg", "diastolic_mmhg", "pulse_bpm", "unit_id",
     ),
     "positions": (
         "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at",
-        "lat", "lon", "accuracy_m",
+        "lat", "lon", "accuracy_m", "unit_id",
     ),
     "lock_events": (
         "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at",
-        "action", "key_id", "method",
+        "action", "key_id", "method", "unit_id",
     ),
     "device_alarms": (
         "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at",
-        "kind", "lat", "lon", "accuracy_m",
+        "kind", "lat", "lon", "accuracy_m", "unit_id",
     ),
     "device_health": (
         "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at",
-        "kind", "battery_percent", "rssi_dbm", "state", "firmware",
+        "kind", "battery_percent", "rssi_dbm", "state", "firmware", "unit_id",
     ),
     "command_replies": (
         "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at",
-        "command_id", "ok", "detail",
+        "command_id", "ok", "detail", "unit_id",
     ),
     "quarantine": (
         "received_at", "topic", "device_id", "tenant_id", "reason", "detail",
@@ -59,25 +59,27 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 TYPES: dict[str, tuple[str, ...]] = {
     "readings": (
         "text", "uuid", "text", "text", "timestamptz", "timestamptz", "text",
-        "float4", "int2", "int2", "int2",
+        "float4", "int2", "int2", "int2", "uuid",
     ),
     "positions": (
         "text", "uuid", "text", "text", "timestamptz", "timestamptz",
-        "float8", "float8", "float4",
+        "float8", "float8", "float4", "uuid",
     ),
     "lock_events": (
         "text", "uuid", "text", "text", "timestamptz", "timestamptz", "text", "text", "text",
+        "uuid",
     ),
     "device_alarms": (
         "text", "uuid", "text", "text", "timestamptz", "timestamptz",
-        "text", "float8", "float8", "float4",
+        "text", "float8", "float8", "float4", "uuid",
     ),
     "device_health": (
         "text", "uuid", "text", "text", "timestamptz", "timestamptz",
-        "text", "int2", "int2", "text", "text",
+        "text", "int2", "int2", "text", "text", "uuid",
     ),
     "command_replies": (
         "text", "uuid", "text", "text", "timestamptz", "timestamptz", "text", "bool", "text",
+        "uuid",
     ),
     "quarantine": (
         "timestamptz", "text", "text", "text", "text", "text", "bytea", "int4",
@@ -99,33 +101,40 @@ def message_row(
 ) -> Row:
     """The row an accepted message is stored as."""
     head = (binding.tenant_id, binding.person_id, device_id, message.id, message.ts, received_at)
+    unit = binding.unit_id  # a unit's device (issue #19.4); None for a person's
     match message:
         case Weight():
-            return Row("readings", (*head, "weight", message.kg, None, None, None))
+            return Row("readings", (*head, "weight", message.kg, None, None, None, unit))
         case BloodPressure():
             return Row(
                 "readings",
                 (*head, "blood_pressure", None, message.systolic_mmhg,
-                 message.diastolic_mmhg, message.pulse_bpm),
+                 message.diastolic_mmhg, message.pulse_bpm, unit),
             )  # fmt: skip
         case Position():
-            return Row("positions", (*head, message.lat, message.lon, message.accuracy_m))
+            return Row("positions", (*head, message.lat, message.lon, message.accuracy_m, unit))
         case Lock():
-            return Row("lock_events", (*head, message.action, message.key_id, message.method))
+            return Row(
+                "lock_events", (*head, message.action, message.key_id, message.method, unit)
+            )
         case Alarm():
             return Row(
                 "device_alarms",
-                (*head, message.kind.value, message.lat, message.lon, message.accuracy_m),
+                (*head, message.kind.value, message.lat, message.lon, message.accuracy_m, unit),
             )
         case Heartbeat():
             return Row(
                 "device_health",
-                (*head, "heartbeat", message.battery_percent, message.rssi_dbm, None, None),
+                (*head, "heartbeat", message.battery_percent, message.rssi_dbm, None, None, unit),
             )
         case Battery():
-            return Row("device_health", (*head, "battery", message.percent, None, None, None))
+            return Row(
+                "device_health", (*head, "battery", message.percent, None, None, None, unit)
+            )
         case BatteryLow():
-            return Row("device_health", (*head, "battery_low", message.percent, None, None, None))
+            return Row(
+                "device_health", (*head, "battery_low", message.percent, None, None, None, unit)
+            )
         case Status():
             status_head = (
                 binding.tenant_id, binding.person_id, device_id, message.id,
@@ -133,10 +142,13 @@ def message_row(
             )  # fmt: skip
             return Row(
                 "device_health",
-                (*status_head, "status", None, None, message.state, message.firmware),
+                (*status_head, "status", None, None, message.state, message.firmware, unit),
             )
         case Reply():
-            return Row("command_replies", (*head, message.command_id, message.ok, message.detail))
+            return Row(
+                "command_replies",
+                (*head, message.command_id, message.ok, message.detail, unit),
+            )
     raise TypeError(f"no table for message type {type(message).__name__}")
 
 

@@ -491,7 +491,10 @@ async def publish(stack: Stack, example: MqttExample) -> None:
         record = stack.gw.registry.get(device)
         held = await scalar(stack.database_url, "select person_id from assignments where"
                             " device_id = %s and valid_to is null", (device,))  # fmt: skip
-        return record is not None and record.current_holder() == held
+        tag = payload.get("resident_tag")  # a unit's shared device (docs/units.md)
+        tag_known = tag is None or stack.gw.registry.units.tags().person_at(
+            "vasteras", tag, datetime.now(UTC)) is not None  # fmt: skip
+        return record is not None and record.current_holder() == held and tag_known
 
     await wait_for(holder_known, TIMEOUT_S, f"{device}'s holder in the gateway's registry")
     host, port = stack.mqtt_url.removeprefix("mqtt://").split(":")
@@ -499,7 +502,7 @@ async def publish(stack: Stack, example: MqttExample) -> None:
         await client.publish(example.topic, orjson.dumps(payload), qos=1)
 
     async def handled() -> bool:
-        found = await scalar(stack.database_url, _HANDLED, (device, payload["id"]) * 4)
+        found = await scalar(stack.database_url, _HANDLED, (device, payload["id"]) * 5)
         if payload["type"] == "alarm":
             found = found and await scalar(
                 stack.database_url, "select count(*) from alarms where device_id = %s", (device,)
@@ -513,6 +516,7 @@ _HANDLED = """
     select (select count(*) from readings where device_id = %s and msg_id = %s)
          + (select count(*) from positions where device_id = %s and msg_id = %s)
          + (select count(*) from device_alarms where device_id = %s and msg_id = %s)
+         + (select count(*) from lock_events where device_id = %s and msg_id = %s)
          + (select count(*) from quarantine where device_id = %s
             and position(convert_to(%s, 'UTF8') in payload) > 0)
 """

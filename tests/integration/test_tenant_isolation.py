@@ -10,7 +10,9 @@ endpoint must be added here before it can ship. Real Mosquitto, PostgreSQL and H
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -221,6 +223,8 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("put", "/api/v1/payer-rules"): {"json": {"own_home": "municipality"}},
         ("put", "/api/v1/tenants/{tenant_id}/region"): {"path": {"tenant_id": "kommun-b"},
                                                         "json": {"region_id": "region-b"}},
+        # the full export (#19.6): the caller's own tenant only, whatever it asks
+        ("get", "/api/v1/export"): {"params": {"tenant": "kommun-b"}},
         # stays in another municipality (#19.3): B's agreement with C, B's resident's stay
         # in C; A is neither side
         ("get", "/api/v1/stay-agreements"): {},
@@ -359,7 +363,7 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
                     assert not leaked, f"{where} shows kommun B's {leaked}"
                 else:
                     # a listing of A's own: never anything of B's
-                    leaked = sorted(s for s in secrets if s in r.text)
+                    leaked = sorted(s for s in secrets if s in _text(r))
                     assert not leaked, f"{where} shows kommun B's {leaked}"
         assert calls == len(A_ROLES) * len(table)
         # the stream: kommun A's next alarm arrives with nothing of kommun B before it
@@ -370,6 +374,14 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
             " and person_id in (select id from persons where tenant_id = 'kommun-b')"
             " and actor_tenant = 'kommun-a'"
         ) == 0  # fmt: skip
+
+
+def _text(r: httpx.Response) -> str:
+    """The answer as text; a zip (the full export): every file in it, uncompressed."""
+    if r.headers.get("content-type") != "application/zip":
+        return r.text
+    with zipfile.ZipFile(io.BytesIO(r.content)) as archive:
+        return "\n".join(archive.read(name).decode() for name in archive.namelist())
 
 
 def _foreign_view(path: str, r: httpx.Response) -> str:

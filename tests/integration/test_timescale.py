@@ -75,12 +75,12 @@ def api_url(url: str) -> str:
 
 
 def position(tenant: str, person: uuid.UUID, msg: str, ts: datetime) -> tuple[Any, ...]:
-    return (tenant, person, "gps-1", msg, ts, datetime.now(UTC), 59.61, 16.54, 8.0)
+    return (tenant, person, "gps-1", msg, ts, datetime.now(UTC), 59.61, 16.54, 8.0, None)
 
 
 def weight(tenant: str, person: uuid.UUID, msg: str, ts: datetime) -> tuple[Any, ...]:
     return (tenant, person, "scale-1", msg, ts, datetime.now(UTC), "weight", 71.5, None, None,
-            None)  # fmt: skip
+            None, None)  # fmt: skip
 
 
 def insert(conn: psycopg.Connection[Any], table: str, rows: list[tuple[Any, ...]]) -> None:
@@ -754,3 +754,90 @@ def test_doctor_on_a_server_no_longer_preloading_fails_with_the_line(no_longer_p
     lines = _doctor(no_longer_preloaded)
     failed = [line for line in lines if line.startswith("FAIL timescaledb")]
     assert len(failed) == 1 and timescale.PRELOAD_LINE in failed[0], lines
+
+
+async def test_units_migration_on_compressed_hypertables(ts_url, mosquitto, monkeypatch) -> None:
+    """Issue #19.4 on a deployment that already runs TimescaleDB: the time series are
+    compressed hypertables holding rows when migration 0018 comes. It adds ``unit_id`` and
+    lets ``person_id`` be null in ``lock_events`` and ``device_alarms`` on every chunk,
+    compressed or not; the rows from before read on through the API's views; and a
+    unit's door lock then stores its events and health on the unit (no person) into those
+    hypertables through the running gateway."""
+    from gateway.adapters.postgres import migrate as migrate_module
+
+    every = migrate_module.available()
+    monkeypatch.setattr(migrate_module, "available", lambda: [m for m in every if m.version < 18])
+    assert migrated(ts_url).hypertables is True
+    since = datetime.now(UTC) - timedelta(days=30)
+    a = await seed(ts_url, "kommun-a", "212000-0001", devices={"lock-old": "t-lock"},
+                   since=since)  # fmt: skip
+    old = datetime.now(UTC) - timedelta(days=20)
+    with connect(ts_url) as conn:
+        conn.execute(
+            "insert into lock_events (tenant_id, person_id, device_id, msg_id, ts, received_at,"
+            " action, key_id, method) values ('kommun-a', %s, 'lock-old', 'l-old', %s, now(),"
+            " 'locked', null, 'manual')",
+            (a.persons["lock-old"], old),
+        )
+        conn.execute("select compress_chunk(c) from show_chunks('lock_events') c")
+        assert all(done for _, done in chunks(conn, "lock_events"))
+    monkeypatch.setattr(migrate_module, "available", lambda: every)
+    result = migrated(ts_url)
+    assert 18 in result.applied and result.hypertables is True
+    with connect(ts_url) as conn:
+        for table in SERIES:
+            nullable = conn.execute(
+                "select is_nullable from information_schema.columns"
+                " where table_name = %s and column_name = 'unit_id'", (table,)
+            ).fetchone()  # fmt: skip
+            assert nullable == ("YES",), table
+        person_nullable = dict(conn.execute(
+            "select table_name, is_nullable from information_schema.columns"
+            " where column_name = 'person_id' and table_name in ('lock_events', 'device_alarms',"
+            " 'readings', 'positions')").fetchall())  # fmt: skip
+        assert person_nullable == {"lock_events": "YES", "device_alarms": "YES",
+                                   "readings": "NO", "positions": "NO"}  # fmt: skip
+        assert all(done for _, done in chunks(conn, "lock_events"))
+        # a unit, the new lock assigned to it
+        unit = conn.execute("insert into units (tenant_id, name, kind) values ('kommun-a',"
+                            " 'Gruppbostaden Eken', 'residential_unit') returning id").fetchone()
+        assert unit is not None
+        conn.execute("insert into devices (id, tenant_id, model_id, status) values"
+                     " ('lock-unit', 'kommun-a', 't-lock', 'active')")  # fmt: skip
+        conn.execute("insert into assignments (tenant_id, device_id, unit_id, valid_from)"
+                     " values ('kommun-a', 'lock-unit', %s, %s)", (unit[0], since))  # fmt: skip
+
+    settings = settings_for(mosquitto.url, ts_url, jwt_secret=SECRET)
+    async with gateway_with_api(settings) as (base, gw), httpx.AsyncClient(
+        base_url=base, timeout=20
+    ) as http:
+
+        async def assigned() -> bool:
+            record = gw.registry.get("lock-unit")
+            return record is not None and record.unit_at(datetime.now(UTC)) == unit[0]
+
+        await wait_for(assigned, what="the unit's lock in the gateway's registry")
+        await publish(mosquitto.url, [
+            ("devices/lock-unit/events", payload("lock", "l-u1", action="unlocked",
+                                                 method="manual")),
+            ("devices/lock-unit/heartbeat", payload("heartbeat", "hb-u1", battery_percent=77)),
+            # into the compressed chunk's range: a late event of the unit's door
+            ("devices/lock-unit/events", payload("lock", "l-u0", ts=(old + timedelta(
+                minutes=1)).isoformat(), action="locked", method="manual")),
+        ])  # fmt: skip
+        await wait_count(ts_url, "select count(*) from lock_events where unit_id is not null"
+                         " and person_id is null", 2)  # fmt: skip
+        await wait_count(ts_url, "select count(*) from device_health where unit_id is not null", 1)
+        assert await scalar(ts_url, "select count(*) from lock_events where msg_id = 'l-old'"
+                            " and unit_id is null") == 1  # fmt: skip
+        headers = {"Authorization": "Bearer " + mint(
+            SECRET, tenant="kommun-a", role=Role.OPERATOR, subject="op", org=None, ttl_s=600)}
+        r = await http.get(f"/api/v1/units/{unit[0]}/door-events", headers=headers,
+                           params={"since": (old - timedelta(days=1)).isoformat()})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert sorted(e["msg_id"] for e in r.json()) == ["l-u0", "l-u1"]
+        r = await http.get(f"/api/v1/persons/{a.persons['lock-old']}/readings",
+                           params={"category": "lock_events", "from": (old - timedelta(
+                               days=1)).isoformat()}, headers=headers)  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert [e["msg_id"] for e in r.json()["items"]] == ["l-old"]

@@ -30,10 +30,10 @@ def test_registry_rows_share_tenant_type_and_interval_and_sort_assignments() -> 
     assert intervals[0] is not intervals[1]
     d1 = ("d1", tenants[0], "active", types[0], intervals[0])
     # one row per assignment (newest first here), one row with no person for d2
-    d1_rows = [(*d1, person, late, None, tenants[0], False),
-               (*d1, person, early, late, tenants[0], False)]  # fmt: skip
+    d1_rows = [(*d1, person, late, None, tenants[0], False, None),
+               (*d1, person, early, late, tenants[0], False, None)]  # fmt: skip
     d2_rows = [("d2", tenants[1], "active", types[1], intervals[1], None, None, None, None,
-                None)]  # fmt: skip
+                None, None)]  # fmt: skip
     records = {r.device_id: r for r in (queries._record(d1_rows), queries._record(d2_rows))}
     assert records["d1"].tenant_id is records["d2"].tenant_id
     assert records["d1"].device_type is records["d2"].device_type
@@ -41,6 +41,14 @@ def test_registry_rows_share_tenant_type_and_interval_and_sort_assignments() -> 
     assert [a.valid_from for a in records["d1"].assignments] == [early, late]
     assert records["d2"].assignments == ()
     assert records["d1"].assignments[0] == Assignment(person, early, late)
+
+
+def test_a_units_assignment_row_is_a_units() -> None:
+    unit, since = uuid4(), datetime(2026, 1, 1, tzinfo=UTC)
+    record = queries._record([("d1", "t", "active", "scale", 60, None, since, None, "t", False,
+                               unit)])  # fmt: skip
+    assert record.holder is None and record.unit_at(since) == unit
+    assert record.assignments == (Assignment(None, since, None, unit_id=unit),)
 
 
 def test_a_persons_id_is_one_object_across_caches_and_let_go_when_unused() -> None:
@@ -61,5 +69,7 @@ def test_a_persons_id_is_one_object_across_caches_and_let_go_when_unused() -> No
 def test_registry_assignments_use_the_shared_person_ids() -> None:
     person = uuid4()
     since = datetime(2026, 1, 1, tzinfo=UTC)
-    record = queries._record([("d1", "t", "active", "scale", 60, person, since, None, "t", False)])
+    record = queries._record(
+        [("d1", "t", "active", "scale", 60, person, since, None, "t", False, None)]
+    )
     assert record.holder is PERSON_IDS(UUID(str(person)))

@@ -226,10 +226,13 @@ QUARANTINE_BY_DEVICE = """
     order by r.device_id, r.reason
 """
 
-# Stores one row on the holder at its time (SECURITY DEFINER; the caller's tenant only).
+# Stores one row on the holder at its time (SECURITY DEFINER; the caller's tenant only);
+# a reading of a unit's shared device refused for want of a resident (#19.4) on the person
+# the admin names (migration 0018: release_quarantined_resident, which hands every other
+# reason to release_quarantined of 0013).
 RELEASE_QUARANTINED = """
     select person_id, category, table_name, stored, released_at, released_by, already
-    from release_quarantined(%(id)s, %(person)s, %(actor)s)
+    from release_quarantined_resident(%(id)s, %(person)s, %(actor)s)
 """
 
 APPEND_ACCESS_LOG = """

@@ -15,7 +15,8 @@ from gateway.worker.fleet.registry_table import RegistryTable
 #: A device and its assignments, one row per assignment (one row with no person if none).
 _REGISTRY = """
     select d.id, d.tenant_id, d.status, m.device_type, m.heartbeat_interval_s,
-           a.person_id, a.valid_from, a.valid_to, a.tenant_id, a.continues_id is not null
+           a.person_id, a.valid_from, a.valid_to, a.tenant_id, a.continues_id is not null,
+           a.unit_id
     from devices d join device_models m on m.id = d.model_id
     left join assignments a on a.device_id = d.id
 """
@@ -58,7 +59,8 @@ def _record(rows: list[Any]) -> DeviceRecord:
         _INTERVALS.setdefault(heartbeat_interval_s, heartbeat_interval_s),
         [Assignment(PERSON_IDS(r[5]), r[6], r[7],
                     None if r[8] == tenant_id else sys.intern(r[8]), r[9])
-         for r in rows if r[5] is not None],
+         if r[10] is None else Assignment(None, r[6], r[7], None, False, r[10])  # a unit's
+         for r in rows if r[6] is not None],
     )
 
 

@@ -36,6 +36,7 @@ from gateway.domain.geofence import GeofencePolicy, GeofenceState, GeofenceTrack
 from gateway.domain.lock_access import Decision as LockDecision
 from gateway.domain.registry import Binding, DeviceRecord, DeviceStatus
 from gateway.domain.silence import SilencePolicy, SilenceWatch
+from gateway.domain.units import Unit
 from gateway.domain.vitals import (
     BloodPressureLimits,
     WeightGainLimit,
@@ -90,9 +91,12 @@ class AlarmEngine:
         person: Callable[[UUID], PersonRules | None],
         device: Callable[[str], DeviceRecord | None],
         index: FleetIndex | None = None,
+        unit: Callable[[UUID], Unit | None] | None = None,
     ) -> None:
         """``index``: the positions of devices the registry's table uses (the silence
-        deadlines are kept by the same positions); the engine's own if not given."""
+        deadlines are kept by the same positions); the engine's own if not given.
+        ``unit``: a unit by its id, to name it in its shared devices' alarms (#19.4)."""
+        self._unit = unit
         self.book = book
         self.config = config
         self._person = person
@@ -228,11 +232,19 @@ class AlarmEngine:
         detail: dict[str, Any] | None = None,
     ) -> list[AlarmEvent]:
         person = self._person(binding.person_id) if binding.person_id else None
+        if binding.unit_id is not None:  # a unit's shared device: the unit named (#19.4)
+            detail = {**(detail or {}), "unit": self._unit_named(binding.unit_id)}
         return self.book.signal(
             tenant_id=binding.tenant_id, kind=kind, device_id=device.device_id,
             person_id=binding.person_id, person_ref=person.ref if person else None, at=at,
             condition=condition, position=position, detail=detail,
         )  # fmt: skip
+
+    def _unit_named(self, unit_id: UUID) -> dict[str, str]:
+        unit = self._unit(unit_id) if self._unit is not None else None
+        if unit is None:  # not in memory yet: named by its id alone
+            return {"id": str(unit_id), "name": "", "kind": ""}
+        return unit.named()
 
     def _clear(
         self, kind: AlarmKind, device: DeviceRecord, binding: Binding, at: datetime, **detail: Any

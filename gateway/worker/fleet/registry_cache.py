@@ -24,6 +24,7 @@ from gateway.domain.registry import DeviceRecord
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.fleet.canon import PERSON_IDS
 from gateway.worker.fleet.registry_table import RegistryTable
+from gateway.worker.fleet.units_cache import UnitsCache
 
 NEGATIVE_TTL_S = 5.0
 FULL_RELOAD_S = 300.0
@@ -40,6 +41,9 @@ class RegistryCache:
             url, "wg_registry", self._reload, full_reload_s=FULL_RELOAD_S
         )
         self.loaded = asyncio.Event()
+        #: units and resident tags, for units' shared devices (#19.4): loaded, followed
+        #: and closed with the registry
+        self.units = UnitsCache(url)
 
     def get(self, device_id: str) -> DeviceRecord | None:
         return self._devices.get(device_id)
@@ -100,6 +104,7 @@ class RegistryCache:
         """Read the registry and listen for its changes; ``follow`` goes on from there."""
         await self._changes.load()
         self._missing.clear()
+        await self.units.load()
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Apply change notifications until ``stop``; reconnects when the database returns."""
@@ -111,9 +116,10 @@ class RegistryCache:
             else:
                 self._put(record)
 
-        await self._changes.follow(changed, stop)
+        await asyncio.gather(self._changes.follow(changed, stop), self.units.follow(stop))
 
     async def close(self) -> None:
         if self._lookup_conn is not None:
             await self._lookup_conn.close()
         await self._changes.close()
+        await self.units.close()

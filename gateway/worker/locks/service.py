@@ -130,6 +130,7 @@ class LockService:
         key_id: str | None,
         at: datetime,
         expires_at: datetime | None = None,
+        unit_id: UUID | None = None,
     ) -> Decision:
         # the key of the lock's tenant only: another tenant's key of that id is as unknown
         # here as any (key ids are per tenant; saying "another tenant's" would tell this
@@ -144,7 +145,7 @@ class LockService:
         request = UnlockRequest(
             key_id=key_id, lock_tenant=device.tenant_id, person_id=person_id, at=at,
             key=key, staff=staff, visits=self.cache.visits(person_id) if person_id else (),
-            open_alarms=alarms, expires_at=expires_at,
+            open_alarms=alarms, expires_at=expires_at, unit_id=unit_id,
         )  # fmt: skip
         return decide(request, self.policy)
 
@@ -173,9 +174,10 @@ class LockService:
             raise UnlockRefused(f"device is {device.status.value}", 409)
         now = datetime.now(UTC)
         person = device.holder_at(now)
+        unit = device.unit_at(now)  # a unit's door (#19.4)
         keys = [key_id] if key_id else self.keys_of(tenant_id, staff_subject or "")
         expires_at = now + self.ttl
-        judged = [(k, self.judge(device, person, k, now, expires_at)) for k in keys]
+        judged = [(k, self.judge(device, person, k, now, expires_at, unit)) for k in keys]
         chosen, decision = next(
             ((k, d) for k, d in judged if d.allowed),
             judged[0] if judged else (staff_subject or "", Decision(False, Reason.KEY_UNKNOWN)),
@@ -233,7 +235,9 @@ class LockService:
         if message.method == "manual":  # from inside or a mechanical key: logged only
             self._log(device, binding, None, "allowed", "manual", what)
             return None
-        decision = self.judge(device, binding.person_id, message.key_id, message.ts)
+        decision = self.judge(
+            device, binding.person_id, message.key_id, message.ts, unit_id=binding.unit_id
+        )
         staff = self.cache.staff(decision.staff_id) if decision.staff_id else None
         self._log(
             device, binding, staff.subject if staff else None,

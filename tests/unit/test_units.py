@@ -1,0 +1,202 @@
+"""Units and shared devices (issue #19.4): binding, resident tags, rows, lock access. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import pytest
+
+from firmware_contracts.decode import Decoded, decode_payload
+from firmware_contracts.messages import DeviceMessage
+from firmware_contracts.topics import Channel
+from gateway.domain.lock_access import (
+    AccessPolicy,
+    Reason,
+    StaffKey,
+    StaffMember,
+    UnlockRequest,
+    decide,
+)
+from gateway.domain.registry import (
+    Assignment,
+    Binding,
+    DeviceStatus,
+    Refusal,
+    Refused,
+    bind,
+    device_record,
+)
+from gateway.domain.units import (
+    ResidentRefusal,
+    ResidentTags,
+    ResidentUnknown,
+    TagPeriod,
+    Unit,
+    identify_resident,
+    valid_tag,
+)
+from gateway.worker.ingest import admit
+from gateway.worker.rows import COLUMNS, message_row
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=30)
+WARD = uuid4()
+ALICE, BOB = uuid4(), uuid4()
+TAGS = ResidentTags([
+    ("kommun-a", "TAG-A", TagPeriod(ALICE, T0, T0 + timedelta(days=10))),
+    ("kommun-a", "TAG-A", TagPeriod(BOB, T0 + timedelta(days=10), None)),  # re-issued
+    ("kommun-b", "TAG-A", TagPeriod(ALICE, T0, None)),  # another tenant's tag of that name
+])  # fmt: skip
+
+
+def shared(device_type: str = "scale", *extra: Assignment):
+    return device_record(
+        "shared-1", "kommun-a", DeviceStatus.ACTIVE, device_type, 300,
+        [*extra, Assignment(None, T0, None, unit_id=WARD)],
+    )  # fmt: skip
+
+
+def message(channel: Channel, **fields: object) -> DeviceMessage:
+    raw = {"v": 1, "id": f"m-{uuid4().hex[:8]}", "ts": (NOW - timedelta(hours=1)).isoformat()}
+    import orjson
+
+    decoded = decode_payload(channel, orjson.dumps({**raw, **fields}), now=NOW)
+    assert isinstance(decoded, Decoded), decoded
+    return decoded.message
+
+
+def test_a_unit_assignment_keeps_the_history_shape_and_binds_to_the_unit() -> None:
+    device = shared()
+    assert device.holder is None and device.history[0].unit_id == WARD
+    assert device.unit_at(NOW) == WARD and device.holder_at(NOW) is None
+    assert bind(device, NOW, needs_person=False) == Binding("kommun-a", None, WARD)
+    assert bind(device, NOW, needs_person=True) == Binding("kommun-a", None, WARD)
+    # stamped before the unit had it: health to no one, personal data refused
+    early = T0 - timedelta(days=1)
+    assert bind(device, early, needs_person=False) == Binding("kommun-a", None)
+    refused = bind(device, early, needs_person=True)
+    assert isinstance(refused, Refused)
+    assert refused.reason is Refusal.BEFORE_CURRENT_ASSIGNMENT
+    # a person's device stays in the common shape, no unit
+    own = device_record("d-2", "kommun-a", DeviceStatus.ACTIVE, "scale", 300,
+                        [Assignment(ALICE, T0, None)])  # fmt: skip
+    assert own.holder == ALICE and own.unit_at(NOW) is None
+    assert bind(own, NOW, needs_person=True) == Binding("kommun-a", ALICE)
+
+
+def test_a_device_handed_from_a_person_to_a_unit() -> None:
+    device = device_record(
+        "shared-1", "kommun-a", DeviceStatus.ACTIVE, "scale", 300,
+        [Assignment(ALICE, T0 - timedelta(days=5), T0), Assignment(None, T0, None, unit_id=WARD)],
+    )  # fmt: skip
+    refused = bind(device, T0 - timedelta(days=1), needs_person=True)
+    assert isinstance(refused, Refused) and f"person {ALICE} held" in refused.detail
+    assert device.binding_at(T0 - timedelta(days=1)) == Binding("kommun-a", ALICE, None)
+    assert device.binding_at(NOW) == Binding("kommun-a", None, WARD)
+
+
+def test_resident_tags_over_time_and_per_tenant() -> None:
+    assert TAGS.person_at("kommun-a", "TAG-A", T0) == ALICE
+    assert TAGS.person_at("kommun-a", "TAG-A", T0 + timedelta(days=10)) == BOB
+    assert TAGS.person_at("kommun-a", "TAG-A", T0 - timedelta(seconds=1)) is None
+    assert TAGS.person_at("kommun-b", "TAG-A", NOW) == ALICE
+    assert TAGS.person_at("kommun-c", "TAG-A", NOW) is None
+    assert valid_tag("04A2B3C4") and not valid_tag("") and not valid_tag("a b")
+
+
+@pytest.mark.parametrize(
+    ("kind", "tag", "expected"),
+    [
+        ("weight", "TAG-A", BOB),
+        ("weight", None, ResidentRefusal.NO_RESIDENT_IDENTIFIED),
+        ("weight", "TAG-X", ResidentRefusal.UNKNOWN_RESIDENT_TAG),
+        ("position", None, ResidentRefusal.NO_RESIDENT_IDENTIFIED),
+        ("blood_pressure", "TAG-X", ResidentRefusal.UNKNOWN_RESIDENT_TAG),
+        ("alarm", None, None),  # the unit's alarm: never held back
+        ("alarm", "TAG-X", None),
+        ("alarm", "TAG-A", BOB),
+        ("lock", None, None),
+        ("heartbeat", None, None),
+    ],
+)
+def test_identify_resident(kind: str, tag: str | None, expected: object) -> None:
+    found = identify_resident(TAGS, "kommun-a", kind, tag, NOW)
+    if isinstance(expected, ResidentRefusal):
+        assert isinstance(found, ResidentUnknown) and found.reason is expected
+    else:
+        assert found == expected
+
+
+def test_admit_a_unit_devices_messages() -> None:
+    device = shared()
+    tags = lambda: TAGS  # noqa: E731
+    weight = message(Channel.TELEMETRY, type="weight", kg=71.5, resident_tag="TAG-A")
+    assert admit(device, weight, weight.ts, residents=tags) == Binding("kommun-a", BOB, WARD)
+    untagged = message(Channel.TELEMETRY, type="weight", kg=71.5)
+    refused = admit(device, untagged, untagged.ts, residents=tags)
+    assert isinstance(refused, Refused) and refused.reason is Refusal.NO_RESIDENT_IDENTIFIED
+    assert refused.tenant_id == "kommun-a"
+    unknown = message(Channel.TELEMETRY, type="weight", kg=71.5, resident_tag="TAG-X")
+    refused = admit(device, unknown, unknown.ts, residents=tags)
+    assert isinstance(refused, Refused) and refused.reason is Refusal.UNKNOWN_RESIDENT_TAG
+    beat = message(Channel.HEARTBEAT, type="heartbeat", battery_percent=80)
+    assert admit(device, beat, beat.ts, residents=tags) == Binding("kommun-a", None, WARD)
+    lock = shared("door_lock")
+    event = message(Channel.EVENTS, type="lock", action="unlocked", method="app", key_id="k1")
+    assert admit(lock, event, event.ts, residents=tags) == Binding("kommun-a", None, WARD)
+    tamper = message(Channel.EVENTS, type="alarm", kind="tamper")
+    assert admit(lock, tamper, tamper.ts, residents=tags) == Binding("kommun-a", None, WARD)
+
+
+def test_a_person_device_ignores_a_resident_tag() -> None:
+    own = device_record("d-2", "kommun-a", DeviceStatus.ACTIVE, "scale", 300,
+                        [Assignment(ALICE, T0, None)])  # fmt: skip
+    weight = message(Channel.TELEMETRY, type="weight", kg=71.5, resident_tag="TAG-A")
+    assert admit(own, weight, weight.ts, residents=lambda: TAGS) == Binding("kommun-a", ALICE)
+
+
+def test_rows_carry_the_unit_last() -> None:
+    weight = message(Channel.TELEMETRY, type="weight", kg=71.5, resident_tag="TAG-A")
+    row = message_row(weight, "shared-1", Binding("kommun-a", BOB, WARD), NOW)
+    assert COLUMNS[row.table][-1] == "unit_id" and row.values[-1] == WARD
+    assert row.values[1] == BOB
+    lock = message(Channel.EVENTS, type="lock", action="locked", method="manual")
+    row = message_row(lock, "lock-1", Binding("kommun-a", None, WARD), NOW)
+    assert row.values[1] is None and row.values[-1] == WARD
+    for table, columns in COLUMNS.items():
+        if table != "quarantine":
+            assert columns[-1] == "unit_id"
+    own = message_row(weight, "d-2", Binding("kommun-a", ALICE), NOW)
+    assert own.values[-1] is None and len(own.values) == len(COLUMNS["readings"])
+
+
+ANNA = UUID("00000000-0000-0000-0000-00000000005a")
+STAFF = StaffMember(ANNA, "kommun-a", "anna")
+KEY = StaffKey("key-anna", ANNA, "kommun-a", T0 - timedelta(days=30))
+UNIT_DOOR = UnlockRequest(key_id="key-anna", lock_tenant="kommun-a", person_id=None, at=NOW,
+                          key=KEY, staff=STAFF, unit_id=WARD)  # fmt: skip
+
+
+def test_a_units_door_opens_to_a_valid_staff_key_without_a_visit() -> None:
+    policy = AccessPolicy()
+    decision = decide(UNIT_DOOR, policy)
+    assert decision.allowed and decision.reason is Reason.UNIT_DOOR and decision.staff_id == ANNA
+    # the key checks still come first
+    for changes, reason in [
+        ({"key": None}, Reason.KEY_UNKNOWN),
+        ({"key": replace(KEY, tenant_id="kommun-b")}, Reason.KEY_OTHER_TENANT),
+        ({"key": replace(KEY, revoked_at=NOW)}, Reason.KEY_REVOKED),
+        ({"staff": replace(STAFF, active=False)}, Reason.STAFF_INACTIVE),
+        ({"key_id": None, "key": None}, Reason.KEY_MISSING),
+    ]:
+        refused = decide(replace(UNIT_DOOR, **changes), policy)
+        assert not refused.allowed and refused.reason is reason
+    # no unit and no person: as before
+    assert decide(replace(UNIT_DOOR, unit_id=None), policy).reason is Reason.NO_PERSON
+
+
+def test_a_unit_names_itself() -> None:
+    unit = Unit(WARD, "kommun-a", "Solgläntan avd 2", "ward")
+    assert unit.named() == {"id": str(WARD), "name": "Solgläntan avd 2", "kind": "ward"}
