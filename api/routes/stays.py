@@ -283,6 +283,7 @@ async def record_stay(
     if agreement is None:
         raise HTTPException(409, f"no agreement with {body.host_tenant_id} accepted by it and "
                                  "in force")  # fmt: skip
+    await q.lock_person(conn, person_id)
     existing = [_stay(r) for r in await q.person_stays(conn, person_id)]
     clash = overlaps(existing, starts_at, ends_at)
     if clash is not None:

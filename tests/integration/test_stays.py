@@ -365,6 +365,13 @@ async def test_local_dates_and_a_cancelled_upcoming_stay(mosquitto, database_url
         assert [s["status"] for s in r.json()["stays"]] == ["cancelled"]
         r = await http.get(f"/api/v1/persons/{UUID(int=1)}/stays", headers=A_OP)
         assert r.status_code == 404
+        # two overlapping stays recorded at once: one is, the other 409 (one place at a time)
+        later = {"host_tenant_id": "kommun-b", "from": (start + timedelta(days=30)).isoformat(),
+                 "to": (start + timedelta(days=40)).isoformat()}  # fmt: skip
+        both = await asyncio.gather(*(
+            http.post(f"/api/v1/persons/{resident}/stays", headers=A_OP, json=later)
+            for _ in range(2)))  # fmt: skip
+        assert sorted(r.status_code for r in both) == [201, 409]
 
 
 async def test_a_standby_keeps_the_homes_alarm_and_routes_to_the_host_after_a_hand_over(

@@ -94,6 +94,12 @@ async def add_stay(
     return rows[0]
 
 
+async def lock_person(conn: AsyncConn, person_id: UUID) -> None:
+    """Until the transaction ends: one stay of this person recorded at a time (the overlap
+    check and the insert do not race another request's)."""
+    await conn.execute("select 1 from persons where id = %s for update", (person_id,))
+
+
 async def person_stays(conn: AsyncConn, person_id: UUID) -> list[dict[str, Any]]:
     return await _rows(conn, _STAY + " where person_id = %s order by starts_at desc, id",
                        (person_id,))  # fmt: skip
