@@ -85,6 +85,9 @@ class DeviceOut(BaseModel):
     battery_percent: int | None
     firmware: str | None
     online: bool | None
+    unit_id: UUID | None = Field(
+        default=None, description="The unit holding it instead of a person (docs/units.md)."
+    )
 
 
 class Created(BaseModel):

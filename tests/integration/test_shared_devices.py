@@ -261,6 +261,10 @@ async def test_a_wards_scale_and_a_units_door_end_to_end(mosquitto: Any, databas
         assert detail["name"] == "Solgläntan avdelning 2" and detail["kind"] == "ward"
         assert sorted(d["device_id"] for d in detail["devices"]) == ["ward-lock", "ward-scale"]
         assert all(d["valid_to"] is None for d in detail["devices"])
+        devices = await ok(await http.get("/api/v1/devices", headers=OPERATOR))
+        holders = {d["id"]: (d["person_id"], d["unit_id"]) for d in devices}
+        assert holders["ward-scale"] == (None, unit) and holders["ward-lock"] == (None, unit)
+        assert holders["gps-1"][1] is None and holders["gps-1"][0] is not None
         listed = await ok(await http.get("/api/v1/units", headers=OPERATOR))
         assert [(u["id"], u["devices"]) for u in listed] == [(unit, 2)]
         door_reads = "select count(*) from access_log where reason like %s"

@@ -345,7 +345,8 @@ async def list_devices(conn: Conn, status: str | None) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "select d.id, d.tenant_id, d.model_id, m.device_type, d.serial, d.status,"
-            " d.registered_at, a.person_id, s.last_seen, s.battery_percent, s.firmware, s.online"
+            " d.registered_at, a.person_id, s.last_seen, s.battery_percent, s.firmware, s.online,"
+            " a.unit_id"
             " from devices d join device_models m on m.id = d.model_id"
             " left join assignments a on a.device_id = d.id"
             " and (a.valid_to is null or a.valid_to > now())"  # ends ahead: a move (#19.2)
