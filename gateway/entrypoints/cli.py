@@ -401,6 +401,84 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Full export of one tenant (issue #19.6, docs/export.md): as role wg_api with the
+    tenant set, into a new directory or a .zip; written to the tenant's access log."""
+    from api.fhir.ids import IdCodec
+    from api.routes.export import EXPORT_CATEGORIES, observation_renderer
+    from gateway.adapters.postgres.export import export_to
+    from gateway.entrypoints.doctor import require_reachable
+    from gateway.entrypoints.runtime import api_database_url, endpoints
+    from gateway.support import logs
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+    out = Path(args.out)
+    render = observation_renderer(
+        IdCodec((settings.fhir_id_key or settings.jwt_secret).get_secret_value()))
+
+    async def run(url: str) -> Any:
+        return await export_to(url, args.tenant, out, cipher=_pin_cipher(settings),
+                               observation=render, actor=args.actor,
+                               categories=EXPORT_CATEGORIES, purpose=args.purpose)  # fmt: skip
+
+    async def go() -> Any:
+        if settings.database_url:
+            await require_reachable(settings, database=settings.database_url,
+                                    database_setting="database_url", broker=False)  # fmt: skip
+            return await run(api_database_url(settings, settings.database_url))
+        async with endpoints(settings) as ep:  # the embedded database, started for this
+            return await run(ep.api_database_url)
+
+    files = asyncio.run(go())
+    print(f"tenant {args.tenant} exported to {out}: {files} files, manifest.json last; "
+          "SENSITIVE (personal identity numbers in clear): keep it encrypted")  # fmt: skip
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a full export into this installation's database (as the owner), after
+    migrating it; the manifest's checksums first, then one transaction."""
+    from gateway.adapters.postgres.restore import RestoreError, restore
+    from gateway.entrypoints.doctor import require_reachable
+    from gateway.entrypoints.runtime import endpoints, migrate_database
+    from gateway.support import logs
+
+    settings = _settings(args)
+    logs.configure("WARNING")
+
+    async def run(url: str) -> Any:
+        return await restore(url, Path(args.source), cipher=_pin_cipher(settings),
+                             actor=args.actor)  # fmt: skip
+
+    async def go() -> Any:
+        if settings.database_url:
+            await require_reachable(settings, database=settings.database_url,
+                                    database_setting="database_url", broker=False)  # fmt: skip
+            await asyncio.to_thread(migrate_database, settings, settings.database_url)
+            return await run(settings.database_url)
+        async with endpoints(settings) as ep:  # the embedded database, migrated as it starts
+            return await run(ep.database_url)
+
+    try:
+        done = asyncio.run(go())
+    except RestoreError as exc:
+        print(f"welfare-gateway restore: {exc}", file=sys.stderr)
+        return 1
+    rows = sum(done.rows.values())
+    print(f"tenant {done.tenant} restored: {rows} rows in {len(done.rows)} tables, "
+          "checksums verified, one transaction")  # fmt: skip
+    return 0
+
+
+def _pin_cipher(settings: Settings) -> Any:
+    from gateway.support.pii import PinCipher
+
+    return PinCipher.from_settings(
+        {k: v.get_secret_value() for k, v in settings.pii_keys.items()}, settings.pii_active_key
+    )
+
+
 def _cmd_pki(args: argparse.Namespace) -> int:
     from gateway.support.pki import CertificateAuthority, PkiError
 
@@ -555,6 +633,28 @@ def build_parser() -> argparse.ArgumentParser:
                      help="default: by the file's extension (.json, else csv)")
     imp.add_argument("--json", action="store_true", help="print the per-row report as JSON")
     imp.set_defaults(func=_cmd_import)
+
+    exp = sub.add_parser(
+        "export", help="full export of one tenant for a change of supplier (docs/export.md):"
+        " CSV + JSON Schema, FHIR Bundles, manifest with checksums; SENSITIVE",
+    )  # fmt: skip
+    exp.add_argument("--tenant", required=True, help="the tenant to export")
+    exp.add_argument("--out", required=True,
+                     help="a new directory, or a file name ending in .zip")  # fmt: skip
+    exp.add_argument("--actor", default=os.environ.get("USER") or "welfare-gateway export",
+                     help="who exports (written to the tenant's access log)")  # fmt: skip
+    exp.add_argument("--purpose", default="change of supplier",
+                     help="why (written to the tenant's access log)")  # fmt: skip
+    exp.set_defaults(func=_cmd_export)
+    rst = sub.add_parser(
+        "restore", help="restore a full export into this installation's database (migrated"
+        " first); checksums verified, one transaction",
+    )  # fmt: skip
+    rst.add_argument("--from", dest="source", required=True,
+                     help="the export: its directory or .zip")  # fmt: skip
+    rst.add_argument("--actor", default=os.environ.get("USER") or "welfare-gateway restore",
+                     help="who restores (written to the access log)")  # fmt: skip
+    rst.set_defaults(func=_cmd_restore)
 
     pki = sub.add_parser("pki", help="CA, broker and device certificates for mutual TLS")
     psub = _Subparsers(pki.add_subparsers(dest="pki_command", required=True), config)
