@@ -271,6 +271,14 @@ async def test_a_stay_routes_alarms_to_the_host_and_only_within_it(mosquitto, da
         assert all(a["alarm_id"] != alarm_id for a in r.json())  # the history is the home's
 
         # the home keeps everything, and sees that the host read
+        r = await http.get("/api/v1/alarms", headers=A_OP)
+        mine = [a for a in r.json() if a["alarm_id"] == alarm_id]
+        assert mine and mine[0]["acknowledged_by"] == "kommun-b/kommun-b-operator"
+        board = (await http.get("/api/v1/console/alarms", headers=A_OP)).json()["alarms"]
+        assert [a.get("guest") for a in board if a["alarm_id"] == alarm_id] == [None]
+        r = await http.get(f"/api/v1/persons/{resident}/readings", headers=A_OP,
+                           params={"category": "position"})  # fmt: skip
+        assert r.status_code == 200 and "59.31" in r.text
         r = await http.get(f"/api/v1/persons/{resident}/stays", headers=A_AUDITOR)
         assert r.status_code == 200, r.text
         reads = r.json()["host_reads"]
