@@ -59,6 +59,8 @@ class Owner(StrEnum):
     MODELS_IN_USE = "models_in_use"  # catalogue rows the tenant's devices refer to
     REGION_ID = "region_id"  # a region's own rows (payer rules)
     OWNER_TENANT = "owner_tenant"  # access log: reads of the tenant's residents' data
+    MOVE_PARTY = "move_party"  # a move from or to the tenant (both municipalities')
+    AGREEMENT_PARTY = "agreement_party"  # a stay agreement the tenant is a party to
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ class Column:
     #: the stored columns this one is made from, when not the column itself (the personal
     #: identity number: stored encrypted, exported in clear; see docs/export.md)
     stored: tuple[str, ...] = ()
+    #: names a row of this table that may be another tenant's (not in the export): a
+    #: restore keeps the reference only if that row is in the database, else null
+    elsewhere: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class ExportTable:
     partitioned_by: str | None = None
     #: reference data, not the tenant's own: loaded only where not present already
     reference: bool = False
+    #: why a restore does not load it (None: it does); the file is in the export all the same
+    not_restored: str | None = None
 
     @property
     def file(self) -> str:
@@ -123,7 +130,19 @@ MSG = _c("msg_id", T, "The device's message id (with device_id and ts: the messa
 DEVICE_TS = _c("ts", TS, "The device's own time of the message.")
 RECEIVED = _c("received_at", TS, "When the gateway received the message.")
 SERIES = (TENANT, PERSON, DEVICE, MSG, DEVICE_TS, RECEIVED)
+#: a shared device's door events and own alarms are the unit's: no person
+SHARED_SERIES = (
+    TENANT,
+    _n("person_id", U, "The resident (null: the unit's)."),
+    *SERIES[2:],
+)
 SERIES_ORDER = ("person_id", "ts", "device_id", "msg_id")
+
+#: why moves and stays are exported but not restored
+PARTIES = (
+    "they bind another municipality, which is not in the restored database; the two"
+    " municipalities agree them again in the new installation"
+)
 
 TABLES: tuple[ExportTable, ...] = (
     ExportTable(
@@ -189,15 +208,51 @@ TABLES: tuple[ExportTable, ...] = (
         ("id",),
     ),
     ExportTable(
+        "units",
+        "Residential units and wards (holders of shared devices).",
+        (
+            _c("id", U, "Unit id."),
+            TENANT,
+            _c("name", T, "Name."),
+            _c("kind", T, "residential_unit or ward."),
+            _c("created_at", TS, "When created."),
+        ),
+        ("id",),
+    ),
+    ExportTable(
         "assignments",
-        "Which resident held which device when.",
+        "Which resident (or unit) held which device when.",
         (
             _c("id", INT, "Assignment id."),
             TENANT,
             DEVICE,
-            PERSON,
+            _n("person_id", U, "The resident holding it (or unit_id)."),
             _c("valid_from", TS, "Held from."),
             _n("valid_to", TS, "Held until (exclusive); null: still held."),
+            Column(
+                "continues_id",
+                INT,
+                "The assignment (of the municipality moved from) this one continues after a move.",
+                nullable=True,
+                elsewhere="assignments",
+            ),
+            _n("unit_id", U, "The unit holding it (or person_id)."),
+        ),
+        ("id",),
+        identity="id",
+    ),
+    ExportTable(
+        "resident_tags",
+        "Residents' tags, read by shared devices, over time.",
+        (
+            _c("id", INT, "Row id."),
+            TENANT,
+            _c("tag", T, "The tag (RFID/NFC id or code)."),
+            PERSON,
+            _c("valid_from", TS, "From."),
+            _n("valid_to", TS, "Until (exclusive)."),
+            _c("created_by", T, "Who registered it."),
+            _c("created_at", TS, "When registered."),
         ),
         ("id",),
         identity="id",
@@ -339,6 +394,7 @@ TABLES: tuple[ExportTable, ...] = (
             _n("systolic_mmhg", INT, "Systolic pressure, mmHg."),
             _n("diastolic_mmhg", INT, "Diastolic pressure, mmHg."),
             _n("pulse_bpm", INT, "Pulse, beats per minute."),
+            _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         ("person_id", "kind", "ts", "device_id", "msg_id"),
         source="api_readings",
@@ -352,6 +408,7 @@ TABLES: tuple[ExportTable, ...] = (
             _c("lat", N, "Latitude, WGS 84."),
             _c("lon", N, "Longitude, WGS 84."),
             _c("accuracy_m", N, "Accuracy, metres."),
+            _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         SERIES_ORDER,
         source="api_positions",
@@ -361,10 +418,11 @@ TABLES: tuple[ExportTable, ...] = (
         "lock_events",
         "Door-lock events.",
         (
-            *SERIES,
+            *SHARED_SERIES,
             _c("action", T, "What the lock did (unlocked, locked, ...)."),
             _n("key_id", T, "The key used."),
             _c("method", T, "How (key, remote, manual, ...)."),
+            _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         SERIES_ORDER,
         source="api_lock_events",
@@ -374,11 +432,12 @@ TABLES: tuple[ExportTable, ...] = (
         "device_alarms",
         "Alarm messages as devices sent them.",
         (
-            *SERIES,
+            *SHARED_SERIES,
             _c("kind", T, "Alarm kind (button, fall, ...)."),
             _n("lat", N, "Latitude."),
             _n("lon", N, "Longitude."),
             _n("accuracy_m", N, "Accuracy, metres."),
+            _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         SERIES_ORDER,
         source="api_device_alarms",
@@ -399,6 +458,7 @@ TABLES: tuple[ExportTable, ...] = (
             _n("rssi_dbm", INT, "Signal, dBm."),
             _n("state", T, "Status state."),
             _n("firmware", T, "Firmware version."),
+            _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         ("device_id", "ts", "msg_id", "received_at", "kind"),
         source="api_device_health",
@@ -417,6 +477,7 @@ TABLES: tuple[ExportTable, ...] = (
             _c("command_id", T, "The command replied to."),
             _c("ok", B, "Whether the device carried it out."),
             _n("detail", T, "The device's detail."),
+            _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         ("device_id", "ts", "msg_id"),
         source="api_command_replies",
@@ -519,6 +580,68 @@ TABLES: tuple[ExportTable, ...] = (
         ),
         ("region_id", "form"),
         Owner.REGION_ID,
+    ),
+    ExportTable(
+        "person_moves",
+        "Residents' moves to or from another municipality.",
+        (
+            _c("id", INT, "Move id."),
+            _c("from_tenant", T, "The municipality moved from."),
+            _c("person_id", U, "The resident, in the municipality moved from."),
+            _c("to_tenant", T, "The municipality moved to."),
+            _c("effective_at", TS, "When the move takes effect."),
+            _c("device_ids", Kind.TEXT_ARRAY, "Devices moving with the resident."),
+            _c("status", T, "proposed, accepted, applied or cancelled."),
+            _c("proposed_at", TS, "When proposed."),
+            _c("proposed_by", T, "Who proposed it."),
+            _n("accepted_at", TS, "When accepted."),
+            _n("accepted_by", T, "Who accepted it."),
+            _n("to_person_id", U, "The resident, in the municipality moved to."),
+            _n("applied_at", TS, "When applied."),
+            _n("cancelled_at", TS, "When cancelled."),
+            _n("cancelled_by", T, "Who cancelled it."),
+        ),
+        ("id",),
+        Owner.MOVE_PARTY,
+        not_restored=PARTIES,
+    ),
+    ExportTable(
+        "stay_agreements",
+        "Agreements on stays with another municipality.",
+        (
+            _c("id", U, "Agreement id."),
+            _c("home_tenant", T, "The residents' home municipality."),
+            _c("host_tenant", T, "The municipality hosting the stays."),
+            _c("proposed_at", TS, "When proposed."),
+            _c("proposed_by", T, "Who proposed it."),
+            _n("accepted_at", TS, "When accepted."),
+            _n("accepted_by", T, "Who accepted it."),
+            _n("ended_at", TS, "When ended."),
+            _n("ended_by", T, "Who ended it."),
+            _n("ended_tenant", T, "Which side ended it."),
+        ),
+        ("id",),
+        Owner.AGREEMENT_PARTY,
+        not_restored=PARTIES,
+    ),
+    ExportTable(
+        "stays",
+        "The tenant's residents' stays in another municipality.",
+        (
+            _c("id", U, "Stay id."),
+            TENANT,
+            PERSON,
+            _c("host_tenant", T, "The hosting municipality."),
+            _c("agreement_id", U, "stay_agreements.id."),
+            _c("starts_at", TS, "Start."),
+            _c("ends_at", TS, "End."),
+            _c("recorded_at", TS, "When recorded."),
+            _c("recorded_by", T, "Who recorded it."),
+            _n("cut_at", TS, "When cut short."),
+            _n("cut_by", T, "Who cut it short."),
+        ),
+        ("id",),
+        not_restored=PARTIES,
     ),
     ExportTable(
         "access_log",

@@ -19,6 +19,8 @@ OWNER_FILTERS: dict[Owner, str] = {
     Owner.MODELS_IN_USE: "id in (select model_id from devices where tenant_id = %(tenant)s)",
     Owner.REGION_ID: "region_id = %(tenant)s",
     Owner.OWNER_TENANT: "owner_tenant = %(tenant)s",
+    Owner.MOVE_PARTY: "%(tenant)s in (from_tenant, to_tenant)",
+    Owner.AGREEMENT_PARTY: "%(tenant)s in (home_tenant, host_tenant)",
 }
 
 #: the export's transaction: one snapshot for every file, read only
@@ -95,6 +97,13 @@ def insert_missing(table: ExportTable, columns: list[str]) -> sql.Composed:
         "insert into {table} ({cols}) select {cols} from {stage} on conflict do nothing"
     ).format(table=sql.Identifier(table.name), cols=cols,
              stage=sql.Identifier(f"restore_{table.name}"))  # fmt: skip
+
+
+def existing_ids(table: ExportTable) -> sql.Composed:
+    """Which of the ids given (one array parameter) are rows of ``table`` already."""
+    return sql.SQL("select id from {table} where id = any(%s)").format(
+        table=sql.Identifier(table.name)
+    )
 
 
 def partitions_for(table: ExportTable) -> str:

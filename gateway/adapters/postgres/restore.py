@@ -164,8 +164,13 @@ async def _load(
         for table in ex.TABLES:
             if table.file not in listed:
                 raise RestoreError(f"{table.file}: not in this export")
+            if table.not_restored:
+                result.notes.append(f"{table.file} not restored: {table.not_restored}")
+                continue
             try:
-                result.rows[table.name] = await _table(conn, source, table, tenant, cipher)
+                result.rows[table.name] = await _table(
+                    conn, source, table, tenant, cipher, result.notes
+                )
             except psycopg.Error as exc:
                 detail = (exc.diag.message_primary or str(exc)).strip()
                 hint = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
@@ -180,9 +185,10 @@ async def _load(
 
 async def _table(
     conn: psycopg.AsyncConnection[Any], source: Source, table: ex.ExportTable, tenant: str,
-    cipher: PinCipher | None,
+    cipher: PinCipher | None, notes: list[str],
 ) -> int:  # fmt: skip
     columns = table.stored_columns()
+    dangling = await _dangling(conn, source, table)
     json_at = [i for i, c in enumerate(table.columns) if c.kind is ex.Kind.JSON]
     tenant_at = next((i for i, c in enumerate(table.columns) if c.name == "tenant_id"), None)
     pin_at = next((i for i, c in enumerate(table.columns) if c.stored), None)
@@ -210,6 +216,9 @@ async def _table(
             ):
                 raise RestoreError(f"{table.file} line {line}: a row of tenant "
                                    f"{row[tenant_at]!r} in the export of {tenant}")  # fmt: skip
+            for i, missing in dangling.items():
+                if row[i] in missing:
+                    row[i] = None
             for i in json_at:
                 if row[i] is not None:
                     row[i] = Jsonb(row[i])
@@ -217,11 +226,39 @@ async def _table(
                 row[pin_at : pin_at + 1] = _encrypt(row[pin_at], str(row[0]), cipher, line)
             await copy.write_row(row)
             count += 1
+    for i, missing in dangling.items():
+        if missing:
+            notes.append(f"{table.file}: {len(missing)} {table.columns[i].name} named rows of "
+                         f"another tenant, not in this database: left empty")  # fmt: skip
     if table.reference:
         await conn.execute(q.insert_missing(table, columns))
     if table.identity and count:
         await conn.execute(q.advance_identity(table))
     return count
+
+
+async def _dangling(
+    conn: psycopg.AsyncConnection[Any], source: Source, table: ex.ExportTable
+) -> dict[int, set[Any]]:
+    """Per column that may name another tenant's row (``Column.elsewhere``, the table's
+    own ``id``): the values naming a row neither in the file nor in the database."""
+    at = [i for i, c in enumerate(table.columns) if c.elsewhere == table.name]
+    if not at:
+        return {}
+    own: set[Any] = set()
+    named: dict[int, set[Any]] = {i: set() for i in at}
+    for _line, row in _records(source, table):
+        own.add(row[0])
+        for i in at:
+            if row[i] is not None:
+                named[i].add(row[i])
+    out = {}
+    for i, ids in named.items():
+        outside = sorted(ids - own)
+        cur = await conn.execute(q.existing_ids(table), (outside,))
+        present = {r[0] for r in await cur.fetchall()}
+        out[i] = set(outside) - present
+    return out
 
 
 def _encrypt(pin: str | None, person: str, cipher: PinCipher | None, line: int) -> list[Any]:
