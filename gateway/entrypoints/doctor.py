@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiomqtt
 import psycopg
 
+from gateway.adapters.mqtt import internals
 from gateway.adapters.mqtt.connection import BrokerAddress
 from gateway.config.settings import Settings
 from gateway.config.unsafe_settings import findings as unsafe_findings
@@ -375,7 +376,7 @@ async def check_broker(settings: Settings) -> list[Finding]:
 async def _subscribe_probe(settings: Settings, filters: list[str]) -> list[int]:
     address = BrokerAddress.parse(settings.mqtt_url or "")
     async with asyncio.timeout(CONNECT_TIMEOUT_S + 1):
-        async with aiomqtt.Client(
+        async with internals.Client(
             **address.client_kwargs(),
             identifier=f"{settings.mqtt_client_id}-doctor",
             protocol=aiomqtt.ProtocolVersion.V5

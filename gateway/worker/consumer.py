@@ -130,7 +130,7 @@ class MqttConsumer:
             # adopting: the session resumes and ends when this connection does
             props.SessionExpiryInterval = 0 if cfg.adopt else cfg.session_expiry_s
             props.ReceiveMaximum = cfg.receive_maximum
-            client = aiomqtt.Client(
+            client = internals.Client(
                 **kwargs,
                 identifier=cfg.client_id,
                 protocol=aiomqtt.ProtocolVersion.V5,
@@ -140,7 +140,7 @@ class MqttConsumer:
                 max_inflight_messages=cfg.receive_maximum,
             )
         else:
-            client = aiomqtt.Client(
+            client = internals.Client(
                 **kwargs,
                 identifier=cfg.client_id,
                 protocol=aiomqtt.ProtocolVersion.V311,

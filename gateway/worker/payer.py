@@ -141,7 +141,7 @@ class PayerEmitter:
                         if emitted_at is None:
                             continue  # emitted before
                         if client is None:
-                            client = await stack.enter_async_context(aiomqtt.Client(
+                            client = await stack.enter_async_context(internals.Client(
                                 **self.address.client_kwargs(), identifier=self.client_id,
                                 timeout=10))  # fmt: skip
                             internals.disable_paho_logger(client)

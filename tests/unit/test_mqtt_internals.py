@@ -261,14 +261,17 @@ def test_only_the_adapter_reaches_into_paho_and_aiomqtt() -> None:
     assert _private_uses(ast.parse("class C(Base):\n    def _misc_loop(self): pass"))
 
 
-async def test_a_socket_closed_before_its_write_watch_is_not_watched() -> None:
+@pytest.mark.parametrize("kind", [internals.Client, internals.FleetClient])
+async def test_a_socket_closed_before_its_write_watch_is_not_watched(
+    kind: type[internals.Client],
+) -> None:
     """paho asks (from its thread) for a write watch; the broker refuses the TLS session
     and the socket is closed before the loop gets to it. aiomqtt then made the loop log
-    "Exception in callback" (bad file descriptor); FleetClient skips the closed socket
-    and still watches an open one."""
+    "Exception in callback" (bad file descriptor); the gateway's clients and the
+    simulators' skip the closed socket and still watch an open one."""
     import socket
 
-    client = internals.FleetClient("127.0.0.1", 1)
+    client = kind("127.0.0.1", 1)
     loop = asyncio.get_running_loop()
     errors: list[dict[str, object]] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context))
@@ -284,3 +287,13 @@ async def test_a_socket_closed_before_its_write_watch_is_not_watched() -> None:
     finally:
         loop.set_exception_handler(None)
         open_one.close()
+
+
+def test_the_gateway_builds_its_mqtt_clients_from_internals() -> None:
+    """Every MQTT client the gateway makes is ``internals.Client`` (the closed-socket
+    guard above), not aiomqtt's own."""
+    root = Path(__file__).resolve().parents[2]
+    found = [f"{p.relative_to(root)}" for folder in ("gateway", "api")
+             for p in sorted((root / folder).rglob("*.py"))
+             if "aiomqtt.Client(" in p.read_text()]  # fmt: skip
+    assert found == []

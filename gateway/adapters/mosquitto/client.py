@@ -85,7 +85,7 @@ class DynsecClient:
         ep = self._endpoint
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with aiomqtt.Client(
+                async with internals.Client(
                     ep.host,
                     ep.port,
                     username=ep.username,

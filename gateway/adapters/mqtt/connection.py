@@ -107,7 +107,7 @@ async def keep_connected(
     backoff = Backoff(0.1, 5.0)
     while not stop.is_set():
         try:
-            async with aiomqtt.Client(
+            async with internals.Client(
                 **address.client_kwargs(), identifier=identifier, will=will, timeout=10,
                 keepalive=keepalive,
             ) as client:

@@ -106,49 +106,18 @@ def is_disconnected(client: aiomqtt.Client) -> bool:
 CLOSED_BEFORE_CONNACK = "the broker closed the connection before answering"
 
 
-class FleetClient(aiomqtt.Client):
-    """aiomqtt's client for one of thousands of simulated devices (``device_sims``): it
-    overrides aiomqtt's private hooks, so it lives here, built on tested versions only.
-
-    * Keepalive housekeeping less often: aiomqtt runs paho's ``loop_misc`` (pings, ping
-      timeouts) every second per client, 10,000 wake-ups a second for a 10,000-device
-      fleet; a device needs it a few times per keepalive period (pings at most
-      ``misc_interval_s`` late, well inside the broker's 1.5 x keepalive grace).
-    * What went wrong while connecting, for a one-line diagnosis: the socket/TLS connect's
-      exception (aiomqtt keeps only its text) and the socket error paho logged (a TLS
-      alert arrives after the handshake, e.g. a refused client certificate).
-    * A connection closed before the CONNACK fails the attempt at once (aiomqtt would
-      wait out its timeout).
-    * A socket closed before its write watch is registered is not watched: aiomqtt asks
-      the loop (from paho's thread) to watch the descriptor, and when the broker refuses
-      the TLS handshake the socket can be closed by the time the loop gets to it; the
-      loop then logged "Exception in callback" with a traceback (OSError: bad file
-      descriptor), seen in CI by tests/integration/test_simulate_secured.py.
-    """
-
-    misc_interval_s = 5.0
-    connect_error: OSError | None = None
-    socket_error: str | None = None
+class Client(aiomqtt.Client):
+    """aiomqtt's client, with a socket closed before its write watch is registered left
+    unwatched: aiomqtt asks the loop (from paho's thread) to watch the descriptor, and when
+    the broker refuses the TLS handshake the socket can be closed by the time the loop gets
+    to it; the loop then logged "Exception in callback" with a traceback (OSError: bad
+    file descriptor), seen in CI by tests/integration/test_simulate_secured.py. Every MQTT
+    client of the gateway and the simulators is one of these (it overrides a private hook
+    of aiomqtt, so it lives here, built on tested versions only)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_versions()
         super().__init__(*args, **kwargs)
-
-    async def _misc_loop(self) -> None:
-        while self._client.loop_misc() == paho_mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
-            await asyncio.sleep(self.misc_interval_s)
-
-    async def __aenter__(self) -> Self:
-        self._client.on_log = self._on_log
-        try:
-            await super().__aenter__()
-        finally:
-            self._client.on_log = None
-        return self
-
-    def _on_log(self, _client: Any, _userdata: Any, level: int, message: str) -> None:
-        if level == paho_mqtt.MQTT_LOG_ERR:
-            self.socket_error = message
 
     def _on_socket_register_write(
         self, client: paho_mqtt.Client, userdata: Any, sock: Any
@@ -166,6 +135,44 @@ class FleetClient(aiomqtt.Client):
                 self._loop.add_writer(fileno, write)
 
         self._loop.call_soon_threadsafe(watch)
+
+
+class FleetClient(Client):
+    """aiomqtt's client for one of thousands of simulated devices (``device_sims``): it
+    overrides aiomqtt's private hooks, so it lives here, built on tested versions only.
+
+    * Keepalive housekeeping less often: aiomqtt runs paho's ``loop_misc`` (pings, ping
+      timeouts) every second per client, 10,000 wake-ups a second for a 10,000-device
+      fleet; a device needs it a few times per keepalive period (pings at most
+      ``misc_interval_s`` late, well inside the broker's 1.5 x keepalive grace).
+    * What went wrong while connecting, for a one-line diagnosis: the socket/TLS connect's
+      exception (aiomqtt keeps only its text) and the socket error paho logged (a TLS
+      alert arrives after the handshake, e.g. a refused client certificate).
+    * A connection closed before the CONNACK fails the attempt at once (aiomqtt would
+      wait out its timeout).
+    * (from ``Client``) a socket closed before its write watch is registered is not
+      watched.
+    """
+
+    misc_interval_s = 5.0
+    connect_error: OSError | None = None
+    socket_error: str | None = None
+
+    async def _misc_loop(self) -> None:
+        while self._client.loop_misc() == paho_mqtt.MQTT_ERR_SUCCESS:  # noqa: ASYNC110
+            await asyncio.sleep(self.misc_interval_s)
+
+    async def __aenter__(self) -> Self:
+        self._client.on_log = self._on_log
+        try:
+            await super().__aenter__()
+        finally:
+            self._client.on_log = None
+        return self
+
+    def _on_log(self, _client: Any, _userdata: Any, level: int, message: str) -> None:
+        if level == paho_mqtt.MQTT_LOG_ERR:
+            self.socket_error = message
 
     def _client_connect(self) -> None:
         try:

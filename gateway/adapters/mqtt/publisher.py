@@ -66,7 +66,7 @@ class AlarmPublisher:
         backoff = Backoff(0.1, 5.0)
         while not (stop.is_set() and not self._queue):
             try:
-                async with aiomqtt.Client(
+                async with internals.Client(
                     **self._address.client_kwargs(), identifier=self._client_id, timeout=10
                 ) as client:
                     internals.disable_paho_logger(client)
