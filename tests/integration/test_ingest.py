@@ -238,11 +238,11 @@ async def test_a_row_the_database_refuses_is_isolated_and_ingest_goes_on(
         now = datetime.now(UTC)
         good = [
             Row("readings", ("kommun-a", person, "scale-1", f"ok-{i}", now - timedelta(
-                seconds=i), now, "weight", 70.0 + i, None, None, None))
+                seconds=i), now, "weight", 70.0 + i, None, None, None, None))
             for i in range(7)
         ]  # fmt: skip
         poison = Row("readings", ("kommun-a", person, "scale-1", "bad\x00id", now, now,
-                                  "weight", 71.0, None, None, None))  # fmt: skip
+                                  "weight", 71.0, None, None, None, None))  # fmt: skip
         for row in (*good[:3], poison, *good[3:]):
             await gw.writer.put(row, None)
         await wait_count(database_url, "select count(*) from readings", 7)
