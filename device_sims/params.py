@@ -132,6 +132,10 @@ class ScaleIncident(_Strict):
 
     at: Duration
     kg: float = Field(ge=20.0, le=300.0)
+    resident_tag: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        description="On a unit's shared scale: whose weigh-in it is (docs/units.md).",
+    )
 
 
 class ScaleGroup(_GroupBase):
@@ -149,6 +153,12 @@ class ScaleGroup(_GroupBase):
         description="Weigh-ins of the days before simulated time starts, oldest first, one "
         "a day at weigh_in_time: the scale's memory, sent when it first connects.",
     )
+    resident_tags: list[Annotated[str, Field(min_length=1, max_length=64,
+                                             pattern=r"^[\x21-\x7e]+$")]] = Field(
+        default_factory=list,
+        description="A unit's shared scale (docs/units.md): each weigh-in is by one of "
+        "these residents, picked at random, and carries their resident_tag.",
+    )  # fmt: skip
     incidents: list[ScaleIncident] = Field(default_factory=list)
 
 

@@ -72,10 +72,14 @@ class ScaleSim(DeviceSim):
         return out
 
     def _incident(self, incident: ScaleIncident, at: datetime) -> list[Output]:
-        return [self._reading(at, incident.kg)]
+        return [self._reading(at, incident.kg, incident.resident_tag)]
 
-    def _reading(self, at: datetime, kg: float) -> Output:
-        message = Weight(**self.envelope(at), type="weight", kg=round(max(1.0, kg), 1))
+    def _reading(self, at: datetime, kg: float, tag: str | None = None) -> Output:
+        if tag is None and self.scale.resident_tags:  # a unit's shared scale
+            tag = self.rng.choice(self.scale.resident_tags)
+        fields = {"resident_tag": tag} if tag is not None else {}
+        message = Weight(**self.envelope(at), type="weight", kg=round(max(1.0, kg), 1),
+                         **fields)  # fmt: skip
         return encode(message, Channel.TELEMETRY)
 
     def _weigh(self, at: datetime) -> list[Output]:

@@ -361,6 +361,22 @@ def test_scale_weighs_in_once_a_day_in_the_morning() -> None:
         assert 78 < weight.kg < 82
 
 
+def test_a_units_shared_scale_names_a_resident_per_weigh_in() -> None:
+    """docs/units.md: a ward's scale says whose each weigh-in is (resident_tag)."""
+    specs = scenario(
+        '[[devices]]\ntype = "scale"\nskip_probability = 0\n'
+        'resident_tags = ["TAG-A", "TAG-B"]',
+        clock='[clock]\nhistory = "10d"\nspeedup = 10000',
+    )
+    weights = of_type(run(specs, 120), "weight")
+    assert len(weights) >= 9
+    assert {w.resident_tag for w in weights} == {"TAG-A", "TAG-B"}
+    plain = of_type(run(scenario('[[devices]]\ntype = "scale"\nskip_probability = 0',
+                                 clock='[clock]\nhistory = "3d"\nspeedup = 10000'), 120),
+                    "weight")  # fmt: skip
+    assert plain and all(w.resident_tag is None for w in plain)
+
+
 def test_wandering_leaves_the_safe_zone_and_raises_geofence_exit() -> None:
     loaded = load_scenario(shipped_scenarios()["wandering"])
     (spec,) = loaded.device_specs()

@@ -5,6 +5,11 @@ import { formatAgo, formatTime } from "./format.js";
 import { h, show } from "./dom.js";
 import { count, getLang, label, t } from "./i18n.js";
 
+/** The unit whose shared device raised the alarm (docs/units.md), if any. */
+export function unitOf(alarm) {
+  return alarm.unit || (alarm.detail && alarm.detail.unit) || null;
+}
+
 export function escalationText(alarm) {
   const level = t("escalation.level", { n: alarm.escalation_level ?? 0 });
   const groups = (alarm.recipients || []).map((g) => label("group", g));
@@ -89,7 +94,9 @@ export class BoardView {
       h("td", { class: "c-severity", "data-label": t("col.severity") }, severityBadge(alarm)),
       h("td", { class: "c-person", "data-label": t("col.person") }, alarm.person_ref || alarm.device_id,
         // a resident of another municipality staying here (docs/stays.md)
-        alarm.guest ? h("small", { class: "guest" }, " · " + t("board.guest", { home: alarm.guest.home_tenant_id })) : null),
+        alarm.guest ? h("small", { class: "guest" }, " · " + t("board.guest", { home: alarm.guest.home_tenant_id })) : null,
+        // a unit's shared device: where to go (docs/units.md)
+        unitOf(alarm) ? h("small", { class: "unit" }, " · " + t("board.unit", { name: unitOf(alarm).name || unitOf(alarm).id })) : null),
       h("td", { class: "c-age", "data-label": t("col.age") },
         h("time", { datetime: alarm.raised_at, class: "age", title: formatTime(alarm.raised_at) },
           formatAgo(Date.now() - Date.parse(alarm.raised_at), getLang()))),
