@@ -25,6 +25,7 @@ from api.routes import imports as import_routes
 from api.routes import locks as lock_routes
 from api.routes import moves as move_routes
 from api.routes import payer as payer_routes
+from api.routes import reports as report_routes
 from api.routes import stays as stay_routes
 from api.routes import units as unit_routes
 from gateway import __version__
@@ -104,6 +105,7 @@ def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
     app.include_router(move_routes.router)
     app.include_router(stay_routes.router)
     app.include_router(stats.router)
+    app.include_router(report_routes.router)
     app.include_router(consents.router)
     app.include_router(fhir_routes.router)
     app.include_router(lock_routes.router)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import psycopg
 
 from gateway.adapters.mqtt import internals
-from gateway.adapters.postgres import advisory, partitions, queries
+from gateway.adapters.postgres import advisory, partitions, queries, report_queries
 from gateway.adapters.postgres.access_log_seal import AccessLogSealer
 from gateway.adapters.postgres.migrate import MigrationError, pending
 from gateway.config.settings import Settings
@@ -96,6 +96,8 @@ class GatewayService:
             with psycopg.connect(self.database_url, autocommit=True) as conn, \
                     advisory.exclusive(conn, advisory.SCHEMA_UPKEEP):  # fmt: skip
                 partitions.maintain(conn)
+            with psycopg.connect(self.database_url, autocommit=True) as conn:
+                report_queries.roll_up_recent(conn)  # the report's daily rollup (#21.1)
 
         await asyncio.to_thread(work)
 

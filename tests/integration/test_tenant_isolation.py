@@ -255,6 +255,13 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("post", "/api/v1/resident-tags"): {"json": {"tag": "TAG-A-STEAL",
                                                      "person_id": b["scale_person"]}},
         ("post", "/api/v1/resident-tags/{tag_id}/end"): {"json": {}},
+        # the follow-up report (#21.1): A's own figures and target only, never B's
+        ("get", "/api/v1/reports/followup"): {"params": {
+            "from": (datetime.now(UTC) - timedelta(days=30)).date().isoformat(),
+            "to": (datetime.now(UTC) + timedelta(days=2)).date().isoformat(), "format": "csv"}},
+        ("get", "/api/v1/reports/target"): {},
+        ("put", "/api/v1/reports/target"): {"json": {"ack_within_s": 1, "ack_share": 0.01}},
+        ("delete", "/api/v1/reports/target"): {},
     }  # fmt: skip
 
 
@@ -297,6 +304,7 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select id, name from units order by id",
             "select id, tag, person_id, valid_to from resident_tags order by id",
             "select device_id, unit_id from assignments where unit_id is not null order by 1",
+            "select * from report_targets where tenant_id = 'kommun-b'",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
@@ -311,6 +319,9 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
                            " ('region-b', 'Region B', 'region', %s)", (REGION_B,))  # fmt: skip
         # B's resident moved into residential care today: a payer change of b-scale (#19.1)
         await conn.execute("update tenants set region_id = 'region-b' where id = 'kommun-b'")
+        # B's own answering target (#21.1): A's calls must leave it as it is
+        await conn.execute("insert into report_targets (tenant_id, ack_within_s, ack_share,"
+                           " changed_by) values ('kommun-b', 60, 0.975, 'kerstin')")  # fmt: skip
         # the municipality B's resident stays in (#19.3)
         await conn.execute("insert into tenants (id, name, kind, org_number) values"
                            " ('kommun-c', 'Kommun C', 'municipality', '212000-0003')")  # fmt: skip

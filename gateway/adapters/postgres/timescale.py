@@ -186,7 +186,15 @@ def _convert_and_apply(
             return False
         for policy in policies(retention):
             _apply_policies(conn, policy)
+        _report_aggregates(conn)
     return True
+
+
+def _report_aggregates(conn: psycopg.Connection[Any]) -> None:
+    """The follow-up report's continuous aggregates (migration 0021, docs/report.md)."""
+    row = conn.execute("select wg_report_caggs()").fetchone()
+    if row and row[0]:
+        log.info("report aggregates created", extra={"count": row[0]})
 
 
 def _not_loaded(exc: psycopg.Error) -> bool:
