@@ -23,6 +23,7 @@ from api.routes import export as export_routes
 from api.routes import fhir as fhir_routes
 from api.routes import imports as import_routes
 from api.routes import locks as lock_routes
+from api.routes import log_review as log_review_routes
 from api.routes import moves as move_routes
 from api.routes import payer as payer_routes
 from api.routes import reports as report_routes
@@ -107,6 +108,7 @@ def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(report_routes.router)
     app.include_router(consents.router)
+    app.include_router(log_review_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(lock_routes.router)
     app.include_router(quarantine.router)

@@ -25,7 +25,11 @@ class ConsentIn(BaseModel):
     categories: list[DataCategory] = Field(min_length=1)
     valid_from: AwareDatetime
     valid_to: AwareDatetime | None = None
-    legal_basis: str = Field(min_length=1, max_length=200, examples=["samtycke (PDL 6 kap)"])
+    legal_basis: str = Field(
+        min_length=1, max_length=200, examples=["samtycke (OSL 12 kap. 2 §)"],
+        description="What lifts secrecy for this disclosure: for social-services data "
+        "(SoLPuL, secrecy under OSL 26 kap.) the resident's consent (OSL 12 kap. 2 §)",
+    )
 
     @model_validator(mode="after")
     def _period(self) -> ConsentIn:

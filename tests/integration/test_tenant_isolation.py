@@ -262,6 +262,18 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
         ("get", "/api/v1/reports/target"): {},
         ("put", "/api/v1/reports/target"): {"json": {"ack_within_s": 1, "ack_share": 0.01}},
         ("delete", "/api/v1/reports/target"): {},
+        # log review and a resident's log extract (#21.2-3): B's flag, staff and resident
+        ("get", "/api/v1/log-review/flags"): {},
+        ("post", "/api/v1/log-review/flags/{key}/review"): {"json": {"comment": "mine"}},
+        ("get", "/api/v1/log-review/settings"): {},
+        ("put", "/api/v1/log-review/settings"): {"json": {
+            "many_residents": 5, "many_window_minutes": 10, "grace_minutes": 0,
+            "consent_near_end_hours": 1,
+            "working_hours": {"weekdays": [0], "start": "08:00", "end": "09:00"}}},
+        ("put", "/api/v1/log-review/staff/{staff_id}/hours"): {"json": {
+            "weekdays": [0], "start": "08:00", "end": "09:00"}},
+        ("delete", "/api/v1/log-review/staff/{staff_id}/hours"): {},
+        ("get", "/api/v1/persons/{person_id}/log-extract"): {"params": {"format": "csv"}},
     }  # fmt: skip
 
 
@@ -278,7 +290,7 @@ PATH_IDS = {"person_id": "person_id", "device_id": "device_id", "alarm_id": "ala
             "observation_id": "observation_id", "patient_id": "scale_person",
             "quarantine_id": "quarantine_id", "agreement_id": "agreement_id",
             "stay_id": "stay_id", "move_id": "move_id", "unit_id": "unit_id",
-            "tag_id": "tag_id"}  # fmt: skip
+            "tag_id": "tag_id", "key": "flag_key"}  # fmt: skip
 
 
 async def b_state(url: str) -> tuple[Any, ...]:
@@ -305,6 +317,8 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select id, tag, person_id, valid_to from resident_tags order by id",
             "select device_id, unit_id from assignments where unit_id is not null order by 1",
             "select * from report_targets where tenant_id = 'kommun-b'",
+            "select * from log_review_settings where tenant_id = 'kommun-b'",
+            "select * from staff_working_hours", "select * from log_review_marks",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))
@@ -331,8 +345,14 @@ async def test_no_endpoint_reaches_another_tenant(mosquitto, database_url) -> No
         await conn.commit()
     async with product(mosquitto.url, database_url) as (http, _gw):
         b_ids = await make_b(http, mosquitto.url, database_url, b)
+        # a read by B's operator with no alarm or visit: a flag of B's log review (#21.2)
+        entry = await scalar(
+            database_url, "select append_access_log('kerstin', null, 'operator', 'kommun-b',"
+            " 'kommun-b', %s, '{weight}', null, 'allowed', 'by role', 'GET /x')",
+            (b.persons["b-scale"],))  # fmt: skip
+        b_ids["flag_key"] = f"no_context:{entry}"
         secrets = {v for k, v in b_ids.items()
-                   if k not in ("quarantine_id", "move_id", "tag_id")} | {
+                   if k not in ("quarantine_id", "move_id", "tag_id", "flag_key")} | {
             "kommun-b", "Kommun-B", B_ORG, "b-scale", "b-lock", "key-b-kerstin", "kerstin",
             "B-boendet", "TAG-B-1"}  # fmt: skip
         before = await b_state(database_url)
