@@ -18,7 +18,8 @@ from __future__ import annotations
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import struct
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -26,6 +27,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+import orjson
+
+_F32 = struct.Struct("<f")
 FORMAT = "welfare-gateway-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -41,6 +45,7 @@ class Kind(StrEnum):
     UUID = "uuid"
     INTEGER = "integer"
     NUMBER = "number"
+    REAL = "real"  # single precision: written as the shortest text that reads back to it
     BOOLEAN = "boolean"
     TIMESTAMP = "timestamp"
     DATE = "date"
@@ -390,7 +395,7 @@ TABLES: tuple[ExportTable, ...] = (
         (
             *SERIES,
             _c("kind", T, "weight or blood_pressure."),
-            _n("weight_kg", N, "Weight, kg."),
+            _n("weight_kg", Kind.REAL, "Weight, kg."),
             _n("systolic_mmhg", INT, "Systolic pressure, mmHg."),
             _n("diastolic_mmhg", INT, "Diastolic pressure, mmHg."),
             _n("pulse_bpm", INT, "Pulse, beats per minute."),
@@ -407,7 +412,7 @@ TABLES: tuple[ExportTable, ...] = (
             *SERIES,
             _c("lat", N, "Latitude, WGS 84."),
             _c("lon", N, "Longitude, WGS 84."),
-            _c("accuracy_m", N, "Accuracy, metres."),
+            _c("accuracy_m", Kind.REAL, "Accuracy, metres."),
             _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         SERIES_ORDER,
@@ -436,7 +441,7 @@ TABLES: tuple[ExportTable, ...] = (
             _c("kind", T, "Alarm kind (button, fall, ...)."),
             _n("lat", N, "Latitude."),
             _n("lon", N, "Longitude."),
-            _n("accuracy_m", N, "Accuracy, metres."),
+            _n("accuracy_m", Kind.REAL, "Accuracy, metres."),
             _n("unit_id", U, "The unit the device was the unit's at the time, if any."),
         ),
         SERIES_ORDER,
@@ -524,7 +529,7 @@ TABLES: tuple[ExportTable, ...] = (
             _n("outcome", T, "Outcome given at resolution."),
             _n("lat", N, "Latitude."),
             _n("lon", N, "Longitude."),
-            _n("accuracy_m", N, "Accuracy, metres."),
+            _n("accuracy_m", Kind.REAL, "Accuracy, metres."),
             _c("escalation_level", INT, "Escalation level reached."),
             _n("escalated_at", TS, "When last escalated."),
             _c("detail", J, "Details of the alarm."),
@@ -697,12 +702,24 @@ def _utc(value: datetime) -> str:
     return text + "Z"
 
 
+def _real(value: float) -> str:
+    """A single-precision value (PostgreSQL ``real``) as the shortest decimal that reads
+    back to it: 81.9, not 81.9000015258789."""
+    for digits in (6, 7, 8, 9):
+        text = f"{value:.{digits}g}"
+        if _F32.unpack(_F32.pack(float(text)))[0] == value:
+            return text
+    return repr(value)
+
+
 def cell(value: Any, kind: Kind) -> str | None:
     """A stored value as the text of its cell; None for null."""
     if value is None:
         return None
     if kind is Kind.TIMESTAMP:
         return _utc(value)
+    if kind is Kind.REAL:
+        return _real(float(value))
     if kind is Kind.BOOLEAN:
         return "true" if value else "false"
     if kind is Kind.JSON:
@@ -733,7 +750,7 @@ def parse(text: str | None, kind: Kind) -> Any:
             return UUID(text)
         if kind is Kind.INTEGER:
             return int(text)
-        if kind is Kind.NUMBER:
+        if kind in (Kind.NUMBER, Kind.REAL):
             return float(text)
         if kind is Kind.BOOLEAN:
             if text not in ("true", "false"):
@@ -779,6 +796,58 @@ def _field(text: str | None) -> str:
 
 def csv_line(cells: Iterable[str | None]) -> str:
     return ",".join(_field(c) for c in cells) + "\r\n"
+
+
+#: kinds whose text never needs quoting in CSV
+_PLAIN = frozenset(
+    {Kind.UUID, Kind.INTEGER, Kind.NUMBER, Kind.REAL, Kind.BOOLEAN, Kind.TIMESTAMP,
+     Kind.DATE, Kind.TIME}
+)  # fmt: skip  (bytes: empty bytes are an empty string, quoted)  # fmt: skip
+
+
+def _fast_ts(value: datetime) -> str:
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat() + "Z"
+
+
+def _quoted(text: str) -> str:
+    if (
+        not text or '"' in text or "," in text or "\n" in text or "\r" in text
+        or text[0] == " " or text[-1] == " "
+    ):  # fmt: skip
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _cell_step(kind: Kind, *, quote: bool) -> Callable[[Any], str]:
+    def step(value: Any) -> str:
+        text = cell(value, kind) or ""
+        return _quoted(text) if quote else text
+
+    return step
+
+
+def line_writer(kinds: Sequence[Kind]) -> Callable[[Sequence[Any]], str]:
+    """Stored values (one per kind) -> their CSV line; the same text as
+    ``csv_line(cell(v, k) ...)``, made faster for the export's millions of rows."""
+    steps: list[Callable[[Any], str]] = []
+    for kind in kinds:
+        if kind is Kind.TEXT:
+            steps.append(_quoted)
+        elif kind is Kind.TIMESTAMP:
+            steps.append(_fast_ts)
+        elif kind in (Kind.UUID, Kind.INTEGER, Kind.DATE, Kind.TIME):
+            steps.append(str)
+        else:
+            steps.append(_cell_step(kind, quote=kind not in _PLAIN))
+
+    def line(row: Sequence[Any]) -> str:
+        return ",".join(
+            "" if v is None else f(v) for v, f in zip(row, steps, strict=True)
+        ) + "\r\n"  # fmt: skip
+
+    return line
 
 
 def header(table: ExportTable) -> str:
@@ -843,6 +912,7 @@ _SCHEMA_TYPES: dict[Kind, dict[str, Any]] = {
     Kind.UUID: {"type": "string", "format": "uuid"},
     Kind.INTEGER: {"type": "integer"},
     Kind.NUMBER: {"type": "number"},
+    Kind.REAL: {"type": "number"},
     Kind.BOOLEAN: {"type": "boolean"},
     Kind.TIMESTAMP: {"type": "string", "format": "date-time"},
     Kind.DATE: {"type": "string", "format": "date"},
@@ -984,6 +1054,4 @@ FHIR_BUNDLE_TAIL = b"\n]}\n"
 
 
 def fhir_entry(resource: Mapping[str, Any], first: bool) -> bytes:
-    return (b"" if first else b",\n") + json.dumps(
-        {"resource": resource}, ensure_ascii=False
-    ).encode()
+    return (b"" if first else b",\n") + orjson.dumps({"resource": resource})

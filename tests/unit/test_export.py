@@ -34,6 +34,7 @@ VALUES = [
     (["weight", "alarms"], K.TEXT_ARRAY),
     ([0, 2, 4], K.INTEGER_ARRAY),
     (b"\x00\xffhash", K.BYTES),
+    (b"", K.BYTES),  # the first row's prev_hash in the access log
     (None, K.TEXT),
     (None, K.TIMESTAMP),
 ]
@@ -135,3 +136,17 @@ def test_a_fhir_bundle_written_in_parts_is_one_json_document() -> None:
     parts.append(ex.FHIR_BUNDLE_TAIL)
     bundle = json.loads(b"".join(parts))
     assert bundle["type"] == "collection" and len(bundle["entry"]) == 3
+
+
+def test_the_fast_line_writer_writes_what_cell_and_csv_line_write() -> None:
+    kinds = [k for _, k in VALUES]
+    row = [v for v, _ in VALUES]
+    assert ex.line_writer(kinds)(row) == ex.csv_line(ex.cell(v, k) for v, k in VALUES)
+
+
+def test_a_single_precision_value_is_written_without_binary_noise() -> None:
+    import struct
+
+    stored = struct.unpack("<f", struct.pack("<f", 81.9))[0]  # as PostgreSQL's real holds it
+    assert stored != 81.9 and ex.cell(stored, K.REAL) == "81.9"
+    assert ex.parse("81.9", K.REAL) == 81.9

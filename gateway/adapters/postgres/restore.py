@@ -177,7 +177,7 @@ async def _load(
                 raise RestoreError(f"{table.file}: {detail}{hint}; nothing restored") from None
         await _chain_access_log(conn, result.rows.get("access_log", 0), source)
         await conn.execute(q.APPEND_ACCESS_LOG, (
-            actor, None, "platform_admin", tenant, tenant, None, [], "change of supplier",
+            actor, None, "cli", tenant, tenant, None, [], "change of supplier",
             "allowed", f"restored from a full export made {doc.get('exported_at')}",
             "welfare-gateway restore"))  # fmt: skip
     return result
