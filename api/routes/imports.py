@@ -96,6 +96,7 @@ async def import_file(
         conn, who.tenant, parsed, dry_run=dry_run,
         may_add_models=who.role is Role.PLATFORM_ADMIN, cipher=cipher,
         broker_identities=request.app.state.broker_access is not None,
+        actor=who.subject,
     )  # fmt: skip
     body = report.to_json()
     if report.ok:

@@ -19,8 +19,10 @@ Every error names the row (``line 7`` of a CSV file, counting the header as line
 messages never repeat a cell's value: the caller has the file, and an identity number or
 another tenant's device id has no business in a report or a log.
 
-Units (residential units and wards holding shared devices) are not importable yet: they
-do not exist in the registry.
+Units (residential units and wards holding shared devices, issue #19.4, docs/units.md)
+are a kind of their own (``unit``: ``name``, ``unit_kind``); an assignment names a person
+(``person_ref``) or a unit (``unit_name``); ``resident_tag`` rows register residents'
+tags for shared devices.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from gateway.domain import registry_fields as f
+from gateway.domain.units import TAG_PATTERN
 
 MAX_ROWS = 200_000
 
@@ -45,8 +48,10 @@ MAX_ROWS = 200_000
 class Kind(StrEnum):
     DEVICE_MODEL = "device_model"
     PERSON = "person"
+    UNIT = "unit"
     DEVICE = "device"
     ASSIGNMENT = "assignment"
+    RESIDENT_TAG = "resident_tag"
 
 
 class Format(StrEnum):
@@ -58,8 +63,10 @@ class Format(StrEnum):
 LISTS: dict[str, Kind] = {
     "device_models": Kind.DEVICE_MODEL,
     "persons": Kind.PERSON,
+    "units": Kind.UNIT,
     "devices": Kind.DEVICE,
     "assignments": Kind.ASSIGNMENT,
+    "resident_tags": Kind.RESIDENT_TAG,
 }
 
 
@@ -100,19 +107,49 @@ class DeviceRow(_Row):
     serial: f.Serial | None = None
 
 
+UnitName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class UnitRow(_Row):
+    """A residential unit or ward (docs/units.md); ``unit_kind``, as ``kind`` names the
+    row's kind."""
+
+    name: UnitName
+    unit_kind: Literal["residential_unit", "ward"]
+
+
 class AssignmentRow(_Row):
+    """A device to a person (``person_ref``) or to a unit (``unit_name``), never both."""
+
     device_id: f.DeviceId
+    person_ref: f.PersonRef | None = None
+    unit_name: UnitName | None = None
+    valid_from: AwareDatetime | None = None  # None: when the file is applied
+
+    @model_validator(mode="after")
+    def _one_holder(self) -> AssignmentRow:
+        if (self.person_ref is None) == (self.unit_name is None):
+            raise ValueError("give person_ref or unit_name (one of them)")
+        return self
+
+
+class ResidentTagRow(_Row):
+    """A resident's tag for units' shared devices (docs/units.md)."""
+
+    tag: Annotated[str, Field(pattern=TAG_PATTERN)]
     person_ref: f.PersonRef
     valid_from: AwareDatetime | None = None  # None: when the file is applied
 
 
-Fields = DeviceModelRow | PersonRow | DeviceRow | AssignmentRow
-F = TypeVar("F", DeviceModelRow, PersonRow, DeviceRow, AssignmentRow)
+Fields = DeviceModelRow | PersonRow | UnitRow | DeviceRow | AssignmentRow | ResidentTagRow
+F = TypeVar("F", DeviceModelRow, PersonRow, UnitRow, DeviceRow, AssignmentRow, ResidentTagRow)
 MODELS: dict[Kind, type[_Row]] = {
     Kind.DEVICE_MODEL: DeviceModelRow,
     Kind.PERSON: PersonRow,
+    Kind.UNIT: UnitRow,
     Kind.DEVICE: DeviceRow,
     Kind.ASSIGNMENT: AssignmentRow,
+    Kind.RESIDENT_TAG: ResidentTagRow,
 }
 COLUMNS: dict[Kind, tuple[str, ...]] = {k: tuple(m.model_fields) for k, m in MODELS.items()}
 ALL_COLUMNS = frozenset(c for cs in COLUMNS.values() for c in cs) | {"kind"}
@@ -141,8 +178,12 @@ class Row:
         x = self.fields
         if isinstance(x, PersonRow):
             return x.ref
+        if isinstance(x, UnitRow):
+            return x.name
         if isinstance(x, AssignmentRow):
             return x.device_id
+        if isinstance(x, ResidentTagRow):
+            return x.tag
         return x.id
 
 
@@ -361,7 +402,8 @@ def _duplicates(parsed: Parsed) -> None:
         first = seen.setdefault((row.kind, row.key), row)
         if first is not row:
             what = "device" if row.kind is Kind.ASSIGNMENT else row.kind.value
-            column = {Kind.PERSON: "ref", Kind.ASSIGNMENT: "device_id"}.get(row.kind, "id")
+            column = {Kind.PERSON: "ref", Kind.ASSIGNMENT: "device_id", Kind.UNIT: "name",
+                      Kind.RESIDENT_TAG: "tag"}.get(row.kind, "id")  # fmt: skip
             parsed.errors.append(RowError(row.where, column,
                                           f"the same {what} as {first.where}"))  # fmt: skip
             parsed.unreadable.append((row.n, row.where, row.kind))
@@ -408,6 +450,19 @@ class StoredDevice:
 
 @dataclass(frozen=True)
 class Holding:
+    person_id: UUID | None  # None: a unit's
+    valid_from: datetime
+    unit_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class StoredUnit:
+    id: UUID
+    kind: str
+
+
+@dataclass(frozen=True)
+class TagHolding:
     person_id: UUID
     valid_from: datetime
 
@@ -423,6 +478,9 @@ class Stored:
     devices: dict[str, StoredDevice] = field(default_factory=dict)
     open: dict[str, Holding] = field(default_factory=dict)  # device -> current holding
     held_until: dict[str, datetime] = field(default_factory=dict)  # latest ended holding
+    units: dict[str, StoredUnit] = field(default_factory=dict)  # by name
+    tags: dict[str, TagHolding] = field(default_factory=dict)  # tag -> open registration
+    tag_until: dict[str, datetime] = field(default_factory=dict)  # latest ended registration
 
 
 @dataclass
@@ -433,6 +491,8 @@ class Plan:
     persons: list[PersonRow] = field(default_factory=list)
     devices: list[tuple[Row, DeviceRow]] = field(default_factory=list)
     assignments: list[AssignmentRow] = field(default_factory=list)
+    units: list[UnitRow] = field(default_factory=list)
+    tags: list[ResidentTagRow] = field(default_factory=list)
     broker_identities: bool = False
 
     def fail(self, row: Row, column: str | None, message: str) -> None:
@@ -459,13 +519,59 @@ def plan(
     for row in parsed.of(Kind.PERSON):
         if _plan_person(p, row, stored):
             persons.add(row.fields.ref)  # type: ignore[union-attr]
+    units = set(stored.units)
+    for row in parsed.of(Kind.UNIT):
+        if _plan_unit(p, row, stored):
+            units.add(row.fields.name)  # type: ignore[union-attr]
     devices: dict[str, Row] = {}
     for row in parsed.of(Kind.DEVICE):
         if _plan_device(p, row, stored, catalogue):
             devices[row.fields.id] = row  # type: ignore[union-attr]
     for row in parsed.of(Kind.ASSIGNMENT):
-        _plan_assignment(p, row, stored, persons, devices)
+        _plan_assignment(p, row, stored, persons, devices, units)
+    for row in parsed.of(Kind.RESIDENT_TAG):
+        _plan_tag(p, row, stored, persons)
     return p
+
+
+def _plan_unit(p: Plan, row: Row, stored: Stored) -> bool:
+    u = row.fields
+    assert isinstance(u, UnitRow)
+    have = stored.units.get(u.name)
+    if have is None:
+        p.actions[row.n] = Action.CREATE
+        p.units.append(u)
+        return True
+    if have.kind != u.unit_kind:
+        p.fail(row, "unit_kind", "this unit is registered with another kind")
+        return False
+    p.actions[row.n] = Action.UNCHANGED
+    return True
+
+
+def _plan_tag(p: Plan, row: Row, stored: Stored, persons: set[str]) -> None:
+    t = row.fields
+    assert isinstance(t, ResidentTagRow)
+    if t.person_ref not in persons:
+        p.fail(row, "person_ref", "no such person in this tenant (add the person in this"
+               " file or before)")  # fmt: skip
+        return
+    have = stored.tags.get(t.tag)
+    person = stored.persons.get(t.person_ref)
+    if have is not None:
+        if person is None or have.person_id != person.id:
+            p.fail(row, "tag", "the tag is registered to another person; end that first")
+        elif t.valid_from is not None and t.valid_from != have.valid_from:
+            p.fail(row, "valid_from", "the tag is registered to this person from another time")
+        else:
+            p.actions[row.n] = Action.UNCHANGED
+        return
+    ended = stored.tag_until.get(t.tag)
+    if ended is not None and t.valid_from is not None and t.valid_from < ended:
+        p.fail(row, "valid_from", "the tag was registered to someone at that time")
+        return
+    p.actions[row.n] = Action.CREATE
+    p.tags.append(t)
 
 
 def _plan_model(p: Plan, row: Row, stored: Stored, may_add: bool, catalogue: set[str]) -> None:
@@ -537,8 +643,9 @@ def _plan_device(p: Plan, row: Row, stored: Stored, catalogue: set[str]) -> bool
 
 
 def _plan_assignment(
-    p: Plan, row: Row, stored: Stored, persons: set[str], devices: dict[str, Row]
-) -> None:
+    p: Plan, row: Row, stored: Stored, persons: set[str], devices: dict[str, Row],
+    units: set[str],
+) -> None:  # fmt: skip
     a = row.fields
     assert isinstance(a, AssignmentRow)
     device = stored.devices.get(a.device_id)
@@ -546,15 +653,25 @@ def _plan_assignment(
         p.fail(row, "device_id", "no such device in this tenant (register it in this file"
                " or before)")  # fmt: skip
         return
-    if a.person_ref not in persons:
+    if a.person_ref is not None and a.person_ref not in persons:
         p.fail(row, "person_ref", "no such person in this tenant (add the person in this"
                " file or before)")  # fmt: skip
         return
+    if a.unit_name is not None and a.unit_name not in units:
+        p.fail(row, "unit_name", "no such unit in this tenant (add the unit in this file"
+               " or before)")  # fmt: skip
+        return
     holding = stored.open.get(a.device_id)
-    person = stored.persons.get(a.person_ref)
+    person = stored.persons.get(a.person_ref) if a.person_ref is not None else None
+    unit = stored.units.get(a.unit_name) if a.unit_name is not None else None
     if holding is not None:
-        if person is None or holding.person_id != person.id:
-            p.fail(row, "person_ref", "the device is assigned to another person; return it"
+        column = "person_ref" if a.person_ref is not None else "unit_name"
+        same = (
+            person is not None and holding.person_id == person.id if a.person_ref is not None
+            else unit is not None and holding.unit_id == unit.id
+        )  # fmt: skip
+        if not same:
+            p.fail(row, column, "the device is assigned to another person or unit; return it"
                    " first")  # fmt: skip
         elif a.valid_from is not None and a.valid_from != holding.valid_from:
             p.fail(row, "valid_from", "the device is assigned to this person from another time")

@@ -367,3 +367,51 @@ async def test_a_wards_scale_and_a_units_door_end_to_end(mosquitto: Any, databas
         await wait_count(
             database_url, "select count(*) from quarantine where reason = 'unknown_resident_tag'", 2
         )
+
+
+async def test_a_ward_onboarded_from_one_import_file(mosquitto: Any, database_url: str) -> None:
+    """The bulk import (#19.5) takes units, devices assigned to them and residents' tags;
+    the same file again changes nothing; the ward's scale then stores a tagged weigh-in on
+    its resident."""
+    await seed(database_url, devices={"gps-1": "t-gps"})
+    settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET)
+    doc = {
+        "units": [{"name": "Eken avdelning 1", "unit_kind": "ward"}],
+        "persons": [{"ref": "EK-0001"}],
+        "devices": [{"id": "ek-scale", "model_id": "t-scale"}],
+        "assignments": [{"device_id": "ek-scale", "unit_name": "Eken avdelning 1",
+                         "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}],
+        "resident_tags": [{"tag": "04A2B3C4D5", "person_ref": "EK-0001",
+                           "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat()}],
+    }  # fmt: skip
+    async with (
+        gateway_with_api(settings) as (base, gw),
+        httpx.AsyncClient(base_url=base, timeout=20) as http,
+    ):
+        first = await ok(await http.post("/api/v1/imports", headers=ADMIN, json=doc,
+                                         params={"dry_run": "false"}))  # fmt: skip
+        assert first["applied"] is True and first["summary"]["create"] == 5, first
+        again = await ok(await http.post("/api/v1/imports", headers=ADMIN, json=doc,
+                                         params={"dry_run": "false"}))  # fmt: skip
+        assert again["summary"] == {"create": 0, "unchanged": 5, "error": 0}, again
+        units = await ok(await http.get("/api/v1/units", headers=OPERATOR))
+        assert [(u["name"], u["kind"], u["devices"]) for u in units] == [
+            ("Eken avdelning 1", "ward", 1)
+        ]
+        person = await scalar(database_url, "select id from persons where ref = 'EK-0001'")
+        assert await scalar(database_url, "select created_by from resident_tags") == (
+            "kommun-a-tenant_admin"
+        )
+
+        async def known() -> bool:
+            now = datetime.now(UTC)
+            scale = gw.registry.get("ek-scale")
+            return (scale is not None and scale.unit_at(now) == UUID(units[0]["id"])
+                    and gw.registry.units.tags().person_at("kommun-a", "04A2B3C4D5", now)
+                    == person)  # fmt: skip
+
+        await wait_for(known, what="the imported ward in the worker's memory")
+        await publish(mosquitto.url, [("devices/ek-scale/telemetry", payload(
+            "weight", "ek-1", kg=66.0, resident_tag="04A2B3C4D5"))])  # fmt: skip
+        await wait_count(database_url, f"select count(*) from readings where person_id ="
+                         f" '{person}' and unit_id = '{units[0]['id']}'", 1)  # fmt: skip

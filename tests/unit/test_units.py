@@ -200,3 +200,103 @@ def test_a_units_door_opens_to_a_valid_staff_key_without_a_visit() -> None:
 def test_a_unit_names_itself() -> None:
     unit = Unit(WARD, "kommun-a", "Solgläntan avd 2", "ward")
     assert unit.named() == {"id": str(WARD), "name": "Solgläntan avd 2", "kind": "ward"}
+
+
+# --- the bulk import (#19.5) of units, unit assignments and resident tags -------------------
+
+
+def _imported(doc: dict[str, object], stored: object = None):  # type: ignore[no-untyped-def]
+    import json
+
+    from gateway.domain import onboarding as ob
+
+    parsed = ob.parse(json.dumps(doc).encode(), ob.Format.JSON, pins=None)
+    return parsed, ob.plan(parsed, stored or ob.Stored(), may_add_models=False)
+
+
+def test_an_import_file_creates_units_unit_assignments_and_tags() -> None:
+    from gateway.domain import onboarding as ob
+
+    parsed, p = _imported(
+        {
+            "units": [{"name": "Eken avd 1", "unit_kind": "ward"}],
+            "persons": [{"ref": "EK-1"}],
+            "devices": [{"id": "ek-scale", "model_id": "t-scale"}],
+            "assignments": [{"device_id": "ek-scale", "unit_name": "Eken avd 1"}],
+            "resident_tags": [{"tag": "04A2B3", "person_ref": "EK-1"}],
+        },
+        ob.Stored(models={"t-scale": ob.StoredModel("t-scale", "A", "S", "scale", 300)}),
+    )
+    assert parsed.errors == [] and p.errors == []
+    assert [u.name for u in p.units] == ["Eken avd 1"]
+    assert [(a.device_id, a.unit_name, a.person_ref) for a in p.assignments] == [
+        ("ek-scale", "Eken avd 1", None)
+    ]
+    assert [(t.tag, t.person_ref) for t in p.tags] == [("04A2B3", "EK-1")]
+
+
+def test_an_import_refuses_what_contradicts_units_and_tags() -> None:
+    from gateway.domain import onboarding as ob
+
+    ward, alice = uuid4(), uuid4()
+    stored = ob.Stored(
+        units={"Eken avd 1": ob.StoredUnit(ward, "ward")},
+        persons={"EK-1": ob.StoredPerson(alice, "", None), "EK-2": ob.StoredPerson(BOB, "", None)},
+        devices={"ek-scale": ob.StoredDevice("t-scale", None, "active")},
+        open={"ek-scale": ob.Holding(None, T0, ward)},
+        tags={"04A2B3": ob.TagHolding(alice, T0)},
+    )  # fmt: skip
+    parsed, p = _imported(
+        {
+            "units": [{"name": "Eken avd 1", "unit_kind": "residential_unit"}],
+            "assignments": [{"device_id": "ek-scale", "person_ref": "EK-2"}],
+            "resident_tags": [{"tag": "04A2B3", "person_ref": "EK-2"}],
+        },
+        stored,
+    )
+    assert {(e.row, e.column) for e in p.errors} == {
+        ("units[0]", "unit_kind"),
+        ("assignments[0]", "person_ref"),
+        ("resident_tags[0]", "tag"),
+    }
+    # the same again is unchanged
+    parsed, p = _imported(
+        {
+            "units": [{"name": "Eken avd 1", "unit_kind": "ward"}],
+            "assignments": [{"device_id": "ek-scale", "unit_name": "Eken avd 1"}],
+            "resident_tags": [{"tag": "04A2B3", "person_ref": "EK-1"}],
+        },
+        stored,
+    )
+    assert p.errors == [] and set(p.actions.values()) == {ob.Action.UNCHANGED}
+    # a person or a unit, never both (nor neither); a tag as the contract allows it
+    parsed, _ = _imported(
+        {
+            "assignments": [
+                {"device_id": "ek-scale", "unit_name": "Eken avd 1", "person_ref": "EK-1"},
+                {"device_id": "ek-scale-2"},
+            ],
+            "resident_tags": [{"tag": "a b", "person_ref": "EK-1"}],
+        }
+    )
+    assert {e.row for e in parsed.errors} == {"assignments[0]", "assignments[1]",
+                                               "resident_tags[0]"}  # fmt: skip
+
+
+def test_the_documented_ward_import_is_read_without_errors() -> None:
+    import re
+    from pathlib import Path
+
+    from gateway.domain import onboarding as ob
+
+    text = (Path(__file__).parents[2] / "docs" / "onboarding.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```json ward\n(.*?)```", text, re.DOTALL)
+    parsed = ob.parse(block.encode(), ob.Format.JSON, pins=None)
+    assert parsed.errors == []
+    assert {r.kind for r in parsed.rows} == {
+        ob.Kind.UNIT,
+        ob.Kind.PERSON,
+        ob.Kind.DEVICE,
+        ob.Kind.ASSIGNMENT,
+        ob.Kind.RESIDENT_TAG,
+    }

@@ -31,10 +31,11 @@ RACED = ("the registry changed while the file was imported (another import or an
 
 async def import_file(
     conn: Conn, tenant: str, parsed: ob.Parsed, *, dry_run: bool, may_add_models: bool,
-    cipher: PinCipher | None, broker_identities: bool = False,
+    cipher: PinCipher | None, broker_identities: bool = False, actor: str = "import",
 ) -> ob.Report:  # fmt: skip
     """Plan and write ``parsed`` in a transaction of its own (a savepoint inside the
-    caller's), kept only when applying a file without errors."""
+    caller's), kept only when applying a file without errors. ``actor``: who imports
+    (recorded on resident tags)."""
     report: ob.Report | None = None
     try:
         async with conn.transaction():
@@ -46,7 +47,7 @@ async def import_file(
             stored = await _stored(conn, tenant, parsed, cipher)
             p = ob.plan(parsed, stored, may_add_models=may_add_models,
                         broker_identities=broker_identities)  # fmt: skip
-            extra = await _write(conn, tenant, parsed, p, cipher)
+            extra = await _write(conn, tenant, parsed, p, cipher, actor)
             report = ob.Report.of(parsed, p, dry_run=dry_run, extra=extra)
             if dry_run or not report.ok:
                 raise psycopg.Rollback()
@@ -87,7 +88,9 @@ async def _stored(
         stored.models[mid] = ob.StoredModel(mid, vendor, model, device_type, heartbeat)
         stored.model_ids_by_name[(vendor, model)] = mid
     people = {x.ref: x for x in parsed.fields(ob.PersonRow)}
-    refs = sorted(set(people) | {a.person_ref for a in parsed.fields(ob.AssignmentRow)})
+    refs = sorted(set(people)
+                  | {a.person_ref for a in parsed.fields(ob.AssignmentRow) if a.person_ref}
+                  | {t.person_ref for t in parsed.fields(ob.ResidentTagRow)})  # fmt: skip
     if refs:
         rows = await (await conn.execute(q.PERSONS, {"tenant": tenant, "refs": refs})).fetchall()
         for ref, person_id, care_notes, blob, key_id in rows:
@@ -106,12 +109,29 @@ async def _stored(
             await conn.execute(q.DEVICES, args)
         ).fetchall():
             stored.devices[device_id] = ob.StoredDevice(model_id, serial, status)
-        for device_id, person_id, valid_from in await (
+        for device_id, person_id, valid_from, unit_id in await (
             await conn.execute(q.OPEN_ASSIGNMENTS, args)
         ).fetchall():
-            stored.open[device_id] = ob.Holding(person_id, valid_from)
+            stored.open[device_id] = ob.Holding(person_id, valid_from, unit_id)
         for device_id, ended in await (await conn.execute(q.HELD_UNTIL, args)).fetchall():
             stored.held_until[device_id] = ended
+    # units and resident tags (#19.4, docs/units.md)
+    names = sorted({u.name for u in parsed.fields(ob.UnitRow)}
+                   | {a.unit_name for a in parsed.fields(ob.AssignmentRow) if a.unit_name})
+    if names:
+        for name, unit_id, kind in await (
+            await conn.execute(q.UNITS, {"tenant": tenant, "names": names})
+        ).fetchall():
+            stored.units[name] = ob.StoredUnit(unit_id, kind)
+    tags = sorted({t.tag for t in parsed.fields(ob.ResidentTagRow)})
+    if tags:
+        args = {"tenant": tenant, "tags": tags}
+        for tag, person_id, valid_from in await (
+            await conn.execute(q.OPEN_TAGS, args)
+        ).fetchall():
+            stored.tags[tag] = ob.TagHolding(person_id, valid_from)
+        for tag, ended in await (await conn.execute(q.TAG_UNTIL, args)).fetchall():
+            stored.tag_until[tag] = ended
     return stored
 
 
@@ -123,8 +143,9 @@ def _decrypt(cipher: PinCipher, blob: bytes, key_id: str, person_id: UUID) -> st
 
 
 async def _write(
-    conn: Conn, tenant: str, parsed: ob.Parsed, p: ob.Plan, cipher: PinCipher | None
-) -> list[ob.RowError]:
+    conn: Conn, tenant: str, parsed: ob.Parsed, p: ob.Plan, cipher: PinCipher | None,
+    actor: str,
+) -> list[ob.RowError]:  # fmt: skip
     """Write what the plan adds; the errors only a write finds (a device id another
     tenant holds). Assignments are written only when nothing else failed (they need
     their devices and persons)."""
@@ -150,6 +171,15 @@ async def _write(
                 "tenant": tenant, "ids": [i for i, _ in pins],
                 "pins": [blob for blob, _ in sealed], "key_ids": [k for _, k in sealed],
             })  # fmt: skip
+    if p.units:
+        await conn.execute(q.ADD_UNITS, {"tenant": tenant, "names": [u.name for u in p.units],
+                                         "kinds": [u.unit_kind for u in p.units]})  # fmt: skip
+    if p.tags:
+        await conn.execute(q.ADD_TAGS, {
+            "tenant": tenant, "actor": actor, "tags": [t.tag for t in p.tags],
+            "refs": [t.person_ref for t in p.tags],
+            "valid_from": [t.valid_from.isoformat() if t.valid_from else "" for t in p.tags],
+        })  # fmt: skip
     errors: list[ob.RowError] = []
     taken: dict[str, ob.Row] = {}
     if p.devices:
@@ -169,11 +199,20 @@ async def _write(
         if device_row is not None:
             errors.append(ob.RowError(row.where, "device_id",
                                       f"the device's row ({device_row.where}) has an error"))
-    if p.assignments and not errors and not p.errors and not parsed.errors:
+    to_persons = [a for a in p.assignments if a.person_ref is not None]
+    to_units = [a for a in p.assignments if a.unit_name is not None]
+    if to_persons and not errors and not p.errors and not parsed.errors:
         await conn.execute(q.ADD_ASSIGNMENTS, {
-            "tenant": tenant, "devices": [a.device_id for a in p.assignments],
-            "refs": [a.person_ref for a in p.assignments],
+            "tenant": tenant, "devices": [a.device_id for a in to_persons],
+            "refs": [a.person_ref for a in to_persons],
             "valid_from": [a.valid_from.isoformat() if a.valid_from else ""
-                           for a in p.assignments],
+                           for a in to_persons],
+        })  # fmt: skip
+    if to_units and not errors and not p.errors and not parsed.errors:
+        await conn.execute(q.ADD_UNIT_ASSIGNMENTS, {
+            "tenant": tenant, "devices": [a.device_id for a in to_units],
+            "names": [a.unit_name for a in to_units],
+            "valid_from": [a.valid_from.isoformat() if a.valid_from else ""
+                           for a in to_units],
         })  # fmt: skip
     return errors

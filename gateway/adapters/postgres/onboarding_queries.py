@@ -24,7 +24,7 @@ DEVICES = """
 """
 
 OPEN_ASSIGNMENTS = """
-    select device_id, person_id, valid_from from assignments
+    select device_id, person_id, valid_from, unit_id from assignments
     where tenant_id = %(tenant)s and device_id = any(%(ids)s::text[]) and valid_to is null
 """
 
@@ -82,4 +82,53 @@ ADD_ASSIGNMENTS = """
     )
     update devices set status = 'active', status_changed_at = added.valid_from
     from added where devices.id = added.device_id
+"""
+
+
+# Units, unit assignments and resident tags (issue #19.4, docs/units.md).
+UNITS = """
+    select name, id, kind from units
+    where tenant_id = %(tenant)s and name = any(%(names)s::text[])
+"""
+
+OPEN_TAGS = """
+    select tag, person_id, valid_from from resident_tags
+    where tenant_id = %(tenant)s and tag = any(%(tags)s::text[]) and valid_to is null
+"""
+
+TAG_UNTIL = """
+    select tag, max(valid_to) from resident_tags
+    where tenant_id = %(tenant)s and tag = any(%(tags)s::text[]) and valid_to is not null
+    group by tag
+"""
+
+ADD_UNITS = """
+    insert into units (tenant_id, name, kind)
+    select %(tenant)s, u.name, u.kind
+    from unnest(%(names)s::text[], %(kinds)s::text[]) as u(name, kind)
+"""
+
+ADD_UNIT_ASSIGNMENTS = """
+    with a as (
+        select a.device_id, u.id as unit_id,
+               coalesce(nullif(a.valid_from, '')::timestamptz, now()) as valid_from
+        from unnest(%(devices)s::text[], %(names)s::text[], %(valid_from)s::text[])
+            as a(device_id, name, valid_from)
+        join units u on u.tenant_id = %(tenant)s and u.name = a.name
+    ), added as (
+        insert into assignments (tenant_id, device_id, unit_id, valid_from)
+        select %(tenant)s, device_id, unit_id, valid_from from a
+        returning device_id, valid_from
+    )
+    update devices set status = 'active', status_changed_at = added.valid_from
+    from added where devices.id = added.device_id
+"""
+
+ADD_TAGS = """
+    insert into resident_tags (tenant_id, tag, person_id, valid_from, created_by)
+    select %(tenant)s, t.tag, p.id, coalesce(nullif(t.valid_from, '')::timestamptz, now()),
+           %(actor)s
+    from unnest(%(tags)s::text[], %(refs)s::text[], %(valid_from)s::text[])
+        as t(tag, ref, valid_from)
+    join persons p on p.tenant_id = %(tenant)s and p.ref = t.ref
 """
