@@ -300,3 +300,34 @@ def test_the_documented_ward_import_is_read_without_errors() -> None:
         ob.Kind.ASSIGNMENT,
         ob.Kind.RESIDENT_TAG,
     }
+
+
+def test_the_engine_names_the_unit_in_its_devices_alarms() -> None:
+    from firmware_contracts.messages import Alarm as AlarmMessage
+    from firmware_contracts.messages import Lock
+    from gateway.domain.alarms import AlarmBook
+    from gateway.worker.alarms.engine import AlarmEngine, RuleConfig
+
+    lock = shared("door_lock")
+    ward = Unit(WARD, "kommun-a", "Eken avd 1", "ward")
+    engine = AlarmEngine(
+        AlarmBook(), RuleConfig(door_unlocked_after=timedelta(minutes=15)),
+        person=lambda _: None, device=lambda _: lock, unit=lambda u: ward if u == WARD else None,
+    )  # fmt: skip
+    at = NOW - timedelta(minutes=1)
+    binding = Binding("kommun-a", None, WARD)
+    tamper = AlarmMessage(v=1, type="alarm", id="a-1", ts=at, kind="tamper")
+    [raised] = engine.observe(lock, binding, tamper, NOW)
+    assert raised.alarm.person_id is None and raised.alarm.detail["unit"] == ward.named()
+    # a door left unlocked: raised by time, still the unit's
+    opened = Lock(v=1, type="lock", id="l-1", ts=at, action="unlocked", method="manual")
+    assert engine.observe(lock, binding, opened, NOW) == []
+    due = engine.tick(at + timedelta(minutes=16))
+    [door] = [e for e in due if e.alarm.kind.value == "door_unlocked"]
+    assert door.alarm.detail["unit"] == ward.named()
+    # the silence of the unit's device names it too (binding_at)
+    silent = engine.tick(NOW + timedelta(days=1))
+    assert any(
+        e.alarm.kind.value == "device_silent" and e.alarm.detail.get("unit") == ward.named()
+        for e in silent
+    )
