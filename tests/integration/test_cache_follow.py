@@ -85,7 +85,8 @@ async def test_a_follower_stopped_before_it_ran_closes_the_start_up_connection(
     await seed(database_url)
     cache = RegistryCache(database_url, IngestMetrics())
     await cache.load()
-    assert await _others(database_url) == 1  # listening since the load
+    # listening since the load: the registry, and its units and resident tags (#19.4)
+    assert await _others(database_url) == 2
     stop = asyncio.Event()
     stop.set()
     await cache.follow(stop)
