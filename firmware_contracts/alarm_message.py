@@ -73,6 +73,13 @@ class AlarmMessageKind(StrEnum):
     DOOR_UNLOCKED = "door_unlocked"
     UNAUTHORISED_UNLOCK = "unauthorised_unlock"
     RECEIVER_UNREACHABLE = "receiver_unreachable"
+    # digital night supervision and passive alarms (issue #20, docs/supervision.md)
+    SUPERVISION_NOT_OK = "supervision_not_ok"
+    SUPERVISION_FAILED = "supervision_failed"
+    DOOR_OPENED_AT_NIGHT = "door_opened_at_night"
+    OUT_OF_BED = "out_of_bed"
+    NO_MOVEMENT = "no_movement"
+    FLOOR_MAT = "floor_mat"
 
 
 KIND_DESCRIPTIONS: dict[str, str] = {
@@ -88,6 +95,14 @@ KIND_DESCRIPTIONS: dict[str, str] = {
     "door_unlocked": "a door left unlocked longer than alarms.door_unlocked_after_s",
     "unauthorised_unlock": "a lock opened outside a planned visit or an open alarm",
     "receiver_unreachable": "a webhook receiver has failed for too long (not a device)",
+    "supervision_not_ok": "a planned supervision check was not OK, also when retried "
+    "(detail: what the sensors showed)",
+    "supervision_failed": "a planned supervision check could not be made: a sensor silent or "
+    "offline, or no valid decision and consent (make a physical visit)",
+    "door_opened_at_night": "a door opened within the person's night window (wandering)",
+    "out_of_bed": "out of bed within the window and not back within the agreed minutes",
+    "no_movement": "no movement for the agreed hours within the daytime window",
+    "floor_mat": "a floor mat stepped on within the window",
 }
 
 

@@ -26,7 +26,17 @@ MESSAGE_TYPES: dict[str, frozenset[str]] = {
     "scale": DEVICE_HEALTH_TYPES | {"weight"},
     "blood_pressure_monitor": DEVICE_HEALTH_TYPES | {"blood_pressure"},
     "door_lock": DEVICE_HEALTH_TYPES | {"lock", "alarm"},
+    # passive sensors (issue #20, docs/supervision.md): each sends its own state only
+    "door_sensor": DEVICE_HEALTH_TYPES | {"door"},
+    "motion_sensor": DEVICE_HEALTH_TYPES | {"motion"},
+    "bed_sensor": DEVICE_HEALTH_TYPES | {"bed"},
+    "floor_mat": DEVICE_HEALTH_TYPES | {"floor_mat"},
 }
+
+#: The passive sensors' device types (issue #20).
+SENSOR_DEVICE_TYPES: frozenset[str] = frozenset(
+    {"door_sensor", "motion_sensor", "bed_sensor", "floor_mat"}
+)
 
 #: device type -> the ``kind`` s of ``alarm`` it may raise (types absent here raise none)
 ALARM_KINDS: dict[str, frozenset[str]] = {

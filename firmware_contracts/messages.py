@@ -161,6 +161,51 @@ class BatteryLow(_Message):
     percent: Percent
 
 
+# --- passive sensors (issue #20, docs/supervision.md) ---------------------------------
+# States a sensor in a person's home (or a unit's) reports when they change: a door
+# contact, a motion or presence sensor, a bed occupancy sensor, a floor mat. Events, not
+# telemetry: the alarm engine reads them on its safety session. Only states: no images,
+# no sound, nothing beyond what the state says.
+
+
+class Door(_Message):
+    """A door contact: the door was opened or closed."""
+
+    type: Literal["door"]
+    state: Literal["open", "closed"] = Field(description="The door's state now.")
+    resident_tag: ResidentTag | None = None
+
+
+class Motion(_Message):
+    """A motion or presence sensor: movement (presence) seen, or no longer seen."""
+
+    type: Literal["motion"]
+    detected: StrictBool = Field(
+        description="true: movement or presence seen; false: none any more."
+    )
+    resident_tag: ResidentTag | None = None
+
+
+class Bed(_Message):
+    """A bed occupancy sensor: someone is in the bed, or no longer."""
+
+    type: Literal["bed"]
+    occupied: StrictBool = Field(description="true: the bed is occupied; false: it is empty.")
+    resident_tag: ResidentTag | None = None
+
+
+class FloorMat(_Message):
+    """A floor mat sensor (beside a bed, at a door): stepped on, or released."""
+
+    type: Literal["floor_mat"]
+    stepped_on: StrictBool = Field(description="true: someone stepped on the mat; false: released.")
+    resident_tag: ResidentTag | None = None
+
+
+#: The sensor state message types (one per sensor kind).
+SENSOR_TYPES: frozenset[str] = frozenset({"door", "motion", "bed", "floor_mat"})
+
+
 # --- heartbeat, status -----------------------------------------------------------------
 
 
@@ -219,4 +264,8 @@ DeviceMessage = (
     | Status
     | Command
     | Reply
+    | Door
+    | Motion
+    | Bed
+    | FloorMat
 )

@@ -38,6 +38,13 @@ class AlarmKind(StrEnum):
     DOOR_UNLOCKED = "door_unlocked"
     UNAUTHORISED_UNLOCK = "unauthorised_unlock"
     RECEIVER_UNREACHABLE = "receiver_unreachable"  # a webhook receiver, not a device
+    # digital night supervision and passive alarms (issue #20, domain/supervision.py)
+    SUPERVISION_NOT_OK = "supervision_not_ok"
+    SUPERVISION_FAILED = "supervision_failed"
+    DOOR_OPENED_AT_NIGHT = "door_opened_at_night"
+    OUT_OF_BED = "out_of_bed"
+    NO_MOVEMENT = "no_movement"
+    FLOOR_MAT = "floor_mat"
 
 
 class Severity(StrEnum):
@@ -72,6 +79,12 @@ DEFAULT_SEVERITY: dict[AlarmKind, Severity] = {
     AlarmKind.BATTERY_LOW: Severity.MEDIUM,
     AlarmKind.BLOOD_PRESSURE: Severity.MEDIUM,
     AlarmKind.WEIGHT_GAIN: Severity.MEDIUM,
+    AlarmKind.SUPERVISION_NOT_OK: Severity.HIGH,
+    AlarmKind.SUPERVISION_FAILED: Severity.HIGH,
+    AlarmKind.DOOR_OPENED_AT_NIGHT: Severity.CRITICAL,
+    AlarmKind.OUT_OF_BED: Severity.HIGH,
+    AlarmKind.NO_MOVEMENT: Severity.HIGH,
+    AlarmKind.FLOOR_MAT: Severity.HIGH,
 }
 
 #: Kinds about the device itself rather than the person wearing it.

@@ -96,13 +96,16 @@ def lifecycle() -> list[AlarmEvent]:
         person_id=None, person_ref=None, at=T0, condition=True,
         detail={"receiver": "arc", "failing_since": T0.isoformat()},
     )  # fmt: skip
-    for kind in (AlarmKind.FALL, AlarmKind.TAMPER, AlarmKind.UNAUTHORISED_UNLOCK):
+    for kind in (AlarmKind.FALL, AlarmKind.TAMPER, AlarmKind.UNAUTHORISED_UNLOCK,
+                 AlarmKind.SUPERVISION_NOT_OK, AlarmKind.SUPERVISION_FAILED,
+                 AlarmKind.DOOR_OPENED_AT_NIGHT, AlarmKind.FLOOR_MAT):  # fmt: skip
         events += book.signal(
             tenant_id="kommun-a", kind=kind, device_id="lock-1", person_id=PERSON,
             person_ref="kommun-a-brukare-1", at=T0, condition=False,
         )  # fmt: skip
     for kind in (AlarmKind.DEVICE_SILENT, AlarmKind.GEOFENCE_EXIT, AlarmKind.BLOOD_PRESSURE,
-                 AlarmKind.WEIGHT_GAIN, AlarmKind.DOOR_UNLOCKED):  # fmt: skip
+                 AlarmKind.WEIGHT_GAIN, AlarmKind.DOOR_UNLOCKED, AlarmKind.OUT_OF_BED,
+                 AlarmKind.NO_MOVEMENT):  # fmt: skip
         events += book.signal(
             tenant_id="kommun-b", kind=kind, device_id="se.vendor.dev-19", person_id=PERSON,
             person_ref=None, at=T0, condition=True, detail={"reason": "no_message"},

@@ -150,6 +150,15 @@ VALID: list[Any] = [
     pytest.param(E, msg("lock", action="locked", method="manual"), id="lock-manual-no-key"),
     pytest.param(E, msg("lock", action="unlocked", method="remote"), id="lock-remote-no-key"),
     pytest.param(E, msg("battery_low", percent=9), id="battery_low"),
+    # passive sensors (issue #20): the test vectors
+    pytest.param(E, msg("door", state="open"), id="door-open"),
+    pytest.param(E, msg("door", state="closed", resident_tag="04A2B3"), id="door-closed-tag"),
+    pytest.param(E, msg("motion", detected=True), id="motion-detected"),
+    pytest.param(E, msg("motion", detected=False), id="motion-none"),
+    pytest.param(E, msg("bed", occupied=True), id="bed-occupied"),
+    pytest.param(E, msg("bed", occupied=False), id="bed-empty"),
+    pytest.param(E, msg("floor_mat", stepped_on=True), id="floor_mat-stepped-on"),
+    pytest.param(E, msg("floor_mat", stepped_on=False), id="floor_mat-released"),
     pytest.param(H, msg("heartbeat"), id="heartbeat-minimal"),
     pytest.param(H, msg("heartbeat", battery_percent=87, rssi_dbm=-71), id="heartbeat-full"),
     pytest.param(H, msg("heartbeat", rssi_dbm=0), id="heartbeat-rssi-0"),
@@ -218,6 +227,14 @@ LOCK = msg("lock", action="unlocked", method="app", key_id="k1")
 REPLY = msg("reply", command_id="c1", ok=True)
 
 INVALID: list[Any] = [
+    # passive sensors (issue #20)
+    pytest.param(E, msg("door", state="ajar"), SV, id="door-state-unknown"),
+    pytest.param(E, msg("door"), SV, id="door-state-missing"),
+    pytest.param(E, msg("motion", detected="true"), SV, id="motion-detected-string"),
+    pytest.param(E, msg("bed", occupied=1), SV, id="bed-occupied-number"),
+    pytest.param(E, msg("bed", occupied=True, image="x"), SV, id="bed-no-extra-fields"),
+    pytest.param(E, msg("floor_mat"), SV, id="floor_mat-missing"),
+    pytest.param(T, msg("bed", occupied=True), Reason.WRONG_CHANNEL, id="bed-on-telemetry"),
     # weight
     pytest.param(T, msg("weight", kg=0), SV, id="weight-kg-0"),
     pytest.param(T, msg("weight", kg=-1), SV, id="weight-kg-negative"),
@@ -431,7 +448,7 @@ def test_schema_violation_detail_names_the_field() -> None:
 
 def test_wrong_channel_detail_lists_allowed_types() -> None:
     error = refused(E, msg("weight", kg=70))
-    assert "alarm, battery_low, lock" in error.detail
+    assert "alarm, battery_low, bed, door, floor_mat, lock, motion" in error.detail
 
 
 def test_detail_is_bounded_for_huge_garbage() -> None:
