@@ -20,6 +20,7 @@ from api import consented
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
 from api.routes.quarantine import REVIEWERS
+from api.routes.reports import READERS as REPORT_READERS
 from gateway.adapters.postgres import console_queries as q
 from gateway.config.settings import AlarmSettings, ConsoleSettings
 from gateway.control import protocol as p
@@ -69,7 +70,8 @@ async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
     console's configuration: ``map_tiles`` (tile URL template, attribution, maximum zoom)
     or null when no map tiles are configured. ``may_review_quarantine``: the fleet view
     shows the devices whose messages were refused; ``may_view_fleet`` without
-    ``may_handle_alarms`` (a technician): the console opens the fleet view only (#19.7)."""
+    ``may_handle_alarms`` (a technician): the console opens the fleet view only (#19.7).
+    ``may_read_report``: the follow-up report view (#21.1); an auditor has that view only."""
     return {
         "subject": who.subject,
         "tenant": who.tenant,
@@ -77,6 +79,7 @@ async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
         "may_handle_alarms": who.role in STAFF,
         "may_review_quarantine": who.role in REVIEWERS,
         "may_view_fleet": who.role in FLEET_READERS,
+        "may_read_report": who.role in REPORT_READERS,
         "map_tiles": _map_tiles(request),
     }
 

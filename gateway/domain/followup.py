@@ -81,6 +81,11 @@ NOT_IN_USE: dict[Service, str] = {
 }
 
 
+#: notes on the report as a whole (codes; the rendering words them)
+NO_TARGET = "no_target"  # no answering target set: the response times have no target line
+SHORT_PERIOD = "short_period"  # shorter than UNUSED_DAYS: no device judged unused
+
+
 class PeriodError(ValueError):
     """A period the report cannot cover (empty, reversed, too long)."""
 
@@ -381,9 +386,9 @@ def compute(
 
     notes = []
     if target is None:
-        notes.append("no answering target set: the response times have no target line")
+        notes.append(NO_TARGET)
     if period.days < UNUSED_DAYS:
-        notes.append(f"the period is shorter than {UNUSED_DAYS} days: no device judged unused")
+        notes.append(SHORT_PERIOD)
 
     return Report(
         tenant_id=tenant_id,

@@ -85,6 +85,30 @@ _L: dict[str, dict[str, str]] = {
     "scale": {"sv": "Våg", "en": "Scale"},
     "blood_pressure_monitor": {"sv": "Blodtrycksmätare", "en": "Blood-pressure monitor"},
     "device_silent": {"sv": "Tyst enhet", "en": "Silent device"},
+    "button": {"sv": "Larmknapp", "en": "Button"},
+    "fall": {"sv": "Fall", "en": "Fall"},
+    "geofence_exit": {"sv": "Lämnat område", "en": "Left the zone"},
+    "tamper": {"sv": "Manipulering", "en": "Tamper"},
+    "door_unlocked": {"sv": "Dörr olåst", "en": "Door unlocked"},
+    "unauthorised_unlock": {"sv": "Obehörig upplåsning", "en": "Unauthorised unlock"},
+    "blood_pressure": {"sv": "Blodtryck", "en": "Blood pressure"},
+    "weight_gain": {"sv": "Viktökning", "en": "Weight gain"},
+    "note.safety_alarm": {
+        "sv": "registret har ingen enhetstyp för ett stationärt trygghetslarm",
+        "en": "no device type of the registry is a stationary safety alarm",
+    },
+    "note.night_supervision": {
+        "sv": "tillsynstjänsten är inte byggd än (ärende #20)",
+        "en": "the supervision service is not built yet (issue #20)",
+    },
+    "note.no_target": {
+        "sv": "Inget svarsmål satt: svarstiderna visas utan mållinje.",
+        "en": "No answering target set: the response times are shown without a target line.",
+    },
+    "note.short_period": {
+        "sv": "Perioden är kortare än 14 dagar: ingen enhet bedöms som oanvänd.",
+        "en": "The period is shorter than 14 days: no device is judged unused.",
+    },
     "battery_low": {"sv": "Låg batterinivå", "en": "Battery low"},
 }
 
@@ -185,7 +209,7 @@ def bar_chart(
     """Vertical grouped bars, one group a label, one bar a series; an optional horizontal
     target line. ``data-*`` attributes name each mark (the e2e test reads them)."""
     width, height = 640, 240
-    left, right, top_pad, bottom = 48, 12, 16, 56
+    left, right, top_pad, bottom = 48, 84, 16, 56
     plot_w, plot_h = width - left - right, height - top_pad - bottom
     values = [v for _, vs in series for v in vs if v is not None]
     peak = top if top is not None else max([*values, target or 0, 1])
@@ -243,7 +267,7 @@ def bar_chart(
             f'<line class="target-line" data-value="{target:g}" x1="{left}"'
             f' x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#c53030"'
             f' stroke-width="2" stroke-dasharray="6 3"/>'
-            f'<text x="{width - right}" y="{ty - 4:.1f}" text-anchor="end" font-size="11"'
+            f'<text x="{width - right + 4}" y="{ty + 4:.1f}" text-anchor="start" font-size="11"'
             f' fill="#c53030">{escape(target_label)} {escape(fmt(target))}</text>'
         )
     if len(series) > 1:
@@ -342,7 +366,7 @@ def as_html(report: Report, lang: str = "sv") -> str:
         f" {escape(L('counts_only'))}</p>",
     ]
     for note in report.notes:
-        out.append(f'<p class="note">{escape(note)}</p>')
+        out.append(f'<p class="note">{escape(L("note." + note))}</p>')
 
     # services
     services = [s for s in report.services]
@@ -366,7 +390,7 @@ def as_html(report: Report, lang: str = "sv") -> str:
                     s.devices,
                     s.devices_at_end,
                     s.users,
-                    "" if s.in_use else f"{L('not_in_use')}: {s.note}",
+                    "" if s.in_use else f"{L('not_in_use')}: {L('note.' + s.service.value)}",
                 )
                 for s in services
             ],
@@ -403,7 +427,7 @@ def as_html(report: Report, lang: str = "sv") -> str:
             "response_kind",
             "response-by-kind",
             report.response_by_kind,
-            [r.key for r in report.response_by_kind],
+            [L(r.key) for r in report.response_by_kind],
             None,
         ),
         (
@@ -427,7 +451,7 @@ def as_html(report: Report, lang: str = "sv") -> str:
                 ],
                 [
                     (
-                        r.key,
+                        L(r.key),
                         r.alarms,
                         r.ack_p50_s,
                         r.ack_p90_s,
@@ -445,14 +469,14 @@ def as_html(report: Report, lang: str = "sv") -> str:
     out.append(
         bar_chart(
             "escalations",
-            [e.kind for e in esc],
+            [L(e.kind) for e in esc],
             [(L("alarms"), [e.alarms for e in esc]), (L("escalated"), [e.escalated for e in esc])],
         )
     )
     out.append(
         _table(
             [L("kind"), L("alarms"), L("escalated"), L("max_level")],
-            [(e.kind, e.alarms, e.escalated, e.max_level) for e in esc],
+            [(L(e.kind), e.alarms, e.escalated, e.max_level) for e in esc],
         )
     )
     out.append("</section>")
@@ -517,6 +541,7 @@ def as_html(report: Report, lang: str = "sv") -> str:
             )
         )
     else:
-        out.append(f'<p class="muted">{escape(L("not_in_use"))}: {escape(sup.note)}</p>')
+        note = L("note.night_supervision")
+        out.append(f'<p class="muted">{escape(L("not_in_use"))}: {escape(note)}</p>')
     out.append("</section></body></html>")
     return "".join(out)

@@ -105,7 +105,7 @@ def test_target_judges_the_share_and_is_drawn() -> None:
     assert (line.share_within_target, line.meets_target) == (0.75, False)
     html = render.as_html(r, "en")
     assert 'class="target-line" data-value="0.8"' in html and "<script" not in html
-    assert 'data-chart="response-by-kind"' in html and 'data-label="button"' in html
+    assert 'data-chart="response-by-kind"' in html and 'data-label="Button"' in html
     untargeted = report([], [])
     assert untargeted.response_by_kind[0].share_within_target is None
     assert "target-line" not in render.as_html(untargeted)

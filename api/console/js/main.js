@@ -8,6 +8,7 @@ import { BoardView } from "./board.js";
 import { renderDetail, tickDetail } from "./detail.js";
 import { h, show } from "./dom.js";
 import { renderFleet } from "./fleet.js";
+import { downloadCsv, lastMonth, renderReport } from "./report.js";
 import { DEFAULT_TIME_ZONE, setTimeZone } from "./format.js";
 import { applyI18n, getLang, label, setLang, t } from "./i18n.js";
 import { Beeper } from "./sound.js";
@@ -30,6 +31,7 @@ const state = {
   expiry: null,
   fleetTimer: null,
   fleetOnly: false, // a technician (installer): the fleet view only, no alarms
+  reportOnly: false, // an auditor: the follow-up report only (#21.1)
 };
 
 const board = new BoardView({
@@ -64,8 +66,9 @@ function stopSession() {
   setStatus("offline");
   renderTenant();
   hideBanner();
-  for (const id of ["nav-board", "nav-fleet", "signout"]) show($(id), false);
+  for (const id of ["nav-board", "nav-fleet", "nav-report", "signout"]) show($(id), false);
   state.fleetOnly = false;
+  state.reportOnly = false;
   show($("conn"), true);
 }
 
@@ -82,7 +85,7 @@ async function startSession() {
     if (!(error instanceof ApiError && error.status === 401)) showSignin("signin.failed");
     return;
   }
-  if (!me.may_handle_alarms && !me.may_view_fleet) {
+  if (!me.may_handle_alarms && !me.may_view_fleet && !me.may_read_report) {
     clearToken();
     showSignin("signin.role");
     return;
@@ -93,16 +96,19 @@ async function startSession() {
   state.tenant = tenant;
   setTimeZone(state.tenant.time_zone);
   renderTenant();
-  state.fleetOnly = !me.may_handle_alarms;
-  for (const id of ["nav-fleet", "signout"]) show($(id), true);
-  show($("nav-board"), !state.fleetOnly);
-  show($("conn"), !state.fleetOnly); // no alarm stream to be connected to
+  state.reportOnly = !me.may_handle_alarms && !me.may_view_fleet;
+  state.fleetOnly = !me.may_handle_alarms && !state.reportOnly;
+  show($("signout"), true);
+  show($("nav-fleet"), !state.reportOnly);
+  show($("nav-report"), Boolean(me.may_read_report));
+  show($("nav-board"), !state.fleetOnly && !state.reportOnly);
+  show($("conn"), !state.fleetOnly && !state.reportOnly); // no alarm stream to be connected to
   const exp = claims(getToken())?.exp;
   if (exp) {
     const ms = exp * 1000 - Date.now();
     state.expiry = setTimeout(() => { clearToken(); showSignin("signin.expired"); }, Math.max(0, Math.min(ms, 2 ** 31 - 1)));
   }
-  if (state.fleetOnly) {
+  if (state.fleetOnly || state.reportOnly) {
     route();
     return;
   }
@@ -272,9 +278,10 @@ const detailActions = { ack: acknowledge, resolve: openResolve };
 // --- views ------------------------------------------------------------------------------------------
 function setView(name) {
   state.view = name;
-  for (const v of ["signin", "board", "detail", "fleet"]) show($(`view-${v}`), v === name);
+  for (const v of ["signin", "board", "detail", "fleet", "report"]) show($(`view-${v}`), v === name);
   $("nav-board").setAttribute("aria-current", name === "board" || name === "detail" ? "page" : "false");
   $("nav-fleet").setAttribute("aria-current", name === "fleet" ? "page" : "false");
+  $("nav-report").setAttribute("aria-current", name === "report" ? "page" : "false");
   if (name !== "fleet") clearInterval(state.fleetTimer);
 }
 
@@ -294,7 +301,10 @@ function route() {
   if (!state.me) return;
   const hash = location.hash || "#/board";
   const detail = /^#\/alarm\/([0-9a-f-]{36})$/.exec(hash);
-  if (detail && !state.fleetOnly) {
+  if ((hash === "#/report" || state.reportOnly) && state.me.may_read_report) {
+    setView("report");
+    loadReport();
+  } else if (detail && !state.fleetOnly) {
     openDetail(detail[1]);
   } else if (hash === "#/fleet" || state.fleetOnly) {
     setView("fleet");
@@ -343,6 +353,32 @@ async function loadFleet() {
   }
 }
 
+// --- the follow-up report (#21.1) -----------------------------------------------------------------
+function reportMonth() {
+  const input = $("report-month");
+  if (!input.value) input.value = lastMonth();
+  return input.value;
+}
+
+async function loadReport() {
+  try {
+    await renderReport($("report-body"), reportMonth());
+    notice("");
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      $("report-body").replaceChildren(h("p", { class: "error" }, t("report.failed", { detail: error.detail || error.message })));
+    }
+  }
+}
+
+async function reportCsv() {
+  try {
+    await downloadCsv(reportMonth());
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) notice(t("report.failed", { detail: error.detail || error.message }));
+  }
+}
+
 // --- sound and language ---------------------------------------------------------------------------
 function renderSound() {
   const button = $("sound");
@@ -362,6 +398,7 @@ function switchLanguage() {
   updateTitle();
   if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions, state.me?.map_tiles);
   if (state.view === "fleet") loadFleet();
+  if (state.view === "report") loadReport();
   const error = $("signin-error");
   if (error.dataset.key) error.textContent = t(error.dataset.key);
 }
@@ -375,6 +412,7 @@ function onKey(event) {
   if (!state.me) return;
   const key = event.key;
   if (state.fleetOnly && !["?", "l", "m", "f"].includes(key)) return;
+  if (state.reportOnly && !["?", "l", "m"].includes(key)) return;
   const selected = board.selectedId;
   const handled = () => event.preventDefault();
   if (key === "?") { handled(); $("help-dialog").showModal(); }
@@ -412,6 +450,10 @@ function init() {
   $("help").addEventListener("click", () => $("help-dialog").showModal());
   $("signout").addEventListener("click", () => { clearToken(); showSignin(null); });
   $("fleet-refresh").addEventListener("click", loadFleet);
+  $("report-show").addEventListener("click", loadReport);
+  $("report-month").addEventListener("change", loadReport);
+  $("report-print").addEventListener("click", () => window.print());
+  $("report-csv").addEventListener("click", reportCsv);
   $("resolve-form").addEventListener("submit", submitResolve);
   $("resolve-cancel").addEventListener("click", () => $("resolve-dialog").close());
   $("banner").addEventListener("click", hideBanner);
