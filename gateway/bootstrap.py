@@ -108,6 +108,9 @@ def worker(
         metrics=metrics,
         # residents staying in another municipality (#19.3): their alarms to the host too
         stays=StayCache(database_url, keep_ended_s=settings.alarms.max_alarm_age_s),
+        # the guest's copies to a host, in the home's access log (#21.3): the worker's
+        # background access-log writer (the lock service's, already running)
+        access_log=locks.audit,
     )
 
     # --- storage -------------------------------------------------------------------------
@@ -175,6 +178,8 @@ def worker(
             unreachable_after_s=settings.alarms.webhook_unreachable_after_s,
         ),
         webhook_group=settings.payer.webhook_group,
+        # a receiver naming an organisation gets nothing (#17.7): nothing to access-log
+        webhook_org=payer_targets[0].org if payer_targets else None,
         interval_s=settings.payer.interval_s, lookback_days=settings.payer.lookback_days,
     )  # fmt: skip
     return GatewayService(

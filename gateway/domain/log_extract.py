@@ -38,6 +38,7 @@ CATEGORY_SV = {
     "personal_identity_number": "personnummer",
     "registry": "registeruppgifter",
     "unit_doors": "dörrhändelser",
+    "housing": "boendeform",
 }
 #: The purposes the product itself writes (others are the reader's own words, shown as is).
 PURPOSE_SV = {
@@ -48,6 +49,7 @@ PURPOSE_SV = {
     "unlock reported by the lock": "upplåsning rapporterad av låset",
     "log review": "loggkontroll",
     "log extract": "loggutdrag",
+    "payer change": "betalningsansvar för hjälpmedel",
 }
 #: Wholly tenant-wide reads that include every resident's data (a full export).
 WHOLE_TENANT = frozenset({"personal_identity_number", "weight", "blood_pressure", "position",
@@ -98,6 +100,8 @@ def _basis(entry: Entry, owner: str) -> str:
     reason = entry.reason.casefold()
     if entry.actor_role == "alarm_receiver" or reason.startswith("consent"):
         return "med samtycke"
+    if entry.actor_role == "payer_receiver":
+        return "för betalningsansvar"
     if entry.actor_tenant != owner and entry.actor_org is None:
         return "under vistelse i annan kommun"
     if entry.actor_role == "staff_key":
@@ -129,10 +133,16 @@ def line(
     purpose = _purpose(entry)
     tail = f", syfte: {purpose}" if purpose else ""
     denied = entry.outcome != "allowed"
+    paren = f" ({org_number})" if org_number else ""
     if entry.actor_role == "alarm_receiver":
         receiver = entry.actor.removeprefix("webhook:")
-        text = (f"{when} lämnades {what} ut till {org_name}"
-                f"{f' ({org_number})' if org_number else ''} via deras larmmottagare "
+        text = (f"{when} lämnades {what} ut till {org_name}{paren} via deras larmmottagare "
+                f"{receiver}, {basis}{tail}.")  # fmt: skip
+    elif entry.actor_role == "stay_host":
+        text = f"{when} lämnades {what} ut till {org_name}{paren}, {basis}{tail}."
+    elif entry.actor_role == "payer_receiver":
+        receiver = entry.actor.removeprefix("webhook:")
+        text = (f"{when} lämnades {what} ut till {org_name}{paren} via deras mottagare "
                 f"{receiver}, {basis}{tail}.")  # fmt: skip
     elif entry.actor_role == "staff_key":
         verb = "försökte öppna" if denied else "öppnade"

@@ -9,7 +9,8 @@ effective in the last ``payer.lookback_days``, and emits each once:
 2. publishes it on ``tenants/{t}/payer-changes`` (QoS 1, waiting for the broker's ack);
 3. queues it for the aids centre's signed webhook (the group ``payer.webhook_group`` of
    ``alarms.webhooks``, delivered by the same :class:`WebhookDispatcher` as alarms, from
-   its own durable outbox);
+   its own durable outbox), first writing the disclosure (the resident's housing form
+   leaves the municipality) to the access log in the same transaction (#21.3);
 4. commits.
 
 **Any worker may run it.** The row is the guard, in the database: a second worker's
@@ -30,6 +31,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import aiomqtt
 import orjson
@@ -38,6 +40,8 @@ import psycopg
 from gateway.adapters.mqtt import internals
 from gateway.adapters.mqtt.connection import BrokerAddress
 from gateway.adapters.postgres import payer_queries as q
+from gateway.adapters.postgres.access_log import AccessEntry
+from gateway.adapters.postgres.lock_queries import append_access
 from gateway.domain.payer import PayerChange, due_changes, local_date, payer_changes
 from gateway.worker.webhooks import WebhookDispatcher
 
@@ -50,6 +54,26 @@ def payer_topic(tenant_id: str) -> str:
 
 def event_id(change: PayerChange) -> str:
     return f"payer-{change.assignment_id}-{change.effective_date.isoformat()}"
+
+
+#: actor_role of the access-log row of a payer change sent to the aids centre
+RECEIVER_ROLE = "payer_receiver"
+
+
+def disclosure_entry(
+    change: PayerChange, tenant_id: str, region_id: str | None, group: str, org: str | None
+) -> AccessEntry:
+    """The municipality's access-log row of a payer change sent to the aids centre's
+    webhook: the resident's id and housing form to (usually) the region (#21.3)."""
+    return AccessEntry(
+        actor=f"webhook:{group}", actor_org=org, actor_role=RECEIVER_ROLE,
+        actor_tenant=region_id or tenant_id, owner_tenant=tenant_id,
+        person_id=UUID(str(change.person_id)), categories=["housing"],
+        purpose="payer change", outcome="allowed",
+        reason=f"payer change {event_id(change)} ({change.from_form.value} -> "
+               f"{change.to_form.value}) to the aids centre",
+        request=f"payer change {event_id(change)} to webhook {group}",
+    )  # fmt: skip
 
 
 def message(
@@ -90,12 +114,15 @@ class PayerEmitter:
         webhook_group: str | None,
         interval_s: float,
         lookback_days: int,
+        webhook_org: str | None = None,
     ) -> None:
         self.database_url = database_url
         self.address = BrokerAddress.parse(mqtt_url)
         self.client_id = f"{client_id}-payer"
         self.webhooks = webhooks
         self.webhook_group = webhook_group
+        #: the receiver's organisation: when set, the dispatcher withholds every change
+        self.webhook_org = webhook_org
         self.interval_s = interval_s
         self.lookback_days = lookback_days
         self.emitted = 0
@@ -148,6 +175,13 @@ class PayerEmitter:
                         body = orjson.dumps(message(change, tenant_id, region_id, emitted_at, late))
                         await client.publish(payer_topic(tenant_id), body, qos=1)
                         if self.webhook_group is not None:
+                            # in the access log (this transaction) before it is queued; a
+                            # receiver naming an organisation gets nothing (no consent
+                            # gate for payer changes: the dispatcher withholds them)
+                            if self.webhook_org is None:
+                                await append_access(conn, disclosure_entry(
+                                    change, tenant_id, region_id, self.webhook_group,
+                                    None))  # fmt: skip
                             self.webhooks.submit([self.webhook_group], event_id(change), body)
                         count += 1
                         log.info("payer change emitted",

@@ -276,3 +276,47 @@ def test_extract_csv_and_html() -> None:
     assert "läste Maria Sjuksköterska (Region Västmanland, 232100-0172)" in page
     assert "Antal händelser: 1" in page
     assert sv_list(["a", "b", "c"]) == "a, b och c" and sv_list(["a"]) == "a"
+
+
+def test_extract_sentences_of_a_guest_copy_and_a_payer_change() -> None:
+    kommun_b = Org("Köpings kommun", "212000-1983")
+    orgs = {**ORGS, "kommun-b": kommun_b}
+    guest = Entry(
+        30,
+        t(1, 8),
+        "host:kommun-b",
+        None,
+        "stay_host",
+        "kommun-b",
+        TENANT,
+        P1,
+        ("alarms", "position"),
+        "guest alarm handling",
+        "allowed",
+        "stay x",
+        "alarm",
+    )
+    payer = Entry(
+        31,
+        t(1, 9),
+        "webhook:hjalpmedel",
+        REGION_ORG,
+        "payer_receiver",
+        REGION,
+        TENANT,
+        P1,
+        ("housing",),
+        "payer change",
+        "allowed",
+        "payer change",
+        "x",
+    )
+    assert [r.text for r in lines([guest, payer], owner=TENANT, orgs=orgs, names=NAMES)] == [
+        "2026-12-01 kl. 09:00 lämnades larm och position ut till Köpings kommun (212000-1983), "
+        "under vistelse i annan kommun, syfte: larmhantering under vistelse.",
+        "2026-12-01 kl. 10:00 lämnades boendeform ut till Region Västmanland (232100-0172) via "
+        "deras mottagare hjalpmedel, för betalningsansvar, syfte: betalningsansvar för "
+        "hjälpmedel.",
+    ]
+    # neither is a reader's read: no flag of the rules for people
+    assert review([guest, payer], CONTEXT, THRESHOLDS) == []

@@ -33,6 +33,7 @@ from firmware_contracts.messages import DeviceMessage, Lock, Reply
 from firmware_contracts.topics import tenant_alarms_topic
 from gateway.adapters.mqtt.publisher import AlarmPublisher
 from gateway.adapters.postgres import queries
+from gateway.adapters.postgres.access_log import AccessEntry
 from gateway.config.settings import AlarmSettings, RouteSetting
 from gateway.domain.alarms import (
     DEFAULT_SEVERITY,
@@ -49,6 +50,7 @@ from gateway.domain.geofence import GeofencePolicy
 from gateway.domain.registry import Binding, DeviceRecord
 from gateway.domain.routing import Route, RoutingPolicy
 from gateway.domain.silence import SilencePolicy
+from gateway.domain.stays import Stay
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.alarms.codec import (
     alarm_to_dict,
@@ -64,6 +66,7 @@ from gateway.worker.alarms.persist import JournalShipper, load_open_alarms
 from gateway.worker.alarms.person_rules import PersonRulesCache
 from gateway.worker.alarms.stays_cache import StayCache
 from gateway.worker.fleet.registry_cache import RegistryCache
+from gateway.worker.locks.audit import AccessLogWriter
 from gateway.worker.locks.service import LockService
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
 
@@ -132,6 +135,27 @@ def _never_seen(_: str) -> None:
     return None
 
 
+#: actor_role of the access-log row of a guest's copy sent to the host municipality
+STAY_HOST_ROLE = "stay_host"
+
+
+def guest_copy_entry(event: AlarmEvent, stay: Stay) -> AccessEntry:
+    """The home's access-log row of the guest's copy of an alarm event sent to the host
+    municipality during a stay (issue #21.3): a disclosure to another huvudman, on the
+    stay agreement (docs/stays.md), to its topic, console and webhook receivers."""
+    alarm = event.alarm
+    categories = ["alarms", "position"] if alarm.position is not None else ["alarms"]
+    return AccessEntry(
+        actor=f"host:{stay.host_tenant}", actor_org=None, actor_role=STAY_HOST_ROLE,
+        actor_tenant=stay.host_tenant, owner_tenant=alarm.tenant_id, person_id=alarm.person_id,
+        categories=categories, purpose="guest alarm handling", outcome="allowed",
+        reason=f"stay {stay.id}: the guest's copy of alarm {alarm.id} ({event.type}) to the "
+               "host municipality",
+        request=f"alarm {event.type} {alarm.id} to tenants/{stay.host_tenant}/alarms "
+                f"(event {event.id})",
+    )  # fmt: skip
+
+
 class WebhookEvents(Protocol):
     """What the webhook dispatcher tells the alarm service (built around each other by
     :mod:`gateway.bootstrap`)."""
@@ -167,8 +191,12 @@ class AlarmService:
         locks: LockService | None = None,
         metrics: IngestMetrics | None = None,
         stays: StayCache | None = None,
+        access_log: AccessLogWriter | None = None,
     ) -> None:
         self.settings = settings
+        #: the home's access log of the guest's copies sent to a host (#21.3), written in
+        #: the background: the alarm path does not wait for the database
+        self.access_log = access_log
         # residents staying in another municipality: their alarms go to the host too
         self.stays = stays
         self.book = book
@@ -225,6 +253,8 @@ class AlarmService:
                 self.publisher.submit(tenant_alarms_topic(stay.host_tenant), copy)
                 if self.settings.webhooks:
                     self.webhooks.submit(guest, str(event.id), copy)
+                if self.access_log is not None:
+                    self.access_log.submit(guest_copy_entry(event, stay))
             log.info(
                 "alarm event",
                 extra={"alarm_id": str(event.alarm_id), "event": event.type,

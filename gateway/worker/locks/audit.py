@@ -1,4 +1,5 @@
-"""Writes the gateway's lock-access decisions (reported unlocks) to the access log.
+"""Writes the gateway's lock-access decisions (reported unlocks) and the guest's copies of
+alarms sent to a host municipality during a stay (#21.3) to the access log.
 
 The alarm path must not wait for the database: entries are queued in memory and
 appended in the background through ``append_access_log`` (one transaction each, in
@@ -35,7 +36,7 @@ class AccessLogWriter:
     def submit(self, entry: AccessEntry) -> None:
         if len(self._queue) >= self._max_queue:
             self.dropped += 1
-            log.error("access-log queue full; a lock decision was not logged")
+            log.error("access-log queue full; an entry was not logged")
             return
         self._queue.append(entry)
         self._wake.set()
@@ -61,7 +62,7 @@ class AccessLogWriter:
                 if stop.is_set():
                     if self._queue:
                         self.dropped += len(self._queue)
-                        log.error("stopping with lock decisions not logged",
+                        log.error("stopping with access-log entries not logged",
                                   extra={"pending": len(self._queue)})  # fmt: skip
                     return
                 with contextlib.suppress(TimeoutError):
@@ -77,7 +78,7 @@ class AccessLogWriter:
                     # later decision behind it
                     self._queue.popleft()
                     self.dropped += 1
-                    log.error("a lock decision could not be logged; dropped",
+                    log.error("an access-log entry could not be logged; dropped",
                               extra={"error": type(exc).__name__})  # fmt: skip
                     continue
                 self._queue.popleft()  # only once it is committed
