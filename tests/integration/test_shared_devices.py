@@ -21,14 +21,20 @@ Waits are on conditions; nothing of the product is mocked.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import aiomqtt
 import httpx
+import orjson
 import pytest
 
 from api.auth import Role, mint
+from firmware_contracts.topics import Channel, device_topic
 from tests.integration.harness import (
     gateway_with_api,
     now_iso,
@@ -54,6 +60,33 @@ def auth(tenant: str, role: Role = Role.TENANT_ADMIN, sub: str | None = None) ->
 ADMIN = auth("kommun-a")
 OPERATOR = auth("kommun-a", Role.OPERATOR, "nattpatrull-1")
 OTHER = auth("kommun-b")
+
+
+@contextlib.asynccontextmanager
+async def lock_firmware(mqtt_url: str, device_id: str) -> AsyncIterator[list[str]]:
+    """The unit door lock's firmware: obeys every command it is sent (yields their ids)."""
+    host, port = mqtt_url.removeprefix("mqtt://").split(":")
+    obeyed: list[str] = []
+    async with aiomqtt.Client(host, int(port), identifier=f"fw-{device_id}") as client:
+        await client.subscribe(device_topic(device_id, Channel.COMMANDS), qos=1)
+
+        async def obey() -> None:
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                command = orjson.loads(message.payload)
+                obeyed.append(command["id"])
+                reply = {"v": 1, "type": "reply", "id": f"re-{command['id']}", "ts": now_iso(),
+                         "command_id": command["id"], "ok": True}  # fmt: skip
+                await client.publish(device_topic(device_id, Channel.REPLIES),
+                                     orjson.dumps(reply), qos=1)  # fmt: skip
+
+        task = asyncio.create_task(obey())
+        try:
+            yield obeyed
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
 
 
 async def ok(response: httpx.Response, status: int = 200) -> Any:
@@ -297,6 +330,19 @@ async def test_a_wards_scale_and_a_units_door_end_to_end(mosquitto: Any, databas
             params={"since": now_iso(), "until": now_iso(-60)},
         )
         assert bad.status_code == 422
+
+        # an operator opens the unit's door remotely with Anna's key: no visit needed
+        await asyncio.wait_for(gw.locks.commands.connected.wait(), 20)
+        async with lock_firmware(mosquitto.url, "ward-lock") as obeyed:
+            opened = await ok(await http.post(
+                "/api/v1/devices/ward-lock/unlock", headers=OPERATOR,
+                json={"key_id": "key-anna", "reason": "larm från avdelningen"}))  # fmt: skip
+            assert opened["outcome"] == "done" and opened["reason"] == "unit_door"
+            assert len(obeyed) == 1
+            refused = await http.post(
+                "/api/v1/devices/ward-lock/unlock", headers=OPERATOR,
+                json={"key_id": "key-unknown", "reason": "test"})  # fmt: skip
+            assert refused.status_code == 403 and len(obeyed) == 1
 
         # another tenant: nothing, whatever it asks
         for path in (
