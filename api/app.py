@@ -28,6 +28,7 @@ from api.routes import moves as move_routes
 from api.routes import payer as payer_routes
 from api.routes import reports as report_routes
 from api.routes import stays as stay_routes
+from api.routes import supervision as supervision_routes
 from api.routes import units as unit_routes
 from gateway import __version__
 from gateway.adapters.mosquitto.service import BrokerAccess
@@ -113,5 +114,6 @@ def assemble(settings: Settings, parts: ApiParts) -> FastAPI:
     app.include_router(lock_routes.router)
     app.include_router(quarantine.router)
     app.include_router(unit_routes.router)
+    app.include_router(supervision_routes.router)
     app.include_router(console.router)
     return app

@@ -29,7 +29,12 @@ from gateway.worker.alarms.intake import AlarmIntake
 from gateway.worker.alarms.journal import AlarmJournal
 from gateway.worker.alarms.persist import JournalShipper
 from gateway.worker.alarms.person_rules import PersonRulesCache
-from gateway.worker.alarms.service import AlarmService, WebhookEvents, severity_function
+from gateway.worker.alarms.service import (
+    AlarmService,
+    WebhookEvents,
+    rule_config,
+    severity_function,
+)
 from gateway.worker.alarms.stays_cache import StayCache
 from gateway.worker.batch_writer import BatchWriter
 from gateway.worker.consumer import ConsumerConfig, MqttConsumer, acknowledge
@@ -40,6 +45,7 @@ from gateway.worker.locks.service import LockService
 from gateway.worker.moves import MoveApplier
 from gateway.worker.payer import PayerEmitter
 from gateway.worker.service import GatewayService
+from gateway.worker.supervision import SupervisionCache, SupervisionGate, SupervisionRules
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
 
 if TYPE_CHECKING:
@@ -78,6 +84,19 @@ def worker(
     ]  # fmt: skip
     # receivers of other organisations: only under the resident's consent (#17.7)
     disclosure = AlarmDisclosure(database_url, targets)
+    # digital supervision (#20): decisions with consent (every worker's ingest gate),
+    # plans and passive rules (the active engine's)
+    supervision_cache = SupervisionCache(database_url)
+    consent_gate = SupervisionGate(
+        supervision_cache, gate_positions=settings.supervision.gate_positions
+    )
+    persons = PersonRulesCache(database_url)
+    silence = rule_config(settings.alarms).silence
+    supervision = SupervisionRules(
+        supervision_cache, book, database_url=database_url,
+        person_ref=lambda p: r.ref if (r := persons.get(p)) is not None else None,
+        silence_bound=silence.bound,
+    )  # fmt: skip
 
     def webhooks(events: WebhookEvents) -> WebhookDispatcher:
         return WebhookDispatcher(
@@ -98,7 +117,7 @@ def worker(
         database_url=database_url,
         book=book,
         registry=registry,
-        persons=PersonRulesCache(database_url),
+        persons=persons,
         journal=journal,
         shipper=JournalShipper(journal, database_url),
         publisher=AlarmPublisher(mqtt_url, f"{client_id}-alarms"),
@@ -111,6 +130,7 @@ def worker(
         # the guest's copies to a host, in the home's access log (#21.3): the worker's
         # background access-log writer (the lock service's, already running)
         access_log=locks.audit,
+        supervision=supervision,
     )
 
     # --- storage -------------------------------------------------------------------------
@@ -126,6 +146,7 @@ def worker(
     ingest = Ingest(
         resolve=registry.resolve,
         residents=registry.units.tags,  # whose a unit's shared device's reading is (#19.4)
+        consent=consent_gate,  # sensor states only under a decision with consent (#20)
         put=writer.put,
         states=states,
         metrics=metrics,
@@ -152,6 +173,7 @@ def worker(
     intake = AlarmIntake(
         resolve=registry.get,
         residents=registry.units.tags,
+        consent=consent_gate,
         engine=alarms,
         ack=acknowledge,
         max_payload_bytes=settings.max_payload_bytes,

@@ -293,6 +293,19 @@ class MoveSettings(BaseModel):
     )  # fmt: skip
 
 
+class SupervisionSettings(BaseModel):
+    """Digital supervision and passive alarms (issue #20, docs/supervision.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    gate_positions: bool = Field(
+        default=False,
+        description="Store a person's positions (and run the geofence rules on them) only "
+        "under a gps_positioning decision in force with consent; off until every GPS "
+        "alarm holder's decision is recorded.",
+    )
+
+
 class PayerSettings(BaseModel):
     """Payer changes of device assignments (issue #19.1, docs/payer.md): emitted by the
     workers on their date, on the broker and to the aids centre's webhook."""
@@ -439,6 +452,7 @@ class Settings(BaseSettings):
     access_log: AccessLogSettings = Field(default_factory=AccessLogSettings)
     payer: PayerSettings = Field(default_factory=PayerSettings)
     moves: MoveSettings = Field(default_factory=MoveSettings)
+    supervision: SupervisionSettings = Field(default_factory=SupervisionSettings)
 
     # --- API -----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

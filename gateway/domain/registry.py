@@ -182,6 +182,9 @@ class Refusal(StrEnum):
     # a resident's reading from a unit's shared device (#19.4, gateway.domain.units)
     NO_RESIDENT_IDENTIFIED = "no_resident_identified"
     UNKNOWN_RESIDENT_TAG = "unknown_resident_tag"
+    # a sensor state (or a position, when gated) without a supervision decision in force
+    # with consent (#20, gateway.domain.supervision_consent)
+    NO_SUPERVISION_CONSENT = "no_supervision_consent"
 
 
 @dataclass(frozen=True, slots=True)

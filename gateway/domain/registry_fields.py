@@ -20,7 +20,11 @@ DeviceModelRef = Annotated[str, Field(min_length=1, max_length=64)]
 Serial = Annotated[str, Field(max_length=100)]
 Vendor = Annotated[str, Field(min_length=1, max_length=100)]
 ModelName = Annotated[str, Field(min_length=1, max_length=100)]
-DeviceType = Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
+DeviceType = Literal[
+    "gps_alarm", "scale", "blood_pressure_monitor", "door_lock",
+    # passive sensors (issue #20, docs/supervision.md)
+    "door_sensor", "motion_sensor", "bed_sensor", "floor_mat",
+]  # fmt: skip
 HeartbeatSeconds = Annotated[int, Field(ge=5, le=86_400)]
 PersonRef = Annotated[
     str, Field(min_length=1, max_length=64, description="Pseudonymous reference.")

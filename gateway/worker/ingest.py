@@ -33,6 +33,8 @@ from gateway.worker.rows import PERSONAL_TYPES, Row, message_row, quarantine_row
 log = logging.getLogger(__name__)
 
 _TABLE_BY_NAME = {table.name: table for table in TABLES}
+#: the consent check of digital supervision (#20): None, or why a message is refused
+ConsentGate = Callable[[Binding, DeviceMessage, datetime | None], Refused | None]
 LIMIT_SAMPLE_WINDOW_S = 60.0
 
 
@@ -50,9 +52,11 @@ class Ingest:
         max_clock_skew: timedelta,
         device_limits: TokenBuckets | None = None,
         residents: Callable[[], ResidentTags] | None = None,
+        consent: ConsentGate | None = None,
     ) -> None:
         self._resolve = resolve
         self._residents = residents  # resident tags of units' shared devices (#19.4)
+        self._consent = consent  # supervision decisions with consent (#20)
         self._put = put
         self._states = states
         self._metrics = metrics
@@ -97,7 +101,7 @@ class Ingest:
         message = decoded.message
         device = await self._resolve(topic.device_id)
         ts = message.ts
-        bound = admit(device, message, ts, self._max_skew, self._residents)
+        bound = admit(device, message, ts, self._max_skew, self._residents, self._consent)
         if isinstance(bound, Refused):
             await self._quarantine(
                 msg, topic.device_id, bound.tenant_id, bound.reason, bound.detail
@@ -170,6 +174,7 @@ def admit(
     ts: datetime | None,
     grace: timedelta = timedelta(0),
     residents: Callable[[], ResidentTags] | None = None,
+    consent: ConsentGate | None = None,
 ) -> Binding | Refused:
     """Whose a decoded message is, or why it is refused: the one judgement the storage
     path and the alarm engine's intake both make (gateway.worker.alarms.intake), so the engine
@@ -187,7 +192,12 @@ def admit(
     message carrying a ``resident_tag`` known at its time (``residents``: the tenants'
     resident tags) is that person's; a resident's reading (weight, blood pressure,
     position) without one is refused as ``no_resident_identified`` or
-    ``unknown_resident_tag``."""
+    ``unknown_resident_tag``.
+
+    Digital supervision (issue #20, ``consent``: gateway.worker.supervision): a passive
+    sensor's state (and a position, when positions are gated) of a person without a
+    decision in force with consent for the service is refused as
+    ``no_supervision_consent``: a memory look-up, after the binding says whose it is."""
     if device is not None:
         wrong = wrong_device_type(device.device_type, message)
         if wrong is not None:
@@ -198,7 +208,9 @@ def admit(
             return Refused(bound.reason, f"{message.type} {bound.detail}", bound.tenant_id)
         return bound
     if bound.unit_id is not None:
-        return _resident(bound, message, ts, residents)
+        bound = _resident(bound, message, ts, residents)
+    if consent is not None and not isinstance(bound, Refused):
+        return consent(bound, message, ts) or bound
     return bound
 
 

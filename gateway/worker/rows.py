@@ -13,10 +13,14 @@ from firmware_contracts.messages import (
     Alarm,
     Battery,
     BatteryLow,
+    Bed,
     BloodPressure,
     DeviceMessage,
+    Door,
+    FloorMat,
     Heartbeat,
     Lock,
+    Motion,
     Position,
     Reply,
     Status,
@@ -53,6 +57,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "received_at", "topic", "device_id", "tenant_id", "reason", "detail",
         "payload", "payload_size",
     ),
+    # passive sensors' states (issue #20, migration 0023)
+    "sensor_events": (
+        "tenant_id", "person_id", "device_id", "msg_id", "ts", "received_at",
+        "kind", "state", "unit_id",
+    ),
 }  # fmt: skip
 
 #: PostgreSQL type names for binary COPY, in column order.
@@ -84,10 +93,15 @@ TYPES: dict[str, tuple[str, ...]] = {
     "quarantine": (
         "timestamptz", "text", "text", "text", "text", "text", "bytea", "int4",
     ),
+    "sensor_events": (
+        "text", "uuid", "text", "text", "timestamptz", "timestamptz", "text", "text", "uuid",
+    ),
 }  # fmt: skip
 
 #: Message types whose rows carry personal data and so must be bound to a person.
-PERSONAL_TYPES = frozenset({"weight", "blood_pressure", "position", "alarm", "lock"})
+PERSONAL_TYPES = frozenset(
+    {"weight", "blood_pressure", "position", "alarm", "lock", "door", "motion", "bed", "floor_mat"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +163,23 @@ def message_row(
                 "command_replies",
                 (*head, message.command_id, message.ok, message.detail, unit),
             )
+        case Door() | Motion() | Bed() | FloorMat():
+            return Row("sensor_events", (*head, message.type, sensor_state(message), unit))
     raise TypeError(f"no table for message type {type(message).__name__}")
+
+
+def sensor_state(message: Door | Motion | Bed | FloorMat) -> str:
+    """A sensor message's state as stored: a door's ``open``/``closed``; ``true``/``false``
+    for motion detected, bed occupied, mat stepped on."""
+    match message:
+        case Door():
+            return message.state
+        case Motion():
+            return "true" if message.detected else "false"
+        case Bed():
+            return "true" if message.occupied else "false"
+        case FloorMat():
+            return "true" if message.stepped_on else "false"
 
 
 def quarantine_row(

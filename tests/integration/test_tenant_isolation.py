@@ -143,6 +143,20 @@ async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> di
     tag = await http.post("/api/v1/resident-tags", headers=admin,
                           json={"tag": "TAG-B-1", "person_id": scale_person})  # fmt: skip
     assert tag.status_code == 201, tag.text
+    # digital supervision (#20): a decision with consent, a plan and a passive rule of B's
+    decision = await http.post(
+        f"/api/v1/persons/{person}/supervision/decisions", headers=admin,
+        json={"service": "night_supervision", "person_consent_at": datetime.now(UTC).isoformat()},
+    )  # fmt: skip
+    assert decision.status_code == 201, decision.text
+    plan = await http.put(f"/api/v1/persons/{person}/supervision/plan", headers=admin,
+                          json={"check_times": ["22:00"], "seen": "in_bed",
+                                "team": "night_team"})  # fmt: skip
+    assert plan.status_code == 201, plan.text
+    rule = await http.post(f"/api/v1/persons/{person}/passive-rules", headers=admin,
+                           json={"kind": "floor_mat", "window_start": "22:00",
+                                 "window_end": "06:00"})  # fmt: skip
+    assert rule.status_code == 201, rule.text
     return {
         "person_id": person, "scale_person": scale_person, "device_id": "b-gps",
         "lock_id": "b-lock", "alarm_id": alarm_id, "consent_id": consent.json()["id"],
@@ -150,6 +164,8 @@ async def make_b(http: httpx.AsyncClient, mqtt_url: str, url: str, b: Any) -> di
         "quarantine_id": str(quarantine_id), "agreement_id": agreement.json()["id"],
         "stay_id": stay.json()["id"], "move_id": str(move.json()["id"]),
         "unit_id": unit.json()["id"], "tag_id": str(tag.json()["id"]),
+        "decision_id": decision.json()["id"], "plan_id": plan.json()["id"],
+        "rule_id": rule.json()["id"],
     }  # fmt: skip
 
 
@@ -274,6 +290,23 @@ def requests_for(b: dict[str, str], a_person: str) -> dict[tuple[str, str], dict
             "weekdays": [0], "start": "08:00", "end": "09:00"}},
         ("delete", "/api/v1/log-review/staff/{staff_id}/hours"): {},
         ("get", "/api/v1/persons/{person_id}/log-extract"): {"params": {"format": "csv"}},
+        # digital supervision (#20): B's resident's decisions, plan and rules; the night view
+        ("post", "/api/v1/persons/{person_id}/supervision/decisions"): {"json": {
+            "service": "passive_alarms", "person_consent_at": "2026-01-01T00:00:00Z"}},
+        ("get", "/api/v1/persons/{person_id}/supervision/decisions"): {},
+        ("post", "/api/v1/supervision/decisions/{decision_id}/withdraw"): {"json": {
+            "by": "municipality"}},
+        ("post", "/api/v1/supervision/decisions/{decision_id}/cohabitant-consent"): {"json": {
+            "at": "2026-01-01T00:00:00Z"}},
+        ("put", "/api/v1/persons/{person_id}/supervision/plan"): {"json": {
+            "check_times": ["01:00"], "seen": "door_closed", "team": "x"}},
+        ("get", "/api/v1/persons/{person_id}/supervision/plans"): {},
+        ("post", "/api/v1/supervision/plans/{plan_id}/end"): {},
+        ("post", "/api/v1/persons/{person_id}/passive-rules"): {"json": {
+            "kind": "door_opened_at_night", "window_start": "22:00", "window_end": "06:00"}},
+        ("get", "/api/v1/persons/{person_id}/passive-rules"): {},
+        ("post", "/api/v1/passive-rules/{rule_id}/end"): {},
+        ("get", "/api/v1/supervision/night"): {},
     }  # fmt: skip
 
 
@@ -290,7 +323,8 @@ PATH_IDS = {"person_id": "person_id", "device_id": "device_id", "alarm_id": "ala
             "observation_id": "observation_id", "patient_id": "scale_person",
             "quarantine_id": "quarantine_id", "agreement_id": "agreement_id",
             "stay_id": "stay_id", "move_id": "move_id", "unit_id": "unit_id",
-            "tag_id": "tag_id", "key": "flag_key"}  # fmt: skip
+            "tag_id": "tag_id", "key": "flag_key", "decision_id": "decision_id",
+            "plan_id": "plan_id", "rule_id": "rule_id"}  # fmt: skip
 
 
 async def b_state(url: str) -> tuple[Any, ...]:
@@ -319,6 +353,9 @@ async def b_state(url: str) -> tuple[Any, ...]:
             "select * from report_targets where tenant_id = 'kommun-b'",
             "select * from log_review_settings where tenant_id = 'kommun-b'",
             "select * from staff_working_hours", "select * from log_review_marks",
+            "select id, withdrawn_at, cohabitant_consent_at from supervision_decisions order by id",
+            "select id, ended_at from supervision_plans order by id",
+            "select id, ended_at from passive_rules order by id",
         ):
             rows.append(await (await conn.execute(query)).fetchall())
         return tuple(map(tuple, rows))

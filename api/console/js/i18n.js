@@ -220,6 +220,7 @@ const sv = {
   "quarantine.before_current_assignment": "Från tiden före nuvarande utlämning",
   "quarantine.no_resident_identified": "Delad enhet: ingen brukare identifierad",
   "quarantine.unknown_resident_tag": "Delad enhet: okänd brukarbricka",
+  "quarantine.no_supervision_consent": "Tillsyn: inget giltigt beslut med samtycke",
   "quarantine.older_than_retention": "Äldre än lagringstiden",
   "quarantine.rate_limited": "För många meddelanden",
 };
@@ -437,6 +438,7 @@ const en = {
   "quarantine.before_current_assignment": "From before the current assignment",
   "quarantine.no_resident_identified": "Shared device: no resident identified",
   "quarantine.unknown_resident_tag": "Shared device: unknown resident tag",
+  "quarantine.no_supervision_consent": "Supervision: no valid decision with consent",
   "quarantine.older_than_retention": "Older than the retention period",
   "quarantine.rate_limited": "Too many messages",
 };

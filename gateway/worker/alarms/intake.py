@@ -31,7 +31,7 @@ from gateway.domain.rate_limit import TokenBuckets
 from gateway.domain.registry import Binding, DeviceRecord, Refused
 from gateway.domain.units import ResidentTags
 from gateway.worker.consumer import AckToken, Inbound
-from gateway.worker.ingest import admit, limit_key
+from gateway.worker.ingest import ConsentGate, admit, limit_key
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,11 @@ class AlarmIntake:
         max_clock_skew: timedelta,
         device_limits: TokenBuckets | None = None,
         residents: Callable[[], ResidentTags] | None = None,
+        consent: ConsentGate | None = None,
     ) -> None:
         self._resolve = resolve
         self._residents = residents  # resident tags of units' shared devices (#19.4)
+        self._consent = consent  # supervision decisions with consent (#20)
         self._engine = engine
         self._ack = ack
         self._max_bytes = max_payload_bytes
@@ -107,7 +109,9 @@ class AlarmIntake:
         # the storage path's judgement (gateway.worker.ingest.admit): an alarm binds to whoever
         # holds the device now, and one stamped before the current assignment began, or
         # of a kind the device's type never raises, reaches no one (storage quarantines it)
-        bound = admit(device, message, message.ts, self._max_skew, self._residents)
+        bound = admit(
+            device, message, message.ts, self._max_skew, self._residents, self._consent
+        )
         if isinstance(bound, Refused) or device is None:
             return False
         before = self._engine.dispatched

@@ -68,6 +68,7 @@ from gateway.worker.alarms.stays_cache import StayCache
 from gateway.worker.fleet.registry_cache import RegistryCache
 from gateway.worker.locks.audit import AccessLogWriter
 from gateway.worker.locks.service import LockService
+from gateway.worker.supervision import SupervisionRules
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ class AlarmService:
         locks: LockService | None = None,
         metrics: IngestMetrics | None = None,
         stays: StayCache | None = None,
+        supervision: SupervisionRules | None = None,
         access_log: AccessLogWriter | None = None,
     ) -> None:
         self.settings = settings
@@ -199,6 +201,8 @@ class AlarmService:
         self.access_log = access_log
         # residents staying in another municipality: their alarms go to the host too
         self.stays = stays
+        # digital supervision: planned checks and passive alarms (#20, docs/supervision.md)
+        self.supervision = supervision
         self.book = book
         self.persons = persons
         self.engine = self._new_engine(registry)
@@ -229,6 +233,8 @@ class AlarmService:
         self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
     ) -> None:
         events = self.engine.observe(device, binding, message, at)
+        if self.supervision is not None:
+            events += self.supervision.observe(device, binding, message, at)
         if self.locks is not None and isinstance(message, Lock | Reply):
             decision = self.locks.observe(device, binding, message, at)
             if decision is not None and isinstance(message, Lock):
@@ -433,6 +439,8 @@ class AlarmService:
         await self.disclosure.load()
         if self.stays is not None:
             await self.stays.load()
+        if self.supervision is not None:
+            await self.supervision.cache.load()
 
     async def activate(self) -> None:
         """Become the active engine. The book: the database's open alarms once this
@@ -465,6 +473,8 @@ class AlarmService:
                     ):
                         if (device := self._registry.get(device_id)) is not None:
                             engine.seed_door(device, unlocked_at)
+                    if self.supervision is not None:  # sensors' states, checks (#20)
+                        await self.supervision.activate(conn, now)
                 stored = await load_open_alarms(self._database_url)
             mirrored = {a.id: a for a in self.book.open_alarms()}
             self.book.replace_all(
@@ -480,6 +490,10 @@ class AlarmService:
         self.engine = engine
         self.engine.recognise(self.book.open_alarms())
         self.engine.watch(self._registry.devices(), lambda d: last_seen.get(d, now), now)
+        if self.supervision is not None:
+            for device in self._registry.devices():
+                if (seen := last_seen.get(device.device_id)) is not None:
+                    self.supervision.heard(device, device.binding_at(now), seen)
         self.webhooks.deliver(True)
         silent = (a for a in self.book.open_alarms() if a.kind is AlarmKind.DEVICE_SILENT)
         for alarm in silent:
@@ -510,6 +524,10 @@ class AlarmService:
         ]
         if self.stays is not None:
             tasks.append(asyncio.create_task(self.stays.follow(inner), name="stays"))
+        if self.supervision is not None:
+            tasks.append(asyncio.create_task(
+                self.supervision.cache.follow(inner), name="supervision-cache"))
+            tasks.append(asyncio.create_task(self.supervision.run(inner), name="supervision"))
         await stop.wait()
         inner.set()
         _, pending = await asyncio.wait(tasks, timeout=10)
@@ -536,6 +554,8 @@ class AlarmService:
                 rescan = loop.time() + 5.0
             try:
                 events = self.engine.tick(now) if self.active else []
+                if self.active and self.supervision is not None:
+                    events += self.supervision.tick(now)
                 if events:
                     self._dispatch(events)
                 if loop.time() >= report:

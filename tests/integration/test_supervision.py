@@ -1,0 +1,267 @@
+"""Digital night supervision, passive alarms and their consent gate (issue #20), end to end
+with real Mosquitto, PostgreSQL and HTTP, the sensors played by the simulators
+(device_sims.sensors).
+
+One night, three persons: Anna gets up before her check and does not return (retried, then
+``supervision_not_ok`` with what was seen; her door opened in the night window raises
+``door_opened_at_night``); Bertil's bed sensor dies before his check (``supervision_failed``);
+Cecilia has no decision with consent, so her sensor states and positions are refused
+(``no_supervision_consent``, counted) while her button alarm goes through. A withdrawal
+takes effect at the gateway within 5 s. The night view shows it all. Waits are on
+conditions.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import httpx
+import psycopg
+
+from api.auth import Role, mint
+from device_sims.sensors import NightScript, SensorSim
+from gateway.adapters.postgres import registry_repo as repo
+from gateway.adapters.postgres import supervision_queries as q
+from tests.integration.harness import (
+    gateway_with_api,
+    now_iso,
+    operator,
+    payload,
+    publish,
+    scalar,
+    settings_for,
+    wait_for,
+)
+
+SECRET = "supervision-test-secret-supervision-test"
+TENANT = "kommun-s"
+SENSOR_MODELS = [
+    repo.DeviceModel("t-bed", "Acme", "Bed", "bed_sensor", 60),
+    repo.DeviceModel("t-pir", "Acme", "PIR", "motion_sensor", 60),
+    repo.DeviceModel("t-door", "Acme", "Door", "door_sensor", 60),
+    repo.DeviceModel("t-gps", "Acme", "GPS", "gps_alarm", 60),
+]
+DEVICES = {
+    "anna": ["s-bed-a", "s-pir-a", "s-door-a"],
+    "bertil": ["s-bed-b"],
+    "cecilia": ["s-bed-c", "s-gps-c"],
+}
+MODEL_OF = {"bed": "t-bed", "pir": "t-pir", "door": "t-door", "gps": "t-gps"}
+
+
+def auth(tenant: str, role: Role, sub: str = "karin.berg") -> dict[str, str]:
+    token = mint(SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900)
+    return {"Authorization": f"Bearer {token}"}
+
+
+ADMIN = auth(TENANT, Role.TENANT_ADMIN)
+OPERATOR = auth(TENANT, Role.OPERATOR, "nattpatrull-1")
+OTHER = auth("kommun-other", Role.TENANT_ADMIN)
+
+
+async def _seed(url: str) -> dict[str, UUID]:
+    since = datetime.now(UTC) - timedelta(days=1)
+    persons: dict[str, UUID] = {}
+    async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
+        await repo.create_tenant(conn, TENANT, "Kommun S", "municipality", "212000-0771")
+        await repo.create_tenant(conn, "kommun-other", "Other", "municipality", "212000-0772")
+        for model in SENSOR_MODELS:
+            await repo.ensure_device_model(conn, model)
+        for name, devices in DEVICES.items():
+            person = persons[name] = await repo.create_person(conn, TENANT, f"S-{name}")
+            for device in devices:
+                await repo.register_device(conn, TENANT, device, MODEL_OF[device.split("-")[1]])
+                await repo.assign_device(conn, device, person, since)
+    return persons
+
+
+def _local_hms(at: datetime) -> str:
+    return at.astimezone(ZoneInfo("Europe/Stockholm")).strftime("%H:%M:%S")
+
+
+async def _ok(r: httpx.Response, status: int = 201) -> Any:
+    assert r.status_code == status, r.text
+    return r.json() if r.content else None
+
+
+async def test_a_night_not_ok_failed_and_refused(mosquitto, database_url) -> None:
+    persons = await _seed(database_url)
+    anna, bertil, cecilia = persons["anna"], persons["bertil"], persons["cecilia"]
+    settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET,
+                            supervision={"gate_positions": True})  # fmt: skip
+    async with (
+        gateway_with_api(settings) as (base, gw),
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+        operator(mosquitto.url, TENANT) as op,
+    ):
+        consent_at = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+        valid_from = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+        decisions: dict[tuple[str, str], str] = {}
+        for name, services in (("anna", ["night_supervision", "passive_alarms"]),
+                               ("bertil", ["night_supervision"])):  # fmt: skip
+            for service in services:
+                body = await _ok(await http.post(
+                    f"/api/v1/persons/{persons[name]}/supervision/decisions", headers=ADMIN,
+                    json={"service": service, "valid_from": valid_from,
+                          "person_consent_at": consent_at},
+                ))  # fmt: skip
+                decisions[(name, service)] = body["id"]
+        # a decision awaiting a cohabitant's consent permits nothing yet
+        waiting = await _ok(await http.post(
+            f"/api/v1/persons/{cecilia}/supervision/decisions", headers=ADMIN,
+            json={"service": "night_supervision", "person_consent_at": consent_at,
+                  "has_cohabitant": True},
+        ))  # fmt: skip
+        listed = await _ok(await http.get(
+            f"/api/v1/persons/{cecilia}/supervision/decisions", headers=OPERATOR), 200)  # fmt: skip
+        assert [d["status"] for d in listed] == ["awaiting_cohabitant_consent"], listed
+        assert waiting["id"] == listed[0]["id"]
+
+        # the checks: in a few seconds (local time), retried after 3 s
+        check_at = datetime.now(UTC) + timedelta(seconds=8)
+        for person in (anna, bertil):
+            await _ok(await http.put(
+                f"/api/v1/persons/{person}/supervision/plan", headers=ADMIN,
+                json={"check_times": [_local_hms(check_at)], "seen": "in_bed",
+                      "retry_after_s": 3, "team": "night_team"},
+            ))  # fmt: skip
+        await _ok(await http.post(
+            f"/api/v1/persons/{anna}/passive-rules", headers=ADMIN,
+            json={"kind": "door_opened_at_night", "window_start": "00:00",
+                  "window_end": "00:00"},
+        ))  # fmt: skip
+
+        # the night, as the sensors see it (times in the last minute)
+        t0 = datetime.now(UTC) - timedelta(seconds=60)
+        night_a = NightScript(bed=SensorSim("s-bed-a", "bed_sensor"),
+                              motion=SensorSim("s-pir-a", "motion_sensor"),
+                              door=SensorSim("s-door-a", "door_sensor"))  # fmt: skip
+        night_a.awake(t0).goes_to_bed(t0 + timedelta(seconds=10))
+        night_a.gets_up(t0 + timedelta(seconds=40)).opens_door(t0 + timedelta(seconds=45))
+        night_b = NightScript(bed=SensorSim("s-bed-b", "bed_sensor"))
+        night_b.awake(t0).goes_to_bed(t0 + timedelta(seconds=10))
+        night_b.bed_sensor_dies(t0 + timedelta(seconds=50))
+        night_c = NightScript(bed=SensorSim("s-bed-c", "bed_sensor"))
+        night_c.awake(t0).goes_to_bed(t0 + timedelta(seconds=10))
+        sent = sorted([*night_a.messages(), *night_b.messages(), *night_c.messages()],
+                      key=lambda s: s.at)  # fmt: skip
+        await publish(mosquitto.url, [(s.topic, s.out.payload) for s in sent])
+
+        # Cecilia: her bed's states and her position refused; her button goes through
+        await publish(mosquitto.url, [
+            ("devices/s-gps-c/telemetry",
+             payload("position", "p-c-1", lat=59.6, lon=16.5, accuracy_m=5.0)),
+            ("devices/s-gps-c/events", payload("alarm", "a-c-1", kind="button")),
+        ])  # fmt: skip
+        button = await op.wait(lambda m: m["kind"] == "button", "Cecilia's button alarm")
+        assert button["person_id"] == str(cecilia)
+
+        async def refused() -> bool:
+            n = await scalar(
+                database_url,
+                "select count(*) from quarantine where reason = 'no_supervision_consent' "
+                "and device_id in ('s-bed-c', 's-gps-c')",
+            )
+            return int(n) == 3  # two bed states, one position
+
+        await wait_for(refused, 20, "Cecilia's sensor states and position quarantined")
+        assert await scalar(database_url, "select count(*) from sensor_events "
+                            "where device_id = 's-bed-c'") == 0  # fmt: skip
+        assert await scalar(database_url, "select count(*) from positions "
+                            "where device_id = 's-gps-c'") == 0  # fmt: skip
+
+        async def annas() -> bool:  # her 7 states: stored (under her decisions)
+            n = await scalar(database_url, "select count(*) from sensor_events "
+                             "where device_id like 's-%%-a'")  # fmt: skip
+            return int(n) == 7
+
+        await wait_for(annas, 10, "Anna's sensor states stored")
+
+        # the door opened in Anna's window
+        door = await op.wait(lambda m: m["kind"] == "door_opened_at_night", "wandering alarm")
+        assert door["person_id"] == str(anna) and door["device_id"] == "s-door-a"
+
+        # Bertil's sensor is offline at his check: failed, at once
+        failed = await op.wait(lambda m: m["kind"] == "supervision_failed", "failed check", 30)
+        assert failed["person_id"] == str(bertil)
+        assert failed["detail"]["reason"] == "sensor_offline"
+        assert failed["detail"]["team"] == "night_team"
+        # Anna is out of bed: retried, then not ok with what was seen
+        not_ok = await op.wait(lambda m: m["kind"] == "supervision_not_ok", "not ok", 30)
+        assert not_ok["person_id"] == str(anna) and not_ok["detail"]["attempt"] == 2
+        seen = {s["kind"]: s["value"] for s in not_ok["detail"]["seen"]["sensors"]}
+        assert seen["bed"] is False and seen["door"] == "open"
+        assert not_ok["recipients"], not_ok
+
+        async def stored() -> bool:
+            n = await scalar(database_url, "select count(*) from supervision_checks")
+            return int(n) == 3
+
+        await wait_for(stored, 10, "the three checks stored")
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            rows = await (await conn.execute(
+                "select person_id, attempt, result, alarm_id is not null, reason "
+                "from supervision_checks order by person_id, attempt")).fetchall()  # fmt: skip
+            counts = await q.check_counts(conn, TENANT, t0 - timedelta(hours=1),
+                                          datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
+        assert sorted(rows, key=lambda r: (str(r[0]), r[1])) == sorted([
+            (anna, 1, "retried", False, None), (anna, 2, "not_ok", True, None),
+            (bertil, 1, "failed", True, "sensor_offline"),
+        ], key=lambda r: (str(r[0]), r[1]))  # fmt: skip
+        assert counts == {"ok": 0, "retried": 0, "not_ok": 1, "failed": 1, "persons": 2}
+
+        # the night view
+        view = await _ok(await http.get("/api/v1/supervision/night", headers=OPERATOR), 200)
+        by_person = {p["person_id"]: p for p in view["persons"]}
+        assert by_person[str(anna)]["checks"][0]["status"] == "not_ok"
+        assert [a["result"] for a in by_person[str(anna)]["checks"][0]["attempts"]] == [
+            "retried", "not_ok"]  # fmt: skip
+        assert by_person[str(bertil)]["checks"][0]["status"] == "failed"
+        assert {a["kind"] for a in view["alarms"]} >= {
+            "supervision_not_ok", "supervision_failed", "door_opened_at_night"}  # fmt: skip
+        # another municipality sees none of it
+        other = await _ok(await http.get("/api/v1/supervision/night", headers=OTHER), 200)
+        assert other["persons"] == [] and other["alarms"] == []
+        r = await http.get(f"/api/v1/persons/{anna}/supervision/decisions", headers=OTHER)
+        assert r.status_code == 404, r.text
+
+        # withdrawal: Bertil's consent withdrawn; within 5 s his sensor's states are refused
+        r = await http.post(
+            f"/api/v1/supervision/decisions/{decisions[('bertil', 'night_supervision')]}"
+            "/withdraw", headers=ADMIN, json={"by": "person", "reason": "vill inte längre"},
+        )  # fmt: skip
+        assert (await _ok(r, 200))["status"] == "withdrawn"
+        withdrawn = time.monotonic()
+        n = 0
+
+        async def refused_now() -> bool:
+            nonlocal n
+            n += 1
+            await publish(mosquitto.url, [("devices/s-bed-b/events", payload(
+                "bed", f"bed-b-after-{n}", occupied=True))], client_id="test-pub-b")  # fmt: skip
+            found = await scalar(
+                database_url,
+                "select count(*) from quarantine where device_id = 's-bed-b' "
+                "and reason = 'no_supervision_consent'",
+            )
+            return int(found) > 0
+
+        await wait_for(refused_now, 10, "Bertil's bed state refused after the withdrawal")
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            refused_at = await (await conn.execute(
+                "select min(received_at) from quarantine where device_id = 's-bed-b'"
+            )).fetchone()  # fmt: skip
+        assert refused_at is not None
+        assert time.monotonic() - withdrawn < 10
+        assert (refused_at[0] - datetime.now(UTC)).total_seconds() < 5
+        # every change and read is in the access log
+        logged = await scalar(database_url, "select count(*) from access_log where "
+                              "categories = array['supervision'] and owner_tenant = %s",
+                              (TENANT,))  # fmt: skip
+        assert int(logged) >= 10
+        assert gw.alarms.supervision is not None
+        assert now_iso()
