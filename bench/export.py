@@ -78,7 +78,7 @@ LOAD = [
                                  action, key_id, method)
         select %(t)s, {PERSON}, {DEVICE}, 'l' || j, {AT}, {AT} + interval '1 second',
                case when j %% 2 = 0 then 'locked' else 'unlocked' end, 'key-' || (i %% 50),
-               'key'
+               'app'
         from generate_series(3, %(n)s - 1, 4) i, generate_series(1, %(r)s) j""",
     f"""insert into device_health (tenant_id, person_id, device_id, msg_id, ts, received_at,
                                    kind, battery_percent, rssi_dbm)

@@ -74,7 +74,9 @@ def config(tmp: Path, url: str, key_id: str, key: str) -> Path:
     return path
 
 
-async def populate(http: httpx.AsyncClient, mqtt_url: str, url: str, a: Any, b: Any) -> str:
+async def populate(
+    http: httpx.AsyncClient, mqtt_url: str, url: str, a: Any, b: Any, gw: Any
+) -> str:
     """Kommun A's life: a person with an identity number, consents, housing, staff, keys,
     visits, zones, limits, messages of every kind, an alarm acknowledged and resolved, and
     reads of its data (the access log); kommun B's messages beside it. Returns A's alarm."""
@@ -143,6 +145,28 @@ async def populate(http: httpx.AsyncClient, mqtt_url: str, url: str, a: Any, b: 
     )
     assert r.status_code < 300, r.text
 
+    # a ward with its own door lock, and a resident's tag for shared devices (#19.4)
+    r = await http.post("/api/v1/units", headers=ADMIN, json={
+        "name": "Solgläntan, avdelning 2", "kind": "ward"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    unit = r.json()["id"]
+    r = await http.post("/api/v1/devices", headers=ADMIN, json={
+        "id": "ward-lock-1", "model_id": "t-lock"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    r = await http.post(f"/api/v1/units/{unit}/devices", headers=ADMIN, json={
+        "device_id": "ward-lock-1",
+        "valid_from": (datetime.now(UTC) - timedelta(hours=2)).isoformat()})  # fmt: skip
+    assert r.status_code == 204, r.text
+    r = await http.post("/api/v1/resident-tags", headers=ADMIN, json={
+        "tag": "04A2B3C4D5", "person_id": str(scale)})  # fmt: skip
+    assert r.status_code == 201, r.text
+
+    async def unit_known() -> bool:  # the gateway's registry follows the database
+        lock = gw.registry.get("ward-lock-1")
+        return lock is not None and lock.unit_at(datetime.now(UTC)) is not None
+
+    await wait_for(unit_known, what="the gateway to hold the ward's lock")
+
     def ago(minutes: int) -> str:
         return (datetime.now(UTC) - timedelta(minutes=minutes)).isoformat()
 
@@ -160,12 +184,15 @@ async def populate(http: httpx.AsyncClient, mqtt_url: str, url: str, a: Any, b: 
         ("devices/lock-1/events", payload("lock", "l1", ago(10), action="unlocked",
                                           key_id="key-17", method="app")),
         ("devices/lock-1/replies", payload("reply", "r1", command_id="c-1", ok=True)),
+        ("devices/ward-lock-1/events", payload("lock", "wl1", ago(5), action="unlocked",
+                                               key_id="key-17", method="app")),
         ("devices/gps-1/events", payload("alarm", "a1", kind="button", lat=59.61, lon=16.55)),
         ("devices/b-scale/telemetry", payload("weight", "bw1", ago(30), kg=93.7)),
         ("devices/b-gps/events", payload("alarm", "ba1", kind="button", lat=57.7, lon=11.9)),
     ])  # fmt: skip
     await wait_count(url, "select count(*) from readings", 5)
     await wait_count(url, "select count(*) from command_replies", 1)
+    await wait_count(url, "select count(*) from lock_events where unit_id is not null", 1)
     await wait_count(url, "select count(*) from alarms where kind = 'button'", 2)
     alarm = str(await scalar(url, "select id from alarms where tenant_id = 'kommun-a'"
                                   " and kind = 'button'"))  # fmt: skip
@@ -195,6 +222,11 @@ async def answers(http: httpx.AsyncClient, a: Any, pin_person: str) -> dict[str,
         return r.json()
 
     out["devices"] = await get("/api/v1/devices")
+    out["units"] = await get("/api/v1/units")
+    for unit in out["units"]:
+        out[f"unit {unit['id']}"] = await get(f"/api/v1/units/{unit['id']}")
+        out[f"door events {unit['id']}"] = await get(f"/api/v1/units/{unit['id']}/door-events")
+    out["tags"] = await get("/api/v1/resident-tags")
     out["tenant"] = await get("/api/v1/tenant")
     for person in persons:
         out[f"person {person}"] = await get(f"/api/v1/persons/{person}")
@@ -232,15 +264,16 @@ async def test_export_through_the_api_restores_to_the_same_answers(
     b = await seed(database_url, "kommun-b", B_ORG, {"b-scale": "t-scale", "b-gps": "t-gps"})
     settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET,
                             pii_keys={"old": OLD_KEY})  # fmt: skip
-    async with gateway_with_api(settings) as (base, _gw), httpx.AsyncClient(
+    async with gateway_with_api(settings) as (base, gw), httpx.AsyncClient(
         base_url=base, timeout=30
     ) as http:  # fmt: skip
-        await populate(http, mosquitto.url, database_url, a, b)
+        await populate(http, mosquitto.url, database_url, a, b, gw)
         query = "select id from persons where ref = 'kommun-a-pnr'"
         pin_person = str(await scalar(database_url, query))
         before = await answers(http, a, pin_person)
         assert len(before[f"fhir {a.persons['bp-1']}"]) == 3  # two panels, one heart rate
         assert before["alarms resolved"] and before["lock_events " + str(a.persons["lock-1"])]
+        assert before["tags"] and any(v for k, v in before.items() if k.startswith("door events"))
         history = await rows(database_url, HISTORY)
         assert len(history) >= 3  # raised, acknowledged, resolved
 
