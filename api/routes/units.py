@@ -273,8 +273,7 @@ async def unit_health(
     """Heartbeats, battery and status of the unit's devices while they were the unit's."""
     since, until = _period(since, until)
     await _unit(conn, unit_id)
-    rows = await q.unit_health(conn, unit_id, since, until, limit)
-    return [r for r in rows if kind is None or r["kind"] == kind]
+    return await q.unit_health(conn, unit_id, since, until, limit, kind)
 
 
 # --- resident tags -------------------------------------------------------------------------

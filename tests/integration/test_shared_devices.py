@@ -324,6 +324,10 @@ async def test_a_wards_scale_and_a_units_door_end_to_end(mosquitto: Any, databas
         assert "weight_gain" not in {a["kind"] for a in unit_alarms}  # Alice's, not the unit's
         health = await ok(await http.get(f"/api/v1/units/{unit}/health", headers=OPERATOR))
         assert {h["device_id"] for h in health} >= {"ward-scale"}
+        beats = await ok(await http.get(f"/api/v1/units/{unit}/health", headers=OPERATOR,
+                                        params={"kind": "heartbeat"}))  # fmt: skip
+        assert [(h["device_id"], h["kind"], h["battery_percent"]) for h in beats] == [
+            ("ward-scale", "heartbeat", 90)]  # fmt: skip
         bad = await http.get(
             f"/api/v1/units/{unit}/door-events",
             headers=OPERATOR,

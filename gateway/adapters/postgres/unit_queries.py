@@ -156,14 +156,20 @@ async def unit_alarms(
 
 
 async def unit_health(
-    conn: AsyncConn, unit_id: UUID, since: datetime, until: datetime, limit: int
+    conn: AsyncConn,
+    unit_id: UUID,
+    since: datetime,
+    until: datetime,
+    limit: int,
+    kind: str | None = None,
 ) -> list[dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "select device_id, ts, received_at, kind, battery_percent, rssi_dbm, state,"
-            " firmware from api_device_health where unit_id = %s and ts >= %s and ts < %s"
-            " order by ts desc limit %s",
-            (unit_id, since, until, limit),
+            " firmware from api_device_health where unit_id = %(unit)s and ts >= %(since)s"
+            " and ts < %(until)s and (%(kind)s::text is null or kind = %(kind)s)"
+            " order by ts desc limit %(limit)s",
+            {"unit": unit_id, "since": since, "until": until, "kind": kind, "limit": limit},
         )
         return await cur.fetchall()
 
