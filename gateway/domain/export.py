@@ -741,6 +741,81 @@ TABLES: tuple[ExportTable, ...] = (
         SERIES_ORDER,
         source="api_sensor_events",
     ),
+    # the follow-up report (issue #21.1, docs/report.md)
+    ExportTable(
+        "report_targets",
+        "The municipality's own answering target for the follow-up report.",
+        (
+            TENANT,
+            _c("ack_within_s", INT, "Acknowledged within this many seconds..."),
+            _c("ack_share", N, "...in this share of the alarms (0 to 1)."),
+            _c("changed_at", TS, "When last changed."),
+            _c("changed_by", T, "Who changed it."),
+        ),
+        ("tenant_id",),
+    ),
+    ExportTable(
+        "report_device_days",
+        "Each device's use per local day (kept after the raw rows' retention).",
+        (
+            TENANT,
+            _c("day", D, "Local day (Europe/Stockholm)."),
+            DEVICE,
+            _c("positions", INT, "Positions that day."),
+            _c("device_alarms", INT, "Device alarms that day."),
+            _c("readings", INT, "Readings that day."),
+            _c("lock_events", INT, "Lock events that day."),
+            _c("health", INT, "Health messages that day."),
+        ),
+        ("day", "device_id"),
+    ),
+    # the access log's review (issue #21.3, docs/log-review.md)
+    ExportTable(
+        "log_review_settings",
+        "What the access log's review flags, per tenant.",
+        (
+            TENANT,
+            _c("many_residents", INT, "Residents read by one person within the window."),
+            _c("many_window_minutes", INT, "The window, minutes."),
+            _c("grace_minutes", INT, "Grace around working hours, minutes."),
+            _c("consent_near_end_hours", INT, "Reads this close to a consent's end."),
+            _c("work_weekdays", Kind.INTEGER_ARRAY, "Working weekdays, 0 = Monday."),
+            _c("work_start", Kind.TIME, "Working hours start (local)."),
+            _c("work_end", Kind.TIME, "Working hours end (local)."),
+            _c("changed_at", TS, "When last changed."),
+            _c("changed_by", T, "Who changed it."),
+        ),
+        ("tenant_id",),
+    ),
+    ExportTable(
+        "staff_working_hours",
+        "Staff members' working hours (for the access log's review).",
+        (
+            _c("staff_id", U, "staff_members.id."),
+            TENANT,
+            _c("weekdays", Kind.INTEGER_ARRAY, "Weekdays, 0 = Monday."),
+            _c("start_time", Kind.TIME, "Start (local)."),
+            _c("end_time", Kind.TIME, "End (local)."),
+            _c("changed_at", TS, "When last changed."),
+            _c("changed_by", T, "Who changed it."),
+        ),
+        ("staff_id",),
+    ),
+    ExportTable(
+        "log_review_marks",
+        "Flags of the access log's review marked as reviewed, with the comment.",
+        (
+            _c("id", INT, "Row id."),
+            TENANT,
+            _c("flag_key", T, "The flag reviewed."),
+            _c("rule", T, "The rule that flagged it."),
+            _c("reviewed_at", TS, "When reviewed."),
+            _c("reviewed_by", T, "Who reviewed it."),
+            _c("comment", T, "The reviewer's comment."),
+        ),
+        ("id",),
+        identity="id",
+    ),
     ExportTable(
         "access_log",
         "Every logged read of the tenant's residents' data.",
@@ -778,6 +853,8 @@ EXCLUDED: dict[str, str] = {
     "access_log_seals": "the platform's HMAC seals of the whole access log, over every "
     "tenant's rows; meaningless for one tenant's part of the log",
     "partition_plan": "the installation's retention settings, not data",
+    "report_days_done": "the report rollup's bookkeeping (which days are final), not "
+    "readable by the API role; a restore marks the days of report_device_days rolled up",
     "schema_migrations": "the installation's schema version (the manifest names it)",
 }
 

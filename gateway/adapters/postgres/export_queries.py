@@ -120,6 +120,18 @@ def advance_identity(table: ExportTable) -> sql.Composed:
              ident=sql.Identifier(table.identity), table=sql.Identifier(table.name))  # fmt: skip
 
 
+#: run after a table is loaded (the tenant is %(tenant)s): the days of the restored report
+#: rollup are rolled up already (else a report would roll them up again from raw rows the
+#: old installation's retention had dropped, and find nothing)
+AFTER_LOADING: dict[str, str] = {
+    "report_device_days": """
+        insert into report_days_done (tenant_id, day, rolled_at)
+        select distinct tenant_id, day, now() from report_device_days
+        where tenant_id = %(tenant)s
+        on conflict do nothing
+    """,
+}
+
 #: the access log's rows from the first restored one on, to chain them into this
 #: installation's log (the exported hashes were of the old installation's whole log)
 ACCESS_LOG_FROM = """

@@ -234,6 +234,8 @@ async def _table(
         await conn.execute(q.insert_missing(table, columns))
     if table.identity and count:
         await conn.execute(q.advance_identity(table))
+    if table.name in q.AFTER_LOADING:
+        await conn.execute(q.AFTER_LOADING[table.name], {"tenant": tenant})
     return count
 
 
