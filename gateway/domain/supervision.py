@@ -231,21 +231,29 @@ class Schedule:
 
     cursors: dict[UUID, datetime] = field(default_factory=dict)
     retries: dict[tuple[UUID, datetime], tuple[datetime, Due]] = field(default_factory=dict)
+    #: each plan's next check instant (computed once per check, not at every tick)
+    upcoming: dict[UUID, tuple[Plan, datetime | None]] = field(default_factory=dict)
 
     def due(
         self, plans: Iterable[Plan], now: datetime, start: Callable[[UUID], datetime]
     ) -> Iterator[Due]:
         """Checks due by ``now``; ``start(plan_id)``: the cursor of a plan seen for the
-        first time."""
+        first time. A plan whose next check is ahead costs a comparison."""
         live: set[UUID] = set()
         for plan in plans:
             live.add(plan.id)
             cursor = self.cursors.get(plan.id)
             if cursor is None:
-                cursor = start(plan.id)
+                cursor = self.cursors[plan.id] = start(plan.id)
+            held = self.upcoming.get(plan.id)
+            if held is None or held[0] != plan:
+                held = self.upcoming[plan.id] = (plan, _next_check(plan, cursor))
+            if held[1] is None or held[1] > now:
+                continue
             for at, local in check_instants(plan, cursor, now):
                 yield Due(plan.id, at, local, 1)
             self.cursors[plan.id] = max(cursor, now)
+            self.upcoming[plan.id] = (plan, _next_check(plan, self.cursors[plan.id]))
         for key, (due_at, due) in sorted(self.retries.items(), key=lambda kv: kv[1][0]):
             if due.plan_id not in live:
                 del self.retries[key]
@@ -254,10 +262,16 @@ class Schedule:
                 yield due
         for gone in set(self.cursors) - live:
             del self.cursors[gone]
+            self.upcoming.pop(gone, None)
 
     def retry(self, plan: Plan, due: Due, now: datetime) -> None:
         again = Due(due.plan_id, due.planned_at, due.local_time, 2)
         self.retries[(due.plan_id, due.planned_at)] = (now + plan.retry_after, again)
+
+
+def _next_check(plan: Plan, after: datetime) -> datetime | None:
+    found = check_instants(plan, after, after + timedelta(days=2))
+    return found[0][0] if found else None
 
 
 def outcome(due: Due, evaluation: Evaluation) -> Result:
