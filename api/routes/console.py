@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from api import consented
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
+from api.routes.log_review import AUDITORS as LOG_REVIEWERS
 from api.routes.quarantine import REVIEWERS
 from api.routes.reports import READERS as REPORT_READERS
 from gateway.adapters.postgres import console_queries as q
@@ -71,7 +72,8 @@ async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
     or null when no map tiles are configured. ``may_review_quarantine``: the fleet view
     shows the devices whose messages were refused; ``may_view_fleet`` without
     ``may_handle_alarms`` (a technician): the console opens the fleet view only (#19.7).
-    ``may_read_report``: the follow-up report view (#21.1); an auditor has that view only."""
+    ``may_read_report``: the follow-up report view (#21.1); an auditor has that view only.
+    ``may_review_log``: the log review view (#21.2-3, docs/log-review.md)."""
     return {
         "subject": who.subject,
         "tenant": who.tenant,
@@ -80,6 +82,7 @@ async def me(request: Request, who: CurrentPrincipal) -> dict[str, Any]:
         "may_review_quarantine": who.role in REVIEWERS,
         "may_view_fleet": who.role in FLEET_READERS,
         "may_read_report": who.role in REPORT_READERS,
+        "may_review_log": who.role in LOG_REVIEWERS,
         "map_tiles": _map_tiles(request),
     }
 

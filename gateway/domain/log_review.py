@@ -13,7 +13,7 @@ consents. Four rules:
     That is the whole of what the product knows as a care relation of its own staff;
     reads by another organisation are judged by the consent rules, reads by a host
     municipality during a stay by the stay (not flagged here), an auditor's reads are
-    the review itself (not flagged).
+    the review itself (not flagged by any rule).
 ``many_residents``
     One reader's entries (allowed or denied) name ``many_residents`` or more different
     residents within ``many_window``; overlapping windows are one flag.
@@ -418,7 +418,7 @@ def _outside_hours(
 ) -> list[Flag]:
     flags: list[Flag] = []
     for e in entries:
-        if not _own_reader(e, context):
+        if not _own_reader(e, context) or e.actor_role in REVIEWERS:
             continue
         staff = context.staff.get(e.actor)
         hours, source = (

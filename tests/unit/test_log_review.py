@@ -320,3 +320,19 @@ def test_extract_sentences_of_a_guest_copy_and_a_payer_change() -> None:
     ]
     # neither is a reader's read: no flag of the rules for people
     assert review([guest, payer], CONTEXT, THRESHOLDS) == []
+
+
+def test_an_auditor_s_reads_are_not_flagged() -> None:
+    night = e(40, t(1, 2), P1, actor="per", role="auditor", categories=("access_log",))
+    many = [e(41 + n, t(1, 2, n), p, actor="per", role="auditor") for n, p in
+            enumerate((P1, P2, P3, P4))]  # fmt: skip
+    assert review([night, *many], CONTEXT, THRESHOLDS) == []
+
+
+def test_every_rule_has_a_swedish_and_an_english_name_in_the_console() -> None:
+    from tests.unit.test_console_translations import LANGUAGES, dictionaries
+
+    texts = dictionaries()
+    for lang in LANGUAGES:
+        missing = [r.value for r in Rule if f"logrule.{r.value}" not in texts[lang]]
+        assert not missing, (lang, missing)

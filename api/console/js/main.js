@@ -9,6 +9,7 @@ import { renderDetail, tickDetail } from "./detail.js";
 import { h, show } from "./dom.js";
 import { renderFleet } from "./fleet.js";
 import { downloadCsv, lastMonth, renderReport } from "./report.js";
+import { defaultPeriod, downloadExtract, fetchFlags, renderFlags, reviewFlag } from "./logreview.js";
 import { DEFAULT_TIME_ZONE, setTimeZone } from "./format.js";
 import { applyI18n, getLang, label, setLang, t } from "./i18n.js";
 import { Beeper } from "./sound.js";
@@ -66,7 +67,7 @@ function stopSession() {
   setStatus("offline");
   renderTenant();
   hideBanner();
-  for (const id of ["nav-board", "nav-fleet", "nav-report", "signout"]) show($(id), false);
+  for (const id of ["nav-board", "nav-fleet", "nav-report", "nav-log", "signout"]) show($(id), false);
   state.fleetOnly = false;
   state.reportOnly = false;
   show($("conn"), true);
@@ -85,7 +86,7 @@ async function startSession() {
     if (!(error instanceof ApiError && error.status === 401)) showSignin("signin.failed");
     return;
   }
-  if (!me.may_handle_alarms && !me.may_view_fleet && !me.may_read_report) {
+  if (!me.may_handle_alarms && !me.may_view_fleet && !me.may_read_report && !me.may_review_log) {
     clearToken();
     showSignin("signin.role");
     return;
@@ -101,6 +102,7 @@ async function startSession() {
   show($("signout"), true);
   show($("nav-fleet"), !state.reportOnly);
   show($("nav-report"), Boolean(me.may_read_report));
+  show($("nav-log"), Boolean(me.may_review_log));
   show($("nav-board"), !state.fleetOnly && !state.reportOnly);
   show($("conn"), !state.fleetOnly && !state.reportOnly); // no alarm stream to be connected to
   const exp = claims(getToken())?.exp;
@@ -278,10 +280,11 @@ const detailActions = { ack: acknowledge, resolve: openResolve };
 // --- views ------------------------------------------------------------------------------------------
 function setView(name) {
   state.view = name;
-  for (const v of ["signin", "board", "detail", "fleet", "report"]) show($(`view-${v}`), v === name);
+  for (const v of ["signin", "board", "detail", "fleet", "report", "log"]) show($(`view-${v}`), v === name);
   $("nav-board").setAttribute("aria-current", name === "board" || name === "detail" ? "page" : "false");
   $("nav-fleet").setAttribute("aria-current", name === "fleet" ? "page" : "false");
   $("nav-report").setAttribute("aria-current", name === "report" ? "page" : "false");
+  $("nav-log").setAttribute("aria-current", name === "log" ? "page" : "false");
   if (name !== "fleet") clearInterval(state.fleetTimer);
 }
 
@@ -301,7 +304,10 @@ function route() {
   if (!state.me) return;
   const hash = location.hash || "#/board";
   const detail = /^#\/alarm\/([0-9a-f-]{36})$/.exec(hash);
-  if ((hash === "#/report" || state.reportOnly) && state.me.may_read_report) {
+  if (hash === "#/log" && state.me.may_review_log) {
+    setView("log");
+    loadLog();
+  } else if ((hash === "#/report" || state.reportOnly) && state.me.may_read_report) {
     setView("report");
     loadReport();
   } else if (detail && !state.fleetOnly) {
@@ -379,6 +385,54 @@ async function reportCsv() {
   }
 }
 
+// --- the log review (#21.2-3) ---------------------------------------------------------------------
+function logPeriod() {
+  const from = $("log-from");
+  const to = $("log-to");
+  if (!from.value || !to.value) {
+    const period = defaultPeriod();
+    from.value = from.value || period.from;
+    to.value = to.value || period.to;
+  }
+  return { from: from.value, to: to.value };
+}
+
+const logActions = {
+  async review(key, comment) {
+    try {
+      await reviewFlag(key, comment);
+      await loadLog();
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) notice(t("log.review_failed", { detail: error.detail || error.message }));
+    }
+  },
+  async extract(personId, format) {
+    const { from, to } = logPeriod();
+    try {
+      await downloadExtract(personId, format, from, to);
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 401)) notice(t("log.failed", { detail: error.detail || error.message }));
+    }
+  },
+};
+
+async function loadLog() {
+  const { from, to } = logPeriod();
+  const body = $("log-body");
+  body.dataset.period = `${from}/${to}`;
+  body.replaceChildren(h("p", { class: "loading" }, t("log.loading")));
+  try {
+    const data = await fetchFlags(from, to, $("log-open").checked);
+    if (body.dataset.period !== `${from}/${to}`) return; // another period asked for meanwhile
+    renderFlags(body, data, logActions);
+    notice("");
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      body.replaceChildren(h("p", { class: "error" }, t("log.failed", { detail: error.detail || error.message })));
+    }
+  }
+}
+
 // --- sound and language ---------------------------------------------------------------------------
 function renderSound() {
   const button = $("sound");
@@ -399,6 +453,7 @@ function switchLanguage() {
   if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions, state.me?.map_tiles);
   if (state.view === "fleet") loadFleet();
   if (state.view === "report") loadReport();
+  if (state.view === "log") loadLog();
   const error = $("signin-error");
   if (error.dataset.key) error.textContent = t(error.dataset.key);
 }
@@ -454,6 +509,13 @@ function init() {
   $("report-month").addEventListener("change", loadReport);
   $("report-print").addEventListener("click", () => window.print());
   $("report-csv").addEventListener("click", reportCsv);
+  $("log-show").addEventListener("click", loadLog);
+  $("log-open").addEventListener("change", loadLog);
+  $("log-extract-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const person = $("log-person").value.trim();
+    if (person) logActions.extract(person, "html");
+  });
   $("resolve-form").addEventListener("submit", submitResolve);
   $("resolve-cancel").addEventListener("click", () => $("resolve-dialog").close());
   $("banner").addEventListener("click", hideBanner);
