@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
+from api import consented
 from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
 from gateway.adapters.mosquitto.client import BrokerAccessError, IdentityTaken
@@ -220,9 +221,15 @@ async def create_person(
 
 @router.get("/persons/{person_id}", response_model=PersonOut)
 async def get_person(
-    person_id: UUID, conn: TenantConn, _: Principal = require(*MUNICIPAL_READERS)
-) -> PersonOut:
+    person_id: UUID, request: Request, conn: TenantConn,
+    who: Principal = require(*MUNICIPAL_READERS),
+) -> PersonOut:  # fmt: skip
+    """The person's record, care notes included: the read is written to the access log
+    (#21.3; a person of another tenant is 404, as if there were none, and not logged)."""
     row = await repo.get_person(conn, person_id)
+    await consented.log_read(request, who, consented.ReadRecord(
+        owner=who.tenant, person_id=person_id, categories=["care_notes"], outcome="allowed",
+        reason="by role"))  # fmt: skip
     return PersonOut(has_personal_identity_number=row.pop("has_pin"), **row)
 
 

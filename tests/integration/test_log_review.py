@@ -398,3 +398,18 @@ async def test_a_month_of_reads_is_fast(database_url: str) -> None:
     assert got.json()["entries"] == 5000
     print(f"flags over 5,000 rows: {took * 1000:.0f} ms, {len(got.json()['flags'])} flags")
     assert took < 5.0
+
+
+async def test_reading_a_person_s_care_notes_is_logged(world: World) -> None:
+    """A finding of #21.3: GET /api/v1/persons/{id} returns the care notes, and wrote no
+    access-log row."""
+    w = world
+    before = await _last_id(w)
+    r = await w.http.get(f"/api/v1/persons/{w.p['P2']}", headers=OPERATOR)
+    assert r.status_code == 200 and "care_notes" in r.json(), r.text
+    assert [row[:5] for row in await _log_rows(w, before)] == [
+        ("omar", "operator", "kommun-a", w.p["P2"], ["care_notes"])
+    ]
+    other = await w.http.get(f"/api/v1/persons/{w.p['P2']}", headers=AUDITOR_B)
+    assert other.status_code in (403, 404)
+    assert len(await _log_rows(w, before)) == 1  # another tenant's miss names no resident
