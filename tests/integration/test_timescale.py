@@ -767,6 +767,10 @@ async def test_units_migration_on_compressed_hypertables(ts_url, mosquitto, monk
 
     every = migrate_module.available()
     monkeypatch.setattr(migrate_module, "available", lambda: [m for m in every if m.version < 18])
+    # what later migrations bring is set up by the second run (the report's aggregates, 0021)
+    later = getattr(timescale, "_report_aggregates", None)
+    if later is not None:
+        monkeypatch.setattr(timescale, "_report_aggregates", lambda conn: None)
     assert migrated(ts_url).hypertables is True
     since = datetime.now(UTC) - timedelta(days=30)
     a = await seed(ts_url, "kommun-a", "212000-0001", devices={"lock-old": "t-lock"},
@@ -782,6 +786,8 @@ async def test_units_migration_on_compressed_hypertables(ts_url, mosquitto, monk
         conn.execute("select compress_chunk(c) from show_chunks('lock_events') c")
         assert all(done for _, done in chunks(conn, "lock_events"))
     monkeypatch.setattr(migrate_module, "available", lambda: every)
+    if later is not None:
+        monkeypatch.setattr(timescale, "_report_aggregates", later)
     result = migrated(ts_url)
     assert 18 in result.applied and result.hypertables is True
     with connect(ts_url) as conn:
