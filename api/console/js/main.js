@@ -8,6 +8,7 @@ import { BoardView } from "./board.js";
 import { renderDetail, tickDetail } from "./detail.js";
 import { h, show } from "./dom.js";
 import { renderFleet } from "./fleet.js";
+import { renderNight } from "./night.js";
 import { downloadCsv, lastMonth, renderReport } from "./report.js";
 import { defaultPeriod, downloadExtract, fetchFlags, renderFlags, reviewFlag } from "./logreview.js";
 import { DEFAULT_TIME_ZONE, setTimeZone } from "./format.js";
@@ -31,6 +32,7 @@ const state = {
   bannerAlarm: null,
   expiry: null,
   fleetTimer: null,
+  nightTimer: null, // the night view's refresh (#20)
   fleetOnly: false, // a technician (installer): the fleet view only, no alarms
   reportOnly: false, // an auditor: the follow-up report only (#21.1)
 };
@@ -61,6 +63,8 @@ function stopSession() {
   state.tenant = null;
   clearTimeout(state.expiry);
   clearInterval(state.fleetTimer);
+  clearInterval(state.nightTimer);
+  show($("nav-night"), false);
   model.replace([]);
   board.render();
   updateTitle();
@@ -104,6 +108,7 @@ async function startSession() {
   show($("nav-report"), Boolean(me.may_read_report));
   show($("nav-log"), Boolean(me.may_review_log));
   show($("nav-board"), !state.fleetOnly && !state.reportOnly);
+  show($("nav-night"), Boolean(me.may_handle_alarms)); // the night view (#20)
   show($("conn"), !state.fleetOnly && !state.reportOnly); // no alarm stream to be connected to
   const exp = claims(getToken())?.exp;
   if (exp) {
@@ -182,6 +187,7 @@ function onStreamEvent(event) {
     cue(alarm);
   }
   if (state.bannerAlarm === alarm.alarm_id && alarm.state !== "raised") hideBanner();
+  if (state.view === "night" && NIGHT_KINDS.has(alarm.kind)) loadNight(); // a check's alarm: at once
   board.render();
   updateTitle();
   if (state.view === "detail" && state.detail && state.detail.alarm.alarm_id === alarm.alarm_id) {
@@ -283,6 +289,9 @@ function setView(name) {
   for (const v of ["signin", "board", "detail", "fleet", "report", "log"]) show($(`view-${v}`), v === name);
   $("nav-board").setAttribute("aria-current", name === "board" || name === "detail" ? "page" : "false");
   $("nav-fleet").setAttribute("aria-current", name === "fleet" ? "page" : "false");
+  show($("view-night"), name === "night");
+  $("nav-night").setAttribute("aria-current", name === "night" ? "page" : "false");
+  if (name !== "night") clearInterval(state.nightTimer);
   $("nav-report").setAttribute("aria-current", name === "report" ? "page" : "false");
   $("nav-log").setAttribute("aria-current", name === "log" ? "page" : "false");
   if (name !== "fleet") clearInterval(state.fleetTimer);
@@ -310,6 +319,11 @@ function route() {
   } else if ((hash === "#/report" || state.reportOnly) && state.me.may_read_report) {
     setView("report");
     loadReport();
+  } else if (hash === "#/night" && state.me.may_handle_alarms) {
+    setView("night");
+    loadNight();
+    clearInterval(state.nightTimer);
+    state.nightTimer = setInterval(loadNight, NIGHT_REFRESH_MS);
   } else if (detail && !state.fleetOnly) {
     openDetail(detail[1]);
   } else if (hash === "#/fleet" || state.fleetOnly) {
@@ -338,6 +352,19 @@ async function openDetail(id) {
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) body.replaceChildren(h("p", { class: "error" }, t("detail.not_found")));
     else if (!(error instanceof ApiError && error.status === 401)) body.replaceChildren(h("p", { class: "error" }, String(error.message)));
+  }
+}
+
+// --- the night view (#20): tonight's planned checks and their results -----------------------------
+const NIGHT_REFRESH_MS = 10000;
+const NIGHT_KINDS = new Set(["supervision_not_ok", "supervision_failed", "door_opened_at_night",
+  "out_of_bed", "no_movement", "floor_mat"]);
+
+async function loadNight() {
+  try {
+    renderNight($("night-summary"), $("night-body"), await api("/api/v1/supervision/night"));
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) notice(String(error.message || error));
   }
 }
 
@@ -452,6 +479,7 @@ function switchLanguage() {
   updateTitle();
   if (state.view === "detail" && state.detail) renderDetail($("detail-body"), state.detail, detailActions, state.me?.map_tiles);
   if (state.view === "fleet") loadFleet();
+  if (state.view === "night") loadNight();
   if (state.view === "report") loadReport();
   if (state.view === "log") loadLog();
   const error = $("signin-error");
@@ -505,6 +533,7 @@ function init() {
   $("help").addEventListener("click", () => $("help-dialog").showModal());
   $("signout").addEventListener("click", () => { clearToken(); showSignin(null); });
   $("fleet-refresh").addEventListener("click", loadFleet);
+  $("night-refresh").addEventListener("click", loadNight);
   $("report-show").addEventListener("click", loadReport);
   $("report-month").addEventListener("change", loadReport);
   $("report-print").addEventListener("click", () => window.print());
