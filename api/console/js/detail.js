@@ -1,7 +1,7 @@
 // Alarm detail: the person's pseudonymous reference and care notes, the device's battery
 // and last-seen, and the recent track drawn against the person's safe zones.
 
-import { escalationText, severityBadge, stateBadge } from "./board.js";
+import { escalationText, severityBadge, stateBadge, unitOf } from "./board.js";
 import { h } from "./dom.js";
 import { formatTime, formatTimeAgo, getTimeZone } from "./format.js";
 import { count, getLang, label, t } from "./i18n.js";
@@ -52,6 +52,8 @@ export function renderDetail(root, data, actions, mapTiles = null) {
     row(t("detail.notes"), person
       ? h("p", { class: "notes", id: "detail-notes" }, person.care_notes || t("detail.no_notes"))
       : h("p", { class: "notes" }, t("detail.no_person"))),
+    // a unit's shared device (docs/units.md): where to go
+    unitOf(alarm) ? row(t("detail.unit"), h("strong", { id: "detail-unit" }, unitOf(alarm).name || unitOf(alarm).id)) : null,
     row(t("detail.device"), alarm.device_id, device ? ` · ${label("device_type", device.device_type)}` : ""),
     row(t("detail.battery"), h("span", { id: "detail-battery" },
       device && device.battery_percent !== null ? `${device.battery_percent} %` : t("unknown"))),
