@@ -406,7 +406,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     tenant set, into a new directory or a .zip; written to the tenant's access log."""
     from api.fhir.ids import IdCodec
     from api.routes.export import EXPORT_CATEGORIES, observation_renderer
-    from gateway.adapters.postgres.export import export_to
+    from gateway.adapters.postgres.export import ExportError, export_to
     from gateway.entrypoints.doctor import require_reachable
     from gateway.entrypoints.runtime import api_database_url, endpoints
     from gateway.support import logs
@@ -430,7 +430,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         async with endpoints(settings) as ep:  # the embedded database, started for this
             return await run(ep.api_database_url)
 
-    files = asyncio.run(go())
+    try:
+        files = asyncio.run(go())
+    except ExportError as exc:
+        print(f"welfare-gateway export: {exc}; nothing written", file=sys.stderr)
+        return 1
     print(f"tenant {args.tenant} exported to {out}: {files} files, manifest.json last; "
           "SENSITIVE (personal identity numbers in clear): keep it encrypted")  # fmt: skip
     return 0

@@ -392,6 +392,24 @@ async def test_a_changed_byte_stops_the_restore_naming_the_file(
     assert await scalar(database_url, "select count(*) from access_log where owner_tenant ="
                         " 'kommun-a' and request like 'welfare-gateway export%%'") == 2  # fmt: skip
 
+    # an identity number under a key this installation no longer has: refused, and the
+    # half-written export removed (no half an export of personal data left lying about)
+    other = PinCipher.from_settings({"gone": NEW_KEY}, None)
+    assert other is not None
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        person = await scalar(database_url, "select id from persons where tenant_id ="
+                              " 'kommun-a' order by ref limit 1")  # fmt: skip
+        blob, key_id = other.encrypt(PIN, str(person))
+        await conn.execute("update persons set pin_ciphertext = %s, pin_key_id = %s"
+                           " where id = %s", (blob, key_id, person))  # fmt: skip
+        await conn.commit()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert await cli_main(["export", "--tenant", "kommun-a", "--out",
+                               str(tmp_path / "b.zip"), "--config", str(source)]) == 1  # fmt: skip
+    assert "'gone'" in err.getvalue() and "nothing written" in err.getvalue(), err.getvalue()
+    assert not (tmp_path / "b.zip").exists()
+
     target = postgres.create_database(template=postgres.template)
     dest = config(tmp_path, target, "new", NEW_KEY)
     devices = out / "devices.csv"

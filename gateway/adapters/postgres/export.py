@@ -15,6 +15,7 @@ filters by owner besides.
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -50,6 +51,10 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def abandon(self) -> None:
+        """The export failed: drop what is unfinished, write nothing more."""
+        ...
 
 
 class _Pipe:
@@ -94,6 +99,9 @@ class ZipSink:
     def close(self) -> None:
         self.zip.close()
 
+    def abandon(self) -> None:
+        self.zip.fp = None  # closes nothing more: no central directory, no manifest
+
 
 class DirectorySink:
     def __init__(self, directory: Path) -> None:
@@ -112,6 +120,9 @@ class DirectorySink:
         return b""
 
     def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
         pass
 
 
@@ -165,7 +176,21 @@ async def export_tenant(
 ) -> AsyncIterator[bytes]:  # fmt: skip
     """Write the export of ``tenant`` into ``sink``, yielding what the sink has ready as
     it goes (a zip's bytes; nothing for a directory). ``conn`` is not in a transaction:
-    the export opens its own (one snapshot, read only)."""
+    the export opens its own (one snapshot, read only). On failure (or when the reader
+    stops) the sink is abandoned: no manifest, so the result reads as incomplete."""
+    try:
+        async for data in _export(conn, tenant, sink, cipher=cipher, observation=observation,
+                                  schema_version=schema_version, now=now):  # fmt: skip
+            yield data
+    except BaseException:
+        sink.abandon()
+        raise
+
+
+async def _export(
+    conn: Conn, tenant: str, sink: Sink, *, cipher: PinCipher | None,
+    observation: RenderObservation, schema_version: str, now: Callable[[], datetime],
+) -> AsyncIterator[bytes]:  # fmt: skip
     exported_at = now()
     files: list[ex.FileEntry] = []
     async with conn.transaction():
@@ -318,10 +343,21 @@ async def export_to(
                                             schema_version=schema_version()):  # fmt: skip
                 if target is not None:
                     target.write(data)
-        finally:
-            if target is not None:
-                target.close()
+        except BaseException:
+            _discard(out, target)  # no half an export of personal data left lying about
+            raise
+        if target is not None:
+            target.close()
         return _count_files(out, zipped)
+
+
+def _discard(out: Path, target: BinaryIO | None) -> None:
+    """Remove what a failed export wrote (the directory was new or empty before)."""
+    if target is not None:
+        target.close()
+        out.unlink(missing_ok=True)
+    elif out.is_dir():
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _new_file(out: Path) -> BinaryIO:
