@@ -26,6 +26,7 @@ from api.auth import Role, mint
 from device_sims.sensors import NightScript, SensorSim
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.adapters.postgres import supervision_queries as q
+from gateway.domain.supervision_consent import Service
 from tests.integration.harness import (
     gateway_with_api,
     now_iso,
@@ -135,6 +136,8 @@ async def test_a_night_not_ok_failed_and_refused(mosquitto, database_url) -> Non
                   "window_end": "00:00"},
         ))  # fmt: skip
 
+        for person in (anna, bertil):  # the decisions reached the workers (NOTIFY)
+            await wait_for(lambda p=person: _allowed(gw, p), 10, "the decisions in memory")
         # the night, as the sensors see it (times in the last minute)
         t0 = datetime.now(UTC) - timedelta(seconds=60)
         night_a = NightScript(bed=SensorSim("s-bed-a", "bed_sensor"),
@@ -235,7 +238,7 @@ async def test_a_night_not_ok_failed_and_refused(mosquitto, database_url) -> Non
             "/withdraw", headers=ADMIN, json={"by": "person", "reason": "vill inte längre"},
         )  # fmt: skip
         assert (await _ok(r, 200))["status"] == "withdrawn"
-        withdrawn = time.monotonic()
+        withdrawn, withdrawn_at = time.monotonic(), datetime.now(UTC)
         n = 0
 
         async def refused_now() -> bool:
@@ -257,7 +260,8 @@ async def test_a_night_not_ok_failed_and_refused(mosquitto, database_url) -> Non
             )).fetchone()  # fmt: skip
         assert refused_at is not None
         assert time.monotonic() - withdrawn < 10
-        assert (refused_at[0] - datetime.now(UTC)).total_seconds() < 5
+        # the first state received after the withdrawal that was refused: within 5 s of it
+        assert (refused_at[0] - withdrawn_at).total_seconds() < 5, refused_at[0] - withdrawn_at
         # every change and read is in the access log
         logged = await scalar(database_url, "select count(*) from access_log where "
                               "categories = array['supervision'] and owner_tenant = %s",
@@ -265,3 +269,69 @@ async def test_a_night_not_ok_failed_and_refused(mosquitto, database_url) -> Non
         assert int(logged) >= 10
         assert gw.alarms.supervision is not None
         assert now_iso()
+
+
+async def test_a_restarted_engine_checks_with_the_states_stored(mosquitto, database_url) -> None:
+    """The sensors' states live in the engine's memory; a worker that (re)starts the engine
+    reads their last states from storage: a resident in bed before the restart is seen in
+    bed at the check after it, with only a heartbeat since."""
+    persons = await _seed(database_url)
+    bertil = persons["bertil"]
+    settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET)
+    bed = SensorSim("s-bed-b", "bed_sensor")
+    async with (
+        gateway_with_api(settings) as (base, first),
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+    ):
+        await _ok(await http.post(
+            f"/api/v1/persons/{bertil}/supervision/decisions", headers=ADMIN,
+            json={"service": "night_supervision",
+                  "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+                  "person_consent_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat()},
+        ))  # fmt: skip
+        await wait_for(lambda: _allowed(first, bertil), 10, "the decision in the workers")
+        night = NightScript(bed=bed).awake(datetime.now(UTC) - timedelta(seconds=20))
+        night.goes_to_bed(datetime.now(UTC) - timedelta(seconds=10))
+        await publish(mosquitto.url, [(s.topic, s.out.payload) for s in night.messages()])
+
+        async def in_bed() -> bool:
+            n = await scalar(database_url, "select count(*) from sensor_events where "
+                             "device_id = 's-bed-b' and state = 'true'")  # fmt: skip
+            return int(n) == 1
+
+        await wait_for(in_bed, 10, "the bed's state stored")
+    # a new engine: nothing in memory but what storage holds
+    async with (
+        gateway_with_api(settings) as (base, gw),
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+        operator(mosquitto.url, TENANT) as op,
+    ):
+        assert gw.alarms.supervision is not None
+        await wait_for(lambda: _seeded(gw, bertil), 10, "the stored states loaded")
+        hb = bed.heartbeat(datetime.now(UTC))
+        await publish(mosquitto.url, [(f"devices/s-bed-b/{hb.channel.value}", hb.payload)])
+        check_at = datetime.now(UTC) + timedelta(seconds=4)
+        await _ok(await http.put(
+            f"/api/v1/persons/{bertil}/supervision/plan", headers=ADMIN,
+            json={"check_times": [_local_hms(check_at)], "seen": "in_bed",
+                  "retry_after_s": 2, "team": "night_team"},
+        ))  # fmt: skip
+
+        async def checked() -> bool:
+            n = await scalar(database_url, "select count(*) from supervision_checks")
+            return int(n) >= 1
+
+        await wait_for(checked, 20, "the check made")
+        assert await scalar(database_url, "select result from supervision_checks") == "ok"
+        assert not [m for m in op.messages if m["kind"].startswith("supervision_")]
+
+
+async def _allowed(gw: Any, person: UUID) -> bool:
+    decisions = gw.alarms.supervision.cache.decisions()
+    return bool(decisions.allows(person, Service.NIGHT_SUPERVISION, datetime.now(UTC)))
+
+
+async def _seeded(gw: Any, person: UUID) -> bool:
+    states = gw.alarms.supervision.states.get(person, {})
+    state = states.get("s-bed-b")
+    return state is not None and state.value is True
