@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from gateway.adapters.postgres import registry_repo as repo
@@ -116,16 +117,25 @@ async def withdraw_consent(
 
 @router.get("/consents", response_model=list[ConsentOut])
 async def list_consents(
-    person_id: UUID, conn: TenantConn,
-    _: Principal = require(Role.TENANT_ADMIN, Role.OPERATOR, Role.AUDITOR),
+    person_id: UUID, request: Request, conn: TenantConn,
+    who: Principal = require(Role.TENANT_ADMIN, Role.OPERATOR, Role.AUDITOR),
 ) -> list[dict[str, Any]]:  # fmt: skip
+    """The person's consents (empty for a person the caller's tenant does not have). The
+    read of one resident's consents is written to the access log (#21.3)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
             "select " + _CONSENT_COLUMNS + " from consents where person_id = %s"
             " order by recorded_at",
             (person_id,),
         )
-        return await cur.fetchall()
+        rows = await cur.fetchall()
+        await cur.execute("select 1 from persons where id = %s", (person_id,))
+        ours = await cur.fetchone() is not None
+    if ours:
+        await consented.log_read(request, who, consented.ReadRecord(
+            owner=who.tenant, person_id=person_id, categories=["consents"],
+            outcome="allowed", reason="by role"))  # fmt: skip
+    return rows
 
 
 @router.get("/access-log", response_model=list[AccessLogOut])

@@ -9,9 +9,10 @@ from typing import Annotated
 from uuid import UUID
 
 import psycopg
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from gateway.adapters.postgres import payer_queries as q
@@ -150,9 +151,13 @@ async def record_housing(
 
 @router.get("/persons/{person_id}/housing", response_model=HousingHistory)
 async def housing_history(
-    person_id: UUID, conn: TenantConn, _: Principal = require(*READERS)
+    person_id: UUID, request: Request, conn: TenantConn, who: Principal = require(*READERS)
 ) -> HousingHistory:
     await repo.get_person(conn, person_id)
+    # social-services data of one resident: in the access log (#21.3)
+    await consented.log_read(request, who, consented.ReadRecord(
+        owner=who.tenant, person_id=person_id, categories=["housing"], outcome="allowed",
+        reason="by role"))  # fmt: skip
     tenant = await q.tenant(conn)
     rules = await q.rules(conn, tenant["region_id"])
     rows = await q.housing_history(conn, person_id)

@@ -299,10 +299,14 @@ async def record_stay(
 
 @router.get("/persons/{person_id}/stays", response_model=PersonStays)
 async def person_stays(
-    person_id: UUID, conn: TenantConn, _: Principal = require(*READERS)
+    person_id: UUID, request: Request, conn: TenantConn, who: Principal = require(*READERS)
 ) -> PersonStays:
-    """The resident's stays, and which host read their data (the access log)."""
+    """The resident's stays, and which host read their data (the access log). The read is
+    itself written to the access log (#21.3)."""
     await repo.get_person(conn, person_id)
+    await consented.log_read(request, who, consented.ReadRecord(
+        owner=who.tenant, person_id=person_id, categories=["stay"], outcome="allowed",
+        reason="by role"))  # fmt: skip
     now = datetime.now(UTC)
     reads = [
         HostRead(at=r["at"], actor=r["actor"], actor_tenant_id=r["actor_tenant"],

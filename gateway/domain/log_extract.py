@@ -39,6 +39,7 @@ CATEGORY_SV = {
     "registry": "registeruppgifter",
     "unit_doors": "dörrhändelser",
     "housing": "boendeform",
+    "consents": "samtycken",
 }
 #: The purposes the product itself writes (others are the reader's own words, shown as is).
 PURPOSE_SV = {

@@ -413,3 +413,26 @@ async def test_reading_a_person_s_care_notes_is_logged(world: World) -> None:
     other = await w.http.get(f"/api/v1/persons/{w.p['P2']}", headers=AUDITOR_B)
     assert other.status_code in (403, 404)
     assert len(await _log_rows(w, before)) == 1  # another tenant's miss names no resident
+
+
+async def test_reading_a_resident_s_housing_consents_and_stays_is_logged(world: World) -> None:
+    """Findings of #21.3: the housing history (social-services data), the consents (their
+    purposes name the care) and the stays (where the resident is) of one resident were
+    read without an access-log row."""
+    w = world
+    person = w.p["P3"]
+    for path, params, category in (
+        (f"/api/v1/persons/{person}/housing", None, "housing"),
+        ("/api/v1/consents", {"person_id": str(person)}, "consents"),
+        (f"/api/v1/persons/{person}/stays", None, "stay"),
+    ):
+        before = await _last_id(w)
+        r = await w.http.get(path, params=params, headers=ADMIN)
+        assert r.status_code == 200, (path, r.text)
+        assert [row[:5] for row in await _log_rows(w, before)] == [
+            ("karin.berg", "tenant_admin", "kommun-a", person, [category])
+        ], path
+        # another municipality: nothing, and no row naming the resident
+        r = await w.http.get(path, params=params, headers=auth("kommun-b", Role.TENANT_ADMIN, "b"))
+        assert r.status_code == 404 or r.json() == [], (path, r.text)
+        assert len(await _log_rows(w, before)) == 1, path
