@@ -304,6 +304,12 @@ def _no_context(entries: Sequence[Entry], context: Context, th: Thresholds) -> l
     by_person_alarms: dict[UUID, list[AlarmSpan]] = {}
     for a in context.alarms:
         by_person_alarms.setdefault(a.person_id, []).append(a)
+    by_person_visits: dict[UUID, list[Visit]] = {}
+    for v in context.visits:
+        by_person_visits.setdefault(v.person_id, []).append(v)
+    by_person_slots: dict[UUID, list[VisitSlot]] = {}
+    for slot in context.slots:
+        by_person_slots.setdefault(slot.person_id, []).append(slot)
     flags: list[Flag] = []
     for e in entries:
         if (e.person_id is None or e.outcome != "allowed" or not _own_reader(e, context)
@@ -317,7 +323,8 @@ def _no_context(entries: Sequence[Entry], context: Context, th: Thresholds) -> l
         )
         if open_alarm:
             continue
-        visits = _visits_of(context, e.person_id, e.at - timedelta(days=1),
+        visits = _visits_of(by_person_visits.get(e.person_id, ()),
+                            by_person_slots.get(e.person_id, ()), e.at - timedelta(days=1),
                             e.at + timedelta(days=1))  # fmt: skip
         reader = context.staff.get(e.actor)
         if any(
@@ -352,12 +359,13 @@ def _no_context(entries: Sequence[Entry], context: Context, th: Thresholds) -> l
     return flags
 
 
-def _visits_of(context: Context, person: UUID, since: datetime, until: datetime) -> list[Visit]:
-    found = [v for v in context.visits
-             if v.person_id == person and v.starts_at < until and v.ends_at > since]  # fmt: skip
-    for slot in context.slots:
-        if slot.person_id == person:
-            found.extend(slot.occurrences(since, until))
+def _visits_of(
+    visits: Iterable[Visit], slots: Iterable[VisitSlot], since: datetime, until: datetime
+) -> list[Visit]:
+    """One person's visits (and weekly slots' occurrences) overlapping [since, until)."""
+    found = [v for v in visits if v.starts_at < until and v.ends_at > since]
+    for slot in slots:
+        found.extend(slot.occurrences(since, until))
     return found
 
 
