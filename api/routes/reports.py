@@ -65,7 +65,8 @@ async def followup(
 ) -> Response:
     """The follow-up report of the caller's municipality for the period."""
     period = _period(month, from_, to)
-    await q.roll_up(conn, period)
+    await q.prepare(conn)
+    await q.roll_up_missing(conn, period)
     found = await q.target(conn)
     target = found[0] if found else None
     by_kind, by_hour = await q.responses(conn, period, target)

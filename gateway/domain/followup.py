@@ -37,7 +37,10 @@ ZONE = ZoneInfo("Europe/Stockholm")
 UNUSED_DAYS = 14
 #: a GPS alarm worn on fewer days a week than this is "rarely worn"
 WORN_DAYS_PER_WEEK = 2
-#: a GPS alarm held for less than a week of the period is not judged
+#: ... judged over the last this many days of the period (like "unused", a figure of the
+#: fleet as the period ends: a year's report does not read a year of daily rows for it)
+WORN_WINDOW_DAYS = 28
+#: a GPS alarm held for less than a week of that window is not judged
 MIN_JUDGED_DAYS = 7
 #: the longest period one report covers
 MAX_PERIOD_DAYS = 366
@@ -129,6 +132,11 @@ class Period:
         """The first day of the last :data:`UNUSED_DAYS` days of the period."""
         return max(self.start, self.end - timedelta(days=UNUSED_DAYS))
 
+    @property
+    def worn_from(self) -> date:
+        """The first day of the last :data:`WORN_WINDOW_DAYS` days of the period."""
+        return max(self.start, self.end - timedelta(days=WORN_WINDOW_DAYS))
+
 
 # --- inputs (what the adapters read) --------------------------------------------------
 
@@ -146,12 +154,15 @@ class Holding:
 
 @dataclass(frozen=True)
 class DeviceUse:
-    """What the daily rollup says of one device in the period."""
+    """What the daily rollup says of one device at the period's end."""
 
     device_id: str
-    days_used: int  # days with a position, device alarm, reading or lock event
-    days_worn: int  # days with a position or a device alarm (a GPS alarm being worn)
-    used_recently: int  # days used among the last UNUSED_DAYS days of the period
+    #: days with a position or a device alarm (a GPS alarm being worn) among the last
+    #: WORN_WINDOW_DAYS days of the period
+    days_worn: int
+    #: days with a position, device alarm, reading or lock event among the last
+    #: UNUSED_DAYS days of the period
+    used_recently: int
 
 
 @dataclass(frozen=True)
@@ -265,11 +276,9 @@ def supervision() -> Supervision:
     return Supervision(in_use=False, note=NOT_IN_USE[Service.NIGHT_SUPERVISION])
 
 
-def _held_days(holdings: Iterable[Holding], period: Period) -> float:
-    """Days of the period covered by these holdings (overlaps counted once)."""
-    spans = sorted(
-        (max(h.valid_from, period.lo), min(h.valid_to or period.hi, period.hi)) for h in holdings
-    )
+def _held_days(holdings: Iterable[Holding], lo: datetime, hi: datetime) -> float:
+    """Days from ``lo`` to ``hi`` covered by these holdings (overlaps counted once)."""
+    spans = sorted((max(h.valid_from, lo), min(h.valid_to or hi, hi)) for h in holdings)
     total = timedelta()
     cur_lo: datetime | None = None
     cur_hi: datetime | None = None
@@ -369,16 +378,17 @@ def compute(
 
     usage = {u.device_id: u for u in use}
     recent_lo = datetime.combine(period.unused_from, datetime.min.time(), ZONE).astimezone(UTC)
+    worn_lo = datetime.combine(period.worn_from, datetime.min.time(), ZONE).astimezone(UTC)
     unused = dict.fromkeys(DEVICE_TYPES, 0)
     rarely_worn = judged = 0
     for device_id, held in by_device.items():
         device_type = type_of[device_id]
-        u = usage.get(device_id, DeviceUse(device_id, 0, 0, 0))
+        u = usage.get(device_id, DeviceUse(device_id, 0, 0))
         recent = period.days >= UNUSED_DAYS and _held_throughout(held, recent_lo, period.hi)
         if recent and u.used_recently == 0:
             unused[device_type] = unused.get(device_type, 0) + 1
         if device_type == "gps_alarm":
-            days = _held_days(held, period)
+            days = _held_days(held, worn_lo, period.hi)
             if days >= MIN_JUDGED_DAYS:
                 judged += 1
                 if u.days_worn / (days / 7) < WORN_DAYS_PER_WEEK:

@@ -75,15 +75,16 @@ def report(holdings: list[Holding], use: list[DeviceUse], target: Target | None 
 def test_unused_and_rarely_worn() -> None:
     before = date(2026, 10, 1)
     holdings = [
-        holding("g1", "gps_alarm", "p1", before),  # worn 8 days of 30: 1.87 a week: rarely
-        holding("g2", "gps_alarm", "p2", before),  # worn 9 days: 2.1 a week: not rarely
+        # worn on 7 and 8 of the last 28 days: 1.75 a week (rarely) and 2.0 (not)
+        holding("g1", "gps_alarm", "p1", before),
+        holding("g2", "gps_alarm", "p2", before),
         holding("g3", "gps_alarm", "p3", date(2026, 11, 27)),  # held 4 days: not judged
         holding("l1", "door_lock", "p4", before),  # unused the last 14 days
         # s1 returned and given again with a gap inside the last 14 days: not judged unused
         holding("s1", "scale", "p5", before, date(2026, 11, 20)),
         holding("s1", "scale", "p6", date(2026, 11, 22)),
     ]
-    use = [DeviceUse("g1", 8, 8, 3), DeviceUse("g2", 9, 9, 1), DeviceUse("l1", 5, 0, 0)]
+    use = [DeviceUse("g1", 7, 3), DeviceUse("g2", 8, 1), DeviceUse("l1", 0, 0)]
     r = report(holdings, use)
     assert r.gps_rarely_worn == 1 and r.gps_judged == 2
     # g3 is not held throughout the last 14 days; s1's holding has a gap in them
