@@ -10,12 +10,18 @@ from device_sims.gps_alarm import GpsAlarmSim
 from device_sims.params import DeviceType
 from device_sims.scale import ScaleSim
 from device_sims.scenario import DeviceSpec
+from device_sims.sensors import BedSensorSim, DoorSensorSim, FloorMatSim, MotionSensorSim
 
 SIMULATORS: dict[DeviceType, type[DeviceSim]] = {
     "gps_alarm": GpsAlarmSim,
     "scale": ScaleSim,
     "blood_pressure_monitor": BloodPressureSim,
     "door_lock": DoorLockSim,
+    # passive sensors (issue #20): one routine, seen by each type's sensor
+    "door_sensor": DoorSensorSim,
+    "motion_sensor": MotionSensorSim,
+    "bed_sensor": BedSensorSim,
+    "floor_mat": FloorMatSim,
 }
 
 

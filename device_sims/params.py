@@ -18,8 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from device_sims.durations import Duration, PositiveDuration
 
-DeviceType = Literal["gps_alarm", "scale", "blood_pressure_monitor", "door_lock"]
-DEVICE_TYPES: tuple[DeviceType, ...] = ("gps_alarm", "scale", "blood_pressure_monitor", "door_lock")
+DeviceType = Literal[
+    "gps_alarm", "scale", "blood_pressure_monitor", "door_lock",
+    # passive sensors (issue #20, device_sims.sensors)
+    "door_sensor", "motion_sensor", "bed_sensor", "floor_mat",
+]  # fmt: skip
+DEVICE_TYPES: tuple[DeviceType, ...] = (
+    "gps_alarm", "scale", "blood_pressure_monitor", "door_lock",
+    "door_sensor", "motion_sensor", "bed_sensor", "floor_mat",
+)  # fmt: skip
 
 #: Clock skew a healthy device may have: well inside the gateway's 5-minute tolerance.
 MAX_HEALTHY_SKEW_S = 240.0
@@ -245,8 +252,55 @@ class DoorLockGroup(_GroupBase):
         return self
 
 
+class SensorIncident(_Strict):
+    """A scripted state at offset ``at``: a door's ``"open"``/``"closed"``, or true/false
+    (bed occupied, movement, mat stepped on); ``dies``: the sensor's connection ends (its
+    last will) and it sends nothing more."""
+
+    at: Duration
+    state: bool | Literal["open", "closed"] | None = None
+    dies: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> SensorIncident:
+        if (self.state is None) == (not self.dies):
+            raise ValueError("an incident has a state or dies, one of them")
+        return self
+
+
+class SensorGroup(_GroupBase):
+    """Passive sensors in a person's home (issue #20, docs/supervision.md), following one
+    daily routine: to bed at ``bedtime``, up at ``wake_time`` (local, +- ``jitter``), up in
+    the night ``night_getups`` times on average for about ``time_up``, and sometimes not
+    back (``not_back_probability``) until morning."""
+
+    type: Literal["door_sensor", "motion_sensor", "bed_sensor", "floor_mat"]
+    bedtime: time = time(22, 0)
+    wake_time: time = time(7, 0)
+    jitter: Duration = timedelta(minutes=30)
+    night_getups: float = Field(default=1.0, ge=0.0, le=50.0)
+    time_up: PositiveDuration = timedelta(minutes=5)
+    not_back_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    door_opens_per_day: float = Field(default=4.0, ge=0.0, le=1000.0)
+    night_door_probability: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="A get-up that opens the door (wandering)."
+    )
+    movements_per_hour: float = Field(default=3.0, ge=0.0, le=3600.0)
+    incidents: list[SensorIncident] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _states_of_the_type(self) -> SensorGroup:
+        for incident in self.incidents:
+            if incident.state is None:
+                continue
+            door = self.type == "door_sensor"
+            if door != isinstance(incident.state, str):
+                raise ValueError(f"incident state {incident.state!r} is not a {self.type}'s")
+        return self
+
+
 DeviceGroup = Annotated[
-    GpsAlarmGroup | ScaleGroup | BloodPressureGroup | DoorLockGroup,
+    GpsAlarmGroup | ScaleGroup | BloodPressureGroup | DoorLockGroup | SensorGroup,
     Field(discriminator="type"),
 ]
-AnyGroup = GpsAlarmGroup | ScaleGroup | BloodPressureGroup | DoorLockGroup
+AnyGroup = GpsAlarmGroup | ScaleGroup | BloodPressureGroup | DoorLockGroup | SensorGroup

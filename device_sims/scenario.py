@@ -51,6 +51,10 @@ ID_PARTS: dict[DeviceType, str] = {
     "scale": "scale",
     "blood_pressure_monitor": "bp",
     "door_lock": "lock",
+    "door_sensor": "door",
+    "motion_sensor": "pir",
+    "bed_sensor": "bed",
+    "floor_mat": "mat",
 }
 
 

@@ -1,6 +1,12 @@
 """Passive sensors in a home (issue #20, docs/supervision.md): a door contact, a motion or
 presence sensor, a bed occupancy sensor and a floor mat (pure simulation).
 
+In a scenario (``[[devices]]`` with ``type = "bed_sensor"`` etc., :class:`SensorGroup`)
+each sensor is a :class:`DeviceSim` like the other devices (heartbeat, battery, last will,
+faults): :class:`PassiveSensorSim` follows the person's daily routine (to bed, up in the
+night and back or not, up in the morning, the door during the day) and reports what its
+type sees of it, plus scripted ``incidents`` (a state at an offset, or the sensor dying).
+
 A :class:`SensorSim` is one sensor: it sends its state when it changes (``door``,
 ``motion``, ``bed``, ``floor_mat`` on ``events``), a heartbeat at its interval and its
 battery, and can die (its last will: ``status`` offline, retained). A :class:`NightScript`
@@ -15,9 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from itertools import count
+from zoneinfo import ZoneInfo
 
-from device_sims.envelope import LAST_WILL_PAYLOAD, Outgoing, encode
+from device_sims.device import DeviceSim
+from device_sims.envelope import LAST_WILL_PAYLOAD, LinkDown, Outgoing, Output, encode
+from device_sims.params import SensorGroup, SensorIncident
+from device_sims.schedule import jittered, next_daily, poisson_delay
 from firmware_contracts.device_types import SENSOR_DEVICE_TYPES
 from firmware_contracts.messages import Bed, Door, FloorMat, Heartbeat, Motion
 from firmware_contracts.topics import Channel
@@ -148,3 +159,165 @@ class NightScript:
 
     def messages(self) -> list[Sent]:
         return sorted(self.steps, key=lambda s: s.at)
+
+
+# --- in scenarios ---------------------------------------------------------------------------
+
+
+class PassiveSensorSim(DeviceSim):
+    """One sensor of a scenario, following :class:`SensorGroup` 's routine."""
+
+    def _setup(self) -> None:
+        params = self.spec.params
+        assert isinstance(params, SensorGroup)
+        self.routine = params
+        self.zone = ZoneInfo(self.spec.timezone)
+        self.asleep = False
+        self.up_in_night = False
+        self._on("bedtime", self._bedtime)
+        self._on("wake", self._wake)
+        self._on("getup", self._getup)
+        self._on("back", self._back)
+        self._on("day", self._day)
+        self._on("released", self._released)
+        self._schedule("bedtime", self._daily(self.start, params.bedtime))
+        self._schedule("wake", self._daily(self.start, params.wake_time))
+        self._on("state", self._state_now)
+        self._schedule("state", self.live_from)  # the state after connecting
+        self._schedule_day(self.start)
+        for index, incident in enumerate(params.incidents):
+            name = f"incident:{index}"
+            self._on(name, partial(self._incident, incident))
+            self._schedule(name, self.start + incident.at)
+
+    def _daily(self, after: datetime, at: object) -> datetime:
+        slot = next_daily(after, [at], self.zone)  # type: ignore[list-item]
+        return max(after, jittered(self.rng, slot, self.routine.jitter))
+
+    # --- what each type sees -------------------------------------------------------
+    def _message(self, at: datetime, value: bool | str) -> Outgoing:
+        head = self.envelope(at)
+        match self.device_type:
+            case "door_sensor":
+                assert value in ("open", "closed")
+                message: Door | Motion | Bed | FloorMat = Door(**head, type="door", state=value)
+            case "motion_sensor":
+                message = Motion(**head, type="motion", detected=bool(value))
+            case "bed_sensor":
+                message = Bed(**head, type="bed", occupied=bool(value))
+            case _:
+                message = FloorMat(**head, type="floor_mat", stepped_on=bool(value))
+        return encode(message, Channel.EVENTS)
+
+    def _sees(self, at: datetime, event: str) -> list[Output]:
+        """The person's ``event`` as this sensor sees it."""
+        match self.device_type, event:
+            case "bed_sensor", "to_bed" | "back":
+                return [self._message(at, True)]
+            case "bed_sensor", "up" | "getup":
+                return [self._message(at, False)]
+            case "motion_sensor", "getup" | "up" | "moves" | "back":
+                return [self._message(at, True)]
+            case "motion_sensor", "to_bed":
+                return [self._message(at, False)]
+            case "floor_mat", "getup" | "up" | "back":
+                self._schedule("released", at + timedelta(seconds=5))
+                return [self._message(at, True)]
+            case "door_sensor", "door":
+                self._schedule("released", at + timedelta(seconds=self.rng.uniform(20, 120)))
+                return [self._message(at, "open")]
+        return []
+
+    def _state_now(self, at: datetime) -> list[Output]:
+        match self.device_type:
+            case "door_sensor":
+                return [self._message(at, "closed")]
+            case "bed_sensor":
+                return [self._message(at, self.asleep)]
+        return []
+
+    def _released(self, at: datetime) -> list[Output]:
+        if self.device_type == "door_sensor":
+            return [self._message(at, "closed")]
+        return [self._message(at, False)]
+
+    # --- the routine -----------------------------------------------------------------
+    def _bedtime(self, at: datetime) -> list[Output]:
+        self._schedule("bedtime", self._daily(at + timedelta(hours=1), self.routine.bedtime))
+        self.asleep, self.up_in_night = True, False
+        self._cancel("day")
+        night = self.routine.night_getups
+        if night > 0:
+            hours = 8.0
+            delay = poisson_delay(self.rng, night * 24.0 / hours)
+            if delay is not None:
+                self._schedule("getup", at + delay)
+        return self._sees(at, "to_bed")
+
+    def _getup(self, at: datetime) -> list[Output]:
+        if not self.asleep:
+            return []
+        self.asleep, self.up_in_night = False, True
+        out = self._sees(at, "getup")
+        if self.rng.random() < self.routine.night_door_probability:
+            out += self._sees(at + timedelta(seconds=30), "door")
+        if self.rng.random() >= self.routine.not_back_probability:
+            self._schedule("back", at + self.routine.time_up * self.rng.uniform(0.5, 1.5))
+        return out
+
+    def _back(self, at: datetime) -> list[Output]:
+        if not self.up_in_night:
+            return []
+        self.asleep, self.up_in_night = True, False
+        delay = poisson_delay(self.rng, self.routine.night_getups * 3.0)
+        if delay is not None:
+            self._schedule("getup", at + delay)
+        return self._sees(at, "back")
+
+    def _wake(self, at: datetime) -> list[Output]:
+        self._schedule("wake", self._daily(at + timedelta(hours=1), self.routine.wake_time))
+        self._cancel("getup")
+        self._cancel("back")
+        was_in_bed = self.asleep
+        self.asleep = self.up_in_night = False
+        self._schedule_day(at)
+        return self._sees(at, "up") if was_in_bed else []
+
+    def _schedule_day(self, at: datetime) -> None:
+        rate = (self.routine.door_opens_per_day if self.device_type == "door_sensor"
+                else self.routine.movements_per_hour * 16.0)  # fmt: skip
+        delay = poisson_delay(self.rng, rate)
+        if delay is not None:
+            self._schedule("day", at + delay)
+
+    def _day(self, at: datetime) -> list[Output]:
+        self._schedule_day(at)
+        if self.asleep or self.up_in_night:
+            return []
+        if self.device_type == "door_sensor":
+            return self._sees(at, "door")
+        return self._sees(at, "moves")
+
+    def _incident(self, incident: SensorIncident, at: datetime) -> list[Output]:
+        if incident.dies:
+            self.dead = True
+            self._scheduler.clear()
+            return [LinkDown(mode="abrupt", until=None)]
+        assert incident.state is not None
+        return [self._message(at, incident.state)]
+
+
+class DoorSensorSim(PassiveSensorSim):
+    device_type = "door_sensor"
+
+
+class MotionSensorSim(PassiveSensorSim):
+    device_type = "motion_sensor"
+
+
+class BedSensorSim(PassiveSensorSim):
+    device_type = "bed_sensor"
+
+
+class FloorMatSim(PassiveSensorSim):
+    device_type = "floor_mat"

@@ -52,6 +52,12 @@ MODELS = {
         "demo-bp", "Demo Vendor", "BP 1", "blood_pressure_monitor", 300
     ),
     "door_lock": repo.DeviceModel("demo-lock", "Demo Vendor", "Lock 1", "door_lock", 120),
+    # passive sensors (issue #20): for `simulate --register` of the night_supervision
+    # scenario (seeded by migration 0023, as 0011 seeds the others)
+    "door_sensor": repo.DeviceModel("demo-door", "Demo Vendor", "Door 1", "door_sensor", 300),
+    "motion_sensor": repo.DeviceModel("demo-pir", "Demo Vendor", "PIR 1", "motion_sensor", 300),
+    "bed_sensor": repo.DeviceModel("demo-bed", "Demo Vendor", "Bed 1", "bed_sensor", 300),
+    "floor_mat": repo.DeviceModel("demo-mat", "Demo Vendor", "Mat 1", "floor_mat", 300),
 }
 
 #: fictitious residents, in device order (then "Brukare N")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from uuid import uuid4
 from zoneinfo import ZoneInfo
 
@@ -286,3 +287,58 @@ def test_a_simulated_night_speaks_contract_v1() -> None:
     assert {s.out.msg_type for s in sent} >= {"bed", "motion", "door", "floor_mat", "status"}
     with pytest.raises(ValueError, match="not a sensor device type"):
         SensorSim("x", "scale")
+
+
+# --- the scenario simulators --------------------------------------------------------------
+
+
+def _play(body: str, minutes: int) -> list[tuple[datetime, str, bytes]]:
+    from device_sims import parse_scenario
+    from device_sims.catalog import build_simulator
+    from device_sims.clock import SimClock
+    from device_sims.envelope import LinkDown, Outgoing
+
+    start = datetime(2026, 11, 23, 20, 0, tzinfo=UTC)
+    out: list[tuple[datetime, str, bytes]] = []
+    for spec in parse_scenario(body).device_specs():
+        sim = build_simulator(spec, seed=1, clock=SimClock(real_start=start))
+        for item in sim.advance(start + timedelta(minutes=minutes)):
+            if isinstance(item, Outgoing):
+                out.append((sim.now, item.msg_type, item.payload))
+            elif isinstance(item, LinkDown):
+                out.append((sim.now, "link_down", b""))
+    return out
+
+
+def test_a_scenario_bed_sensor_follows_the_night_and_its_incidents() -> None:
+    body = (
+        'name = "n"\n[[devices]]\ntype = "bed_sensor"\nbedtime = "21:30"\njitter = "0s"\n'
+        "night_getups = 0\n"
+        'incidents = [{ at = "60m", state = false }, { at = "90m", dies = true }]\n'
+    )
+    played = _play(body, 120)
+    import orjson
+
+    beds = [orjson.loads(p)["occupied"] for _, kind, p in played if kind == "bed"]
+    assert beds == [False, True, False]  # awake at the start, to bed at 21:30, up at 60 min
+    assert played[-1][1] == "link_down"  # it dies at 90 min: nothing after
+    for _, kind, payload in played:
+        if kind != "link_down":
+            assert isinstance(decode_payload(_channel(kind), payload, now=datetime.now(UTC)),
+                              Decoded)  # fmt: skip
+
+
+def _channel(kind: str) -> Any:
+    from firmware_contracts.topics import Channel
+
+    return {"heartbeat": Channel.HEARTBEAT, "battery": Channel.TELEMETRY,
+            "status": Channel.STATUS}.get(kind, Channel.EVENTS)  # fmt: skip
+
+
+def test_scenario_sensor_incidents_must_fit_the_type() -> None:
+    from device_sims import parse_scenario
+    from device_sims.scenario import ScenarioError
+
+    with pytest.raises(ScenarioError, match="door_sensor"):
+        parse_scenario('name = "n"\n[[devices]]\ntype = "door_sensor"\n'
+                       'incidents = [{ at = "1m", state = true }]\n')  # fmt: skip

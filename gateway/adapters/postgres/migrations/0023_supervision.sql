@@ -15,6 +15,15 @@ alter table device_models drop constraint device_models_device_type_check;
 alter table device_models add constraint device_models_device_type_check
     check (device_type in ('gps_alarm', 'scale', 'blood_pressure_monitor', 'door_lock',
                            'door_sensor', 'motion_sensor', 'bed_sensor', 'floor_mat'));
+-- The demo's and the simulator's sensor models (gateway/entrypoints/demo.py MODELS), as
+-- migration 0011 did for the others: `welfare-gateway simulate --register` of the
+-- night_supervision scenario works with a tenant administrator's token.
+insert into device_models (id, vendor, model, device_type, heartbeat_interval_s) values
+    ('demo-door', 'Demo Vendor', 'Door 1', 'door_sensor', 300),
+    ('demo-pir', 'Demo Vendor', 'PIR 1', 'motion_sensor', 300),
+    ('demo-bed', 'Demo Vendor', 'Bed 1', 'bed_sensor', 300),
+    ('demo-mat', 'Demo Vendor', 'Mat 1', 'floor_mat', 300)
+on conflict do nothing;
 
 -- 2. Decisions and consents ----------------------------------------------------------
 create table supervision_decisions (
