@@ -13,6 +13,7 @@ conditions.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,16 +24,20 @@ import httpx
 import psycopg
 
 from api.auth import Role, mint
+from device_sims.runner import run_fleet
+from device_sims.scenario import SCENARIO_DIR, parse_scenario
 from device_sims.sensors import NightScript, SensorSim
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.adapters.postgres import supervision_queries as q
 from gateway.domain.supervision_consent import Service
+from gateway.entrypoints.demo import DEMO_TENANT, seed
 from tests.integration.harness import (
     gateway_with_api,
     now_iso,
     operator,
     payload,
     publish,
+    running_gateway,
     scalar,
     settings_for,
     wait_for,
@@ -335,3 +340,58 @@ async def _seeded(gw: Any, person: UUID) -> bool:
     states = gw.alarms.supervision.states.get(person, {})
     state = states.get("s-bed-b")
     return state is not None and state.value is True
+
+
+async def test_the_night_supervision_scenario_through_the_simulators(
+    mosquitto, database_url
+) -> None:
+    """The shipped scenario's sensors (device_sims.sensors, run by the fleet runner as in
+    ``welfare-gateway simulate``) against the gateway: the scripted door opening raises
+    door_opened_at_night for the resident with a passive-alarms decision; the other door's
+    resident has none, so that door's states are refused."""
+    path = SCENARIO_DIR / "night_supervision.toml"
+    scenario = parse_scenario(path.read_text().replace("speedup = 60", "speedup = 3000"))
+    specs = scenario.device_specs()
+    world = await seed(database_url, specs)
+    doors = sorted(s.device_id for s in specs if s.device_type == "door_sensor")
+    consenting, refusing = world.residents[doors[0]][0], world.residents[doors[1]][0]
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "insert into supervision_decisions (tenant_id, person_id, service, valid_from,"
+            " person_consent_at, recorded_by) values (%s, %s, 'passive_alarms',"
+            " now() - interval '1 day', now() - interval '2 days', 'test')",
+            (DEMO_TENANT, consenting),
+        )
+        for person in (consenting, refusing):
+            await conn.execute(
+                "insert into passive_rules (tenant_id, person_id, kind, window_start,"
+                " window_end, created_by) values (%s, %s, 'door_opened_at_night', '00:00',"
+                " '00:00', 'test')",
+                (DEMO_TENANT, person),
+            )
+        await conn.commit()
+    settings = settings_for(mosquitto.url, database_url)
+    stop = asyncio.Event()
+    async with running_gateway(settings), operator(mosquitto.url, DEMO_TENANT) as op:
+        fleet = asyncio.create_task(run_fleet(
+            specs, host="127.0.0.1", port=mosquitto.port, duration_s=60, stop=stop,
+            seed=scenario.seed,
+        ))  # fmt: skip
+        try:
+            alarm = await op.wait(
+                lambda m: m["kind"] == "door_opened_at_night" and m["event"] == "raised",
+                "the scripted door opening", timeout=45,
+            )  # fmt: skip
+            assert alarm["person_id"] == str(consenting) and alarm["device_id"] == doors[0]
+
+            async def refused() -> bool:
+                n = await scalar(database_url, "select count(*) from quarantine where "
+                                 "device_id = %s and reason = 'no_supervision_consent'",
+                                 (doors[1],))  # fmt: skip
+                return int(n) >= 2
+
+            await wait_for(refused, 20, "the other door's states refused")
+        finally:
+            stop.set()
+            await fleet
+    assert not [m for m in op.messages if m["person_id"] == str(refusing)]
