@@ -50,6 +50,13 @@ async def test_the_auditor_reviews_a_flag_and_downloads_an_extract(mosquitto, da
         ]  # fmt: skip
         row = f'tr[data-key="no_context:{rows["r3"]}"]'
         assert "utan öppet larm eller planerat besök" in await page.text(f"{row} td:nth-child(2)")
+        assert await page.text(f"{row} details summary") == (
+            "Läste weight utan öppet larm och utan eget planerat besök"
+        )
+        near_row = f'tr[data-key="near_consent_end:{rows["r4"]}"]'
+        assert (await page.text(f"{near_row} details summary")).startswith(
+            "Läste 60 min före samtyckets slut"
+        )
         await page.js(
             "const i = document.querySelector(arguments[0]);"
             "i.value = 'Anna täckte upp för en sjuk kollega.';",

@@ -43,11 +43,34 @@ function reader(flag) {
   return `${flag.actor}${org}`;
 }
 
+/** The flag in one line, in the console's language, from its evidence. */
+export function summaryText(flag) {
+  const ev = flag.evidence || {};
+  const categories = (ev.entry?.categories || []).join(", ");
+  switch (flag.rule) {
+    case "no_context":
+      return t("logsum.no_context", { categories });
+    case "many_residents":
+      return t("logsum.many_residents", {
+        residents: ev.residents, first: formatTime(ev.first_at), last: formatTime(ev.last_at),
+        threshold: ev.threshold, window: ev.window_minutes,
+      });
+    case "outside_hours":
+      return t("logsum.outside_hours", { local: ev.local_time, hours: ev.hours });
+    case "near_consent_end":
+      return t("logsum.near_consent_end", { minutes: ev.minutes_to_end, end: formatTime(ev.consent_end) });
+    case "after_consent_end":
+      return t("logsum.after_consent_end", { minutes: -ev.minutes_to_end, end: formatTime(ev.consent_end) });
+    default:
+      return flag.summary;
+  }
+}
+
 function evidence(flag) {
   return h(
     "details",
     { class: "log-evidence" },
-    h("summary", {}, flag.summary),
+    h("summary", {}, summaryText(flag)),
     h("pre", {}, JSON.stringify(flag.evidence, null, 2)),
   );
 }
