@@ -14,7 +14,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from gateway.domain.log_extract import Org
+from gateway.domain.log_extract import WHOLE_TENANT, Org
 from gateway.domain.log_review import (
     DEFAULTS,
     AlarmSpan,
@@ -117,7 +117,18 @@ async def put_staff_hours(
 _ENTRIES = (
     "select " + _ENTRY_COLUMNS + " from access_log"
     " where owner_tenant = %(tenant)s and at >= %(since)s and at < %(until)s"
-    " and (%(person)s::uuid is null or person_id = %(person)s or person_id is null)"
+    " order by at, id"
+)
+# one resident's rows (index access_log_person), then the tenant-wide rows that include
+# every resident's data (no person; a full export names these categories)
+_PERSON_ENTRIES = (
+    "select " + _ENTRY_COLUMNS + " from access_log"
+    " where person_id = %(person)s and owner_tenant = %(tenant)s"
+    " and at >= %(since)s and at < %(until)s"
+    " union all "
+    "select " + _ENTRY_COLUMNS + " from access_log"
+    " where person_id is null and owner_tenant = %(tenant)s"
+    " and at >= %(since)s and at < %(until)s and categories && %(wide)s"
     " order by at, id"
 )
 _ENTRY = "select " + _ENTRY_COLUMNS + " from access_log where id = %s and owner_tenant = %s"
@@ -128,8 +139,9 @@ async def entries(
 ) -> list[Entry]:
     """The access-log rows of the tenant's residents in [since, until) (with ``person``:
     that resident's, and the tenant-wide rows without a person)."""
-    cur = await conn.execute(_ENTRIES, {"tenant": tenant, "since": since, "until": until,
-                                        "person": person})  # fmt: skip
+    args = {"tenant": tenant, "since": since, "until": until, "person": person,
+            "wide": sorted(WHOLE_TENANT)}  # fmt: skip
+    cur = await conn.execute(_ENTRIES if person is None else _PERSON_ENTRIES, args)
     return [_entry(r) for r in await cur.fetchall()]
 
 
