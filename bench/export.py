@@ -8,9 +8,12 @@ private PostgreSQL (pgserver) as the owner.
 
 The export runs as ``welfare-gateway export --out FILE.zip`` in a process of its own (role
 wg_api, the same streaming writer as ``GET /api/v1/export``), so its peak resident memory
-is the exporting process's own. Prints one JSON object: rows and bytes written, rows/s,
-MB/s (uncompressed CSV/JSON, and the zip), the exporting process's peak RSS, and that the
-manifest's row counts equal the database's.
+is the exporting process's own. Then (unless ``--no-restore``) ``welfare-gateway restore``
+loads the zip into a new database of the same server, also in a process of its own.
+Prints one JSON object: rows and bytes written, rows/s, MB/s (uncompressed CSV/JSON, and
+the zip), the exporting process's peak RSS and CPU time, that the manifest's row counts
+equal the database's, and the restore's time, rows/s, peak RSS and whether the restored
+database holds every row.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from uuid import UUID
 
 import orjson
@@ -37,6 +41,7 @@ import psycopg
 from bench import machine
 from gateway.adapters.embedded import EmbeddedPostgres
 from gateway.adapters.postgres.migrate import migrate
+from gateway.domain.export import TABLES
 from gateway.support.pii import PinCipher
 
 API_PASSWORD = "bench-api"
@@ -148,7 +153,6 @@ async def counts(url: str) -> dict[str, int]:
     from psycopg import sql
 
     from gateway.adapters.postgres import export_queries as q
-    from gateway.domain.export import TABLES
 
     out = {}
     async with await psycopg.AsyncConnection.connect(url) as conn, conn.transaction():
@@ -172,7 +176,7 @@ def child(argv: list[str]) -> None:
                       "cpu_s": usage.ru_utime + usage.ru_stime}))  # fmt: skip
 
 
-def run(devices: int, per_device: int, workdir: Path) -> dict[str, Any]:
+def run(devices: int, per_device: int, workdir: Path, *, restore: bool) -> dict[str, Any]:
     pg = EmbeddedPostgres(workdir / "pg", delete_on_stop=True)
     url = pg.start()
     try:
@@ -181,24 +185,19 @@ def run(devices: int, per_device: int, workdir: Path) -> dict[str, Any]:
         asyncio.run(load(url, devices, per_device))
         load_s = time.perf_counter() - started
         stored = asyncio.run(counts(url))
-        config = workdir / "bench.toml"
-        config.write_text(
-            f'database_url = "{url}"\napi_db_password = "{API_PASSWORD}"\n'
-            f'worker_db_password = "{WORKER_PASSWORD}"\njwt_secret = "{SECRET}"\n'
-            f'data_dir = "{workdir / "data"}"\nmode = "development"\n'
-            f'[pii_keys]\nbench = "{PII_KEY}"\n'
-        )
+        config = _config(workdir / "bench.toml", url, workdir / "data")
         out = workdir / "export.zip"
-        argv = ["export", "--tenant", TENANT, "--out", str(out), "--config", str(config)]
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.export", "--child", json.dumps(argv)],
-            capture_output=True, text=True, check=False, env={**os.environ},
-        )  # fmt: skip
-        if done.returncode != 0:
-            raise RuntimeError(f"export failed: {done.stderr[-3000:]}")
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-        if report["code"] != 0:
-            raise RuntimeError(f"export failed: {done.stderr[-3000:]}")
+        report = _in_a_process(["export", "--tenant", TENANT, "--out", str(out),
+                                "--config", str(config)])  # fmt: skip
+        restored: dict[str, Any] = {}
+        if restore:  # into a second database of the same server, as a new supplier would
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("create database restored")
+            parts = urlsplit(url)
+            target = urlunsplit(parts._replace(path="/restored"))
+            config2 = _config(workdir / "restore.toml", target, workdir / "data2")
+            restored = _in_a_process(["restore", "--from", str(out), "--config", str(config2)])
+            restored["counts"] = asyncio.run(counts(target))
         with zipfile.ZipFile(out) as archive:
             manifest = json.loads(archive.read("manifest.json"))
             files = manifest["files"]
@@ -230,8 +229,52 @@ def run(devices: int, per_device: int, workdir: Path) -> dict[str, Any]:
             rows.get(t) == n + (t == "access_log") for t, n in stored.items()
         ),
         "rows_per_table": rows,
+        **(_restore_figures(restored, stored, sum(rows.values())) if restored else {}),
         "machine": machine.describe(),
     }  # fmt: skip
+
+
+def _restore_figures(
+    restored: dict[str, Any], stored: dict[str, int], csv_rows: int
+) -> dict[str, Any]:
+    """The restore's figures (migration of the empty database included)."""
+    got = restored["counts"]
+    restored_tables = {t.name for t in TABLES if t.not_restored is None}
+    return {
+        "restore_s": round(restored["export_s"], 2),
+        "restore_rows_per_s": round(csv_rows / restored["export_s"]),
+        "restore_cpu_s": round(restored["cpu_s"], 1),
+        "restore_peak_rss_mb": round(restored["peak_rss_mb"], 1),
+        # the restored database holds every row, and the access log the export's and the
+        # restore's own entries besides
+        "restored_rows_match": all(
+            got[t] == n + 2 * (t == "access_log") for t, n in stored.items() if t in restored_tables
+        ),
+    }
+
+
+def _config(path: Path, url: str, data_dir: Path) -> Path:
+    path.write_text(
+        f'database_url = "{url}"\napi_db_password = "{API_PASSWORD}"\n'
+        f'worker_db_password = "{WORKER_PASSWORD}"\njwt_secret = "{SECRET}"\n'
+        f'data_dir = "{data_dir}"\nmode = "development"\n'
+        f'[pii_keys]\nbench = "{PII_KEY}"\n'
+    )
+    return path
+
+
+def _in_a_process(argv: list[str]) -> dict[str, Any]:
+    """``welfare-gateway ARGV`` in a process of its own: its time, CPU and peak RSS."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.export", "--child", json.dumps(argv)],
+        capture_output=True, text=True, check=False, env={**os.environ},
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {done.stderr[-3000:]}")
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    if report["code"] != 0:
+        raise RuntimeError(f"{argv[0]} failed: {done.stderr[-3000:]}")
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -241,6 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-device", type=int, default=None,
                         help="messages per device (default 12; --smoke: 4)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--no-restore", action="store_true",
+                        help="export only (default: also restore into a new database)")  # fmt: skip
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
@@ -249,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     devices = args.devices or (400 if args.smoke else 80_000)
     per_device = args.per_device or (4 if args.smoke else 12)
     with tempfile.TemporaryDirectory(prefix="wg-bench-export-") as tmp:
-        result = run(devices, per_device, Path(tmp))
+        result = run(devices, per_device, Path(tmp), restore=not args.no_restore)
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
     if args.out:
         args.out.write_text(text + "\n")
