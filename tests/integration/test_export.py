@@ -29,6 +29,7 @@ from api.auth import Role, mint
 from gateway.adapters.embedded import with_user
 from gateway.adapters.postgres import export_queries
 from gateway.adapters.postgres.access_log import verify as verify_access_log
+from gateway.adapters.postgres.migrate import migrate
 from gateway.bootstrap import api_app
 from gateway.domain import export as ex
 from gateway.entrypoints import cli
@@ -498,3 +499,54 @@ async def test_every_tenant_table_is_exported_or_excluded(database_url) -> None:
     assert not problems, "\n".join(problems)
     tenant_owned = {t for t, cols in schema.items() if "tenant_id" in cols}
     assert tenant_owned <= set(ex.BY_NAME) | set(ex.EXCLUDED)
+
+
+async def test_export_and_restore_with_timescaledb_hypertables(timescale_server, tmp_path) -> None:
+    """With the time series as TimescaleDB hypertables, compressed chunks among them, the
+    export reads them (through the same tenant-filtered views) and the restore loads them
+    into another installation's hypertables, old rows too."""
+    owner, password = "wg_owner", "test-owner-password"
+    source = timescale_server.create_database(owner=owner, owner_password=password)
+    await asyncio.to_thread(migrate, source, api_password=API_PASSWORD,
+                            worker_password=WORKER_PASSWORD, timescaledb="on")  # fmt: skip
+    a = await seed(source, "kommun-a", A_ORG, {"scale-1": "t-scale", "gps-1": "t-gps"},
+                   since=datetime.now(UTC) - timedelta(days=60))  # fmt: skip
+    await seed(source, "kommun-b", B_ORG, {"b-scale": "t-scale"})
+    now = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(source) as conn:
+        for age in (0, 3, 20):
+            ts = now - timedelta(days=age)
+            await conn.execute(
+                "insert into readings (tenant_id, person_id, device_id, msg_id, ts,"
+                " received_at, kind, weight_kg) values ('kommun-a', %s, 'scale-1', %s, %s,"
+                " %s, 'weight', 81.5)", (a.persons["scale-1"], f"w{age}", ts, ts))  # fmt: skip
+            await conn.execute(
+                "insert into positions (tenant_id, person_id, device_id, msg_id, ts,"
+                " received_at, lat, lon, accuracy_m) values ('kommun-a', %s, 'gps-1', %s, %s,"
+                " %s, 59.6, 16.5, 8)", (a.persons["gps-1"], f"p{age}", ts, ts))  # fmt: skip
+        await conn.execute("insert into readings (tenant_id, person_id, device_id, msg_id, ts,"
+                           " received_at, kind, weight_kg) values ('kommun-b', %s, 'b-scale',"
+                           " 'bw', now(), now(), 'weight', 93.7)",
+                           ((await scalar(source, "select id from persons where tenant_id ="
+                                          " 'kommun-b'")),))  # fmt: skip
+        await conn.commit()
+        cur = await conn.execute("select count(compress_chunk(c, if_not_compressed => true))"
+                                 " from show_chunks('readings', older_than => interval '2 days')"
+                                 " c")  # fmt: skip
+        assert ((await cur.fetchone()) or (0,))[0] >= 1, "a compressed chunk to read"
+    zipped = tmp_path / "ts.zip"
+    assert await cli_main(["export", "--tenant", "kommun-a", "--out", str(zipped), "--config",
+                           str(config(tmp_path, source, "old", OLD_KEY))]) == 0  # fmt: skip
+    manifest = json.loads(zipfile.ZipFile(zipped).read(ex.MANIFEST))
+    counted = {f["path"]: f.get("rows") for f in manifest["files"]}
+    assert counted["readings.csv"] == 3 and counted["positions.csv"] == 3
+
+    target = timescale_server.create_database(owner=owner, owner_password=password)
+    assert await cli_main(["restore", "--from", str(zipped), "--config",
+                           str(config(tmp_path, target, "new", NEW_KEY))]) == 0  # fmt: skip
+    query = ("select tenant_id, person_id, device_id, msg_id, ts, weight_kg from readings"
+             " where tenant_id = 'kommun-a' order by ts")  # fmt: skip
+    assert await rows(target, query) == await rows(source, query)
+    assert await scalar(target, "select count(*) from positions") == 3
+    assert await scalar(target, "select count(*) from timescaledb_information.hypertables"
+                                " where hypertable_name = 'readings'") == 1  # fmt: skip
