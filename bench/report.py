@@ -312,6 +312,7 @@ async def _per_query(url: str, days: int) -> dict[str, float]:
     api = with_user(url, "wg_api", API_PASSWORD)
     async with await psycopg.AsyncConnection.connect(api) as conn:
         await conn.execute("select set_config('wg.tenant_id', %s, false)", (TENANT,))
+        await conn.execute("set work_mem = '64MB'")  # as q.prepare does for the report
         for name, step in steps.items():
             await step(conn)
             started = time.perf_counter()

@@ -247,33 +247,44 @@ async def conditions(conn: AsyncConn, period: Period) -> list[ConditionSpell]:
 
 # Planned visits in the period (one-off visits starting in it, and each local day's
 # occurrence of a weekly slot), and how many of them saw the home's lock unlocked within
-# the visit's time (an index probe of the lock events per visit).
+# the visit's time. A visit lasts at most 24 hours, so an unlock that opens it falls on
+# its local start day or the next: the unlocks are joined to the visits by (resident,
+# start day) in one hash join, then checked against the visit's times.
 VISITS = """
     with planned as (
-        select person_id, starts_at, ends_at from visits
-        where starts_at >= %(lo)s and starts_at < %(hi)s
-        union all
-        select s.person_id, (g::date + s.start_time) at time zone s.timezone,
-            (g::date + s.end_time + case when s.end_time < s.start_time
-                                          then interval '1 day' else interval '0' end)
-                at time zone s.timezone
-        from visit_slots s,
-            generate_series(greatest(%(from)s::date, coalesce(s.first_day, %(from)s::date)),
-                            least(%(last)s::date, coalesce(s.last_day, %(last)s::date)),
-                            interval '1 day') g
-        where (extract(isodow from g)::integer - 1)::smallint = any (s.weekdays)
+        select row_number() over () as id, person_id, starts_at, ends_at,
+            (starts_at at time zone %(zone)s)::date as day
+        from (
+            select person_id, starts_at, ends_at from visits
+            where starts_at >= %(lo)s and starts_at < %(hi)s
+            union all
+            select s.person_id, (g::date + s.start_time) at time zone s.timezone,
+                (g::date + s.end_time + case when s.end_time < s.start_time
+                                              then interval '1 day' else interval '0' end)
+                    at time zone s.timezone
+            from visit_slots s,
+                generate_series(greatest(%(from)s::date, coalesce(s.first_day, %(from)s::date)),
+                                least(%(last)s::date, coalesce(s.last_day, %(last)s::date)),
+                                interval '1 day') g
+            where (extract(isodow from g)::integer - 1)::smallint = any (s.weekdays)
+        ) v
+    ),
+    unlocks as (
+        select e.person_id, e.ts, (e.ts at time zone %(zone)s)::date - k as day
+        from api_lock_events e, (values (0), (1)) days (k)
+        where e.action = 'unlocked' and e.ts >= %(lo)s - interval '1 day'
+          and e.ts < %(hi)s + interval '25 hours'
     )
-    select count(*), count(*) filter (where exists (
-        select 1 from api_lock_events e
-        where e.person_id = p.person_id and e.action = 'unlocked'
-          and e.ts >= p.starts_at and e.ts < p.ends_at))
-    from planned p
+    select (select count(*) from planned),
+        (select count(distinct p.id) from planned p
+         join unlocks u on u.person_id = p.person_id and u.day = p.day
+         where u.ts >= p.starts_at and u.ts < p.ends_at)
 """
 
 
 async def visits(conn: AsyncConn, period: Period) -> Visits:
     last = period.end - timedelta(days=1)
-    params = {"lo": period.lo, "hi": period.hi, "from": period.start, "last": last}
+    params = {"lo": period.lo, "hi": period.hi, "from": period.start, "last": last, "zone": ZONE}
     cur = await conn.execute(VISITS, params)
     row = await cur.fetchone()
     return Visits(int(row[0]), int(row[1])) if row else Visits(0, 0)
