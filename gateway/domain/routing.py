@@ -24,8 +24,15 @@ from gateway.domain.alarms import Alarm, AlarmKind, Severity
 
 SAFETY = frozenset(
     {AlarmKind.BUTTON, AlarmKind.FALL, AlarmKind.GEOFENCE_EXIT, AlarmKind.TAMPER,
-     AlarmKind.DOOR_UNLOCKED, AlarmKind.UNAUTHORISED_UNLOCK}
+     AlarmKind.DOOR_UNLOCKED, AlarmKind.UNAUTHORISED_UNLOCK,
+     # digital supervision and passive alarms (#20, docs/supervision.md)
+     AlarmKind.SUPERVISION_NOT_OK, AlarmKind.SUPERVISION_FAILED,
+     AlarmKind.DOOR_OPENED_AT_NIGHT, AlarmKind.OUT_OF_BED, AlarmKind.NO_MOVEMENT,
+     AlarmKind.FLOOR_MAT}
 )  # fmt: skip
+#: A planned supervision check's alarm goes first to the team its plan names (who acts,
+#: ``detail.team``), then on along the route's chain.
+PLANNED = frozenset({AlarmKind.SUPERVISION_NOT_OK, AlarmKind.SUPERVISION_FAILED})
 LIMITS = frozenset({AlarmKind.BLOOD_PRESSURE, AlarmKind.WEIGHT_GAIN})
 TECHNICAL = frozenset(
     {AlarmKind.DEVICE_SILENT, AlarmKind.BATTERY_LOW, AlarmKind.RECEIVER_UNREACHABLE}
@@ -78,10 +85,16 @@ class RoutingPolicy:
     def chain(self, alarm: Alarm, at: datetime) -> tuple[str, ...]:
         """The escalation chain of the route chosen when the alarm was raised."""
         local = at.astimezone(self._zone).time()
+        chain = self.fallback
         for route in self.routes:
             if route.matches(alarm, local):
-                return route.chain
-        return self.fallback
+                chain = route.chain
+                break
+        if alarm.kind in PLANNED:
+            team = alarm.detail.get("team")
+            if isinstance(team, str) and team:
+                return (team, *(g for g in chain if g != team))
+        return chain
 
     def recipients(self, alarm: Alarm, skip: frozenset[str] = frozenset()) -> tuple[str, ...]:
         """Groups that receive the alarm now, at its escalation level. Groups in ``skip``

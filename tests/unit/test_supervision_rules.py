@@ -4,6 +4,7 @@ unit's sensor left alone, and the consent gate at ingest (issue #20)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 from zoneinfo import ZoneInfo
@@ -123,3 +124,30 @@ def test_the_gate_refuses_sensor_states_without_consent_never_other_messages() -
     assert gate(Binding("kommun-a", None, uuid4()), bed(True, T0), T0) is None
     cache._decisions = Decisions([decision(Service.PASSIVE_ALARMS)])
     assert gate(MINE, bed(True, T0), T0) is None
+
+
+def test_a_checks_alarm_goes_to_the_team_its_plan_names_then_along_the_chain() -> None:
+    from gateway.domain.routing import RoutingPolicy
+
+    r, _ = rules(Service.NIGHT_SUPERVISION)  # the plan's team: night_team
+    r.cache._plans = (replace(r.cache._plans[0], team="nattpatrull_syd"),)
+    r.schedule = type(r.schedule)()
+    r._ticked = None
+    r.tick(T0)
+    (event,) = r.tick(T0 + timedelta(minutes=5))  # no bed sensor heard: failed
+    policy = RoutingPolicy()
+    assert policy.chain(event.alarm, event.alarm.raised_at) == (
+        "nattpatrull_syd",
+        "home_care",
+        "night_team",
+        "relative",
+    )  # 21:05: the day's route
+    assert policy.recipients(event.alarm) == ("nattpatrull_syd",)
+    # a passive alarm at night: the night team first, as the other safety alarms
+    r, _ = rules(Service.PASSIVE_ALARMS)
+    (door,) = r.observe(DOOR, MINE, Door(v=1, type="door", id="d", ts=T0, state="open"), T0)
+    assert policy.recipients(door.alarm) == ("home_care",)  # 21:00: the day's route
+    late = T0 + timedelta(hours=2)  # 23:00
+    (night,) = rules(Service.PASSIVE_ALARMS)[0].observe(
+        DOOR, MINE, Door(v=1, type="door", id="d2", ts=late, state="open"), late)  # fmt: skip
+    assert policy.recipients(night.alarm) == ("night_team",)
