@@ -81,6 +81,7 @@ async def followup(
         escalations=await q.escalations(conn, period),
         conditions=await q.conditions(conn, period),
         visits=await q.visits(conn, period),
+        supervised=await q.supervision(conn, period),
     )
     name = f"followup-{who.tenant}-{period.start}-{period.end}"
     if format == "csv":

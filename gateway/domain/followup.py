@@ -18,9 +18,12 @@ and keyless locks. A device's service is derived from its type:
   national categories; reported on a line of its own.
 * safety alarm: the registry has no device type for a stationary safety alarm, so the
   category is reported as not in use (0 users), with the reason.
-* digital night supervision: the supervision service does not exist yet (issue #20); the
-  category is reported as not in use. Its figures (users, checks OK / not OK / failed) come
-  from :func:`supervision` alone: that is the one place to fill in when it lands.
+* digital night supervision (issue #20): its users are the residents with a supervision
+  plan in the period (the service is the plan of agreed checks, not a device); its devices
+  are the passive sensors held (``door_sensor``, ``motion_sensor``, ``bed_sensor``,
+  ``floor_mat``: they serve the night's checks and the passive alarms of the same service
+  family). Its checks (OK / not OK / failed, and how many needed the retry) come from
+  :func:`supervision`, the one place its figures are made.
 """
 
 from __future__ import annotations
@@ -74,13 +77,19 @@ SERVICE_OF_TYPE: dict[str, Service] = {
     "door_lock": Service.KEYLESS_LOCKS,
     "scale": Service.SELF_MONITORING,
     "blood_pressure_monitor": Service.SELF_MONITORING,
+    "door_sensor": Service.NIGHT_SUPERVISION,
+    "motion_sensor": Service.NIGHT_SUPERVISION,
+    "bed_sensor": Service.NIGHT_SUPERVISION,
+    "floor_mat": Service.NIGHT_SUPERVISION,
 }
-DEVICE_TYPES = ("gps_alarm", "door_lock", "scale", "blood_pressure_monitor")
+DEVICE_TYPES = (
+    "gps_alarm", "door_lock", "scale", "blood_pressure_monitor",
+    "door_sensor", "motion_sensor", "bed_sensor", "floor_mat",
+)  # fmt: skip
 
 #: why a category has no users in the product (not a figure of the municipality)
 NOT_IN_USE: dict[Service, str] = {
     Service.SAFETY_ALARM: "no device type of the registry is a stationary safety alarm",
-    Service.NIGHT_SUPERVISION: "the supervision service is not built yet (issue #20)",
 }
 
 
@@ -238,6 +247,18 @@ class ResponseLine:
 
 
 @dataclass(frozen=True)
+class SupervisionCounts:
+    """Digital night supervision in the period, as read: residents with a plan, and each
+    planned check by its final result (the retry's when there was one)."""
+
+    users: int = 0
+    checks_ok: int = 0
+    checks_not_ok: int = 0
+    checks_failed: int = 0
+    checks_retried: int = 0  # checks that needed the retry (whatever its result)
+
+
+@dataclass(frozen=True)
 class Supervision:
     in_use: bool
     note: str
@@ -245,6 +266,7 @@ class Supervision:
     checks_ok: int = 0
     checks_not_ok: int = 0
     checks_failed: int = 0
+    checks_retried: int = 0
 
 
 @dataclass(frozen=True)
@@ -270,10 +292,17 @@ def service_of(device_type: str) -> Service | None:
     return SERVICE_OF_TYPE.get(device_type)
 
 
-def supervision() -> Supervision:
-    """Digital night supervision's figures: the one place to fill in once the supervision
-    service (issue #20) records checks (users, checks OK / not OK / failed)."""
-    return Supervision(in_use=False, note=NOT_IN_USE[Service.NIGHT_SUPERVISION])
+def supervision(counts: SupervisionCounts) -> Supervision:
+    """Digital night supervision's figures (issue #20): the one place they are made."""
+    return Supervision(
+        in_use=True,
+        note="",
+        users=counts.users,
+        checks_ok=counts.checks_ok,
+        checks_not_ok=counts.checks_not_ok,
+        checks_failed=counts.checks_failed,
+        checks_retried=counts.checks_retried,
+    )
 
 
 def _held_days(holdings: Iterable[Holding], lo: datetime, hi: datetime) -> float:
@@ -341,8 +370,10 @@ def compute(
     escalations: Iterable[Escalations],
     conditions: Iterable[ConditionSpell],
     visits: Visits,
+    supervised: SupervisionCounts | None = None,
 ) -> Report:
     """The report's figures from what the adapters read (see each input's docstring)."""
+    supervised = supervised or SupervisionCounts()
     by_device: dict[str, list[Holding]] = {}
     for h in holdings:
         by_device.setdefault(h.device_id, []).append(h)
@@ -373,7 +404,8 @@ def compute(
         lines.append(ServiceLine(
             service=service, national=service in NATIONAL, in_use=service not in NOT_IN_USE,
             note=note, devices=len(devices[service]), devices_at_end=len(devices_end[service]),
-            users=len(users[service]),
+            users=supervised.users if service is Service.NIGHT_SUPERVISION
+            else len(users[service]),
         ))  # fmt: skip
 
     usage = {u.device_id: u for u in use}
@@ -414,6 +446,6 @@ def compute(
         escalations=list(escalations),
         conditions=list(conditions),
         visits=visits,
-        supervision=supervision(),
+        supervision=supervision(supervised),
         notes=notes,
     )

@@ -68,7 +68,9 @@ _L: dict[str, dict[str, str]] = {
     "not_in_use": {"sv": "Inte i bruk", "en": "Not in use"},
     "checks_ok": {"sv": "OK", "en": "OK"},
     "checks_not_ok": {"sv": "Inte OK", "en": "Not OK"},
-    "checks_failed": {"sv": "Misslyckade", "en": "Failed"},
+    "checks_failed": {"sv": "Misslyckade (besök)", "en": "Failed (visit)"},
+    "checks_retried": {"sv": "Med omförsök", "en": "Retried"},
+    "checks": {"sv": "Tillsyner", "en": "Checks"},
     "counts_only": {
         "sv": "Endast antal; inga personuppgifter.",
         "en": "Counts only; no personal data.",
@@ -85,6 +87,15 @@ _L: dict[str, dict[str, str]] = {
     "scale": {"sv": "Våg", "en": "Scale"},
     "blood_pressure_monitor": {"sv": "Blodtrycksmätare", "en": "Blood-pressure monitor"},
     "device_silent": {"sv": "Tyst enhet", "en": "Silent device"},
+    "door_sensor": {"sv": "Dörrsensor", "en": "Door sensor"},
+    "motion_sensor": {"sv": "Rörelsesensor", "en": "Motion sensor"},
+    "bed_sensor": {"sv": "Sängsensor", "en": "Bed sensor"},
+    "floor_mat": {"sv": "Golvmatta", "en": "Floor mat"},
+    "supervision_not_ok": {"sv": "Tillsyn inte OK", "en": "Check not OK"},
+    "supervision_failed": {"sv": "Tillsyn misslyckad", "en": "Check failed"},
+    "door_opened_at_night": {"sv": "Dörr öppnad på natten", "en": "Door opened at night"},
+    "out_of_bed": {"sv": "Uppe ur sängen", "en": "Out of bed"},
+    "no_movement": {"sv": "Ingen rörelse", "en": "No movement"},
     "button": {"sv": "Larmknapp", "en": "Button"},
     "fall": {"sv": "Fall", "en": "Fall"},
     "geofence_exit": {"sv": "Lämnat område", "en": "Left the zone"},
@@ -183,7 +194,7 @@ def as_csv(report: Report) -> str:
     w.writerow(("visits", "keyless_locks", "opened", report.visits.opened))
     sup = report.supervision
     w.writerow(("supervision", "night_supervision", "in_use", str(sup.in_use).lower()))
-    for fig in ("users", "checks_ok", "checks_not_ok", "checks_failed"):
+    for fig in ("users", "checks_ok", "checks_not_ok", "checks_failed", "checks_retried"):
         w.writerow(("supervision", "night_supervision", fig, getattr(sup, fig)))
     return out.getvalue()
 
@@ -535,11 +546,21 @@ def as_html(report: Report, lang: str = "sv") -> str:
     out.append(f"<section><h2>{escape(L('supervision'))}</h2>")
     if sup.in_use:
         out.append(
-            _table(
-                [L("users"), L("checks_ok"), L("checks_not_ok"), L("checks_failed")],
-                [(sup.users, sup.checks_ok, sup.checks_not_ok, sup.checks_failed)],
+            bar_chart(
+                "supervision",
+                [L("checks_ok"), L("checks_not_ok"), L("checks_failed"), L("checks_retried")],
+                [(L("checks"), [sup.checks_ok, sup.checks_not_ok, sup.checks_failed,
+                                sup.checks_retried])],
             )
-        )
+        )  # fmt: skip
+        out.append(
+            _table(
+                [L("users"), L("checks_ok"), L("checks_not_ok"), L("checks_failed"),
+                 L("checks_retried")],
+                [(sup.users, sup.checks_ok, sup.checks_not_ok, sup.checks_failed,
+                  sup.checks_retried)],
+            )
+        )  # fmt: skip
     else:
         note = L("note.night_supervision")
         out.append(f'<p class="muted">{escape(L("not_in_use"))}: {escape(note)}</p>')

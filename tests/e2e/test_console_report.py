@@ -16,7 +16,7 @@ from tests.e2e.stack import auth, console_stack, token
 from tests.integration.test_report import TENANT, at, history, the_period
 
 CHARTS = ("services", "unused", "response-by-kind", "response-by-hour", "escalations",
-          "conditions", "visits")  # fmt: skip
+          "conditions", "visits", "supervision")  # fmt: skip
 
 
 async def test_the_report_view_draws_the_charts_with_the_target_line(
@@ -55,7 +55,7 @@ async def test_the_report_view_draws_the_charts_with_the_target_line(
                 "'.report-page svg[data-chart=\"services\"] rect.bar')]"
                 ".map(r => [Number(r.dataset.value), r.getBoundingClientRect().height])"
             )
-            assert [v for v, _ in bars] == [0, 3, 0, 1, 2] * 2, bars  # devices, then users
+            assert [v for v, _ in bars] == [0, 3, 0, 1, 2, 0, 3, 1, 1, 2], bars  # devices, users
             assert all((h > 0) == (v > 0) for v, h in bars), bars
             assert await page.count('svg[data-chart="response-by-kind"] rect.bar') >= 1
             for chart in ("response-by-kind", "response-by-hour"):
@@ -66,7 +66,7 @@ async def test_the_report_view_draws_the_charts_with_the_target_line(
                     line,
                 )
                 assert width > 300, (chart, width)
-            # the users per national category, supervision not in use
+            # the users per national category; no safety alarm in the registry
             assert "Digital nattillsyn" in await page.text(".report-page")
             assert "Inte i bruk" in await page.text(".report-page")
             assert not await page.console_errors()

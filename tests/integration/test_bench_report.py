@@ -15,6 +15,7 @@ def test_report_bench_smoke_renders_the_seeded_fleet() -> None:
     figures = result["figures"]
     assert figures["devices_by_type"] == {
         "gps_alarm": 200, "door_lock": 150, "scale": 100, "blood_pressure_monitor": 50,
+        "door_sensor": 0, "motion_sensor": 0, "bed_sensor": 0, "floor_mat": 0,
     }  # fmt: skip
     assert figures["users"] == {
         "safety_alarm": 0, "gps_alarm": 200, "night_supervision": 0, "keyless_locks": 150,
@@ -24,7 +25,7 @@ def test_report_bench_smoke_renders_the_seeded_fleet() -> None:
     assert figures["unused_devices"]["scale"] == 25
     assert figures["gps_rarely_worn"] == 50 and figures["gps_judged"] == 200
     assert figures["visits"]["planned"] > figures["visits"]["opened"] > 0
-    assert result["svg_charts"] == 7 and result["rollup_days"] == 1
+    assert result["svg_charts"] == 8 and result["rollup_days"] == 1
     assert set(result["year_per_query_s"]) == {
         "holdings", "device_use", "responses", "escalations", "conditions", "visits",
     }  # fmt: skip

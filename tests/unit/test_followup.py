@@ -19,6 +19,7 @@ from gateway.domain.followup import (
     Report,
     ResponseGroup,
     Service,
+    SupervisionCounts,
     Target,
     Visits,
     compute,
@@ -93,11 +94,29 @@ def test_unused_and_rarely_worn() -> None:
     lines = {s.service: s for s in r.services}
     assert (lines[Service.GPS_ALARM].devices, lines[Service.GPS_ALARM].users) == (3, 3)
     assert lines[Service.SELF_MONITORING].users == 2 and not lines[Service.SELF_MONITORING].national
-    assert (
-        not lines[Service.NIGHT_SUPERVISION].in_use
-        and "#20" in lines[Service.NIGHT_SUPERVISION].note
-    )
+    # night supervision: its users are the residents with a plan, not device holders
+    assert lines[Service.NIGHT_SUPERVISION].in_use
+    assert lines[Service.NIGHT_SUPERVISION].users == 0
     assert not lines[Service.SAFETY_ALARM].in_use and lines[Service.SAFETY_ALARM].users == 0
+
+
+def test_supervision_users_and_checks_come_from_its_counts() -> None:
+    sensors = [holding("bed-1", "bed_sensor", "p1", date(2026, 10, 1))]
+    r = compute(
+        "kommun-a", NOV, holdings=sensors, use=[], target=None, by_kind=[], by_hour=[],
+        escalations=[], conditions=[], visits=Visits(0, 0),
+        supervised=SupervisionCounts(users=2, checks_ok=5, checks_not_ok=1, checks_failed=1,
+                                     checks_retried=2),
+    )  # fmt: skip
+    line = next(s for s in r.services if s.service is Service.NIGHT_SUPERVISION)
+    assert (line.devices, line.users, line.in_use) == (1, 2, True)
+    assert r.devices_by_type["bed_sensor"] == 1
+    sup = r.supervision
+    assert (sup.users, sup.checks_ok, sup.checks_not_ok, sup.checks_failed) == (2, 5, 1, 1)
+    assert 'data-chart="supervision"' in render.as_html(r)
+    assert ["supervision", "night_supervision", "checks_retried", "2"] in list(
+        csv.reader(io.StringIO(render.as_csv(r)))
+    )
 
 
 def test_target_judges_the_share_and_is_drawn() -> None:

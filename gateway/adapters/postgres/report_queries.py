@@ -26,6 +26,7 @@ from gateway.domain.followup import (
     Holding,
     Period,
     ResponseGroup,
+    SupervisionCounts,
     Target,
     Visits,
 )
@@ -288,3 +289,26 @@ async def visits(conn: AsyncConn, period: Period) -> Visits:
     cur = await conn.execute(VISITS, params)
     row = await cur.fetchone()
     return Visits(int(row[0]), int(row[1])) if row else Visits(0, 0)
+
+
+# Digital night supervision (issue #20; migration 0023): the residents with a plan in the
+# period, and each planned check in it by its final attempt (the retry's when made).
+SUPERVISION = """
+    with final as (
+        select distinct on (plan_id, planned_at) result, attempt
+        from supervision_checks
+        where planned_at >= %(lo)s and planned_at < %(hi)s
+        order by plan_id, planned_at, attempt desc
+    )
+    select (select count(distinct person_id) from supervision_plans
+            where created_at < %(hi)s and (ended_at is null or ended_at > %(lo)s)),
+        count(*) filter (where result = 'ok'), count(*) filter (where result = 'not_ok'),
+        count(*) filter (where result = 'failed'), count(*) filter (where attempt = 2)
+    from final
+"""
+
+
+async def supervision(conn: AsyncConn, period: Period) -> SupervisionCounts:
+    cur = await conn.execute(SUPERVISION, {"lo": period.lo, "hi": period.hi})
+    row = await cur.fetchone()
+    return SupervisionCounts(*(int(v or 0) for v in row)) if row else SupervisionCounts()
