@@ -23,7 +23,7 @@ from gateway.adapters.embedded import with_user
 from gateway.adapters.postgres import report_queries
 from gateway.domain.followup import ZONE, Period
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
-from tests.integration.harness import gateway_with_api, seed, settings_for
+from tests.integration.harness import gateway_with_api, scalar, seed, settings_for, wait_for
 
 SECRET = "report-test-secret-report-test-secret"
 TENANT = "kommun-a"
@@ -398,6 +398,15 @@ async def test_report_figures_from_a_seeded_history(database_url, mosquitto) -> 
     seeded = await history(database_url, period)
     settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET)
     async with gateway_with_api(settings) as (base, _):
+        # the worker's upkeep (at start, then hourly) rolled up the last week, today's
+        # day too, which no report asked for
+        today = datetime.now(ZONE).date()
+        query = "select count(*) from report_days_done where tenant_id = %s and day = %s"
+
+        async def rolled_today() -> bool:
+            return bool(await scalar(database_url, query, (TENANT, today)))
+
+        await wait_for(rolled_today, 20, "the workers' rollup of today")
         await set_target(base)
         got = await report(base, period)
         check_figures(got, expected(period))
