@@ -108,10 +108,6 @@ _L: dict[str, dict[str, str]] = {
         "sv": "registret har ingen enhetstyp för ett stationärt trygghetslarm",
         "en": "no device type of the registry is a stationary safety alarm",
     },
-    "note.night_supervision": {
-        "sv": "tillsynstjänsten är inte byggd än (ärende #20)",
-        "en": "the supervision service is not built yet (issue #20)",
-    },
     "note.no_target": {
         "sv": "Inget svarsmål satt: svarstiderna visas utan mållinje.",
         "en": "No answering target set: the response times are shown without a target line.",
@@ -562,7 +558,6 @@ def as_html(report: Report, lang: str = "sv") -> str:
             )
         )  # fmt: skip
     else:
-        note = L("note.night_supervision")
-        out.append(f'<p class="muted">{escape(L("not_in_use"))}: {escape(note)}</p>')
+        out.append(f'<p class="muted">{escape(L("not_in_use"))}: {escape(sup.note)}</p>')
     out.append("</section></body></html>")
     return "".join(out)
