@@ -297,14 +297,22 @@ class SupervisionRules:
 
     # --- activation (the engine's role taken) ------------------------------------------
     async def activate(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> None:
-        """Start from what storage holds: the sensors' last states, and each plan's last
-        stored check (the missed checks since then, within CATCH_UP, are made)."""
+        """Start from what storage holds: the sensors' last states, each plan's last
+        stored check (the missed checks since then, within CATCH_UP, are made), and the
+        retries not yet made (within the hour)."""
         self.states = {}
         self.schedule = Schedule()
         self.watch = PassiveWatch()
         self._resume = {}
         async for plan_id, last in _stream(conn, q.LAST_CHECKS):
             self._resume[plan_id] = last
+        plans = {p.id: p for p in self.cache.plans()}
+        async for plan_id, planned_at, local_time, evaluated_at in _stream(
+            conn, q.PENDING_RETRIES
+        ):  # a retry the engine before this one did not live to make: made by this one
+            plan = plans.get(plan_id)
+            if plan is not None:
+                self.schedule.retry(plan, Due(plan_id, planned_at, local_time, 1), evaluated_at)
         motion: dict[str, datetime] = {}
         async for device_id, seen in _stream(conn, q.LAST_MOTION):
             motion[device_id] = seen

@@ -395,3 +395,52 @@ async def test_the_night_supervision_scenario_through_the_simulators(
             stop.set()
             await fleet
     assert not [m for m in op.messages if m["person_id"] == str(refusing)]
+
+
+async def test_a_retry_is_made_by_the_engine_that_takes_over(mosquitto, database_url) -> None:
+    """A check retried by one engine whose worker stops before the retry: the next engine
+    makes the retry (from supervision_checks), once."""
+    persons = await _seed(database_url)
+    bertil = persons["bertil"]
+    settings = settings_for(mosquitto.url, database_url, jwt_secret=SECRET)
+    bed = SensorSim("s-bed-b", "bed_sensor")
+    async with (
+        gateway_with_api(settings) as (base, first),
+        httpx.AsyncClient(base_url=base, timeout=10) as http,
+    ):
+        await _ok(await http.post(
+            f"/api/v1/persons/{bertil}/supervision/decisions", headers=ADMIN,
+            json={"service": "night_supervision",
+                  "valid_from": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+                  "person_consent_at": (datetime.now(UTC) - timedelta(hours=2)).isoformat()},
+        ))  # fmt: skip
+        await wait_for(lambda: _allowed(first, bertil), 10, "the decision in the workers")
+        night = NightScript(bed=bed).awake(datetime.now(UTC) - timedelta(seconds=5))
+        await publish(mosquitto.url, [(s.topic, s.out.payload) for s in night.messages()])
+        check_at = datetime.now(UTC) + timedelta(seconds=4)
+        await _ok(await http.put(
+            f"/api/v1/persons/{bertil}/supervision/plan", headers=ADMIN,
+            json={"check_times": [_local_hms(check_at)], "seen": "in_bed",
+                  "retry_after_s": 12, "team": "night_team"},
+        ))  # fmt: skip
+
+        async def retried() -> bool:
+            n = await scalar(database_url, "select count(*) from supervision_checks "
+                             "where result = 'retried'")  # fmt: skip
+            return int(n) == 1
+
+        await wait_for(retried, 20, "the first attempt retried")
+    # the worker stops before its retry; the resident goes to bed meanwhile
+    async with gateway_with_api(settings) as (_base, gw):
+        await wait_for(lambda: _allowed(gw, bertil), 10, "the decision in the workers")
+        later = NightScript(bed=bed).goes_to_bed(datetime.now(UTC))
+        await publish(mosquitto.url, [(s.topic, s.out.payload) for s in later.messages()])
+
+        async def retry_made() -> bool:
+            n = await scalar(database_url, "select count(*) from supervision_checks "
+                             "where attempt = 2")  # fmt: skip
+            return int(n) == 1
+
+        await wait_for(retry_made, 30, "the retry made by the new engine")
+        assert await scalar(database_url, "select result from supervision_checks "
+                            "where attempt = 2") == "ok"  # fmt: skip

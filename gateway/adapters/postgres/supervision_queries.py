@@ -40,6 +40,15 @@ _RULES = """
 LAST_CHECKS = """
     select plan_id, max(planned_at) from supervision_checks group by plan_id
 """
+#: first attempts retried whose retry was not made (an engine taken over meanwhile)
+PENDING_RETRIES = """
+    select c.plan_id, c.planned_at, c.local_time, c.evaluated_at
+    from supervision_checks c
+    where c.attempt = 1 and c.result = 'retried' and c.planned_at > now() - interval '1 hour'
+      and not exists (select 1 from supervision_checks r
+                      where r.plan_id = c.plan_id and r.planned_at = c.planned_at
+                        and r.attempt = 2)
+"""
 #: the sensors' last state each (a worker taking over the engine starts from them)
 LAST_SENSOR_STATES = """
     select distinct on (device_id) device_id, tenant_id, person_id, kind, state, ts,
