@@ -197,14 +197,39 @@ def year(days: int) -> tuple[date, date]:
 
 
 async def run(
-    devices: int, days: int, raw_per_device: int, pgdata: Path, keep: bool
+    devices: int,
+    days: int,
+    raw_per_device: int,
+    pgdata: Path,
+    keep: bool,
+    timescale: bool = False,
 ) -> dict[str, Any]:
-    pg = EmbeddedPostgres(pgdata, delete_on_stop=not keep)
-    url = await asyncio.to_thread(pg.start)
-    try:
-        await asyncio.to_thread(
-            migrate, url, api_password=API_PASSWORD, worker_password=WORKER_PASSWORD
+    pg: Any
+    if timescale:
+        # Debian's PostgreSQL 15 with TimescaleDB preloaded, as tests/conftest.py starts it
+        # (../shared/tools/install-timescaledb); its job scheduler off: the benchmark
+        # refreshes the continuous aggregates itself, timed.
+        import importlib
+
+        services: Any = importlib.import_module("tests.services")  # a checkout's, not typed
+        pg = services.DebianPostgres(
+            preload=True, settings={"timescaledb.max_background_workers": "0"}
+        ).start()
+        url = await asyncio.to_thread(
+            pg.create_database, owner="wg_bench_owner", owner_password="bench-owner"
         )
+    else:
+        pg = EmbeddedPostgres(pgdata, delete_on_stop=not keep)
+        url = await asyncio.to_thread(pg.start)
+    try:
+        migrated = await asyncio.to_thread(
+            migrate,
+            url,
+            api_password=API_PASSWORD,
+            worker_password=WORKER_PASSWORD,
+            timescaledb="require" if timescale else "off",
+        )
+        assert bool(migrated.hypertables) == timescale
         seeded = await asyncio.to_thread(_seed, url, devices, days, raw_per_device)
         queries = await _per_query(url, days)
         timings = await _measure(url, days)
@@ -213,6 +238,7 @@ async def run(
     return {
         "devices": devices,
         "days": days,
+        "backend": "timescaledb" if timescale else "native partitions",
         **seeded,
         "year_per_query_s": queries,
         **timings,
@@ -272,6 +298,25 @@ def _seed(url: str, devices: int, days: int, per: int) -> dict[str, Any]:
                 "positions",
             )
         }
+        # TimescaleDB: its refresh job materialises the raw day in the continuous aggregates
+        # (here run by hand, timed); the rollup then reads them
+        caggs = (
+            [
+                str(name)
+                for (name,) in conn.execute(
+                    "select view_name from timescaledb_information.continuous_aggregates"
+                ).fetchall()
+            ]
+            if _one(conn, "select count(*) from pg_extension where extname = 'timescaledb'")
+            else []
+        )
+        started = time.perf_counter()
+        for name in caggs:
+            conn.execute(
+                "call refresh_continuous_aggregate(%s, %s, %s)",
+                (name, today - timedelta(days=1), today + timedelta(days=1)),
+            )
+        refresh_s = time.perf_counter() - started
         # the rollup of one day of raw rows (what the workers' upkeep does each hour)
         conn.execute(
             "delete from report_days_done where tenant_id = %s and day = %s", (TENANT, end)
@@ -287,6 +332,7 @@ def _seed(url: str, devices: int, days: int, per: int) -> dict[str, Any]:
         "rows": counts,
         "raw_rows_in_the_day": raw_rows,
         "rollup_of_one_raw_day_s": round(rollup_day_s, 2),
+        "continuous_aggregates_refresh_of_the_day_s": round(refresh_s, 2) if caggs else None,
         "rollup_days": rolled,
     }
 
@@ -411,6 +457,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument(
+        "--timescale",
+        action="store_true",
+        help="on TimescaleDB (Debian's PostgreSQL 15 with it preloaded) instead of pgserver",
+    )
+    parser.add_argument(
         "--pgdata",
         type=Path,
         default=None,
@@ -419,7 +470,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     devices = args.devices or (500 if args.smoke else 80_000)
     days = args.days or (60 if args.smoke else 365)
-    if args.pgdata:
+    if args.timescale:
+        result = asyncio.run(run(devices, days, args.raw_per_device, Path(), False, True))
+    elif args.pgdata:
         result = asyncio.run(run(devices, days, args.raw_per_device, args.pgdata, True))
     else:
         with tempfile.TemporaryDirectory(prefix="wg-bench-report-") as tmp:
