@@ -299,7 +299,17 @@ class SupervisionRules:
     async def activate(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> None:
         """Start from what storage holds: the sensors' last states, each plan's last
         stored check (the missed checks since then, within CATCH_UP, are made), and the
-        retries not yet made (within the hour)."""
+        retries not yet made (within the hour). In a savepoint of its own: should this
+        fail, the engine still restores its open alarms (supervision starts empty)."""
+        try:
+            async with conn.transaction():
+                await self._activate(conn, now)
+        except psycopg.Error as exc:
+            self.states, self.schedule, self._resume = {}, Schedule(), {}
+            log.warning("supervision started without the sensors' stored states",
+                        extra={"error": type(exc).__name__})  # fmt: skip
+
+    async def _activate(self, conn: psycopg.AsyncConnection[Any], now: datetime) -> None:
         self.states = {}
         self.schedule = Schedule()
         self.watch = PassiveWatch()
