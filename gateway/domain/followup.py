@@ -152,11 +152,12 @@ class Period:
 
 @dataclass(frozen=True)
 class Holding:
-    """A device held by a person (an assignment) overlapping the period."""
+    """A device held by a person, or by a unit (a ward's shared device: ``person_id`` is
+    None, docs/units.md), in an assignment overlapping the period."""
 
     device_id: str
     device_type: str
-    person_id: str
+    person_id: str | None
     valid_from: datetime
     valid_to: datetime | None
 
@@ -392,7 +393,8 @@ def compute(
         if service is None:
             continue
         devices[service].add(h.device_id)
-        users[service].add(h.person_id)
+        if h.person_id is not None:  # a unit's shared device: in use, its users not known
+            users[service].add(h.person_id)
     for device_id, held in by_device.items():
         service = service_of(type_of[device_id])
         if service is not None and _held_at(held, at_end):

@@ -119,6 +119,14 @@ def test_supervision_users_and_checks_come_from_its_counts() -> None:
     )
 
 
+def test_a_units_shared_device_is_in_use_without_a_user() -> None:
+    ward = Holding("ward-scale", "scale", None, local(date(2026, 10, 1)), None)
+    own = holding("s2", "scale", "p1", date(2026, 10, 1))
+    r = report([ward, own], [])
+    line = next(s for s in r.services if s.service is Service.SELF_MONITORING)
+    assert (line.devices, line.devices_at_end, line.users) == (2, 2, 1)
+
+
 def test_target_judges_the_share_and_is_drawn() -> None:
     r = report([], [], Target(60, 0.8))
     line = r.response_by_kind[0]
