@@ -523,6 +523,10 @@ async def test_rollup_is_incremental_and_kept_by_the_workers(database_url) -> No
         with_user(database_url, "wg_worker", WORKER_PASSWORD), autocommit=True
     ) as conn:
         assert report_queries.roll_up_recent(conn) > 0
+        # another worker at it: this one skips its turn
+        with psycopg.connect(database_url, autocommit=True) as other:
+            other.execute("select pg_advisory_lock(%s)", (report_queries.ROLLUP_UPKEEP,))
+            assert report_queries.roll_up_recent(conn) == 0
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(
                 "select report_rollup_tenant('kommun-a', %s, %s)",

@@ -76,10 +76,22 @@ async def prepare(conn: AsyncConn) -> None:
     await conn.execute("set local work_mem = '64MB'")
 
 
+#: advisory lock of the workers' rollup upkeep ("WGRP"): one worker at a time does it
+ROLLUP_UPKEEP = 0x57_47_52_50
+
+
 def roll_up_recent(conn: psycopg.Connection[Any]) -> int:
-    """The workers' upkeep: roll up the last week of every tenant (role wg_worker)."""
-    row = conn.execute("select report_rollup_recent()").fetchone()
-    return int(row[0]) if row else 0
+    """The workers' upkeep: roll up the last week of every tenant (role wg_worker,
+    ``conn`` in autocommit). A worker that finds another at it skips its turn (0)."""
+    got = conn.execute("select pg_try_advisory_lock(%s)", (ROLLUP_UPKEEP,)).fetchone()
+    if not (got and got[0]):
+        return 0
+    try:
+        row = conn.execute("select report_rollup_recent()").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        if not conn.closed:
+            conn.execute("select pg_advisory_unlock(%s)", (ROLLUP_UPKEEP,))
 
 
 async def target(conn: AsyncConn) -> tuple[Target, Any, str] | None:
