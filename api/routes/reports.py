@@ -91,7 +91,11 @@ async def followup(
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
     if format == "html":
-        return Response(render.as_html(report, lang), media_type="text/html; charset=utf-8")
+        return Response(
+            render.as_html(report, lang),
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": render.page_csp()},
+        )
     import orjson
 
     return Response(orjson.dumps(render.as_data(report)), media_type="application/json")

@@ -4,7 +4,9 @@ in, strings out. Labels in Swedish (``sv``) or English (``en``)."""
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -334,6 +336,17 @@ th:first-child,td:first-child{text-align:left}
 section{break-inside:avoid} svg.chart{max-width:100%;height:auto}
 @media print{body{margin:0} a{color:inherit}}
 """
+
+
+def page_csp() -> str:
+    """The HTML page's own Content-Security-Policy: nothing loads, no script runs, only
+    its one style block (by hash) applies, so the page shows as printed when opened alone
+    under the API's strict policy, and nothing in it can reach out."""
+    digest = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; style-src 'sha256-{digest}'; img-src data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -430,6 +430,11 @@ async def test_report_figures_from_a_seeded_history(database_url, mosquitto) -> 
         assert html.count("<svg") >= 6 and "<script" not in html
         assert 'class="target-line" data-value="0.75"' in html
         assert 'data-chart="response-by-hour"' in html and 'data-label="23"' in html
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            r = await http.get("/api/v1/reports/followup", headers=ADMIN,
+                               params={"month": "2026-01", "format": "html"})  # fmt: skip
+            # the page's own policy (its style block by hash), not the console's
+            assert r.headers["content-security-policy"].startswith("default-src 'none'; style")
 
         # counts only: no person id or reference anywhere, in any format
         for text in (str(got), await report(base, period, "csv"), html):

@@ -139,6 +139,19 @@ def test_target_judges_the_share_and_is_drawn() -> None:
     assert "target-line" not in render.as_html(untargeted)
 
 
+def test_the_page_allows_its_own_style_block_and_nothing_else() -> None:
+    import base64
+    import hashlib
+    import re
+
+    html = render.as_html(report([], [], Target(60, 0.8)))
+    (style,) = re.findall(r"<style>(.*?)</style>", html, re.S)
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    csp = render.page_csp()
+    assert f"style-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
+    assert "script" not in csp and "<script" not in html
+
+
 def test_csv_is_one_figure_a_row() -> None:
     r = report([holding("g1", "gps_alarm", "p1", date(2026, 10, 1))], [], Target(60, 0.8))
     rows = list(csv.reader(io.StringIO(render.as_csv(r))))
