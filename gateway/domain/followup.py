@@ -87,6 +87,10 @@ DEVICE_TYPES = (
     "door_sensor", "motion_sensor", "bed_sensor", "floor_mat",
 )  # fmt: skip
 
+#: the device types whose use the daily rollup sees (positions, device alarms, readings,
+#: lock events); the passive sensors' states are not in it, so they are not judged unused
+USE_SEEN = ("gps_alarm", "door_lock", "scale", "blood_pressure_monitor")
+
 #: why a category has no users in the product (not a figure of the municipality)
 NOT_IN_USE: dict[Service, str] = {
     Service.SAFETY_ALARM: "no device type of the registry is a stationary safety alarm",
@@ -413,13 +417,13 @@ def compute(
     usage = {u.device_id: u for u in use}
     recent_lo = datetime.combine(period.unused_from, datetime.min.time(), ZONE).astimezone(UTC)
     worn_lo = datetime.combine(period.worn_from, datetime.min.time(), ZONE).astimezone(UTC)
-    unused = dict.fromkeys(DEVICE_TYPES, 0)
+    unused = dict.fromkeys(USE_SEEN, 0)
     rarely_worn = judged = 0
     for device_id, held in by_device.items():
         device_type = type_of[device_id]
         u = usage.get(device_id, DeviceUse(device_id, 0, 0))
         recent = period.days >= UNUSED_DAYS and _held_throughout(held, recent_lo, period.hi)
-        if recent and u.used_recently == 0:
+        if recent and u.used_recently == 0 and device_type in USE_SEEN:
             unused[device_type] = unused.get(device_type, 0) + 1
         if device_type == "gps_alarm":
             days = _held_days(held, worn_lo, period.hi)

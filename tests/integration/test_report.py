@@ -261,13 +261,7 @@ def expected(period: Period) -> dict[str, Any]:
             "keyless_locks": (1, 1, 1, True),
             "remote_self_monitoring": (2, 1, 2, True),
         },
-        "unused_devices": {
-            "gps_alarm": 1,
-            "door_lock": 0,
-            "scale": 1,
-            "blood_pressure_monitor": 0,
-            **SENSORS,
-        },
+        "unused_devices": {"gps_alarm": 1, "door_lock": 0, "scale": 1, "blood_pressure_monitor": 0},
         "gps_rarely_worn": 2,
         "gps_judged": 3,
         "response_by_kind": [

@@ -111,6 +111,7 @@ def test_supervision_users_and_checks_come_from_its_counts() -> None:
     line = next(s for s in r.services if s.service is Service.NIGHT_SUPERVISION)
     assert (line.devices, line.users, line.in_use) == (1, 2, True)
     assert r.devices_by_type["bed_sensor"] == 1
+    assert "bed_sensor" not in r.unused_devices  # its states are not in the rollup
     sup = r.supervision
     assert (sup.users, sup.checks_ok, sup.checks_not_ok, sup.checks_failed) == (2, 5, 1, 1)
     assert 'data-chart="supervision"' in render.as_html(r)
