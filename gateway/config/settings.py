@@ -301,8 +301,8 @@ class SupervisionSettings(BaseModel):
     gate_positions: bool = Field(
         default=False,
         description="Store a person's positions (and run the geofence rules on them) only "
-        "under a gps_positioning decision in force with consent; off until every GPS "
-        "alarm holder's decision is recorded.",
+        "under a gps_positioning decision in force with consent. Production refuses it off "
+        "(gateway.config.unsafe_settings); development (the demo, tests) keeps it off.",
     )
 
 

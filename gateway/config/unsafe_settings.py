@@ -77,6 +77,15 @@ def findings(settings: Settings) -> list[Finding]:
             "(kept outside the database) and an access_log.anchor_file or anchor_webhook "
             "on other storage",
         ))  # fmt: skip
+    if not settings.supervision.gate_positions:
+        found.append(Finding(
+            "supervision.gate_positions",
+            "off (GPS positions are stored, and geofences run on them, without a "
+            "gps_positioning decision with the person's consent, which the Social Services "
+            "Act's rule on digital technology requires)",
+            "record each GPS alarm holder's decision (POST /api/v1/persons/{id}/supervision/"
+            "decisions, docs/supervision.md), then set [supervision] gate_positions = true",
+        ))  # fmt: skip
     found += _plain_http(settings)
     for n, hook in enumerate(settings.alarms.webhooks):
         if hook.org is None and not hook.tenants:

@@ -27,6 +27,7 @@ PRODUCTION = {
     "WG_WORKER_DB_PASSWORD": WORKER_PASSWORD,
     "WG_FHIR_ID_KEY": secrets.token_urlsafe(48),
     "WG_ACCESS_LOG__KEYS": f'{{"seal-1": "{secrets.token_hex(32)}"}}',  # hex is base64 too
+    "WG_SUPERVISION__GATE_POSITIONS": "true",
 }
 
 

@@ -58,6 +58,7 @@ async def test_no_identity_number_reading_or_secret_in_any_log_line(
         "WG_ACCESS_LOG__KEYS": f'{{"seal-1": "{SEAL_KEY}"}}',
         "WG_PII_KEYS": f'{{"k1": "{PII_KEY}"}}',
         "WG_PII_ACTIVE_KEY": "k1",
+        "WG_SUPERVISION__GATE_POSITIONS": "true",
         "WG_ALARMS__WEBHOOKS": (
             f'[{{"group": "night_team", "url": "http://127.0.0.1:{free_port()}/in", '
             f'"secret": "{WEBHOOK_SECRET}", "tenants": ["kommun-a"]}}]'

@@ -15,6 +15,7 @@ SAFE = {
     "worker_db_password": "worker-password-random",
     "fhir_id_key": "f" * 48,
     "access_log": {"keys": {"seal-1": base64.b64encode(bytes(32)).decode()}},
+    "supervision": {"gate_positions": True},
 }
 
 
@@ -29,6 +30,12 @@ def hook(**fields: object) -> WebhookSetting:
 
 def test_a_safe_production_configuration_has_no_finding() -> None:
     assert names() == []
+
+
+def test_positions_without_a_decision_and_consent_are_not_for_production() -> None:
+    """#20: GPS positioning is digital supervision; production stores positions only
+    under a gps_positioning decision with consent (the gate), never with the gate off."""
+    assert names(supervision={"gate_positions": False}) == ["supervision.gate_positions"]
 
 
 def test_a_municipal_receiver_must_name_its_municipalities() -> None:
