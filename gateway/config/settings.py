@@ -54,6 +54,7 @@ class RetentionDays(BaseModel):
     device_alarms: int = Field(default=730, ge=1)
     command_replies: int = Field(default=90, ge=1)
     quarantine: int = Field(default=30, ge=1)
+    sensor_events: int = Field(default=90, ge=1)  # passive sensors' states (#20)
 
 
 # Alarm kinds and severities are the domain's enums (gateway.domain.alarms): a setting

@@ -197,6 +197,35 @@ def test_partitions_follow_the_plan_and_only_the_owner_picks_the_instant(databas
         assert today not in names("positions")
 
 
+def test_sensor_states_are_kept_for_their_retention_only(database_url) -> None:
+    """#20's sensor_events is a plain table: the workers' maintenance deletes the states
+    older than retention.sensor_events (migration 0024), whatever the backend."""
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("insert into tenants (id, name, kind, org_number)"
+                     " values ('kommun-s', 'S', 'municipality', '212000-0009')")  # fmt: skip
+        for msg_id, age_days in (("old", 100), ("kept", 80), ("new", 0)):
+            conn.execute(
+                "insert into sensor_events (tenant_id, device_id, msg_id, ts, received_at,"
+                " kind, state) values ('kommun-s', 'bed-1', %s, %s, %s, 'bed', 'occupied')",
+                (msg_id, now - timedelta(days=age_days), now),
+            )
+    worker = with_user(database_url, "wg_worker", WORKER_PASSWORD)
+
+    def left() -> list[str]:
+        with psycopg.connect(database_url) as conn:
+            return [r[0] for r in conn.execute("select msg_id from sensor_events order by ts")]
+
+    with psycopg.connect(worker, autocommit=True) as conn:
+        conn.execute("select wg_maintain_partitions()")
+    assert left() == ["kept", "new"]  # 90 days by default
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        partitions.write_plan(conn, RetentionDays(sensor_events=30))
+    with psycopg.connect(worker, autocommit=True) as conn:
+        conn.execute("select wg_maintain_partitions()")
+    assert left() == ["new"]
+
+
 async def test_the_worker_refuses_a_schema_behind_its_version(database_url) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("delete from schema_migrations where version = 9")

@@ -36,6 +36,7 @@ TABLES: tuple[PartitionedTable, ...] = (
     PartitionedTable("command_replies", 30, "command_replies"),
 )
 PLAN_QUARANTINE = "quarantine"  # no partitions, only an age limit
+PLAN_SENSOR_EVENTS = "sensor_events"  # likewise (migration 0024)
 
 
 def retention_cutoff(table: PartitionedTable, retention: RetentionDays, now: datetime) -> datetime:
@@ -50,6 +51,7 @@ def write_plan(conn: psycopg.Connection[Any], retention: RetentionDays) -> None:
         (t.name, t.interval_days, getattr(retention, t.retention_field)) for t in TABLES
     ]
     rows.append((PLAN_QUARANTINE, None, retention.quarantine))
+    rows.append((PLAN_SENSOR_EVENTS, None, retention.sensor_events))
     with conn.cursor() as cur:
         cur.executemany(
             "insert into partition_plan (table_name, interval_days, retention_days)"
@@ -60,8 +62,9 @@ def write_plan(conn: psycopg.Connection[Any], retention: RetentionDays) -> None:
 
 
 def maintain(conn: psycopg.Connection[Any], now: datetime | None = None) -> int:
-    """Create missing partitions, drop expired ones and expired quarantine rows
-    (idempotent; safe to run often). Returns how many partitions changed.
+    """Create missing partitions, drop expired ones, expired quarantine rows and (as of
+    now only) expired sensor states; idempotent, safe to run often. Returns how many
+    partitions changed.
 
     Runs as ``wg_maintain_partitions()``, a SECURITY DEFINER function of migration 0009,
     so a worker needs no DDL rights; ``now`` (another instant) is for the owner only.
