@@ -18,6 +18,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
+from api.local_time import LocalTime
 from gateway.adapters.postgres import log_review_queries as q
 from gateway.domain.log_extract import belongs, lines, to_csv, to_html
 from gateway.domain.log_review import (
@@ -92,8 +93,8 @@ class SettingsIn(BaseModel):
 
 class HoursOut(BaseModel):
     weekdays: list[int]
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
 
 class SettingsOut(BaseModel):

@@ -20,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
+from api.local_time import LocalTime
 from gateway.adapters.postgres import supervision_queries as q
 from gateway.adapters.postgres.api_queries import APPEND_ACCESS_LOG
 from gateway.domain.passive_alarms import TIMED_KINDS, PassiveKind
@@ -192,8 +193,8 @@ class RuleOut(BaseModel):
     id: UUID
     person_id: UUID
     kind: PassiveKind
-    window_start: time
-    window_end: time
+    window_start: LocalTime
+    window_end: LocalTime
     minutes: int | None
     timezone: str
     created_at: datetime
