@@ -76,21 +76,26 @@ class ReadRecord:
     reason: str
 
 
+def caller_entry(
+    request: Request, who: Principal, *, owner: str | None, person_id: UUID | None,
+    categories: Sequence[str], purpose: str | None, reason: str,
+    outcome: Literal["allowed", "denied"] = "allowed",
+) -> access_log.AccessEntry:  # fmt: skip
+    """The access-log entry of what the caller of ``request`` does (the actor and the
+    request line from the request): for ``access_log.append`` in the request's
+    transaction, or ``access_log.record`` in one of its own."""
+    return access_log.AccessEntry(
+        actor=who.subject, actor_org=who.org, actor_role=who.role.value,
+        actor_tenant=who.tenant, owner_tenant=owner, person_id=person_id,
+        categories=list(categories), purpose=purpose, outcome=outcome, reason=reason,
+        request=f"{request.method} {request.url.path}",
+    )  # fmt: skip
+
+
 async def log_read(request: Request, who: Principal, record: ReadRecord) -> None:
     """Committed in a transaction of its own before the answer leaves the API."""
-    await access_log.record(
-        request.app.state.pool,
-        access_log.AccessEntry(
-            actor=who.subject,
-            actor_org=who.org,
-            actor_role=who.role.value,
-            actor_tenant=who.tenant,
-            owner_tenant=record.owner,
-            person_id=record.person_id,
-            categories=list(record.categories),
-            purpose=record.purpose,
-            outcome=record.outcome,
-            reason=record.reason,
-            request=f"{request.method} {request.url.path}",
-        ),
-    )
+    await access_log.record(request.app.state.pool, caller_entry(
+        request, who, owner=record.owner, person_id=record.person_id,
+        categories=record.categories, purpose=record.purpose, reason=record.reason,
+        outcome=record.outcome,
+    ))  # fmt: skip

@@ -17,8 +17,10 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import Principal, Role
+from api.consented import caller_entry
 from api.deps import TenantConn, require
 from api.local_time import LocalTime
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import log_review_queries as q
 from gateway.domain.log_extract import belongs, lines, to_csv, to_html
 from gateway.domain.log_review import (
@@ -237,16 +239,11 @@ async def _flags(conn: Any, tenant: str, since: datetime, until: datetime) -> tu
     return review(found, context, th, STOCKHOLM), len(found), th, row
 
 
-def _request(request: Request) -> str:
-    return f"{request.method} {request.url.path}"
-
-
 async def _log(conn: Any, request: Request, who: Principal, *, person: UUID | None,
                purpose: str, reason: str) -> None:  # fmt: skip
-    await q.log(conn, actor=who.subject, actor_org=who.org, actor_role=who.role.value,
-                actor_tenant=who.tenant, owner=who.tenant, person=person,
-                categories=["access_log"], purpose=purpose, reason=reason[:500],
-                request=_request(request))  # fmt: skip
+    await access_log.append(conn, caller_entry(
+        request, who, owner=who.tenant, person_id=person, categories=["access_log"],
+        purpose=purpose, reason=reason[:500]))  # fmt: skip
 
 
 @router.get("/log-review/flags", response_model=FlagsOut)

@@ -13,7 +13,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import Principal, Role
+from api.consented import caller_entry
 from api.deps import TenantConn, require
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import move_queries as q
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.domain.moves import (
@@ -111,11 +113,9 @@ async def _log(
     conn: Any, who: Principal, owner: str, person: UUID | None, reason: str, request: Request
 ) -> None:
     """A step of a move, in ``owner``'s access log, in the request's transaction."""
-    await conn.execute(
-        "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (who.subject, who.org, who.role.value, who.tenant, owner, person, ["device_registry"],
-         "move", "allowed", reason, f"{request.method} {request.url.path}"),
-    )  # fmt: skip
+    await access_log.append(conn, caller_entry(
+        request, who, owner=owner, person_id=person, categories=["device_registry"],
+        purpose="move", reason=reason))  # fmt: skip
 
 
 async def _move(conn: Any, move_id: int) -> dict[str, Any]:

@@ -35,8 +35,8 @@ from api import consented
 from api.auth import Principal, Role
 from api.deps import TenantConn, require
 from firmware_contracts.topics import DEVICE_ID_PATTERN
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres.api_queries import (
-    APPEND_ACCESS_LOG,
     QUARANTINE_BY_DEVICE,
     QUARANTINE_LIST,
     RELEASE_QUARANTINED,
@@ -251,14 +251,11 @@ async def release(
         raise HTTPException(409, reason) from None
     assert row is not None
     person_id, category, table, stored, released_at, released_by, already = row
-    await conn.execute(APPEND_ACCESS_LOG, {
-        "actor": who.subject, "actor_org": who.org, "actor_role": who.role.value,
-        "actor_tenant": who.tenant, "owner_tenant": who.tenant, "person": person_id,
-        "categories": [category], "purpose": body.purpose, "outcome": "allowed",
-        "reason": f"quarantine #{quarantine_id} "
-                  + ("already released" if already else f"released into {table}"),
-        "request": f"{request.method} {request.url.path}",
-    })  # fmt: skip
+    await access_log.append(conn, consented.caller_entry(
+        request, who, owner=who.tenant, person_id=person_id, categories=[category],
+        purpose=body.purpose, reason=f"quarantine #{quarantine_id} "
+        + ("already released" if already else f"released into {table}"),
+    ))  # fmt: skip
     return ReleaseOut(id=quarantine_id, person_id=person_id, category=category, table=table,
                       stored=stored, released_at=released_at, released_by=released_by,
                       already_released=already)  # fmt: skip

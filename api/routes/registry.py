@@ -15,6 +15,7 @@ from api.auth import Principal, Role
 from api.deps import CurrentPrincipal, TenantConn, require
 from gateway.adapters.mosquitto.client import BrokerAccessError, IdentityTaken
 from gateway.adapters.mosquitto.service import BrokerAccess
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import registry_repo as repo
 from gateway.config.settings import AlarmSettings
 from gateway.domain import registry_fields as fields
@@ -322,11 +323,9 @@ async def _audit(
 ) -> None:
     """A platform admin's look at, or change of, a tenant's registry, in the access log
     (the owning tenant's auditors see it), in the request's transaction."""
-    await conn.execute(
-        "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (who.subject, who.org, who.role.value, who.tenant, owner, None, ["device_registry"],
-         purpose, "allowed", reason, f"{request.method} {request.url.path}"),
-    )  # fmt: skip
+    await access_log.append(conn, consented.caller_entry(
+        request, who, owner=owner, person_id=None, categories=["device_registry"],
+        purpose=purpose, reason=reason))  # fmt: skip
 
 
 @router.get("/platform/device-ids/{device_id}", response_model=HolderOut,

@@ -19,10 +19,11 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from api.auth import Principal, Role
+from api.consented import caller_entry
 from api.deps import TenantConn, require
 from api.local_time import LocalTime
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import supervision_queries as q
-from gateway.adapters.postgres.api_queries import APPEND_ACCESS_LOG
 from gateway.domain.passive_alarms import TIMED_KINDS, PassiveKind
 from gateway.domain.supervision import (
     STOCKHOLM,
@@ -235,12 +236,9 @@ def _now() -> datetime:
 async def _log(
     conn: Any, who: Principal, request: Request, person: UUID | None, reason: str
 ) -> None:
-    await conn.execute(APPEND_ACCESS_LOG, {
-        "actor": who.subject, "actor_org": who.org, "actor_role": who.role.value,
-        "actor_tenant": who.tenant, "owner_tenant": who.tenant, "person": person,
-        "categories": [CATEGORY], "purpose": "digital supervision", "outcome": "allowed",
-        "reason": reason, "request": f"{request.method} {request.url.path}",
-    })  # fmt: skip
+    await access_log.append(conn, caller_entry(
+        request, who, owner=who.tenant, person_id=person, categories=[CATEGORY],
+        purpose="digital supervision", reason=reason))  # fmt: skip
 
 
 async def _person(conn: Any, person_id: UUID) -> None:

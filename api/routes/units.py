@@ -18,9 +18,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.auth import Principal, Role
+from api.consented import caller_entry
 from api.deps import TenantConn, require
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import unit_queries as q
-from gateway.adapters.postgres.api_queries import APPEND_ACCESS_LOG
 from gateway.domain.units import TAG_PATTERN, UnitKind
 
 router = APIRouter(prefix="/api/v1", tags=["units and shared devices"])
@@ -235,13 +236,10 @@ async def door_events(
     since, until = _period(since, until)
     unit = await _unit(conn, unit_id)
     rows = await q.unit_lock_events(conn, unit_id, since, until, limit)
-    await conn.execute(APPEND_ACCESS_LOG, {
-        "actor": who.subject, "actor_org": who.org, "actor_role": who.role.value,
-        "actor_tenant": who.tenant, "owner_tenant": who.tenant, "person": None,
-        "categories": [DOOR_CATEGORY], "purpose": purpose, "outcome": "allowed",
-        "reason": f"unit {unit['id']} door events: {len(rows)} rows",
-        "request": f"{request.method} {request.url.path}",
-    })  # fmt: skip
+    await access_log.append(conn, caller_entry(
+        request, who, owner=who.tenant, person_id=None, categories=[DOOR_CATEGORY],
+        purpose=purpose, reason=f"unit {unit['id']} door events: {len(rows)} rows",
+    ))  # fmt: skip
     return rows
 
 

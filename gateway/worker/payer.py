@@ -41,7 +41,7 @@ from gateway.adapters.mqtt import internals
 from gateway.adapters.mqtt.connection import BrokerAddress
 from gateway.adapters.postgres import payer_queries as q
 from gateway.adapters.postgres.access_log import AccessEntry
-from gateway.adapters.postgres.lock_queries import append_access
+from gateway.adapters.postgres.access_log import append as append_access
 from gateway.domain.payer import PayerChange, due_changes, local_date, payer_changes
 from gateway.worker.webhooks import WebhookDispatcher
 

@@ -43,16 +43,22 @@ def entry_from_dict(d: dict[str, Any]) -> AccessEntry:
     return AccessEntry(**{**d, "person_id": UUID(person) if person else None})
 
 
+async def append(conn: psycopg.AsyncConnection[Any], entry: AccessEntry) -> None:
+    """One row through ``append_access_log`` (the hash-chaining function, the log's one
+    way in), in ``conn``'s transaction: every writer of the access log calls this."""
+    await conn.execute(
+        "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (entry.actor, entry.actor_org, entry.actor_role, entry.actor_tenant,
+         entry.owner_tenant, entry.person_id, entry.categories, entry.purpose,
+         entry.outcome, entry.reason, entry.request),
+    )  # fmt: skip
+
+
 async def record(pool: AsyncConnectionPool, entry: AccessEntry) -> None:
     """Append in a transaction of its own, committed before the data (or the refusal)
     leaves the API: a denied read is logged even though the request then fails."""
     async with pool.connection(timeout=5) as conn, conn.transaction():
-        await conn.execute(
-            "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (entry.actor, entry.actor_org, entry.actor_role, entry.actor_tenant,
-             entry.owner_tenant, entry.person_id, entry.categories, entry.purpose,
-             entry.outcome, entry.reason, entry.request),
-        )  # fmt: skip
+        await append(conn, entry)
 
 
 VERIFY = """

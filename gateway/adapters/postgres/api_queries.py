@@ -234,9 +234,3 @@ RELEASE_QUARANTINED = """
     select person_id, category, table_name, stored, released_at, released_by, already
     from release_quarantined_resident(%(id)s, %(person)s, %(actor)s)
 """
-
-APPEND_ACCESS_LOG = """
-    select append_access_log(%(actor)s, %(actor_org)s, %(actor_role)s, %(actor_tenant)s,
-        %(owner_tenant)s, %(person)s, %(categories)s, %(purpose)s, %(outcome)s, %(reason)s,
-        %(request)s)
-"""

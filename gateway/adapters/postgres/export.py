@@ -25,6 +25,7 @@ from uuid import UUID
 
 import psycopg
 
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import export_queries as q
 from gateway.adapters.postgres.queries import stream
 from gateway.domain import export as ex
@@ -330,7 +331,7 @@ async def export_to(
                 if row and row[0]:
                     raise ExportError("personal identity numbers are stored but no pii_keys "
                                       "are configured to read them; configure them")  # fmt: skip
-            await conn.execute(q.APPEND_ACCESS_LOG, (
+            await access_log.append(conn, access_log.AccessEntry(
                 actor, None, "cli", tenant, tenant, None, categories, purpose, "allowed",
                 "full export of the tenant (welfare-gateway export)",
                 f"welfare-gateway export --tenant {tenant}"))  # fmt: skip

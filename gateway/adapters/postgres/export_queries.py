@@ -27,7 +27,6 @@ OWNER_FILTERS: dict[Owner, str] = {
 BEGIN_SNAPSHOT = "set transaction isolation level repeatable read, read only"
 SET_TENANT = "select set_config('wg.tenant_id', %s, true), set_config('timezone', 'UTC', true)"
 
-APPEND_ACCESS_LOG = "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def select_rows(table: ExportTable) -> sql.Composed:

@@ -13,7 +13,6 @@ from uuid import UUID
 
 import psycopg
 
-from gateway.adapters.postgres.access_log import AccessEntry
 from gateway.domain.lock_access import StaffKey, StaffMember, Visit, WeeklySlot
 
 Conn = psycopg.AsyncConnection[Any]
@@ -74,17 +73,6 @@ async def load_visits(
             WeeklySlot(str(sid), pid, frozenset(days), start, end, tz, first, last, staff_id, team)
         )
     return out
-
-
-async def append_access(conn: Conn, entry: AccessEntry) -> None:
-    """One access-log row through the hash-chaining function (autocommit: committed
-    when this returns)."""
-    await conn.execute(
-        "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (entry.actor, entry.actor_org, entry.actor_role, entry.actor_tenant,
-         entry.owner_tenant, entry.person_id, entry.categories, entry.purpose,
-         entry.outcome, entry.reason, entry.request),
-    )  # fmt: skip
 
 
 # --- administration (API, tenant transaction) -------------------------------------------

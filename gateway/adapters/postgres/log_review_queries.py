@@ -237,11 +237,6 @@ async def add_mark(
 _ORGS = "select tenant_id, name, kind, org_number from access_log_actor_orgs()"
 _NAMES = "select tenant_id, subject, display_name from access_log_actor_names(%s)"
 _PERSON = "select ref from persons where id = %s"
-_APPEND = """
-    select append_access_log(%(actor)s, %(actor_org)s, %(actor_role)s, %(actor_tenant)s,
-        %(owner)s, %(person)s, %(categories)s, %(purpose)s, 'allowed', %(reason)s,
-        %(request)s)
-"""
 
 
 async def orgs(conn: AsyncConn) -> dict[str, Org]:
@@ -261,7 +256,3 @@ async def person_ref(conn: AsyncConn, person: UUID) -> str | None:
     row = await (await conn.execute(_PERSON, (person,))).fetchone()
     return row[0] if row else None
 
-
-async def log(conn: AsyncConn, **values: Any) -> None:
-    """An allowed read of the access log itself, in the request's transaction."""
-    await conn.execute(_APPEND, values)

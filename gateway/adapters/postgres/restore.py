@@ -26,6 +26,7 @@ from typing import IO, Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from gateway.adapters.postgres import access_log
 from gateway.adapters.postgres import export_queries as q
 from gateway.domain import export as ex
 from gateway.support.pii import PinCipher
@@ -176,7 +177,7 @@ async def _load(
                 hint = f" ({exc.diag.message_detail})" if exc.diag.message_detail else ""
                 raise RestoreError(f"{table.file}: {detail}{hint}; nothing restored") from None
         await _chain_access_log(conn, result.rows.get("access_log", 0), source)
-        await conn.execute(q.APPEND_ACCESS_LOG, (
+        await access_log.append(conn, access_log.AccessEntry(
             actor, None, "cli", tenant, tenant, None, [], "change of supplier",
             "allowed", f"restored from a full export made {doc.get('exported_at')}",
             "welfare-gateway restore"))  # fmt: skip

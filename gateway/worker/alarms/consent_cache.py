@@ -33,7 +33,7 @@ from uuid import UUID
 import orjson
 import psycopg
 
-from gateway.adapters.postgres import listen, queries
+from gateway.adapters.postgres import access_log, listen, queries
 from gateway.adapters.postgres.access_log import AccessEntry
 from gateway.domain.alarms import Alarm, AlarmKind
 from gateway.domain.consent import Consent
@@ -49,7 +49,6 @@ _CONSENTS = """
     where withdrawn_at is null and (valid_to is null or valid_to > now())
 """
 _TENANTS = "select id, org_number from tenants"
-_APPEND = "select append_access_log(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 #: actor_role of a disclosure's access-log row
 RECEIVER_ROLE = "alarm_receiver"
 
@@ -210,11 +209,7 @@ class AlarmDisclosure:
                     self._url, autocommit=True, connect_timeout=5
                 )
             async with asyncio.timeout(10):
-                await self._conn.execute(_APPEND, (
-                    entry.actor, entry.actor_org, entry.actor_role, entry.actor_tenant,
-                    entry.owner_tenant, entry.person_id, entry.categories, entry.purpose,
-                    entry.outcome, entry.reason, entry.request,
-                ))  # fmt: skip
+                await access_log.append(self._conn, entry)
         except BaseException:
             await self._close_conn()
             raise

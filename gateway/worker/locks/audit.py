@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from gateway.adapters.postgres.access_log import AccessEntry
-from gateway.adapters.postgres.lock_queries import append_access
+from gateway.adapters.postgres.access_log import append as append_access
 from gateway.support.backoff import Backoff
 
 log = logging.getLogger(__name__)
