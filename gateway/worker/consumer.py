@@ -1,9 +1,10 @@
 """The ingest MQTT session: persistent, QoS 1, shared subscription, ack after commit.
 
-aiomqtt carries the session; paho's manual acknowledgement (reached through aiomqtt's
-paho client) withholds each PUBACK until the caller says the message is committed. The
-broker sends at most ``receive_maximum`` unacknowledged messages, so a stalled database
-stops the flow at the broker, which keeps the rest queued for this session.
+The session is a :class:`gateway.adapters.mqtt.session.SubscriberSession` (asyncio's own
+transport: the worker's receive path, issue #22); it withholds each PUBACK until the caller
+says the message is committed. The broker sends at most ``receive_maximum`` unacknowledged
+messages, so a stalled database stops the flow at the broker, which keeps the rest queued
+for this session.
 
 Acknowledgements carry the connection generation they were received on (numbered across
 all consumers of the process, so one ``acknowledge`` serves them all): after a reconnect
@@ -26,16 +27,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel
-from gateway.adapters.mqtt import internals
 from gateway.adapters.mqtt.connection import BrokerAddress
+from gateway.adapters.mqtt.session import SessionError, SessionOptions, SubscriberSession
 from gateway.support.backoff import Backoff
 from gateway.support.metrics import IngestMetrics
 
@@ -97,8 +92,8 @@ def acknowledge(tokens: Sequence[AckToken]) -> None:
     for token in tokens:
         if token.qos:
             consumer = live.get(token.generation)
-            if consumer is not None and consumer._paho is not None:
-                consumer._paho.ack(token.mid, token.qos)
+            if consumer is not None and consumer._session is not None:
+                consumer._session.ack(token.mid)
                 consumer.unacked -= 1
 
 
@@ -113,52 +108,29 @@ class MqttConsumer:
         self._handler = handler
         self._metrics = metrics
         self._generation = 0
-        self._paho: Any = None
+        self._session: SubscriberSession | None = None
         self.unacked = 0  # delivered on the current connection, not yet acknowledged
         # Bounded in practice by the MQTT receive maximum: the broker sends no more than
         # that many unacknowledged messages.
         self._inbox: deque[tuple[str, bytes, int, bool, int]] = deque()
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
+        self._address = BrokerAddress.parse(config.url)
 
-    def _client(self) -> aiomqtt.Client:
+    def _options(self) -> SessionOptions:
         cfg = self._config
-        address = BrokerAddress.parse(cfg.url)
-        kwargs = address.client_kwargs()
-        if cfg.protocol == 5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        return SessionOptions(
+            client_id=cfg.client_id,
+            protocol=cfg.protocol,
+            keepalive_s=cfg.keepalive_s,
+            clean_start=False,
             # adopting: the session resumes and ends when this connection does
-            props.SessionExpiryInterval = 0 if cfg.adopt else cfg.session_expiry_s
-            props.ReceiveMaximum = cfg.receive_maximum
-            client = internals.Client(
-                **kwargs,
-                identifier=cfg.client_id,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False,
-                properties=props,
-                keepalive=cfg.keepalive_s,
-                max_inflight_messages=cfg.receive_maximum,
-            )
-        else:
-            client = internals.Client(
-                **kwargs,
-                identifier=cfg.client_id,
-                protocol=aiomqtt.ProtocolVersion.V311,
-                clean_session=False,
-                keepalive=cfg.keepalive_s,
-            )
-        paho = internals.paho_client(client)  # paho's manual ack, under aiomqtt
-        paho.manual_ack_set(True)
-        # Hot path: hand paho's messages straight to our inbox (aiomqtt would wrap each in
-        # Message and Topic objects), and skip paho's per-packet debug logging.
-        paho.on_message = self._on_paho_message
-        paho.disable_logger()
-        return client
-
-    def _on_paho_message(self, _client: Any, _userdata: Any, message: Any) -> None:
-        self._inbox.append(
-            (message.topic, message.payload, message.qos, message.retain, message.mid)
+            session_expiry_s=0 if cfg.adopt else cfg.session_expiry_s,
+            receive_maximum=cfg.receive_maximum,
         )
+
+    def _on_publish(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
+        self._inbox.append((topic, payload, qos, retain, mid))
         self._wake.set()
 
     async def run(self, stop: asyncio.Event, drain: Callable[[], Awaitable[None]]) -> None:
@@ -168,34 +140,38 @@ class MqttConsumer:
         drained = False
         while not stop.is_set():
             self._inbox = deque()  # what the last connection left is redelivered
-            client = self._client()
+            session: SubscriberSession | None = None
             try:
-                async with client:
-                    self._generation = next(_generations)
-                    self._paho = internals.paho_client(client)
-                    self.unacked = 0
-                    _LIVE[self._generation] = self
-                    await self._subscribe(client)
-                    self.connected.set()
-                    self._connected_gauge(1)
-                    log.info(f"{self._config.name} session connected",
-                             extra={"client_id": self._config.client_id})  # fmt: skip
-                    backoff.reset()
-                    await self._consume(client, stop)
-                    await drain()
-                    drained = True
-            except aiomqtt.MqttError as exc:
+                session = await SubscriberSession.open(self._address, self._options(),
+                                                       self._on_publish)  # fmt: skip
+                self._generation = next(_generations)
+                self._session = session
+                self.unacked = 0
+                _LIVE[self._generation] = self
+                await self._subscribe(session)
+                self.connected.set()
+                self._connected_gauge(1)
+                log.info(f"{self._config.name} session connected",
+                         extra={"client_id": self._config.client_id})  # fmt: skip
+                backoff.reset()
+                await self._consume(session, stop)
+                await drain()
+                drained = True
+            except (SessionError, OSError, TimeoutError) as exc:
                 log.warning(
                     f"{self._config.name} session lost; reconnecting",
-                    extra={"error": str(exc)[:200], "retry_s": backoff.peek()},
-                )
+                    extra={"error": str(exc)[:200] or type(exc).__name__,
+                           "retry_s": backoff.peek()},
+                )  # fmt: skip
                 if self._config.adopt:
                     return  # taken back by its worker (or the broker is away): not ours
             finally:
                 _LIVE.pop(self._generation, None)
-                self._paho = None
+                self._session = None
                 self.connected.clear()
                 self._connected_gauge(0)
+                if session is not None:
+                    await session.close()
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff.next())
@@ -206,26 +182,23 @@ class MqttConsumer:
         if self._config.name == "ingest":
             self._metrics.mqtt_connected.set(value)
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, session: SubscriberSession) -> None:
         filters = subscription_filters(self._config.shared_group, self._config.channels)
         if self._config.adopt:
-            await client.unsubscribe(filters)  # the broker routes nothing new to it
+            await session.unsubscribe(filters)  # the broker routes nothing new to it
             return
-        if self._config.protocol == 5:
-            await client.subscribe([(f, SubscribeOptions(qos=1)) for f in filters])
-        else:
-            await client.subscribe([(f, 1) for f in filters])
+        await session.subscribe(filters, qos=1)
 
-    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+    async def _consume(self, session: SubscriberSession, stop: asyncio.Event) -> None:
         generation = self._generation
         inbox = self._inbox
         wake = self._wake
-        disconnected = internals.disconnected(client)  # set by aiomqtt on connection loss
+        closed = session.closed  # completed when the connection ends
 
         def poke(_: object) -> None:
             wake.set()
 
-        disconnected.add_done_callback(poke)
+        closed.add_done_callback(poke)
         stop_task = asyncio.ensure_future(stop.wait())
         stop_task.add_done_callback(poke)
         try:
@@ -239,20 +212,16 @@ class MqttConsumer:
                         await asyncio.sleep(0)
                 if stop.is_set():
                     return
-                if disconnected.done():
-                    # retrieve the reason, so asyncio does not log it as never retrieved
-                    reason = None if disconnected.cancelled() else disconnected.exception()
-                    raise aiomqtt.MqttError(f"disconnected while consuming: {reason}")
-                # Let the socket reader run once before sleeping: messages then arrive in
-                # runs, and the loop does not pay a wake-up per message.
-                await asyncio.sleep(0)
+                if closed.done():
+                    reason = None if closed.cancelled() else closed.exception()
+                    raise SessionError(f"disconnected while consuming: {reason}")
                 if not inbox:
                     wake.clear()
-                    if not inbox and not stop.is_set() and not disconnected.done():
+                    if not inbox and not stop.is_set() and not closed.done():
                         await wake.wait()
         finally:
             stop_task.cancel()
-            disconnected.remove_done_callback(poke)
+            closed.remove_done_callback(poke)
 
     async def _deliver(self, raw: tuple[str, bytes, int, bool, int], generation: int) -> None:
         topic, payload, qos, retain, mid = raw

@@ -1,0 +1,302 @@
+"""A subscribing MQTT session on asyncio's own transport: the worker's receive path.
+
+The worker receives every device message on sessions of this kind (storage, the alarm
+engine's, an adopted one), so its cost per message is the gateway's. paho (under aiomqtt)
+reads a packet with several ``recv`` calls, one wake-up of the event loop each, and sends
+each PUBACK on its own; profiled at saturation, that was over half of the worker's time
+(docs/performance.md, issue #22). Here one ``data_received`` splits a whole socket read
+into packets (:class:`gateway.adapters.mqtt.packets.FrameReader`), and the PUBACKs released
+in one turn of the loop leave in one write.
+
+What it does: CONNECT (MQTT 3.1.1 or 5, a persistent session, receive maximum,
+username/password, TLS from :class:`BrokerAddress`), SUBSCRIBE and UNSUBSCRIBE (waiting
+for the broker's answer; a refused filter is an error), incoming PUBLISH at QoS 0 and 1
+handed to ``on_publish`` in order, PUBACK when the caller says (``ack``), keepalive
+(PINGREQ when the line has been quiet, the connection ended when no PINGRESP comes) and
+DISCONNECT. It publishes nothing: the gateway's publishers use aiomqtt.
+
+``closed`` completes when the connection ends: with ``None`` after :meth:`close`, with
+:class:`SessionError` when it was lost or the broker ended it. A malformed packet ends the
+connection; the broker redelivers what was not acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+from gateway.adapters.mqtt import packets
+from gateway.adapters.mqtt.connection import BrokerAddress
+
+log = logging.getLogger(__name__)
+
+#: (topic, payload, qos, retain, packet id)
+OnPublish = Callable[[str, bytes, int, bool, int], None]
+
+CLOSE_TIMEOUT_S = 5.0
+
+
+class SessionError(Exception):
+    """The connection could not be made, was refused, was lost or was ended by the
+    broker."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    client_id: str
+    protocol: int  # 4 = 3.1.1, 5 = v5
+    keepalive_s: int
+    clean_start: bool = False
+    session_expiry_s: int = 0  # MQTT 5; 3.1.1 keeps a persistent session as the broker says
+    receive_maximum: int | None = None  # MQTT 5
+    connect_timeout_s: float = 10.0
+
+
+class SubscriberSession(asyncio.Protocol):
+    """Use :meth:`open`; then ``subscribe``, take messages through ``on_publish``,
+    ``ack`` them, and ``close``."""
+
+    def __init__(self, options: SessionOptions, on_publish: OnPublish) -> None:
+        self._options = options
+        self._on_publish = on_publish
+        self._protocol = options.protocol
+        self._reader = packets.FrameReader()
+        self._transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._connack: asyncio.Future[packets.Connack] = self._loop.create_future()
+        self._acks: dict[int, asyncio.Future[list[int]]] = {}
+        self._next_id = 0
+        self._outgoing = bytearray()  # PUBACKs released this turn of the loop
+        self._flush_scheduled = False
+        self._closing = False
+        self._keepalive_s = options.keepalive_s
+        self._last_in = self._last_out = self._loop.time()
+        self._ping_sent_at: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.session_present = False
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+
+    # --- opening and closing -----------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, address: BrokerAddress, options: SessionOptions, on_publish: OnPublish
+    ) -> SubscriberSession:
+        """Connect and wait for the broker's CONNACK; raises :class:`SessionError` (or
+        ``OSError`` when the broker cannot be reached, ``TimeoutError`` when it does not
+        answer in ``connect_timeout_s``)."""
+        loop = asyncio.get_running_loop()
+        session = cls(options, on_publish)
+        async with asyncio.timeout(options.connect_timeout_s):
+            await loop.create_connection(
+                lambda: session,
+                address.host,
+                address.port,
+                ssl=address.tls_context() if address.tls else None,
+            )
+            try:
+                session._send(
+                    packets.connect(
+                        options.client_id,
+                        protocol=options.protocol,
+                        keepalive_s=options.keepalive_s,
+                        clean_start=options.clean_start,
+                        username=address.username,
+                        password=address.password,
+                        session_expiry_s=options.session_expiry_s,
+                        receive_maximum=options.receive_maximum,
+                    )
+                )
+                connack = await session._connack
+            except BaseException:
+                session.abort()
+                raise
+        if connack.reason:
+            session.abort()
+            raise SessionError(
+                f"connection refused: {packets.reason_text(connack.reason, options.protocol)}"
+            )
+        session.session_present = connack.session_present
+        server_keepalive = connack.properties.get(packets.SERVER_KEEP_ALIVE)
+        if isinstance(server_keepalive, int):
+            session._keepalive_s = server_keepalive  # the broker's word wins (MQTT 5 3.2.2.3.14)
+        session._schedule_keepalive()
+        return session
+
+    async def close(self) -> None:
+        """Send DISCONNECT (after the PUBACKs still waiting) and close; waits, bounded, for
+        the socket to close. Safe to call on a session already closed."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not self.closed.done():
+            self._closing = True
+            self._flush()
+            transport.write(packets.DISCONNECT_PACKET)
+            transport.close()
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT_S)
+        if not self.closed.done():
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection at once (nothing more is sent)."""
+        self._closing = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # --- what the caller does ----------------------------------------------------------
+
+    async def subscribe(self, filters: list[str], qos: int = 1) -> None:
+        """Subscribe and wait for the SUBACK; :class:`SessionError` if the broker refuses
+        a filter (not authorised, say)."""
+        packet_id = self._packet_id()
+        codes = await self._request(
+            packet_id, packets.subscribe(packet_id, filters, qos, self._protocol)
+        )
+        refused = [f for f, code in zip(filters, codes, strict=False) if code >= 0x80]
+        if refused or len(codes) != len(filters):
+            why = next((c for c in codes if c >= 0x80), 0x80)
+            raise SessionError(
+                f"subscription refused ({packets.reason_text(why, self._protocol)}): "
+                f"{', '.join(refused) or 'no answer per filter'}"
+            )
+
+    async def unsubscribe(self, filters: list[str]) -> None:
+        packet_id = self._packet_id()
+        await self._request(packet_id, packets.unsubscribe(packet_id, filters, self._protocol))
+
+    def ack(self, packet_id: int) -> None:
+        """Send the PUBACK of a QoS 1 message (with the others released in this turn of
+        the loop, in one write). Dropped when the connection is gone: the broker then
+        redelivers the message."""
+        if self._transport is None or self.closed.done() or self._closing:
+            return
+        self._outgoing += packets.puback(packet_id)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    # --- asyncio.Protocol --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_in = self._loop.time()
+        reader = self._reader
+        reader.feed(data)
+        try:
+            frames = reader.frames()
+            buffer = reader.buffer
+            protocol = self._protocol
+            on_publish = self._on_publish
+            for first, start, end in frames:
+                kind = first & 0xF0
+                if kind == packets.PUBLISH:
+                    on_publish(*packets.decode_publish(first, buffer, start, end, protocol))
+                else:
+                    self._control(kind, buffer, start, end)
+            reader.consume()
+        except packets.ProtocolError as exc:
+            self._lose(SessionError(f"malformed packet from the broker: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._closing and exc is None:
+            error: SessionError | None = None
+        else:
+            error = SessionError(f"connection lost: {exc or 'closed by the broker'}")
+        self._finish(error)
+
+    # --- inside ------------------------------------------------------------------------
+
+    def _control(self, kind: int, buffer: bytearray, start: int, end: int) -> None:
+        if kind == packets.CONNACK and not self._connack.done():
+            self._connack.set_result(packets.decode_connack(buffer, start, end, self._protocol))
+        elif kind in (packets.SUBACK, packets.UNSUBACK):
+            packet_id, codes = packets.decode_ack(buffer, start, end, self._protocol)
+            waiting = self._acks.pop(packet_id, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(codes)
+        elif kind == packets.PINGRESP:
+            self._ping_sent_at = None
+        elif kind == packets.DISCONNECT and self._protocol == packets.V5:
+            reason, text = packets.decode_disconnect(buffer, start, end)
+            said = packets.reason_text(reason, self._protocol) + (f": {text}" if text else "")
+            self._lose(SessionError(f"the broker ended the session: {said}"))
+        else:
+            raise packets.ProtocolError(f"unexpected packet type 0x{kind >> 4:x}")
+
+    def _packet_id(self) -> int:
+        self._next_id = self._next_id % 0xFFFF + 1
+        return self._next_id
+
+    async def _request(self, packet_id: int, packet: bytes) -> list[int]:
+        if self.closed.done():
+            raise SessionError("the connection is closed")
+        answer: asyncio.Future[list[int]] = self._loop.create_future()
+        self._acks[packet_id] = answer
+        self._send(packet)
+        async with asyncio.timeout(self._options.connect_timeout_s):
+            return await answer
+
+    def _send(self, packet: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise SessionError("the connection is closed")
+        self._transport.write(packet)
+        self._last_out = self._loop.time()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._outgoing and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(bytes(self._outgoing))
+            self._last_out = self._loop.time()
+        self._outgoing.clear()
+
+    def _schedule_keepalive(self) -> None:
+        if self._keepalive_s > 0 and not self.closed.done():
+            self._timer = self._loop.call_later(self._keepalive_s / 4, self._keepalive)
+
+    def _keepalive(self) -> None:
+        """Every quarter keepalive: a PINGREQ when nothing went either way for half of it;
+        no PINGRESP within a whole keepalive ends the connection (the broker or the
+        network is gone)."""
+        now = self._loop.time()
+        half = self._keepalive_s / 2
+        if self._ping_sent_at is not None:
+            if now - self._ping_sent_at > self._keepalive_s:
+                self._lose(SessionError("no answer to a keepalive ping"))
+                return
+        elif now - self._last_out >= half or now - self._last_in >= half:
+            try:
+                self._send(packets.PINGREQ_PACKET)
+            except SessionError:
+                return
+            self._ping_sent_at = now
+        self._schedule_keepalive()
+
+    def _lose(self, error: SessionError) -> None:
+        self._finish(error)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _finish(self, error: SessionError | None) -> None:
+        if not self.closed.done():
+            if error is None:
+                self.closed.set_result(None)
+            else:
+                self.closed.set_exception(error)
+                # retrieved here, so asyncio never logs it as unretrieved; callers still
+                # get it from ``closed``
+                self.closed.exception()
+        failure = error or SessionError("the connection is closed")
+        pending: list[asyncio.Future[Any]] = [self._connack, *self._acks.values()]
+        for waiting in pending:
+            if not waiting.done():
+                waiting.set_exception(failure)
+                waiting.exception()
+        self._acks.clear()
