@@ -8,7 +8,9 @@ stage of the pipeline, and the functions that cost most (self time).
 
 cProfile slows every Python call, so the absolute microseconds are inflated (C code,
 such as orjson or the socket calls, much less): read the shares, and compare runs with
-each other, not with bench/ingest's figures.
+each other, not with bench/ingest's figures. cProfile counts wall time, so the time the
+event loop sleeps in ``epoll.poll`` waiting for the next message is reported apart
+(``waiting_us_per_msg``), not as CPU: at a paced load it is most of the wall time.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
 ]
 
+#: the event loop waiting for its sockets (cProfile's wall time; idle, not CPU)
+WAITING = "<method 'poll' of 'select.epoll' objects>"
+
 
 def stage_of(filename: str, function: str) -> str:
     where = filename if filename != "~" else function  # a built-in: its name says whose
@@ -71,10 +76,13 @@ def stage_of(filename: str, function: str) -> str:
 def summarise(profile: Path, messages: int, top: int) -> dict[str, Any]:
     stats = pstats.Stats(str(profile))
     entries = stats.stats  # type: ignore[attr-defined]
-    total = sum(entry[2] for entry in entries.values())  # self times
     by_stage: dict[str, float] = {}
     functions = []
+    waiting = 0.0
     for (filename, line, function), (_cc, calls, self_s, _cum, callers) in entries.items():
+        if function == WAITING:  # the loop asleep until a socket is ready: not CPU
+            waiting += self_s
+            continue
         stage = stage_of(filename, function)
         if stage == "other" and filename == "~" and callers:
             # a built-in of no stage of its own (len, isinstance, dict.get ...): its time
@@ -86,6 +94,7 @@ def summarise(profile: Path, messages: int, top: int) -> dict[str, Any]:
             by_stage[stage] = by_stage.get(stage, 0.0) + self_s
         functions.append((self_s, calls, stage, _short(filename, line, function)))
     functions.sort(reverse=True)
+    total = sum(by_stage.values())
 
     def us(seconds: float) -> float:
         return round(seconds / messages * 1e6, 2)
@@ -93,6 +102,7 @@ def summarise(profile: Path, messages: int, top: int) -> dict[str, Any]:
     return {
         "messages": messages,
         "profiled_cpu_us_per_msg": us(total),
+        "waiting_us_per_msg": us(waiting),
         "stages": {
             stage: {"us_per_msg": us(s), "share": round(s / total, 3)}
             for stage, s in sorted(by_stage.items(), key=lambda kv: -kv[1])

@@ -44,6 +44,7 @@ from gateway.worker.ingest import Ingest
 from gateway.worker.locks.service import LockService
 from gateway.worker.moves import MoveApplier
 from gateway.worker.payer import PayerEmitter
+from gateway.worker.payload_decoder import PayloadDecoder
 from gateway.worker.service import GatewayService
 from gateway.worker.supervision import SupervisionCache, SupervisionGate, SupervisionRules
 from gateway.worker.webhooks import WebhookDispatcher, WebhookTarget
@@ -143,6 +144,11 @@ def worker(
         max_delay_s=settings.batch_max_delay_ms / 1000,
         queue_size=settings.ingest_queue_size,
     )
+    # one decoding per message for storage and the alarm engine's intake (issue #22)
+    decode = PayloadDecoder(
+        max_bytes=settings.max_payload_bytes,
+        max_skew=timedelta(seconds=settings.max_clock_skew_s),
+    )
     ingest = Ingest(
         resolve=registry.resolve,
         residents=registry.units.tags,  # whose a unit's shared device's reading is (#19.4)
@@ -151,7 +157,7 @@ def worker(
         states=states,
         metrics=metrics,
         retention=settings.retention,
-        max_payload_bytes=settings.max_payload_bytes,
+        decode=decode,
         quarantine_payload_bytes=settings.quarantine_payload_bytes,
         max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
         device_limits=_device_limits(settings),
@@ -176,7 +182,7 @@ def worker(
         consent=consent_gate,
         engine=alarms,
         ack=acknowledge,
-        max_payload_bytes=settings.max_payload_bytes,
+        decode=decode,
         max_clock_skew=timedelta(seconds=settings.max_clock_skew_s),
         device_limits=_device_limits(settings),
     )

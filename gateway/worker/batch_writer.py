@@ -153,6 +153,7 @@ class BatchWriter:
                         " on commit delete rows"
                     ).format(sql.Identifier(f"stage_{table}"), sql.Identifier(table))
                 )
+            await conn.execute(queries.STAGE_DEVICE_STATE)
             await conn.commit()
             self._conn = conn
         return self._conn
@@ -232,11 +233,23 @@ class BatchWriter:
                 for table, rows in by_table.items():
                     inserted[table] = await self._copy_table(cur, table, rows)
                 if dirty:
-                    await cur.execute(queries.UPSERT_DEVICE_STATE, _state_arrays(dirty))
+                    await self._upsert_states(cur, dirty)
         except BaseException:
             self._states.mark_dirty([d for d, _ in dirty])
             raise
         return _Committed(by_table, inserted, started, time.monotonic())
+
+    async def _upsert_states(
+        self, cur: psycopg.AsyncCursor[Any], dirty: list[tuple[str, DeviceState]]
+    ) -> None:
+        async with cur.copy(queries.COPY_DEVICE_STATE) as copy:
+            copy.set_types(list(queries.DEVICE_STATE_TYPES))
+            for device_id, s in dirty:
+                await copy.write_row(
+                    (device_id, s.tenant_id, s.last_seen, s.last_ts,
+                     s.battery_percent, s.rssi_dbm, s.firmware, s.online)
+                )  # fmt: skip
+        await cur.execute(queries.UPSERT_DEVICE_STATE)
 
     async def _copy_table(
         self, cur: psycopg.AsyncCursor[Any], table: str, rows: list[tuple[Any, ...]]
@@ -282,16 +295,3 @@ class BatchWriter:
             m.duplicates.inc(duplicates)
         self.stats.batches += 1
         self.stats.rows += len(batch)
-
-
-def _state_arrays(dirty: list[tuple[str, DeviceState]]) -> tuple[list[Any], ...]:
-    return (
-        [d for d, _ in dirty],
-        [s.tenant_id for _, s in dirty],
-        [s.last_seen for _, s in dirty],
-        [s.last_ts for _, s in dirty],
-        [s.battery_percent for _, s in dirty],
-        [s.rssi_dbm for _, s in dirty],
-        [s.firmware for _, s in dirty],
-        [s.online for _, s in dirty],
-    )

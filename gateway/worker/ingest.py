@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.decode import DecodeError
 from firmware_contracts.device_types import wrong_device_type
 from firmware_contracts.messages import DeviceMessage
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
@@ -28,6 +28,7 @@ from gateway.domain.units import ResidentTags, ResidentUnknown, identify_residen
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.consumer import AckToken, Inbound
 from gateway.worker.fleet.device_state import DeviceStates
+from gateway.worker.payload_decoder import PayloadDecoder
 from gateway.worker.rows import PERSONAL_TYPES, Row, message_row, quarantine_row
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Ingest:
         states: DeviceStates,
         metrics: IngestMetrics,
         retention: RetentionDays,
-        max_payload_bytes: int,
+        decode: PayloadDecoder,
         quarantine_payload_bytes: int,
         max_clock_skew: timedelta,
         device_limits: TokenBuckets | None = None,
@@ -61,7 +62,7 @@ class Ingest:
         self._states = states
         self._metrics = metrics
         self._retention = retention
-        self._max_bytes = max_payload_bytes
+        self._decode = decode
         self._quarantine_cap = quarantine_payload_bytes
         self._max_skew = max_clock_skew
         self._limits = device_limits
@@ -86,13 +87,7 @@ class Ingest:
             if not self._limits.allow(key, now):
                 await self._refuse_over_limit(msg, topic.device_id, key, now)
                 return
-        decoded = decode_payload(
-            topic.channel,
-            msg.payload,
-            now=msg.received_at,
-            max_bytes=self._max_bytes,
-            max_skew=self._max_skew,
-        )
+        decoded = self._decode(topic.channel, msg.payload, msg.received_at)
         if isinstance(decoded, DecodeError):
             device = await self._resolve(topic.device_id)
             tenant = device.tenant_id if device else None

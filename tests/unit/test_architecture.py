@@ -19,7 +19,7 @@ WIRED = {
     "GatewayService", "AlarmService", "LockService", "MqttConsumer", "BatchWriter", "Ingest",
     "AlarmIntake", "EngineRole", "ControlResponder", "RegistryCache", "DeviceStates",
     "WebhookDispatcher", "AlarmPublisher", "AlarmJournal", "JournalShipper", "AlarmDisclosure",
-    "PersonRulesCache", "WorkerLink", "ApiParts", "StayCache", "MoveApplier",
+    "PersonRulesCache", "WorkerLink", "ApiParts", "StayCache", "MoveApplier", "PayloadDecoder",
 }  # fmt: skip
 
 

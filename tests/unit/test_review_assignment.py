@@ -46,6 +46,7 @@ from gateway.worker.alarms.intake import AlarmIntake
 from gateway.worker.alarms.service import rule_config
 from gateway.worker.consumer import AckToken, Inbound
 from gateway.worker.ingest import admit
+from gateway.worker.payload_decoder import PayloadDecoder
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 23, 0, tzinfo=UTC)
@@ -187,8 +188,10 @@ async def test_the_engine_never_sees_an_alarm_of_an_earlier_holder_or_the_wrong_
                "scale-1": reissued("scale", "scale-1", now)}  # fmt: skip
     engine = FakeEngine()
     acked: list[Sequence[AckToken]] = []
+    skew = timedelta(minutes=5)
     intake = AlarmIntake(resolve=devices.get, engine=engine, ack=acked.append,
-                         max_payload_bytes=16384, max_clock_skew=timedelta(minutes=5))  # fmt: skip
+                         decode=PayloadDecoder(max_bytes=16384, max_skew=skew),
+                         max_clock_skew=skew)  # fmt: skip
     await intake.handle(inbound("devices/gps-1/events", alarm("button", now - timedelta(days=2))))
     await intake.handle(inbound("devices/scale-1/events", alarm("button", now, "s-1")))
     await intake.handle(inbound("devices/gps-1/events", alarm("button", now, "fresh")))

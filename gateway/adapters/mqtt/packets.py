@@ -299,6 +299,8 @@ def decode_publish(
     topic_end = at + 2 + _U16.unpack_from(data, at)[0]
     if topic_end > end:
         raise ProtocolError("PUBLISH topic longer than its packet")
+    if topic_end == at + 2:  # MQTT 5 allows it only with a topic alias, never asked for
+        raise ProtocolError("PUBLISH with an empty topic")
     topic = data[at + 2 : topic_end].decode("utf-8", "replace")
     at = topic_end
     packet_id = 0

@@ -78,6 +78,7 @@ class SubscriberSession(asyncio.Protocol):
         self._ping_sent_at: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.session_present = False
+        self.pings_answered = 0
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # --- opening and closing -----------------------------------------------------------
@@ -224,6 +225,7 @@ class SubscriberSession(asyncio.Protocol):
                 waiting.set_result(codes)
         elif kind == packets.PINGRESP:
             self._ping_sent_at = None
+            self.pings_answered += 1
         elif kind == packets.DISCONNECT and self._protocol == packets.V5:
             reason, text = packets.decode_disconnect(buffer, start, end)
             said = packets.reason_text(reason, self._protocol) + (f": {text}" if text else "")

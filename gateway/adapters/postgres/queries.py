@@ -83,12 +83,23 @@ async def load_device(conn: psycopg.AsyncConnection[Any], device_id: str) -> Dev
     return _record(rows) if rows else None
 
 
+#: the changed devices' states, copied (binary) into the session's stage table first:
+#: psycopg dumps a Python list parameter element by element, a copied row in C
+DEVICE_STATE_TYPES = ("text", "text", "timestamptz", "timestamptz", "int2", "int2", "text", "bool")
+STAGE_DEVICE_STATE = """
+    create temp table if not exists stage_device_state (like device_state)
+    on commit delete rows
+"""
+COPY_DEVICE_STATE = """
+    copy stage_device_state
+        (device_id, tenant_id, last_seen, last_ts, battery_percent, rssi_dbm, firmware, online)
+    from stdin (format binary)
+"""
 UPSERT_DEVICE_STATE = """
     insert into device_state
         (device_id, tenant_id, last_seen, last_ts, battery_percent, rssi_dbm, firmware, online)
-    select * from unnest(
-        %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[],
-        %s::smallint[], %s::smallint[], %s::text[], %s::boolean[])
+    select device_id, tenant_id, last_seen, last_ts, battery_percent, rssi_dbm, firmware, online
+    from stage_device_state
     on conflict (device_id) do update set
         tenant_id = excluded.tenant_id,
         last_seen = greatest(device_state.last_seen, excluded.last_seen),

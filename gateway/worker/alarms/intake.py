@@ -24,7 +24,7 @@ from typing import Protocol
 
 from prometheus_client import Histogram
 
-from firmware_contracts.decode import DecodeError, decode_payload
+from firmware_contracts.decode import DecodeError
 from firmware_contracts.messages import DeviceMessage
 from firmware_contracts.topics import DEVICE_PUBLISHED, parse_device_topic
 from gateway.domain.rate_limit import TokenBuckets
@@ -32,6 +32,7 @@ from gateway.domain.registry import Binding, DeviceRecord, Refused
 from gateway.domain.units import ResidentTags
 from gateway.worker.consumer import AckToken, Inbound
 from gateway.worker.ingest import ConsentGate, admit, limit_key
+from gateway.worker.payload_decoder import PayloadDecoder
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class AlarmIntake:
         resolve: Callable[[str], DeviceRecord | None],
         engine: Engine,
         ack: Callable[[Sequence[AckToken]], None],
-        max_payload_bytes: int,
+        decode: PayloadDecoder,
         max_clock_skew: timedelta,
         device_limits: TokenBuckets | None = None,
         residents: Callable[[], ResidentTags] | None = None,
@@ -67,7 +68,7 @@ class AlarmIntake:
         self._consent = consent  # supervision decisions with consent (#20)
         self._engine = engine
         self._ack = ack
-        self._max_bytes = max_payload_bytes
+        self._decode = decode
         self._max_skew = max_clock_skew
         self._limits = device_limits
         #: receipt -> alarm event taken by the broker (attached by the engine role)
@@ -98,10 +99,7 @@ class AlarmIntake:
             limit_key(topic.device_id, topic.channel), time.monotonic()
         ):
             return False
-        decoded = decode_payload(
-            topic.channel, msg.payload, now=msg.received_at,
-            max_bytes=self._max_bytes, max_skew=self._max_skew,
-        )  # fmt: skip
+        decoded = self._decode(topic.channel, msg.payload, msg.received_at)
         if isinstance(decoded, DecodeError):
             return False
         message = decoded.message
