@@ -1,6 +1,7 @@
-"""The session's PUBACKs: those released in one turn of the event loop leave in one write
-(a batch commit acknowledges a thousand messages: one system call, not a thousand), in the
-order released; none is sent once the session is closing (the broker redelivers)."""
+"""The session's PUBACKs: those released within ACK_DELAY_S leave in one write (a batch
+commit acknowledges a thousand messages, the alarm engine one at a time: one system call,
+not one each), in the order released; none is sent once the session is closing (the
+broker redelivers), and closing sends those waiting before the DISCONNECT."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 from typing import Any
 
 from gateway.adapters.mqtt import packets
-from gateway.adapters.mqtt.session import SessionOptions, SubscriberSession
+from gateway.adapters.mqtt.session import ACK_DELAY_S, SessionOptions, SubscriberSession
 
 
 class RecordingTransport(asyncio.Transport):
@@ -18,6 +19,7 @@ class RecordingTransport(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closing = False
+        self.lost: Any = None
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
@@ -28,6 +30,10 @@ class RecordingTransport(asyncio.Transport):
     def abort(self) -> None:
         self.closing = True
 
+    def close(self) -> None:  # as a socket does: the protocol hears of it on the loop
+        self.closing = True
+        asyncio.get_running_loop().call_soon(self.lost, None)
+
 
 def _session() -> tuple[SubscriberSession, RecordingTransport, list[int]]:
     got: list[int] = []
@@ -36,6 +42,7 @@ def _session() -> tuple[SubscriberSession, RecordingTransport, list[int]]:
         lambda _t, _p, _q, _r, mid: got.append(mid),
     )
     transport = RecordingTransport()
+    transport.lost = session.connection_lost
     session.connection_made(transport)
     return session, transport, got
 
@@ -49,11 +56,24 @@ async def test_acks_of_one_turn_leave_in_one_write_in_order() -> None:
     session.data_received(stream[:5000])  # a socket read ends mid-packet
     session.data_received(stream[5000:])
     assert got == list(range(1, 1001))
-    for mid in got:
+    for mid in got[:500]:
         session.ack(mid)
-    assert transport.writes == []  # not yet: at the end of this turn of the loop
-    await asyncio.sleep(0)  # one turn of the loop (the test's own, not a wait for a condition)
+    await asyncio.sleep(0)  # another turn of the loop: still together
+    for mid in got[500:]:
+        session.ack(mid)
+    assert transport.writes == []  # not yet: within ACK_DELAY_S
+    async with asyncio.timeout(5):
+        while not transport.writes:
+            await asyncio.sleep(ACK_DELAY_S)
     assert transport.writes == [b"".join(packets.puback(mid) for mid in got)]
+
+
+async def test_closing_sends_the_waiting_acks_before_the_disconnect() -> None:
+    session, transport, _ = _session()
+    session.ack(7)
+    session.ack(8)
+    await session.close()
+    assert transport.writes == [packets.puback(7) + packets.puback(8), packets.DISCONNECT_PACKET]
 
 
 async def test_no_ack_once_the_session_is_closing() -> None:
