@@ -66,6 +66,11 @@ class ConsumerConfig:
     channels: frozenset[Channel] = DEVICE_PUBLISHED
     name: str = "ingest"  # for log lines
     adopt: bool = False  # drain and end another (departed) worker's session
+    #: storage's session reads every few milliseconds, not at each message: its messages
+    #: wait for a batch (``batch_max_delay_ms``) anyway, and a read then takes several
+    #: (one wake-up of the loop and one system call for them all). The alarm engine's
+    #: sessions read at once (0).
+    read_delay_s: float = 0.0
 
 
 def subscription_filters(
@@ -127,6 +132,7 @@ class MqttConsumer:
             # adopting: the session resumes and ends when this connection does
             session_expiry_s=0 if cfg.adopt else cfg.session_expiry_s,
             receive_maximum=cfg.receive_maximum,
+            read_delay_s=cfg.read_delay_s,
         )
 
     def _on_publish(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:

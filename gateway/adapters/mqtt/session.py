@@ -58,6 +58,9 @@ class SessionOptions:
     session_expiry_s: int = 0  # MQTT 5; 3.1.1 keeps a persistent session as the broker says
     receive_maximum: int | None = None  # MQTT 5
     connect_timeout_s: float = 10.0
+    #: after each read, leave the socket this long (what arrives meanwhile is then read
+    #: and handled in one go): for a session whose messages wait for a batch anyway
+    read_delay_s: float = 0.0
 
 
 class SubscriberSession(asyncio.Protocol):
@@ -83,6 +86,8 @@ class SubscriberSession(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self.session_present = False
         self.pings_answered = 0
+        self._read_delay_s = options.read_delay_s
+        self._reading_paused = False
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
     # --- opening and closing -----------------------------------------------------------
@@ -207,6 +212,11 @@ class SubscriberSession(asyncio.Protocol):
             reader.consume()
         except packets.ProtocolError as exc:
             self._lose(SessionError(f"malformed packet from the broker: {exc}"))
+            return
+        if self._read_delay_s and not self._reading_paused and self._transport is not None:
+            self._reading_paused = True
+            self._transport.pause_reading()
+            self._loop.call_later(self._read_delay_s, self._resume_reading)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -236,6 +246,11 @@ class SubscriberSession(asyncio.Protocol):
             self._lose(SessionError(f"the broker ended the session: {said}"))
         else:
             raise packets.ProtocolError(f"unexpected packet type 0x{kind >> 4:x}")
+
+    def _resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def _packet_id(self) -> int:
         self._next_id = self._next_id % 0xFFFF + 1

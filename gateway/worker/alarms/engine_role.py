@@ -42,6 +42,11 @@ from gateway.worker.consumer import ConsumerConfig, Inbound, MqttConsumer
 log = logging.getLogger(__name__)
 
 #: makes an MQTT session from its config and handler (:func:`gateway.bootstrap.worker`)
+#: the engine's telemetry session reads every 2 ms, not at each message (positions and
+#: heartbeats come seconds apart per device; a geofence exit or a silence is then judged
+#: at most 2 ms later); its safety session (buttons, falls) reads at once
+TELEMETRY_READ_DELAY_S = 0.002
+
 SessionFactory = Callable[[ConsumerConfig, Callable[[Inbound], Awaitable[None]]], MqttConsumer]
 
 SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS, Channel.REPLIES})
@@ -83,13 +88,14 @@ class EngineRole:
         self._store = store
         self._session = session
         safety_id, telemetry_id = engine_client_ids(storage.shared_group)
-        engine = replace(storage, shared_group=None, adopt=False)
+        engine = replace(storage, shared_group=None, adopt=False, read_delay_s=0.0)
         intake.latency = metrics.alarm_latency  # measured on the engine's sessions
         self.sessions = [
             session(replace(engine, client_id=safety_id, channels=SAFETY_CHANNELS,
                             name="engine safety"), intake.handle),
             session(replace(engine, client_id=telemetry_id, channels=TELEMETRY_CHANNELS,
-                            name="engine telemetry"), intake.handle),
+                            name="engine telemetry", read_delay_s=TELEMETRY_READ_DELAY_S),
+                    intake.handle),
         ]  # fmt: skip
         self._changed = asyncio.Event()
         self._departed: set[str] = set()

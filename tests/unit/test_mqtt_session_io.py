@@ -1,7 +1,8 @@
-"""The session's PUBACKs: those released within ACK_DELAY_S leave in one write (a batch
+"""The session's socket use: PUBACKs released within ACK_DELAY_S leave in one write (a batch
 commit acknowledges a thousand messages, the alarm engine one at a time: one system call,
 not one each), in the order released; none is sent once the session is closing (the
-broker redelivers), and closing sends those waiting before the DISCONNECT."""
+broker redelivers), and closing sends those waiting before the DISCONNECT; a session with a
+read delay leaves its socket alone between reads."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ class RecordingTransport(asyncio.Transport):
         self.writes: list[bytes] = []
         self.closing = False
         self.lost: Any = None
+        self.paused = 0
+        self.resumed = 0
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
 
     def write(self, data: Any) -> None:
         self.writes.append(bytes(data))
@@ -35,10 +44,10 @@ class RecordingTransport(asyncio.Transport):
         asyncio.get_running_loop().call_soon(self.lost, None)
 
 
-def _session() -> tuple[SubscriberSession, RecordingTransport, list[int]]:
+def _session(read_delay_s: float = 0.0) -> tuple[SubscriberSession, RecordingTransport, list[int]]:
     got: list[int] = []
     session = SubscriberSession(
-        SessionOptions(client_id="t", protocol=5, keepalive_s=30),
+        SessionOptions(client_id="t", protocol=5, keepalive_s=30, read_delay_s=read_delay_s),
         lambda _t, _p, _q, _r, mid: got.append(mid),
     )
     transport = RecordingTransport()
@@ -82,3 +91,19 @@ async def test_no_ack_once_the_session_is_closing() -> None:
     session.ack(1)
     await asyncio.sleep(0)
     assert transport.writes == []
+
+
+async def test_a_read_delay_leaves_the_socket_between_reads() -> None:
+    """Storage's session (and the engine's telemetry session) read every few ms: after a
+    read the socket is left alone for ``read_delay_s``, then read again."""
+    session, transport, got = _session(read_delay_s=0.01)
+    publish = packets._packet(0x32, b"\x00\x01t\x00\x01\x00{}")
+    session.data_received(publish)
+    assert got == [1] and (transport.paused, transport.resumed) == (1, 0)
+    async with asyncio.timeout(5):
+        while not transport.resumed:
+            await asyncio.sleep(0.005)
+    assert (transport.paused, transport.resumed) == (1, 1)
+    immediate, transport_2, _ = _session()
+    immediate.data_received(publish)
+    assert transport_2.paused == 0  # the safety session: every message read at once
