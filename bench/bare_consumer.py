@@ -1,5 +1,6 @@
 """The ceiling: a bare aiomqtt consumer (QoS 1, shared subscription,
-acknowledging on receipt, no validation, no storage) on the same broker and load.
+acknowledging on receipt, parsing each payload's JSON and counting it: no validation, no
+storage) on the same broker and load, as issue #22 measured it.
 
 Run as ``python -m bench.bare_consumer``; prints one JSON line when it has received
 ``--expect`` messages: the time of the first and the last, and the CPU time it used
@@ -42,20 +43,22 @@ async def consume(port: int, expect: int, ready_file: str) -> None:
         received = 0
         first = 0.0
         cpu_first = 0.0
-        async for _ in client.messages:
+        parsed = 0
+        async for message in client.messages:
             if received == 0:
                 first = time.time()
                 cpu_first = time.process_time()
             received += 1
+            parsed += isinstance(orjson.loads(message.payload), dict)
             while not queue.empty() and received < expect:
-                queue.get_nowait()
+                parsed += isinstance(orjson.loads(queue.get_nowait().payload), dict)
                 received += 1
             if received >= expect:
                 break
         last = time.time()
         cpu_s = time.process_time() - cpu_first  # this process's CPU, first to last message
-    sys.stdout.write(orjson.dumps({"received": received, "first": first, "last": last,
-                                   "cpu_s": cpu_s}).decode())  # fmt: skip
+    sys.stdout.write(orjson.dumps({"received": received, "parsed": parsed, "first": first,
+                                   "last": last, "cpu_s": cpu_s}).decode())  # fmt: skip
     sys.stdout.write("\n")
 
 
