@@ -28,6 +28,10 @@ from gateway.worker.rows import COLUMNS, TYPES, Row
 
 log = logging.getLogger(__name__)
 
+#: rows copied in a row before the event loop lets other tasks run (a batch of a thousand
+#: rows would otherwise hold the loop for milliseconds, in front of the alarm engine)
+YIELD_EVERY_ROWS = 200
+
 # Errors of the data, not of the connection: retrying the same rows cannot help.
 _POISON = (psycopg.DataError, psycopg.IntegrityError)
 
@@ -244,11 +248,11 @@ class BatchWriter:
     ) -> None:
         async with cur.copy(queries.COPY_DEVICE_STATE) as copy:
             copy.set_types(list(queries.DEVICE_STATE_TYPES))
-            for device_id, s in dirty:
-                await copy.write_row(
-                    (device_id, s.tenant_id, s.last_seen, s.last_ts,
-                     s.battery_percent, s.rssi_dbm, s.firmware, s.online)
-                )  # fmt: skip
+            await _write_rows(copy, [
+                (device_id, s.tenant_id, s.last_seen, s.last_ts,
+                 s.battery_percent, s.rssi_dbm, s.firmware, s.online)
+                for device_id, s in dirty
+            ])  # fmt: skip
         await cur.execute(queries.UPSERT_DEVICE_STATE)
 
     async def _copy_table(
@@ -262,16 +266,14 @@ class BatchWriter:
                 sql.SQL("copy {} ({}) from stdin (format binary)").format(target, column_list)
             ) as copy:
                 copy.set_types(list(TYPES[table]))
-                for row in rows:
-                    await copy.write_row(row)
+                await _write_rows(copy, rows)
             return len(rows)
         stage = sql.Identifier(f"stage_{table}")
         async with cur.copy(
             sql.SQL("copy {} ({}) from stdin (format binary)").format(stage, column_list)
         ) as copy:
             copy.set_types(list(TYPES[table]))
-            for row in rows:
-                await copy.write_row(row)
+            await _write_rows(copy, rows)
         await cur.execute(
             sql.SQL("insert into {} ({}) select {} from {} on conflict do nothing").format(
                 sql.Identifier(table), column_list, column_list, stage
@@ -295,3 +297,10 @@ class BatchWriter:
             m.duplicates.inc(duplicates)
         self.stats.batches += 1
         self.stats.rows += len(batch)
+
+
+async def _write_rows(copy: psycopg.AsyncCopy, rows: Sequence[tuple[Any, ...]]) -> None:
+    for i, row in enumerate(rows, 1):
+        await copy.write_row(row)
+        if i % YIELD_EVERY_ROWS == 0:
+            await asyncio.sleep(0)

@@ -83,8 +83,9 @@ def subscription_filters(
 
 
 #: messages handled in a row before the loop lets other tasks run (the alarm engine's
-#: sessions, in the same process, never wait behind a long run of telemetry)
-YIELD_EVERY = 64
+#: safety session, in the same process, never waits behind a long run of telemetry: 16
+#: messages are well under a millisecond)
+YIELD_EVERY = 8
 _generations = itertools.count(1)
 #: connection generation -> the consumer whose current connection it is
 _LIVE: dict[int, MqttConsumer] = {}

@@ -67,6 +67,27 @@ async def test_every_type_is_stored_with_its_person(mosquitto, database_url) -> 
     )
 
 
+async def test_device_state_follows_each_batch_while_running(mosquitto, database_url) -> None:
+    """A device's state goes with the batch that stored its message (copied into a stage
+    table, then upserted): the last change of a device that then falls quiet is in the
+    database while the gateway runs, not only at its stop. (An engine taking over seeds
+    its silence deadlines from these last-seen times.)"""
+    await seed(database_url)
+    battery = "select battery_percent from device_state where device_id = 'gps-1'"
+    async with running_gateway(settings_for(mosquitto.url, database_url)):
+        for percent in (80, 79, 78):
+            await publish(mosquitto.url, [("devices/gps-1/heartbeat",
+                                           payload("heartbeat", f"h{percent}",
+                                                   battery_percent=percent))])  # fmt: skip
+            await wait_count(database_url, "select count(*) from device_health"
+                             f" where msg_id = 'h{percent}'", 1)  # fmt: skip
+
+        async def latest() -> bool:
+            return bool(await scalar(database_url, battery) == 78)
+
+        await wait_for(latest, 10, "the last battery level in device_state, while running")
+
+
 async def test_each_refusal_goes_to_quarantine_with_reason(mosquitto, database_url) -> None:
     await seed(database_url, since=datetime.now(UTC) - timedelta(days=900))
     async with await psycopg.AsyncConnection.connect(database_url) as conn:

@@ -10,7 +10,12 @@ import asyncio
 from typing import Any
 
 from gateway.adapters.mqtt import packets
-from gateway.adapters.mqtt.session import ACK_DELAY_S, SessionOptions, SubscriberSession
+from gateway.adapters.mqtt.session import (
+    ACK_DELAY_S,
+    READ_SIZE,
+    SessionOptions,
+    SubscriberSession,
+)
 
 
 class RecordingTransport(asyncio.Transport):
@@ -107,3 +112,21 @@ async def test_a_read_delay_leaves_the_socket_between_reads() -> None:
     immediate, transport_2, _ = _session()
     immediate.data_received(publish)
     assert transport_2.paused == 0  # the safety session: every message read at once
+
+
+async def test_reads_are_bounded_and_a_full_read_reads_on() -> None:
+    """A read takes at most READ_SIZE bytes (one callback's work stays short: a
+    telemetry flood does not hold the loop in front of the safety session); a read that
+    fills the buffer leaves more waiting, so the socket is not left alone after it."""
+    session, transport, got = _session(read_delay_s=0.01)
+    buffer = session.get_buffer(-1)
+    assert len(buffer) == READ_SIZE
+    frame = packets._packet(0x32, b"\x00\x01t\x00\x01\x00" + b"x" * 95)  # 104 bytes
+    stream = frame * (READ_SIZE // len(frame) + 1)
+    buffer[:READ_SIZE] = stream[:READ_SIZE]
+    session.buffer_updated(READ_SIZE)
+    assert len(got) == READ_SIZE // len(frame) and transport.paused == 0
+    rest = stream[READ_SIZE:]
+    buffer[: len(rest)] = rest
+    session.buffer_updated(len(rest))  # the socket is drained: now it is left alone
+    assert len(got) == len(stream) // len(frame) and transport.paused == 1

@@ -172,7 +172,7 @@ class FrameReader:
         self.buffer = bytearray()
         self._at = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | memoryview) -> None:
         self.buffer += data
 
     def frames(self) -> list[tuple[int, int, int]]:
