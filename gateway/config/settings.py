@@ -430,8 +430,10 @@ class Settings(BaseSettings):
     )
     mqtt_keepalive_s: int = Field(default=30, ge=5)
     mqtt_publish_fast_path: bool = Field(
-        default=True, description="Decode device PUBLISH packets with the quicker decoder"
-        " (gateway/adapters/mqtt/publish_decoder.py; only on a tested paho-mqtt)."
+        default=True, description="Decode PUBLISH packets of the worker's paho-based clients"
+        " (its control connection) with the quicker decoder"
+        " (gateway/adapters/mqtt/publish_decoder.py; only on a tested paho-mqtt); the device"
+        " sessions do not use paho (gateway/adapters/mqtt/session.py)."
     )
 
     # --- batching and validation -------------------------------------------------------

@@ -4,9 +4,10 @@ The worker receives every device message on sessions of this kind (storage, the 
 engine's, an adopted one), so its cost per message is the gateway's. paho (under aiomqtt)
 reads a packet with several ``recv`` calls, one wake-up of the event loop each, and sends
 each PUBACK on its own; profiled at saturation, that was over half of the worker's time
-(docs/performance.md, issue #22). Here one ``data_received`` splits a whole socket read
-into packets (:class:`gateway.adapters.mqtt.packets.FrameReader`), and the PUBACKs released
-within a few milliseconds leave in one write.
+(docs/performance.md, issue #22). Here one callback splits a socket read (at most
+``READ_SIZE`` bytes, so one session never holds the event loop long) into packets
+(:class:`gateway.adapters.mqtt.packets.FrameReader`), and the PUBACKs released within a few
+milliseconds leave in one write.
 
 What it does: CONNECT (MQTT 3.1.1 or 5, a persistent session, receive maximum,
 username/password, TLS from :class:`BrokerAddress`), SUBSCRIBE and UNSUBSCRIBE (waiting
@@ -64,9 +65,10 @@ class SessionOptions:
 
 
 #: bytes taken from the socket per read: a read's packets are split and handed on in one
-#: callback, so this bounds how long the event loop is held by one session (16 KiB is
-#: about 80 device messages, well under a millisecond) and keeps a telemetry flood from
-#: delaying the safety session's next read
+#: callback, so this bounds how long the event loop is held by one session (8 KiB is
+#: about 40 device messages, a fraction of a millisecond) and keeps a telemetry flood
+#: from delaying the safety session's next read (bench.flood: 256 KiB reads held the
+#: loop for 15-30 ms a turn)
 READ_SIZE = 8 * 1024
 
 
@@ -84,7 +86,7 @@ class SubscriberSession(asyncio.BufferedProtocol):
         self._connack: asyncio.Future[packets.Connack] = self._loop.create_future()
         self._acks: dict[int, asyncio.Future[list[int]]] = {}
         self._next_id = 0
-        self._outgoing = bytearray()  # PUBACKs released this turn of the loop
+        self._outgoing = bytearray()  # PUBACKs released, to leave within ACK_DELAY_S
         self._flush_scheduled = False
         self._closing = False
         self._keepalive_s = options.keepalive_s
