@@ -41,12 +41,12 @@ from gateway.worker.consumer import ConsumerConfig, Inbound, MqttConsumer
 
 log = logging.getLogger(__name__)
 
-#: makes an MQTT session from its config and handler (:func:`gateway.bootstrap.worker`)
 #: the engine's telemetry session reads every 2 ms, not at each message (positions and
 #: heartbeats come seconds apart per device; a geofence exit or a silence is then judged
 #: at most 2 ms later); its safety session (buttons, falls) reads at once
 TELEMETRY_READ_DELAY_S = 0.002
 
+#: makes an MQTT session from its config and handler (:func:`gateway.bootstrap.worker`)
 SessionFactory = Callable[[ConsumerConfig, Callable[[Inbound], Awaitable[None]]], MqttConsumer]
 
 SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS, Channel.REPLIES})
