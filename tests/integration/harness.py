@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +26,7 @@ from gateway.config.settings import Settings
 from gateway.entrypoints.runtime import worker_database_url
 from gateway.worker.service import GatewayService
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
+from tests.services import Mosquitto
 
 MODELS = [
     repo.DeviceModel("t-gps", "Acme", "GPS", "gps_alarm", 60),
@@ -275,3 +279,21 @@ async def api_replica(
     async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=15) as http:
         yield http
 
+
+@contextlib.contextmanager
+def password_broker(workdir: Path, user: str, password: str) -> Iterator[Mosquitto]:
+    """A private Mosquitto that admits only ``user`` with ``password`` (a password file,
+    no anonymous access)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    passwords = workdir / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), user, password],
+                   check=True)  # fmt: skip
+    passwords.chmod(0o600)
+    config = ["allow_anonymous false", f"password_file {passwords}"]
+    if os.geteuid() == 0:  # else Mosquitto drops to user "mosquitto" and cannot read it
+        config.append("user root")
+    broker = Mosquitto(workdir / "mosquitto-pw", extra_config=config).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -5,16 +5,15 @@ words, keepalive both ways, a session taken over, and a broker that sends garbag
 from __future__ import annotations
 
 import asyncio
-import os
+import re
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from gateway.adapters.mqtt.connection import BrokerAddress
 from gateway.adapters.mqtt.session import SessionError, SessionOptions, SubscriberSession
-from tests.integration.harness import publish, wait_for
+from tests.integration.harness import password_broker, publish, wait_for
 from tests.integration.test_broker_access import GATEWAY, admin
 from tests.services import Mosquitto
 
@@ -92,23 +91,12 @@ async def test_the_broker_sends_no_more_than_the_receive_maximum(mosquitto: Mosq
 async def test_a_refused_login_is_said_in_words(
     tmp_path: Path, protocol: int, words: str
 ) -> None:
-    passwords = tmp_path / "passwords"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "worker", "right"],
-                   check=True)  # fmt: skip
-    passwords.chmod(0o600)
-    config = ["allow_anonymous false", f"password_file {passwords}"]
-    if os.geteuid() == 0:  # else Mosquitto drops to user "mosquitto" and cannot read it
-        config.append("user root")
-    broker = Mosquitto(tmp_path / "mosquitto-pw", extra_config=config).start()
-    try:
-        with pytest.raises(SessionError, match=f"connection refused: {words}".replace("(", r"\(")
-                           .replace(")", r"\)")):  # fmt: skip
+    with password_broker(tmp_path, "worker", "right") as broker:
+        with pytest.raises(SessionError, match=re.escape(f"connection refused: {words}")):
             await _open(f"mqtt://worker:wrong@127.0.0.1:{broker.port}", _options(protocol), [])
         session = await _open(f"mqtt://worker:right@127.0.0.1:{broker.port}",
                               _options(protocol), [])  # fmt: skip
         await session.close()
-    finally:
-        broker.stop()
 
 
 @pytest.mark.parametrize(("protocol", "code"), [(4, "0x80"), (5, "0x87")])

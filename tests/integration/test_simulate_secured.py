@@ -30,7 +30,7 @@ from device_sims.credentials import Credential, load_credentials, save_credentia
 from gateway.entrypoints.cli import main
 from gateway.support.pki import CertificateAuthority
 from tests.conftest import DYNSEC_ADMIN
-from tests.integration.harness import running_gateway, scalar, wait_for
+from tests.integration.harness import password_broker, running_gateway, scalar, wait_for
 from tests.integration.test_broker_access import GATEWAY, admin
 from tests.integration.test_broker_access_api import api, auth, settings
 from tests.services import Mosquitto
@@ -223,15 +223,7 @@ async def test_nothing_listening_or_a_plain_client_on_a_tls_port_fail_loudly(
 async def test_one_login_in_the_broker_url_serves_every_device(
     tmp_path: Path, scenario: Path
 ) -> None:
-    passwords = tmp_path / "passwords"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "fleet", "fleet-pw"],
-                   check=True)  # fmt: skip
-    passwords.chmod(0o600)
-    config = ["allow_anonymous false", f"password_file {passwords}"]
-    if os.geteuid() == 0:  # else Mosquitto drops to user "mosquitto" and cannot read it
-        config.append("user root")
-    broker = Mosquitto(tmp_path / "mosquitto-pw", extra_config=config).start()
-    try:
+    with password_broker(tmp_path, "fleet", "fleet-pw") as broker:
         url = f"mqtt://fleet:fleet-pw@127.0.0.1:{broker.port}"
         run = await simulate("--scenario", str(scenario), "--broker", url, "--duration", "1.5")
         assert run.code == 0, run.err
@@ -241,8 +233,6 @@ async def test_one_login_in_the_broker_url_serves_every_device(
                              "--connect-timeout", "2")  # fmt: skip
         assert_one_line_failure(run, "not authorised", f"mqtt://127.0.0.1:{broker.port}")
         assert "wrong" not in run.err  # the URL is named without its password
-    finally:
-        broker.stop()
 
 
 # --- mutual TLS with welfare-gateway pki certificates ------------------------------------

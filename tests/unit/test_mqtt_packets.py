@@ -6,10 +6,11 @@ stream cut anywhere splits into the same packets."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from paho.mqtt import _packet
 from paho.mqtt.enums import MQTTProtocolVersion
@@ -183,3 +184,19 @@ def test_connack_and_disconnect_reasons_in_words() -> None:
     body = b"\x8e" + bytes([len(reason_string)]) + reason_string
     assert packets.decode_disconnect(body, 0, len(body)) == (0x8E, "gone")
     assert packets.decode_disconnect(b"", 0, 0) == (0, None)
+
+
+@example(body=b"\x00\x07\x02\x13\x00", first=0x30)  # a two-byte property cut short
+@given(body=st.binary(max_size=60), first=st.integers(0x30, 0x3F))
+def test_any_bytes_decode_or_are_a_protocol_error(body: bytes, first: int) -> None:
+    """Whatever a peer sends decodes or is a ProtocolError (the session then ends the
+    connection with the reason), never another exception out of the read callback."""
+    for protocol in (packets.V5, packets.V311):
+        with contextlib.suppress(packets.ProtocolError):
+            packets.decode_publish(first, body, 0, len(body), protocol)
+        with contextlib.suppress(packets.ProtocolError):
+            packets.decode_connack(body, 0, len(body), protocol)
+        with contextlib.suppress(packets.ProtocolError):
+            packets.decode_ack(body, 0, len(body), protocol)
+    with contextlib.suppress(packets.ProtocolError):
+        packets.decode_disconnect(body, 0, len(body))

@@ -221,7 +221,15 @@ def _read_varint(data: bytes | bytearray, at: int, end: int) -> tuple[int, int]:
 
 def decode_properties(data: bytes | bytearray, at: int, end: int) -> tuple[dict[int, object], int]:
     """MQTT 5 properties at ``at``: ``({identifier: value}, where they end)`` (a
-    repeated one, such as a user property, keeps its last value)."""
+    repeated one, such as a user property, keeps its last value). A value cut short is a
+    :class:`ProtocolError`, like any other malformed section."""
+    try:
+        return _decode_properties(data, at, end)
+    except (struct.error, IndexError) as exc:  # a length that runs past the buffer
+        raise ProtocolError(f"malformed properties: {exc}") from None
+
+
+def _decode_properties(data: bytes | bytearray, at: int, end: int) -> tuple[dict[int, object], int]:
     length, at = _read_varint(data, at, end)
     stop = at + length
     if stop > end:
