@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -66,11 +70,17 @@ class Page:
 
     async def wait(self, condition: Callable[[webdriver.Chrome], Any], what: str,
                    timeout: float = 10) -> Any:  # fmt: skip
-        """Poll ``condition`` (in the browser's thread) until truthy; the value is returned."""
+        """Poll ``condition`` (in the browser's thread) until truthy; the value is returned.
+
+        The live board re-renders rows as events arrive and as ages tick, so an element a
+        condition found may be replaced before it reads it: that poll counts as not yet."""
 
         def run() -> Any:
             try:
-                return WebDriverWait(self.driver, timeout, poll_frequency=0.03).until(condition)
+                return WebDriverWait(
+                    self.driver, timeout, poll_frequency=0.03,
+                    ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+                ).until(condition)  # fmt: skip
             except TimeoutException:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}") from None
 
