@@ -14,7 +14,9 @@ dropped (the redelivered copies are deduplicated and acked instead).
 The same class carries the worker's storage session (shared subscription), the alarm
 engine's sessions (one client id per deployment, :mod:`gateway.worker.alarms.engine_role`), and
 the adoption of a departed worker's storage session (``adopt``: resume it, unsubscribe so
-the broker sends it nothing new, deliver what it holds, and let it end on disconnect).
+the broker sends it nothing new, deliver what it holds, and end it, once drained, with the
+last DISCONNECT: :meth:`MqttConsumer.end_session_on_stop`; an adoption ending before that
+leaves the session, and what it still holds, at the broker for the next one).
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ class MqttConsumer:
         self._wake = asyncio.Event()
         self.connected = asyncio.Event()
         self._address = BrokerAddress.parse(config.url)
+        self._end_session = False  # the last DISCONNECT ends the session (a drained adoption)
+        self._had_session = False  # a connection of this consumer was subscribed
 
     def _options(self) -> SessionOptions:
         cfg = self._config
@@ -130,11 +134,21 @@ class MqttConsumer:
             protocol=cfg.protocol,
             keepalive_s=cfg.keepalive_s,
             clean_start=False,
-            # adopting: the session resumes and ends when this connection does
-            session_expiry_s=0 if cfg.adopt else cfg.session_expiry_s,
+            # adopting too: the session outlives this connection until it is drained
+            session_expiry_s=cfg.session_expiry_s,
             receive_maximum=cfg.receive_maximum,
             read_delay_s=cfg.read_delay_s,
         )
+
+    @property
+    def holding(self) -> int:
+        """Messages received and not yet handed to the handler."""
+        return len(self._inbox)
+
+    def end_session_on_stop(self) -> None:
+        """When stopped, end the session with the connection (MQTT 5: the DISCONNECT
+        sets its expiry to 0): an adopted session whose messages are all acknowledged."""
+        self._end_session = True
 
     def _on_publish(self, topic: str, payload: bytes, qos: int, retain: bool, mid: int) -> None:
         self._inbox.append((topic, payload, qos, retain, mid))
@@ -155,7 +169,15 @@ class MqttConsumer:
                 self._session = session
                 self.unacked = 0
                 _LIVE[self._generation] = self
+                kept = self._config.protocol == 4 or self._config.session_expiry_s > 0
+                if kept and self._had_session and not session.session_present:
+                    log.warning(
+                        f"{self._config.name} session: the broker kept no session; what it "
+                        "held for this client while disconnected is gone",
+                        extra={"client_id": self._config.client_id},
+                    )  # fmt: skip
                 await self._subscribe(session)
+                self._had_session = True
                 self.connected.set()
                 self._connected_gauge(1)
                 log.info(f"{self._config.name} session connected",
@@ -178,7 +200,11 @@ class MqttConsumer:
                 self.connected.clear()
                 self._connected_gauge(0)
                 if session is not None:
-                    await session.close()
+                    end = (
+                        self._end_session and stop.is_set() and self._config.protocol == 5
+                        and not self.unacked and not self._inbox
+                    )  # fmt: skip
+                    await session.close(session_expiry_s=0 if end else None)
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff.next())

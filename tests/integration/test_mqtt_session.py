@@ -187,3 +187,21 @@ def _pings(session: SubscriberSession, n: int):  # type: ignore[no-untyped-def]
         return session.pings_answered >= n
 
     return check
+
+
+async def test_a_disconnect_with_expiry_0_ends_the_session_a_plain_one_keeps_it(
+    mosquitto: Mosquitto,
+) -> None:
+    """How an adopted session is ended only once drained (gateway.worker.alarms.engine_role):
+    its CONNECT keeps the session (an expiry), its last DISCONNECT ends it."""
+    session = await _open(mosquitto.url, _options(), [])
+    await session.subscribe(["devices/+/telemetry"])
+    await session.close()  # a plain DISCONNECT: the session stays
+    session = await _open(mosquitto.url, _options(), [])
+    assert session.session_present
+    await session.close(session_expiry_s=0)
+    session = await _open(mosquitto.url, _options(), [])
+    try:
+        assert not session.session_present
+    finally:
+        await session.close(session_expiry_s=0)

@@ -130,6 +130,10 @@ def test_publish_decodes_as_paho_decodes_it_with_and_without_properties(
     ("frame", "why"),
     [
         (packets._packet(0x36, b"\x00\x01a\x00\x01"), "QoS 3"),
+        # it subscribes at QoS 1: a QoS 2 message would need PUBREC/PUBREL/PUBCOMP, and a
+        # PUBACK for it leaves the broker's exchange open (redelivered at every reconnect)
+        (packets._packet(0x34, b"\x00\x01a\x00\x07\x00q2"), "QoS 2"),
+        (packets._packet(0x32, b"\x00\x01a\x00\x00\x00{}"), "packet identifier 0"),
         (packets._packet(0x32, b"\x00\x09ab\x00\x01"), "topic longer than its packet"),
         (packets._packet(0x32, b"\x00\x01a"), "without a packet identifier"),
         (packets._packet(0x30, b"\x00\x00\x00{}"), "empty topic"),
@@ -200,3 +204,14 @@ def test_any_bytes_decode_or_are_a_protocol_error(body: bytes, first: int) -> No
             packets.decode_ack(body, 0, len(body), protocol)
     with contextlib.suppress(packets.ProtocolError):
         packets.decode_disconnect(body, 0, len(body))
+
+
+def test_a_disconnect_can_end_the_session_with_the_connection() -> None:
+    """MQTT 5 (3.14.2.2.2): a DISCONNECT carrying a session expiry of 0 tells the broker to
+    discard the session now: an adopted session, once drained (gateway.worker.alarms)."""
+    frame = packets.disconnect(session_expiry_s=0)
+    assert frame == bytes([packets.DISCONNECT, 7, 0x00, 5, 0x11, 0, 0, 0, 0])
+    buffer, first, start, end = _one(frame)
+    assert first == packets.DISCONNECT
+    assert packets.decode_disconnect(buffer, start, end) == (0, None)
+    assert packets.disconnect() == packets.DISCONNECT_PACKET

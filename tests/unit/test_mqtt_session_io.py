@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from gateway.adapters.mqtt import packets
 from gateway.adapters.mqtt.session import (
     ACK_DELAY_S,
     READ_SIZE,
+    SessionError,
     SessionOptions,
     SubscriberSession,
 )
@@ -47,6 +50,10 @@ class RecordingTransport(asyncio.Transport):
     def close(self) -> None:  # as a socket does: the protocol hears of it on the loop
         self.closing = True
         asyncio.get_running_loop().call_soon(self.lost, None)
+
+
+def _publish(mid: int, first: int = 0x32, payload: bytes = b"{}") -> bytes:
+    return packets._packet(first, b"\x00\x01t" + mid.to_bytes(2, "big") + b"\x00" + payload)
 
 
 def _session(read_delay_s: float = 0.0) -> tuple[SubscriberSession, RecordingTransport, list[int]]:
@@ -84,6 +91,7 @@ async def test_acks_of_one_turn_leave_in_one_write_in_order() -> None:
 
 async def test_closing_sends_the_waiting_acks_before_the_disconnect() -> None:
     session, transport, _ = _session()
+    session.data_received(_publish(7) + _publish(8))
     session.ack(7)
     session.ack(8)
     await session.close()
@@ -92,6 +100,7 @@ async def test_closing_sends_the_waiting_acks_before_the_disconnect() -> None:
 
 async def test_no_ack_once_the_session_is_closing() -> None:
     session, transport, _ = _session()
+    session.data_received(_publish(1))
     session.abort()
     session.ack(1)
     await asyncio.sleep(0)
@@ -121,8 +130,10 @@ async def test_reads_are_bounded_and_a_full_read_reads_on() -> None:
     session, transport, got = _session(read_delay_s=0.01)
     buffer = session.get_buffer(-1)
     assert len(buffer) == READ_SIZE
-    frame = packets._packet(0x32, b"\x00\x01t\x00\x01\x00" + b"x" * 95)  # 104 bytes
-    stream = frame * (READ_SIZE // len(frame) + 1)
+    frame = _publish(1, payload=b"x" * 95)  # 103 bytes, as each below
+    stream = b"".join(
+        _publish(mid, payload=b"x" * 95) for mid in range(1, READ_SIZE // len(frame) + 2)
+    )
     buffer[:READ_SIZE] = stream[:READ_SIZE]
     session.buffer_updated(READ_SIZE)
     assert len(got) == READ_SIZE // len(frame) and transport.paused == 0
@@ -130,3 +141,55 @@ async def test_reads_are_bounded_and_a_full_read_reads_on() -> None:
     buffer[: len(rest)] = rest
     session.buffer_updated(len(rest))  # the socket is drained: now it is left alone
     assert len(got) == len(stream) // len(frame) and transport.paused == 1
+
+
+async def test_a_copy_of_a_message_not_yet_acknowledged_is_not_handed_on_again() -> None:
+    """Review finding (#22): a broker that resends an unacknowledged QoS 1 message on a
+    live connection (MQTT 3.1.1 allowed it; some brokers retry) had both copies handled
+    and both acknowledged, and the second PUBACK could acknowledge another message the
+    broker had meanwhile given the same packet id, before it was handled."""
+    session, transport, got = _session()
+    session.data_received(_publish(5) + _publish(5, first=0x3A))  # the copy has DUP set
+    assert got == [5]
+    session.ack(5)
+    session.ack(5)  # a second ack of an id no longer in flight: nothing to send
+    session.data_received(_publish(5, payload=b"{'x':1}"))  # the id reused: a new message
+    assert got == [5, 5]
+    await session.close()
+    assert transport.writes[0] == packets.puback(5)  # one PUBACK, for the first message
+    # the message now holding id 5 was not acknowledged: the broker redelivers it
+
+
+async def test_a_qos_2_message_ends_the_connection_unacknowledged() -> None:
+    """It subscribes at QoS 1: a QoS 2 message (a broker not keeping to the granted QoS)
+    is a protocol error, not a PUBACK that leaves the broker's QoS 2 exchange open."""
+    session, transport, got = _session()
+    session.data_received(_publish(7, first=0x34))
+    assert got == [] and transport.closing
+    with pytest.raises(SessionError, match="QoS 2"):
+        await session.closed
+    assert transport.writes == []
+
+
+async def test_a_subscription_granted_below_qos_1_is_refused() -> None:
+    """Review finding (#22): a broker (``max_qos 0``, or an ACL) granting QoS 0 for a
+    QoS 1 subscription was taken as success; messages would then come unacknowledged and
+    never be redelivered after a disconnect."""
+    session, _transport, _ = _session()
+    subscribing = asyncio.ensure_future(session.subscribe(["devices/+/events"], qos=1))
+    await asyncio.sleep(0)
+    session.data_received(packets._packet(packets.SUBACK, b"\x00\x01\x00\x00"))
+    with pytest.raises(SessionError, match=r"granted QoS 0.*devices/\+/events"):
+        await subscribing
+
+
+async def test_a_ping_unanswered_for_half_a_keepalive_ends_the_connection() -> None:
+    """A half-open connection (a host gone, a NAT forgetting it) is noticed within about
+    1.5 keepalives of the last byte received, not 2 (the safety session is often quiet)."""
+    session, transport, _ = _session()
+    loop = asyncio.get_running_loop()
+    session._ping_sent_at = loop.time() - (30 / 2 + 0.1)
+    session._keepalive()
+    assert transport.closing
+    with pytest.raises(SessionError, match="no answer to a keepalive ping"):
+        await session.closed

@@ -158,6 +158,16 @@ PINGREQ_PACKET: Final = bytes([PINGREQ, 0])
 DISCONNECT_PACKET: Final = bytes([DISCONNECT, 0])  # normal disconnection, in both versions
 
 
+def disconnect(session_expiry_s: int | None = None) -> bytes:
+    """DISCONNECT, normal. MQTT 5 only: ``session_expiry_s`` replaces the expiry the
+    CONNECT set (0: the broker discards the session now; a CONNECT that set 0 cannot be
+    raised here, MQTT 5 3.14.2.2.2)."""
+    if session_expiry_s is None:
+        return DISCONNECT_PACKET
+    properties = b"\x11" + _U32.pack(session_expiry_s)
+    return _packet(DISCONNECT, b"\x00" + _varint(len(properties)) + properties)
+
+
 # --- decoding --------------------------------------------------------------------------
 
 
@@ -300,8 +310,8 @@ def decode_publish(
     Properties are skipped: the gateway asks for no topic aliases, and a device
     message's meaning is in its topic and payload."""
     qos = (first >> 1) & 0x03
-    if qos == 3:
-        raise ProtocolError("PUBLISH with QoS 3")
+    if qos > 1:  # 2 would need PUBREC/PUBREL/PUBCOMP: never granted, the session asks for 1
+        raise ProtocolError(f"PUBLISH with QoS {qos}")
     if end - at < 2:
         raise ProtocolError("PUBLISH too short")
     topic_end = at + 2 + _U16.unpack_from(data, at)[0]
@@ -316,6 +326,8 @@ def decode_publish(
         if end - at < 2:
             raise ProtocolError("PUBLISH without a packet identifier")
         packet_id = _U16.unpack_from(data, at)[0]
+        if not packet_id:
+            raise ProtocolError("PUBLISH at QoS 1 with packet identifier 0")
         at += 2
     if protocol == V5:
         if at < end and data[at] == 0:  # no properties: the common case

@@ -85,6 +85,10 @@ class SubscriberSession(asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         self._connack: asyncio.Future[packets.Connack] = self._loop.create_future()
         self._acks: dict[int, asyncio.Future[list[int]]] = {}
+        #: ids of the QoS 1 messages handed on and not yet acknowledged: a copy of one
+        #: (a broker resending on a live connection) is not handed on again, and an id is
+        #: acknowledged once (a second PUBACK could take the next message given that id)
+        self._inflight: set[int] = set()
         self._next_id = 0
         self._outgoing = bytearray()  # PUBACKs released, to leave within ACK_DELAY_S
         self._flush_scheduled = False
@@ -147,14 +151,16 @@ class SubscriberSession(asyncio.BufferedProtocol):
         session._schedule_keepalive()
         return session
 
-    async def close(self) -> None:
+    async def close(self, *, session_expiry_s: int | None = None) -> None:
         """Send DISCONNECT (after the PUBACKs still waiting) and close; waits, bounded, for
-        the socket to close. Safe to call on a session already closed."""
+        the socket to close. Safe to call on a session already closed.
+        ``session_expiry_s`` (MQTT 5): the session's expiry from now on; 0 ends it with
+        the connection (one whose CONNECT set an expiry)."""
         transport = self._transport
         if transport is not None and not transport.is_closing() and not self.closed.done():
             self._closing = True
             self._flush()
-            transport.write(packets.DISCONNECT_PACKET)
+            transport.write(packets.disconnect(session_expiry_s))
             transport.close()
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.closed), CLOSE_TIMEOUT_S)
@@ -183,6 +189,14 @@ class SubscriberSession(asyncio.BufferedProtocol):
                 f"subscription refused ({packets.reason_text(why, self._protocol)}): "
                 f"{', '.join(refused) or 'no answer per filter'}"
             )
+        # a lower QoS granted (a broker's max_qos, an ACL): its messages would come
+        # without acknowledgement and not be redelivered after a disconnect
+        downgraded = [(f, code) for f, code in zip(filters, codes, strict=True) if code < qos]
+        if downgraded:
+            raise SessionError(
+                f"subscription granted QoS {downgraded[0][1]} where {qos} was asked: "
+                f"{', '.join(f for f, _ in downgraded)}"
+            )
 
     async def unsubscribe(self, filters: list[str]) -> None:
         packet_id = self._packet_id()
@@ -194,6 +208,9 @@ class SubscriberSession(asyncio.BufferedProtocol):
         then redelivers the message."""
         if self._transport is None or self.closed.done() or self._closing:
             return
+        if packet_id not in self._inflight:
+            return  # acknowledged already (or never handed on)
+        self._inflight.discard(packet_id)
         self._outgoing += packets.puback(packet_id)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -222,10 +239,18 @@ class SubscriberSession(asyncio.BufferedProtocol):
             buffer = reader.buffer
             protocol = self._protocol
             on_publish = self._on_publish
+            inflight = self._inflight
             for first, start, end in frames:
                 kind = first & 0xF0
                 if kind == packets.PUBLISH:
-                    on_publish(*packets.decode_publish(first, buffer, start, end, protocol))
+                    topic, payload, qos, retain, mid = packets.decode_publish(
+                        first, buffer, start, end, protocol
+                    )
+                    if qos:
+                        if mid in inflight:
+                            continue  # a copy of one being handled: acknowledged with it
+                        inflight.add(mid)
+                    on_publish(topic, payload, qos, retain, mid)
                 else:
                     self._control(kind, buffer, start, end)
             reader.consume()
@@ -285,9 +310,12 @@ class SubscriberSession(asyncio.BufferedProtocol):
             raise SessionError("the connection is closed")
         answer: asyncio.Future[list[int]] = self._loop.create_future()
         self._acks[packet_id] = answer
-        self._send(packet)
-        async with asyncio.timeout(self._options.connect_timeout_s):
-            return await answer
+        try:
+            self._send(packet)
+            async with asyncio.timeout(self._options.connect_timeout_s):
+                return await answer
+        finally:
+            self._acks.pop(packet_id, None)
 
     def _send(self, packet: bytes) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -308,12 +336,13 @@ class SubscriberSession(asyncio.BufferedProtocol):
 
     def _keepalive(self) -> None:
         """Every quarter keepalive: a PINGREQ when nothing went either way for half of it;
-        no PINGRESP within a whole keepalive ends the connection (the broker or the
-        network is gone)."""
+        no PINGRESP within half a keepalive ends the connection (the broker or the
+        network is gone: a half-open connection is noticed within about 1.5 keepalives
+        of the last byte, the broker answers a ping at once)."""
         now = self._loop.time()
         half = self._keepalive_s / 2
         if self._ping_sent_at is not None:
-            if now - self._ping_sent_at > self._keepalive_s:
+            if now - self._ping_sent_at > half:
                 self._lose(SessionError("no answer to a keepalive ping"))
                 return
         elif now - self._last_out >= half or now - self._last_in >= half:

@@ -21,7 +21,7 @@ never both evaluate. A standby keeps its alarm book equal to the active one's by
 leader's last will so the dead engine's last published events are in before it takes
 over. The active engine also adopts the storage session of every departed worker, whose
 share of messages the broker would otherwise keep for it (Mosquitto deals shared
-messages to offline members too).
+messages to offline members too): :mod:`gateway.worker.adoption`.
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ from dataclasses import replace
 from firmware_contracts.topics import Channel
 from gateway.control.roles import Membership
 from gateway.support.metrics import IngestMetrics
+from gateway.worker.adoption import SessionAdoption, SessionFactory
 from gateway.worker.alarms.intake import AlarmIntake
 from gateway.worker.alarms.service import AlarmService
-from gateway.worker.consumer import ConsumerConfig, Inbound, MqttConsumer
+from gateway.worker.consumer import ConsumerConfig, Inbound
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ log = logging.getLogger(__name__)
 #: at most 2 ms later); its safety session (buttons, falls) reads at once
 TELEMETRY_READ_DELAY_S = 0.002
 
-#: makes an MQTT session from its config and handler (:func:`gateway.bootstrap.worker`)
-SessionFactory = Callable[[ConsumerConfig, Callable[[Inbound], Awaitable[None]]], MqttConsumer]
-
 SAFETY_CHANNELS = frozenset({Channel.EVENTS, Channel.STATUS, Channel.REPLIES})
 #: heartbeats are most of a fleet's messages (and all of a reconnect storm's): a press
 #: must not queue behind them (measured: p99 3 s in a heartbeat flood when they shared)
@@ -56,9 +54,6 @@ TELEMETRY_CHANNELS = frozenset({Channel.TELEMETRY, Channel.HEARTBEAT})
 #: after the leader changes to this worker, how long to let the old engine's last
 #: published events arrive before taking over
 SETTLE_S = 0.3
-#: an adopted session is done once it has held nothing for this long
-ADOPT_QUIET_S = 1.0
-ADOPT_MAX_S = 300.0
 BACKLOG_SAMPLE_S = 1.0
 
 
@@ -99,6 +94,7 @@ class EngineRole:
         ]  # fmt: skip
         self._changed = asyncio.Event()
         self._departed: set[str] = set()
+        self._adoption = SessionAdoption(storage, session, store)
         self._adopting: dict[str, asyncio.Task[None]] = {}
         #: set once this worker knows who runs the engine (itself, connected; or another)
         self.settled = asyncio.Event()
@@ -200,7 +196,7 @@ class EngineRole:
         window = self._storage.receive_maximum
         behind = False
         while not stop.is_set():
-            backlog = sum(s.unacked + len(s._inbox) for s in self.sessions)
+            backlog = sum(s.unacked + s.holding for s in self.sessions)
             self._metrics.engine_backlog.set(backlog)
             if not behind and backlog > window // 2:
                 behind = True
@@ -221,33 +217,9 @@ class EngineRole:
                 self._adopting[worker] = asyncio.create_task(self._adopt(worker))
 
     async def _adopt(self, worker: str) -> None:
-        """Deliver what the departed worker's storage session holds to this worker's
-        storage path (acknowledged after commit, as always); the session ends when this
-        connection closes, and the broker stops dealing messages to it."""
-        config = replace(self._storage, client_id=worker, adopt=True, name="adopted storage")
-        consumer = self._session(config, self._store)
-        done = asyncio.Event()
-
-        async def until_empty() -> None:
-            await consumer.connected.wait()
-            loop = asyncio.get_running_loop()
-            quiet_since, limit = loop.time(), loop.time() + ADOPT_MAX_S
-            while loop.time() < limit:
-                if consumer.unacked or consumer._inbox:
-                    quiet_since = loop.time()
-                elif loop.time() - quiet_since >= ADOPT_QUIET_S:
-                    break
-                await asyncio.sleep(0.1)  # sampling the session, not synchronising a test
-            done.set()
-
-        watcher = asyncio.create_task(until_empty())
-        try:
-            await consumer.run(done, _nothing_to_drain)
-        finally:
-            watcher.cancel()
-        self._departed.discard(worker)
-        log.info("storage session of a departed worker drained", extra={"worker": worker})
+        if await self._adoption.drain(worker, away=lambda: worker in self._departed):
+            self._departed.discard(worker)
 
 
 async def _nothing_to_drain() -> None:
-    """Engine sessions acknowledge as they go; adopted ones once quiet (nothing unacked)."""
+    """Engine sessions acknowledge as they go."""
