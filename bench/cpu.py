@@ -4,6 +4,7 @@ it forked). Divided by the messages of the phase, the cost of one message."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,25 @@ def cpu_s(process: psutil.Process, *, children: bool = False) -> float:
         return float(total)
     except psutil.NoSuchProcess:
         return 0.0
+
+
+def wait_quiet(
+    process: psutil.Process, *, below: float = 0.05, window_s: float = 0.5,
+    timeout_s: float = 60.0,
+) -> float:  # fmt: skip
+    """Wait until ``process`` uses less than ``below`` of a core over ``window_s``: the
+    work of an earlier phase done (the alarm engine working off the telemetry backlog a
+    saturation run left it, say). Bounded: after ``timeout_s`` it returns anyway. The
+    CPU seconds the process used meanwhile."""
+    start = last = cpu_s(process)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(window_s)  # one sampling window
+        now = cpu_s(process)
+        if now - last < below * window_s:
+            break
+        last = now
+    return cpu_s(process) - start
 
 
 def postmaster(pgdata: Path) -> psutil.Process:

@@ -71,7 +71,7 @@ class ConsumerConfig:
     #: storage's session reads every few milliseconds, not at each message: its messages
     #: wait for a batch (``batch_max_delay_ms``) anyway, and a read then takes several
     #: (one wake-up of the loop and one system call for them all). The alarm engine's
-    #: telemetry session reads every 2 ms, its safety session at once (0).
+    #: telemetry session reads every 10 ms, its safety session at once (0).
     read_delay_s: float = 0.0
 
 
