@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel
 from gateway.adapters.mqtt.connection import BrokerAddress
@@ -39,15 +40,16 @@ from gateway.support.metrics import IngestMetrics
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class AckToken:
+# Named tuples, not frozen dataclasses: one of each is made per message per session, and
+# a frozen dataclass sets each field through object.__setattr__ (2.3 against 1.0 µs for
+# the pair, issue #22). Immutable all the same.
+class AckToken(NamedTuple):
     generation: int
     mid: int
     qos: int
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
     topic: str
     payload: bytes
     qos: int
