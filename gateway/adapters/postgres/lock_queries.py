@@ -7,15 +7,19 @@ Every query is parameterised.
 
 from __future__ import annotations
 
+import sys
 from datetime import date, datetime, time
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
 
+from gateway.adapters.postgres.queries import stream
 from gateway.domain.lock_access import StaffKey, StaffMember, Visit, WeeklySlot
+from gateway.worker.fleet.canon import PERSON_IDS
 
 Conn = psycopg.AsyncConnection[Any]
+T = TypeVar("T")
 
 #: Single visits kept in memory: those that end after now - this and start before
 #: now + LOOKAHEAD (the rule looks at most 12 h around now; reloads keep it current).
@@ -62,17 +66,36 @@ async def load_visits(
         params += (person_id,)
         slot_params = (person_id,)
     out: dict[UUID, list[Visit | WeeklySlot]] = {}
-    for vid, pid, starts, ends, staff_id, team in await (
-        await conn.execute(visits_sql, params)
-    ).fetchall():
-        out.setdefault(pid, []).append(Visit(str(vid), pid, starts, ends, staff_id, team))
-    for sid, pid, days, start, end, tz, first, last, staff_id, team in await (
-        await conn.execute(slots_sql, slot_params)
-    ).fetchall():
-        out.setdefault(pid, []).append(
-            WeeklySlot(str(sid), pid, frozenset(days), start, end, tz, first, last, staff_id, team)
-        )
+    # Kept in every worker for the whole fleet (a door opens by plan with the database
+    # down), so equal values are held once: the person's id is the registry's
+    # (``PERSON_IDS``), a weekday set, a time, a date or a staff member's id is shared
+    # within the load, strings are interned, and the rows are streamed, not fetched all
+    # at once. bench.memory, 10,000 slots: the worker 77 -> 64 MB (a weekday frozenset
+    # alone is 728 bytes).
+    same: dict[Any, Any] = {}
+    async for vid, pid, starts, ends, staff_id, team in stream(conn, visits_sql, params):
+        pid = PERSON_IDS(pid)
+        out.setdefault(pid, []).append(Visit(
+            str(vid), pid, starts, ends, _shared(same, staff_id), _interned(team)))  # fmt: skip
+    async for sid, pid, days, start, end, tz, first, last, staff_id, team in stream(
+        conn, slots_sql, slot_params
+    ):
+        pid = PERSON_IDS(pid)
+        out.setdefault(pid, []).append(WeeklySlot(
+            str(sid), pid, _shared(same, frozenset(days)), _shared(same, start),
+            _shared(same, end), sys.intern(tz), _shared(same, first), _shared(same, last),
+            _shared(same, staff_id), _interned(team),
+        ))  # fmt: skip
     return out
+
+
+def _shared(same: dict[Any, Any], value: T) -> T:
+    """The first value equal to ``value`` seen in this load (immutable values only)."""
+    return value if value is None else same.setdefault(value, value)
+
+
+def _interned(text: str | None) -> str | None:
+    return None if text is None else sys.intern(text)
 
 
 # --- administration (API, tenant transaction) -------------------------------------------
