@@ -24,7 +24,7 @@ from gateway.adapters.mqtt.connection import NODELAY
 from gateway.worker.consumer import subscription_filters
 
 
-async def consume(port: int, expect: int, ready_file: str) -> None:
+async def consume(port: int, expect: int, ready_file: str, group: str = "wg") -> None:
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     # The session ends with the connection: a lingering member of the share group would
     # take half of the gateway's messages in the next phase.
@@ -34,7 +34,7 @@ async def consume(port: int, expect: int, ready_file: str) -> None:
         "127.0.0.1", port, identifier="bench-bare", protocol=aiomqtt.ProtocolVersion.V5,
         clean_start=True, properties=props, socket_options=NODELAY,
     ) as client:  # fmt: skip
-        await client.subscribe([(f, SubscribeOptions(qos=1)) for f in subscription_filters("wg")])
+        await client.subscribe([(f, SubscribeOptions(qos=1)) for f in subscription_filters(group)])
         with open(ready_file, "w") as f:  # noqa: ASYNC230 - once, before the load
             f.write("ready")
         # Read exactly as the gateway does (one await, then drain what is queued), so the
@@ -67,8 +67,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--ready-file", required=True)
+    parser.add_argument("--group", default="wg", help="the shared subscription's group")
     args = parser.parse_args()
-    asyncio.run(consume(args.port, args.expect, args.ready_file))
+    asyncio.run(consume(args.port, args.expect, args.ready_file, args.group))
 
 
 if __name__ == "__main__":

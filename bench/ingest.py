@@ -175,6 +175,17 @@ def run(
             worker.terminate()
         for worker in (gw, second):
             worker.wait(60)
+
+        # 4. the bare consumer at the paced load again, the workers gone: the machine's
+        # speed drifts during a run (the bare consumer's own figure moved by up to 25 %
+        # between runs an hour apart), so the paced ratio divides by the mean of the
+        # bare figures measured before and after the worker's (both reported)
+        bare_paced_after = _bare_paced(workdir, broker.port, processes, devices,
+                                       paced_per_device, 10 * total, meter,
+                                       name="bare-paced-after",
+                                       # not "wg": the stopped workers' sessions are
+                                       # still members of it and would take their share
+                                       group="bench-bare")  # fmt: skip
     rate = one.rate
     latencies = one.latencies
     return {
@@ -205,7 +216,7 @@ def run(
         "two_workers_meets_target": two.rate / rate >= TARGET_TWO_WORKERS_RATIO
         and two.distinct == total,
         "paced": {
-            **_paced_figures(paced_total, paced, gateway_cpu, bare_paced),
+            **_paced_figures(paced_total, paced, gateway_cpu, bare_paced, bare_paced_after),
             # CPU the worker spent after the saturation phase's last commit, before the
             # paced phase began (the engine's telemetry backlog): that phase's, not counted
             "worker_catch_up_cpu_s_before": round(catch_up_s, 2),
@@ -215,14 +226,14 @@ def run(
 
 def _bare_paced(
     workdir: Path, port: int, processes: int, devices: int, per_device: int, offset: int,
-    meter: CpuMeter,
+    meter: CpuMeter, name: str = "bare-paced", group: str = "wg",
 ) -> dict[str, float]:  # fmt: skip
     """The bare consumer drains the paced load: its own CPU, and the broker's, per message."""
     total = devices * per_device
-    ready = workdir / "bare-paced.ready"
+    ready = workdir / f"{name}.ready"
     bare = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_consumer", "--port", str(port),
-         "--expect", str(total), "--ready-file", str(ready)],
+         "--expect", str(total), "--ready-file", str(ready), "--group", group],
         stdout=subprocess.PIPE,
     )  # fmt: skip
     wait_until(ready.exists, 30, "bare consumer subscribed")
@@ -236,10 +247,13 @@ def _bare_paced(
 
 
 def _paced_figures(
-    messages: int, stored: _Phase, cpu: dict[str, float], bare: dict[str, float]
-) -> dict[str, Any]:
+    messages: int, stored: _Phase, cpu: dict[str, float], before: dict[str, float],
+    after: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
     """CPU per stored message at the paced load: the worker, and broker + database +
-    worker, beside the bare consumer (and broker + bare consumer) in the same run."""
+    worker, beside the bare consumer (and broker + bare consumer) in the same run, the
+    mean of its figures before and after the worker's."""
+    bare = {k: before[k] + after[k] for k in before}  # two runs of the same load
     bare_us = per_message_us(bare["bare_consumer_s"], int(bare["messages"]))
     worker_us = per_message_us(cpu["worker"], stored.distinct)
     return {
@@ -253,6 +267,12 @@ def _paced_figures(
             "database": per_message_us(cpu["database"], stored.distinct),
             "broker_database_worker": per_message_us(sum(cpu.values()), stored.distinct),
             "bare_consumer": bare_us,
+            "bare_consumer_before": per_message_us(
+                before["bare_consumer_s"], int(before["messages"])
+            ),
+            "bare_consumer_after": per_message_us(
+                after["bare_consumer_s"], int(after["messages"])
+            ),
             "broker_bare_consumer": per_message_us(
                 bare["bare_consumer_s"] + bare["broker_s"], int(bare["messages"])
             ),
