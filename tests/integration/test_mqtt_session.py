@@ -205,3 +205,4 @@ async def test_a_disconnect_with_expiry_0_ends_the_session_a_plain_one_keeps_it(
         assert not session.session_present
     finally:
         await session.close(session_expiry_s=0)
+

@@ -143,21 +143,23 @@ async def test_reads_are_bounded_and_a_full_read_reads_on() -> None:
     assert len(got) == len(stream) // len(frame) and transport.paused == 1
 
 
-async def test_a_copy_of_a_message_not_yet_acknowledged_is_not_handed_on_again() -> None:
-    """Review finding (#22): a broker that resends an unacknowledged QoS 1 message on a
-    live connection (MQTT 3.1.1 allowed it; some brokers retry) had both copies handled
-    and both acknowledged, and the second PUBACK could acknowledge another message the
-    broker had meanwhile given the same packet id, before it was handled."""
+async def test_a_packet_id_still_in_flight_may_come_again_and_each_is_acknowledged() -> None:
+    """Each PUBLISH is handed on and acknowledged once, even one whose packet id is that
+    of a message not yet acknowledged.
+
+    A review suggested dropping a second PUBLISH whose id was still unacknowledged (a
+    resend on a live connection). With that, bench.outage with a 200 s outage never
+    caught up: Mosquitto 2.0 sent such PUBLISHes after 200,000 messages had queued
+    behind the full window, the dropped ones were never acknowledged, and the window
+    stayed full (110,000 messages held at the broker, 2026-12-07). Without it: caught
+    up in 10.6 s, nothing lost."""
     session, transport, got = _session()
-    session.data_received(_publish(5) + _publish(5, first=0x3A))  # the copy has DUP set
-    assert got == [5]
-    session.ack(5)
-    session.ack(5)  # a second ack of an id no longer in flight: nothing to send
-    session.data_received(_publish(5, payload=b"{'x':1}"))  # the id reused: a new message
+    session.data_received(_publish(5) + _publish(5, payload=b"{'second':1}"))
     assert got == [5, 5]
+    session.ack(5)
+    session.ack(5)
     await session.close()
-    assert transport.writes[0] == packets.puback(5)  # one PUBACK, for the first message
-    # the message now holding id 5 was not acknowledged: the broker redelivers it
+    assert transport.writes[0] == packets.puback(5) + packets.puback(5)
 
 
 async def test_a_qos_2_message_ends_the_connection_unacknowledged() -> None:
