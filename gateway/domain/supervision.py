@@ -134,6 +134,7 @@ class SensorState:
     heard_at: datetime | None = None  # the last message of any type (receive time)
     bound: timedelta = timedelta(minutes=30)  # silent when not heard from within
     offline: bool = False
+    offline_at: datetime | None = None  # when its last will came (receive time)
     last_true_at: datetime | None = None  # motion: the last time movement was seen
 
     def usable(self, now: datetime) -> str | None:

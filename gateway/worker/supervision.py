@@ -189,6 +189,14 @@ class SupervisionRules:
         state.heard_at = at
         if isinstance(message, Status):
             state.offline = message.state == "offline"
+            state.offline_at = at if state.offline else None
+            return []
+        if state.offline and (message.ts is None or state.offline_at is None
+                              or message.ts <= state.offline_at):  # fmt: skip
+            # Heartbeats (and telemetry) come on the engine's other session and may lag
+            # behind the last will (safety session, read at once): one stamped before
+            # the sensor went offline does not say it is back (as the engine's silence
+            # watch judges); its states and status come in order on the safety session
             return []
         state.offline = False
         if not isinstance(message, Door | Motion | Bed | FloorMat):
