@@ -192,6 +192,7 @@ def worker(
         sessions, worker_id=client_id, alarms=alarms, intake=intake, metrics=metrics,
         store=ingest.handle,
         session=lambda config, handler: MqttConsumer(config, handler, metrics),
+        decodings=decode,
     )  # fmt: skip
     # what API processes ask of this worker (acknowledge, unlock, ...) over the broker
     control = ControlResponder(

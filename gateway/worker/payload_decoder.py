@@ -10,15 +10,27 @@ so each message is validated once (issue #22: decoding was a sixth of the worker
 The result is a function of the channel and the payload bytes alone, but for the
 future-timestamp check, which uses the receive time of the first path: both paths then
 judge the message alike, so the engine never acts on what storage quarantines for its
-timestamp. Decoded messages are frozen models, safe to share. What waits here is bounded
-(``keep`` entries, oldest dropped first): a payload only one path meets (a worker that
-does not run the engine, a message one path refused over its allowance) costs a slot,
-never memory without bound, and a dropped entry is only decoded again. A payload over
-the size limit is refused unread and never held.
+timestamp. Decoded messages are frozen models, safe to share.
+
+What waits here is bounded three ways, so a payload only one path meets (a message one
+path refused over its allowance, or storage so far behind that the engine's decoding was
+dropped before storage came to it) is decoded again at worst, never held for nothing:
+
+- only while this worker runs the engine (``sharing``, set by the engine's role): on a
+  worker that does not, storage is the only path and nothing is kept (it held 4,096
+  decodings, 3.5 MB and more, that no one would ever take);
+- at most ``keep`` entries, the oldest dropped first;
+- at most ``max_age_s`` seconds: the paths read the same broker within milliseconds of
+  each other, so an older entry is one the other path has passed (after a burst, up to
+  ``keep`` of them stayed for good).
+
+A payload over the size limit is refused unread and never held.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from firmware_contracts.decode import Decoded, DecodeError, decode_payload
@@ -27,31 +39,72 @@ from firmware_contracts.topics import Channel
 #: payloads decoded by one path and not yet met by the other; about the storage session's
 #: lag behind the engine's at saturation (its receive window and the writer's batch)
 KEEP = 4_096
+#: seconds a decoding waits for the other path at most
+MAX_AGE_S = 5.0
 
 
 class PayloadDecoder:
-    def __init__(self, *, max_bytes: int, max_skew: timedelta, keep: int = KEEP) -> None:
+    def __init__(
+        self,
+        *,
+        max_bytes: int,
+        max_skew: timedelta,
+        keep: int = KEEP,
+        max_age_s: float = MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max_bytes = max_bytes
         self._max_skew = max_skew
         self._keep = keep
-        self._waiting: dict[tuple[Channel, bytes], Decoded | DecodeError] = {}
+        self._max_age_s = max_age_s
+        self._clock = clock
+        #: (channel, payload) -> the decoding and when it was left, oldest first
+        self._waiting: dict[tuple[Channel, bytes], tuple[Decoded | DecodeError, float]] = {}
+        self._sharing = False
         self.decoded = 0  # decodings made (the rest were shared)
         self.shared = 0
+
+    @property
+    def sharing(self) -> bool:
+        """Whether a second path (the alarm engine's intake) reads this worker's messages."""
+        return self._sharing
+
+    @sharing.setter
+    def sharing(self, on: bool) -> None:
+        self._sharing = on
+        if not on:
+            self._waiting.clear()
 
     def __call__(self, channel: Channel, payload: bytes, now: datetime) -> Decoded | DecodeError:
         if len(payload) > self._max_bytes:  # refused unread, and never held here
             return decode_payload(channel, payload, now=now, max_bytes=self._max_bytes)
+        if not self._sharing:
+            self.decoded += 1
+            return decode_payload(
+                channel, payload, now=now, max_bytes=self._max_bytes, max_skew=self._max_skew
+            )
         key = (channel, payload)
         waiting = self._waiting
         found = waiting.pop(key, None)
         if found is not None:
             self.shared += 1
-            return found
+            return found[0]
         result = decode_payload(
             channel, payload, now=now, max_bytes=self._max_bytes, max_skew=self._max_skew
         )
         self.decoded += 1
-        if len(waiting) >= self._keep:
-            del waiting[next(iter(waiting))]  # the oldest: dicts keep insertion order
-        waiting[key] = result
+        left_at = self._clock()
+        if waiting:  # dicts keep insertion order: the oldest first
+            too_old = left_at - self._max_age_s
+            oldest = next(iter(waiting))
+            while waiting[oldest][1] < too_old or len(waiting) >= self._keep:
+                del waiting[oldest]
+                if not waiting:
+                    break
+                oldest = next(iter(waiting))
+        waiting[key] = (result, left_at)
         return result
+
+    def __len__(self) -> int:
+        """Decodings waiting for the other path."""
+        return len(self._waiting)

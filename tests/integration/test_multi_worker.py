@@ -190,6 +190,11 @@ async def test_n_workers_give_the_alarms_of_one(mosquitto, database_url, n: int)
 
         await wait_for(all_expected, 15, "the expected alarm events")
         assert outcome(op) == EXPECTED
+        # storage and the engine share one decoding per message where the engine runs;
+        # a standby's storage is the only path there, and keeps none (issue #22)
+        assert [w.role.decodings.sharing for w in ws] == [True] + [False] * (n - 1)
+        assert [len(w.role.decodings) for w in ws[1:]] == [0] * (n - 1)
+        assert all(w.role.decodings.decoded > 0 for w in ws)
         # exactly once on the operator topic and to the webhooks: no event id twice
         ids = [m["event_id"] for m in op.messages]
         assert len(ids) == len(set(ids))

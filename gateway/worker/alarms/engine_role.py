@@ -39,6 +39,7 @@ from gateway.worker.adoption import SessionAdoption, SessionFactory
 from gateway.worker.alarms.intake import AlarmIntake
 from gateway.worker.alarms.service import AlarmService
 from gateway.worker.consumer import ConsumerConfig, Inbound
+from gateway.worker.payload_decoder import PayloadDecoder
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,19 @@ class EngineRole:
         metrics: IngestMetrics,
         store: Callable[[Inbound], Awaitable[None]],
         session: SessionFactory,
+        decodings: PayloadDecoder,
     ) -> None:
         """``session`` makes an MQTT session (:class:`MqttConsumer`) from its config and
-        handler: the engine's two, and one per departed worker's storage session adopted."""
+        handler: the engine's two, and one per departed worker's storage session adopted.
+        ``decodings`` is shared by storage and the engine's intake while the engine runs
+        here (and only then: storage alone would leave decodings no one takes)."""
         self.membership = Membership(worker_id)
         self._storage = storage
         self._alarms = alarms
         self._metrics = metrics
         self._store = store
         self._session = session
+        self.decodings = decodings
         safety_id, telemetry_id = engine_client_ids(storage.shared_group)
         engine = replace(storage, shared_group=None, adopt=False, read_delay_s=0.0)
         intake.latency = metrics.alarm_latency  # measured on the engine's sessions
@@ -141,6 +146,7 @@ class EngineRole:
                             await asyncio.wait_for(stop.wait(), 1.0)
                         continue
                     engine_stop = asyncio.Event()
+                    self.decodings.sharing = True
                     running = [asyncio.create_task(s.run(engine_stop, _nothing_to_drain))
                                for s in self.sessions]  # fmt: skip
                     running.append(asyncio.create_task(self._watch_backlog(engine_stop)))
@@ -186,6 +192,7 @@ class EngineRole:
     ) -> None:
         engine_stop.set()
         await asyncio.gather(*running, return_exceptions=True)
+        self.decodings.sharing = False
         self._alarms.deactivate()
         self._metrics.engine_active.set(0)
 
