@@ -39,10 +39,6 @@ class AdoptionTimes:
     sample_s: float = 0.1  # how often an attempt looks at what the session holds
 
 
-async def _nothing_to_drain() -> None:
-    """An adopted session's messages are acknowledged by the storage path after commit."""
-
-
 class SessionAdoption:
     def __init__(
         self,
@@ -96,7 +92,7 @@ class SessionAdoption:
 
         watcher = asyncio.create_task(until_empty())
         try:
-            await consumer.run(done, _nothing_to_drain)
+            await consumer.run(done)
         finally:
             watcher.cancel()
         return drained and done.is_set()

@@ -156,9 +156,13 @@ class MqttConsumer:
         self._inbox.append((topic, payload, qos, retain, mid))
         self._wake.set()
 
-    async def run(self, stop: asyncio.Event, drain: Callable[[], Awaitable[None]]) -> None:
+    async def run(
+        self, stop: asyncio.Event, drain: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Consume until ``stop``; then call ``drain`` (flush + commit + ack) before
-        disconnecting, so that a graceful stop acknowledges everything it committed."""
+        disconnecting, so that a graceful stop acknowledges everything it committed. A
+        session whose messages are acknowledged elsewhere or as they go (the engine's; an
+        adopted one, by the storage path after commit) has nothing to drain."""
         backoff = Backoff(0.1, 5.0)
         drained = False
         while not stop.is_set():
@@ -186,7 +190,8 @@ class MqttConsumer:
                          extra={"client_id": self._config.client_id})  # fmt: skip
                 backoff.reset()
                 await self._consume(session, stop)
-                await drain()
+                if drain is not None:
+                    await drain()
                 drained = True
             except (SessionError, OSError, TimeoutError) as exc:
                 log.warning(
@@ -210,7 +215,7 @@ class MqttConsumer:
             if not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff.next())
-        if not drained:
+        if not drained and drain is not None:
             await drain()
 
     def _connected_gauge(self, value: int) -> None:

@@ -63,7 +63,7 @@ async def _adopt(
     async def nothing() -> None:
         return None
 
-    running = asyncio.create_task(consumer.run(stop, nothing))
+    running = asyncio.create_task(consumer.run(stop))
     try:
         await wait_for(_holds(until), 10, "the adoption to get that far")
     finally:
@@ -113,7 +113,7 @@ async def test_a_drained_adoption_ends_the_departed_session(mosquitto: Mosquitto
     async def nothing() -> None:
         return None
 
-    running = asyncio.create_task(consumer.run(stop, nothing))
+    running = asyncio.create_task(consumer.run(stop))
     await wait_for(_holds(lambda: len(stored) == 3), 10, "the three held")
     consumer.end_session_on_stop()  # drained: the broker may discard the session
     stop.set()
@@ -199,7 +199,7 @@ async def test_a_reconnect_to_a_broker_that_forgot_the_session_says_so(
     async def nothing() -> None:
         return None
 
-    running = asyncio.create_task(consumer.run(stop, nothing))
+    running = asyncio.create_task(consumer.run(stop))
     try:
         await wait_for(_holds(consumer.connected.is_set), 10, "the first connection")
         assert not _forgot(caplog)  # a new client id: no session expected

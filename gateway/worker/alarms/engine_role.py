@@ -147,7 +147,7 @@ class EngineRole:
                         continue
                     engine_stop = asyncio.Event()
                     self.decodings.sharing = True
-                    running = [asyncio.create_task(s.run(engine_stop, _nothing_to_drain))
+                    running = [asyncio.create_task(s.run(engine_stop))
                                for s in self.sessions]  # fmt: skip
                     running.append(asyncio.create_task(self._watch_backlog(engine_stop)))
                     self._metrics.engine_active.set(1)
@@ -228,6 +228,3 @@ class EngineRole:
         if await self._adoption.drain(worker, away=lambda: worker in self._departed):
             self._departed.discard(worker)
 
-
-async def _nothing_to_drain() -> None:
-    """Engine sessions acknowledge as they go."""
