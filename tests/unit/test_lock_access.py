@@ -14,6 +14,7 @@ from gateway.domain.lock_access import (
     AccessPolicy,
     Decision,
     OpenAlarm,
+    PlannedVisits,
     Reason,
     StaffKey,
     StaffMember,
@@ -194,6 +195,49 @@ def test_weekly_slots_across_dst(weekly: WeeklySlot, at: datetime, allowed: bool
     decision = decide(request(visits=(weekly,), at=at, key=key), NO_MARGIN)
     assert decision.allowed is allowed, decision
 
+
+
+def _held(visits: tuple[Visit, ...], slots: list[WeeklySlot]) -> PlannedVisits:
+    """As the loader holds a person's plans (its ids are UUIDs, as in the database)."""
+    return PlannedVisits(
+        PERSON, visits,
+        [(UUID(s.visit_id), (s.weekdays, s.start, s.end, s.timezone, s.first_day,
+                             s.last_day, s.staff_id, s.team)) for s in slots],
+    )  # fmt: skip
+
+
+def _slot(n: int) -> WeeklySlot:
+    return WeeklySlot(
+        str(UUID(int=n)), PERSON, frozenset({n % 7}), time(8 + n), time(9 + n),
+        "Europe/Stockholm", date(2026, 1, n + 1), None, None if n else ANNA,
+        "hemtjanst-norr" if n else None,
+    )  # fmt: skip
+
+
+def test_planned_visits_give_back_what_they_hold() -> None:
+    """Held compactly (ids in one bytes object, plans as tuples), a person's visits and
+    slots come back equal to what was loaded, single visits first."""
+    slots = [_slot(n) for n in range(5)]
+    held = _held((VISIT, TEAM_VISIT), slots)
+    assert held.entries() == [VISIT, TEAM_VISIT, *slots]
+    assert len(held) == 7
+    assert PlannedVisits(PERSON).entries() == [] and len(PlannedVisits(PERSON)) == 0
+
+
+@pytest.mark.parametrize(
+    ("weekly", "at", "allowed"),
+    [pytest.param(s, at, a, id=name) for name, s, at, a in DST_CASES[:6]],
+)
+def test_planned_visits_decide_as_the_slots_do(
+    weekly: WeeklySlot, at: datetime, allowed: bool
+) -> None:
+    key = replace(ANNA_KEY, valid_from=datetime(2026, 1, 1, tzinfo=UTC))
+    weekly = replace(weekly, visit_id=str(UUID(int=7)))
+    visits = _held((), [weekly]).entries()
+    decision = decide(request(visits=visits, at=at, key=key), NO_MARGIN)
+    assert decision.allowed is allowed, decision
+    if allowed:
+        assert decision.visit_id is not None and decision.visit_id.startswith(weekly.visit_id)
 
 def test_single_visit_given_in_local_time_across_the_spring_change() -> None:
     # 01:30 CET to 03:30 CEST is one real hour, not two

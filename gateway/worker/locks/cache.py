@@ -12,7 +12,7 @@ from uuid import UUID
 import psycopg
 
 from gateway.adapters.postgres import listen, lock_queries
-from gateway.domain.lock_access import StaffKey, StaffMember, Visit, WeeklySlot
+from gateway.domain.lock_access import PlannedVisits, StaffKey, StaffMember, Visit, WeeklySlot
 
 FULL_RELOAD_S = 300.0
 
@@ -23,7 +23,7 @@ class LockAccessCache:
         self._staff: dict[UUID, StaffMember] = {}
         self._keys: dict[tuple[str, str], StaffKey] = {}  # by (tenant id, key id)
         self._any_tenant: dict[str, StaffKey] = {}  # by key id: one of some tenant
-        self._visits: dict[UUID, list[Visit | WeeklySlot]] = {}
+        self._visits: dict[UUID, PlannedVisits] = {}
         self.changes = 0  # notifications applied (tests wait on it)
         self._changes = listen.Subscription(
             url, "wg_locks", self._reload, full_reload_s=FULL_RELOAD_S
@@ -53,7 +53,8 @@ class LockAccessCache:
         return sorted(k.key_id for k in self._keys.values() if k.staff_id in staff)
 
     def visits(self, person_id: UUID) -> list[Visit | WeeklySlot]:
-        return self._visits.get(person_id, [])
+        held = self._visits.get(person_id)
+        return held.entries() if held is not None else []
 
     async def _reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._set_staff(await lock_queries.load_staff(conn))
@@ -71,7 +72,10 @@ class LockAccessCache:
                 elif payload.startswith("person:"):
                     person_id = UUID(payload.removeprefix("person:"))
                     found = await lock_queries.load_visits(conn, person_id)
-                    self._visits[person_id] = found.get(person_id, [])
+                    if person_id in found:
+                        self._visits[person_id] = found[person_id]
+                    else:
+                        self._visits.pop(person_id, None)
             self.changes += 1
 
         await self._changes.follow(changed, stop)
