@@ -185,6 +185,7 @@ class PlannedVisits:
     def __len__(self) -> int:
         return len(self._visits) + len(self._plans)
 
+
 def _earliest(day: date, at: time, zone: ZoneInfo) -> datetime:
     a = datetime.combine(day, at, tzinfo=zone)
     return min(a.replace(fold=0).astimezone(UTC), a.replace(fold=1).astimezone(UTC))

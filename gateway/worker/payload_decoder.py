@@ -20,9 +20,10 @@ dropped before storage came to it) is decoded again at worst, never held for not
   worker that does not, storage is the only path and nothing is kept (it held 4,096
   decodings, 3.5 MB and more, that no one would ever take);
 - at most ``keep`` entries, the oldest dropped first;
-- at most ``max_age_s`` seconds: the paths read the same broker within milliseconds of
-  each other, so an older entry is one the other path has passed (after a burst, up to
-  ``keep`` of them stayed for good).
+- at most ``max_age_s`` seconds: the paths normally meet a message within milliseconds
+  of each other, so an older entry is one the other path has passed, or one storage,
+  far behind (a database outage), will decode again (after a burst, up to ``keep``
+  entries the engine had passed stayed for good).
 
 A payload over the size limit is refused unread and never held.
 """

@@ -72,11 +72,11 @@ async def load_visits(conn: Conn, person_id: UUID | None = None) -> dict[UUID, P
     # Kept in every worker for the whole fleet (a door opens by plan with the database
     # down), so equal values are held once: the person's id is the registry's
     # (``PERSON_IDS``), a weekday set, a time, a date or a staff member's id is shared
-    # within the load, strings are interned, equal slot plans are one tuple, and a
-    # person's slots are held compactly
-    # (``PlannedVisits``); the rows are streamed, not fetched all at once. bench.memory,
-    # 10,000 slots: the worker 77 -> 64 MB with values shared (a weekday frozenset alone
-    # is 728 bytes); broker + worker 106.8 -> 105.5 MB with the slots held compactly.
+    # within the load, strings are interned, equal slot plans are one tuple, a person's
+    # slots are held compactly (``PlannedVisits``), and the rows are streamed, not
+    # fetched all at once. bench.memory, 10,000 slots: the worker 77 -> 64 MB with values
+    # shared (a weekday frozenset alone is 728 bytes); broker + worker 106.8 -> 105.5 MB
+    # with the slots held compactly.
     same: dict[Any, Any] = {}
     visits: dict[UUID, list[Visit]] = {}
     slots: dict[UUID, list[tuple[UUID, SlotPlan]]] = {}
