@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -67,6 +67,27 @@ async def seed(
             await repo.assign_device(conn, device_id, person, since)
     return Seed(tenant, persons, devices)
 
+
+class Bearer(Mapping[str, str]):
+    """An ``Authorization`` header whose token is minted each time a request reads it.
+
+    Test modules make their callers' headers at import, which is at collection, and a
+    module's tests may run more than a token's life later (in CI, test_fhir's 600 s
+    tokens had expired by the time its tests ran, 16 minutes into the suite)."""
+
+    def __init__(self, mint_token: Callable[[], str]) -> None:
+        self._mint = mint_token
+
+    def __getitem__(self, key: str) -> str:
+        if key != "Authorization":
+            raise KeyError(key)
+        return f"Bearer {self._mint()}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("Authorization",))
+
+    def __len__(self) -> int:
+        return 1
 
 def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings:
     import tempfile

@@ -24,7 +24,7 @@ from gateway.adapters.postgres import registry_repo as repo
 from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
-from tests.integration.harness import seed, serving
+from tests.integration.harness import Bearer, seed, serving
 
 SECRET = "gate-test-secret-gate-test-secret-gate"
 REGION_ORG = "232100-0172"
@@ -32,9 +32,12 @@ NOW = datetime.now(UTC).replace(microsecond=654321)
 READING_TS = NOW - timedelta(days=1)
 
 
-def auth(tenant: str, role: Role, org: str | None = None, subject: str = "user") -> dict:
-    token = mint(SECRET, tenant=tenant, role=role, subject=subject, org=org, ttl_s=600)
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role, org: str | None = None, subject: str = "user") -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=subject, org=org, ttl_s=600
+        )
+    )
 
 
 CLINICIAN = auth("region-v", Role.CLINICIAN, REGION_ORG, "dr-lind")

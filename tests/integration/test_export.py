@@ -36,6 +36,7 @@ from gateway.entrypoints import cli
 from gateway.support.pii import PinCipher
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     payload,
     publish,
@@ -55,9 +56,12 @@ PIN = "191212121212"
 NOTES = 'Nyckel i "gömman", kod 1234,\nandra raden'  # quotes, comma, line break
 
 
-def auth(tenant: str, role: Role, sub: str = "karin.berg") -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900)
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role, sub: str = "karin.berg") -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900
+        )
+    )
 
 
 ADMIN = auth("kommun-a", Role.TENANT_ADMIN)

@@ -31,7 +31,7 @@ from gateway.adapters.postgres import registry_repo as repo
 from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
-from tests.integration.harness import seed, serving
+from tests.integration.harness import Bearer, seed, serving
 
 SECRET = "fhir-test-secret-fhir-test-secret-fhir"
 REGION_ORG = "232100-0172"
@@ -39,9 +39,12 @@ FHIR_JSON = "application/fhir+json"
 NOW = datetime.now(UTC).replace(microsecond=123456)
 
 
-def auth(tenant: str, role: Role, org: str | None = None, subject: str = "user") -> dict:
-    token = mint(SECRET, tenant=tenant, role=role, subject=subject, org=org, ttl_s=600)
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role, org: str | None = None, subject: str = "user") -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=subject, org=org, ttl_s=600
+        )
+    )
 
 
 CLINICIAN = auth("region-v", Role.CLINICIAN, REGION_ORG, "dr-lind")

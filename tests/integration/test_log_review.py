@@ -28,7 +28,7 @@ from gateway.adapters.postgres import registry_repo as repo
 from gateway.bootstrap import api_app
 from gateway.config.settings import Settings
 from tests.conftest import API_PASSWORD
-from tests.integration.harness import seed, serving
+from tests.integration.harness import Bearer, seed, serving
 
 SECRET = "log-review-secret-log-review-secret-0"
 REGION_ORG = "232100-0172"
@@ -40,9 +40,12 @@ def L(hh: int, mm: int = 0, day: date = DAY) -> datetime:
     return datetime.combine(day, time(hh, mm), STOCKHOLM)
 
 
-def auth(tenant: str, role: Role, subject: str, org: str | None = None) -> dict[str, str]:
-    return {"Authorization": "Bearer " + mint(SECRET, tenant=tenant, role=role, subject=subject,
-                                                org=org, ttl_s=900)}  # fmt: skip
+def auth(tenant: str, role: Role, subject: str, org: str | None = None) -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=subject, org=org, ttl_s=900
+        )
+    )
 
 
 AUDITOR = auth("kommun-a", Role.AUDITOR, "per.sjoberg")

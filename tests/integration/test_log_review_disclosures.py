@@ -24,6 +24,7 @@ from api.auth import Role, mint
 from gateway.config.settings import AlarmSettings, RouteSetting, WebhookSetting
 from gateway.domain.payer import local_date
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     operator,
     payload,
@@ -38,9 +39,12 @@ from tests.services import free_port
 SECRET = "disclosures-secret-disclosures-secret"
 
 
-def auth(tenant: str, role: Role, sub: str) -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900)
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role, sub: str) -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900
+        )
+    )
 
 
 A_ADMIN = auth("kommun-a", Role.TENANT_ADMIN, "karin")

@@ -31,6 +31,7 @@ from gateway.config.settings import AlarmSettings, WebhookSetting
 from gateway.domain.payer import local_date
 from gateway.worker.webhooks import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     running_gateway,
     scalar,
@@ -45,9 +46,12 @@ HOOK_SECRET = "shared-with-the-aids-centre"
 REGION = "region-test"
 
 
-def auth(tenant: str, role: Role, sub: str = "karin.berg") -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900)
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role, sub: str = "karin.berg") -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900
+        )
+    )
 
 
 ADMIN = auth("kommun-a", Role.TENANT_ADMIN)

@@ -23,18 +23,19 @@ from gateway.adapters.embedded import with_user
 from gateway.adapters.postgres import report_queries
 from gateway.domain.followup import ZONE, Period
 from tests.conftest import API_PASSWORD, WORKER_PASSWORD
-from tests.integration.harness import gateway_with_api, scalar, seed, settings_for, wait_for
+from tests.integration.harness import Bearer, gateway_with_api, scalar, seed, settings_for, wait_for
 
 SECRET = "report-test-secret-report-test-secret"
 TENANT = "kommun-a"
 OTHER = "kommun-b"
 
 
-def auth(tenant: str, role: Role) -> dict[str, str]:
-    token = mint(
-        SECRET, tenant=tenant, role=role, subject=f"{tenant}.{role.value}", org=None, ttl_s=900
+def auth(tenant: str, role: Role) -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=f"{tenant}.{role.value}", org=None, ttl_s=900
+        )
     )
-    return {"Authorization": f"Bearer {token}"}
 
 
 ADMIN = auth(TENANT, Role.TENANT_ADMIN)

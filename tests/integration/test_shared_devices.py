@@ -36,6 +36,7 @@ import pytest
 from api.auth import Role, mint
 from firmware_contracts.topics import Channel, device_topic
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     now_iso,
     operator,
@@ -51,10 +52,13 @@ from tests.integration.harness import (
 SECRET = "shared-devices-secret-issue-19-4-units"
 
 
-def auth(tenant: str, role: Role = Role.TENANT_ADMIN, sub: str | None = None) -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=sub or f"{tenant}-{role.value}",
-                 org=None, ttl_s=900)  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role = Role.TENANT_ADMIN, sub: str | None = None) -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=sub or f"{tenant}-{role.value}", org=None,
+            ttl_s=900
+        )
+    )
 
 
 ADMIN = auth("kommun-a")

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from api.auth import Role, mint
 from gateway.config.settings import AlarmSettings, RouteSetting, WebhookSetting
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     now_iso,
     operator,
@@ -49,10 +50,13 @@ SECRET = "stays-test-secret-stays-test-secret"
 HOOK_SECRET = "shared-with-kommun-b-alarm-centre"
 
 
-def auth(tenant: str, role: Role = Role.OPERATOR, sub: str | None = None) -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=sub or f"{tenant}-{role.value}",
-                 org=None, ttl_s=900)  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role = Role.OPERATOR, sub: str | None = None) -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=sub or f"{tenant}-{role.value}", org=None,
+            ttl_s=900
+        )
+    )
 
 
 A_ADMIN, B_ADMIN, C_ADMIN = (auth(t, Role.TENANT_ADMIN) for t in ("kommun-a", "kommun-b",

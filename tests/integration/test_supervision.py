@@ -32,6 +32,7 @@ from gateway.adapters.postgres import supervision_queries as q
 from gateway.domain.supervision_consent import Service
 from gateway.entrypoints.demo import DEMO_TENANT, seed
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     now_iso,
     operator,
@@ -59,9 +60,12 @@ DEVICES = {
 MODEL_OF = {"bed": "t-bed", "pir": "t-pir", "door": "t-door", "gps": "t-gps"}
 
 
-def auth(tenant: str, role: Role, sub: str = "karin.berg") -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900)
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role, sub: str = "karin.berg") -> Bearer:
+    return Bearer(
+        lambda: mint(
+            SECRET, tenant=tenant, role=role, subject=sub, org=None, ttl_s=900
+        )
+    )
 
 
 ADMIN = auth(TENANT, Role.TENANT_ADMIN)
