@@ -198,7 +198,7 @@ class SupervisionRules:
             # the sensor went offline does not say it is back (as the engine's silence
             # watch judges); its states and status come in order on the safety session
             return []
-        state.offline = False
+        state.offline, state.offline_at = False, None
         if not isinstance(message, Door | Motion | Bed | FloorMat):
             return []
         value = _value(message)
