@@ -1,17 +1,22 @@
 """The in-memory caches (registry, person rules, lock access) read the database once at
 start and then follow its notifications: a change made between the start-up load and the
-follower taking over is not missed, and a lost connection is followed by a full reload."""
+follower taking over is not missed, and a lost connection is followed by a full reload.
+A follower stops at once, and one with nothing to hear leaves the event loop alone
+(issue #22: a worker holds seven, and psycopg's own wait for a notification woke the loop
+ten times a second each)."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
 
 from gateway.adapters.postgres import queries
 from gateway.adapters.postgres import registry_repo as repo
+from gateway.adapters.postgres.listen import Subscription
 from gateway.support.metrics import IngestMetrics
 from gateway.worker.alarms.person_rules import PersonRulesCache
 from gateway.worker.fleet.registry_cache import RegistryCache
@@ -132,3 +137,83 @@ async def test_registry_and_person_rules_hold_one_object_per_person_id(database_
         stop.set()
         await rules.follow(stop)  # closes the start-up connection
         await registry.close()
+
+
+CHANNEL = "wg_test_listen"
+
+
+async def _notify(url: str, payload: str) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("select pg_notify(%s, %s)", (CHANNEL, payload))
+
+
+class _Heard:
+    def __init__(self) -> None:
+        self.payloads: list[str] = []
+        self.reloads = 0
+        self.changed = asyncio.Event()
+
+    async def reload(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("select 1")
+        self.reloads += 1
+
+    async def on_change(self, payload: str) -> None:
+        self.payloads.append(payload)
+        self.changed.set()
+
+    async def next_change(self) -> str:
+        await asyncio.wait_for(self.changed.wait(), 10)
+        self.changed.clear()
+        return self.payloads[-1]
+
+
+async def test_a_follower_hears_changes_and_stops_at_once(database_url: str) -> None:
+    heard = _Heard()
+    sub = Subscription(database_url, CHANNEL, heard.reload)
+    await sub.load()
+    stop = asyncio.Event()
+    task = asyncio.create_task(sub.follow(heard.on_change, stop))
+    await _notify(database_url, "one")
+    assert await heard.next_change() == "one"
+    await _notify(database_url, "two")
+    await _notify(database_url, "three")
+    assert await heard.next_change() in ("two", "three")
+    if heard.payloads[-1] != "three":
+        assert await heard.next_change() == "three"
+    assert heard.payloads == ["one", "two", "three"]
+    assert heard.reloads == 1  # loaded once, at start; not again on the same connection
+    stop.set()
+    await asyncio.wait_for(task, 2)  # not after a polling interval or the full reload
+
+
+async def test_an_idle_follower_schedules_no_wake_ups(database_url: str) -> None:
+    """Waiting for a notification costs no timer: the loop wakes when one comes (or the
+    periodic full reload is due), not to look and find nothing."""
+    heard = _Heard()
+    sub = Subscription(database_url, CHANNEL, heard.reload)
+    await sub.load()
+    stop = asyncio.Event()
+    task = asyncio.create_task(sub.follow(heard.on_change, stop))
+    await _notify(database_url, "ready")
+    assert await heard.next_change() == "ready"  # the follower is waiting now
+
+    loop = asyncio.get_running_loop()
+    scheduled: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        scheduled.append(when)
+        return call_at(when, *args, **kwargs)
+
+    loop.call_at = counting_call_at  # type: ignore[method-assign]
+    try:
+        await asyncio.sleep(1.0)  # a window to observe, not to wait for anything
+    finally:
+        loop.call_at = call_at  # type: ignore[method-assign]
+    # the test's own sleep is the one timer in the window
+    assert len(scheduled) <= 1, f"{len(scheduled)} timers scheduled by an idle follower"
+
+    await _notify(database_url, "after")
+    assert await heard.next_change() == "after"
+    stop.set()
+    await asyncio.wait_for(task, 2)

@@ -65,6 +65,7 @@ async def follow(
     has just loaded); every later connection listens and reloads first."""
     backoff = Backoff(0.1, 5.0)
     conn = first
+    stopped = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
             try:
@@ -73,13 +74,16 @@ async def follow(
                 async with conn:
                     backoff.reset()
                     loop = asyncio.get_running_loop()
-                    last_full = loop.time()
+                    full_at = loop.time() + full_reload_s
                     while not stop.is_set():
-                        async for notify in conn.notifies(timeout=0.5):
+                        # what the server has sent, and what came during a reload
+                        async for notify in conn.notifies(timeout=0):
                             await changed(notify.payload)
-                        if loop.time() - last_full > full_reload_s:
+                        if loop.time() >= full_at:
                             await reload(conn)
-                            last_full = loop.time()
+                            full_at = loop.time() + full_reload_s
+                            continue
+                        await _readable(conn, stopped, full_at - loop.time())
             except (psycopg.Error, OSError) as exc:
                 log.warning(
                     "lost the database while following changes; serving from memory",
@@ -90,8 +94,33 @@ async def follow(
             finally:
                 conn = None  # closed by now (or never opened)
     finally:
+        stopped.cancel()
         if conn is not None:  # stopped before it was used
             await conn.close()
+
+
+async def _readable(
+    conn: psycopg.AsyncConnection[Any], stopped: asyncio.Future[Any], within_s: float
+) -> None:
+    """Until the connection's socket has something to read (a notification, or the
+    server gone), ``stopped`` is done, or ``within_s`` seconds have passed. Nothing runs
+    meanwhile: psycopg's own wait for a notification (``notifies(timeout=...)``) wakes
+    the loop every 0.1 s to look, and a worker follows seven channels."""
+    loop = asyncio.get_running_loop()
+    readable: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not readable.done():
+            readable.set_result(None)
+
+    fd = conn.fileno()
+    loop.add_reader(fd, ready)
+    try:
+        await asyncio.wait((readable, stopped), timeout=within_s,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    finally:
+        loop.remove_reader(fd)
+        readable.cancel()
 
 
 class Subscription:
