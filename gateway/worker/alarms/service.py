@@ -18,7 +18,6 @@ and access-logs the disclosure before sending.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -540,28 +539,33 @@ class AlarmService:
         period = self.settings.tick_ms / 1000
         rescan = report = 0.0
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            now = datetime.now(UTC)
-            if self.active and loop.time() >= rescan:  # start watching devices registered since
-                unwatched = [
-                    d for d in self._registry.device_ids() if d not in self.engine.silence
-                ]
-                self.engine.watch(
-                    (r for r in map(self._registry.get, unwatched) if r is not None),
-                    _never_seen,
-                    now,
-                )
-                rescan = loop.time() + 5.0
-            try:
-                events = self.engine.tick(now) if self.active else []
-                if self.active and self.supervision is not None:
-                    events += self.supervision.tick(now)
-                if events:
-                    self._dispatch(events)
-                if loop.time() >= report:
-                    report = loop.time() + OPEN_ALARMS_SAMPLE_S
-                    self._report_open(now)
-            except Exception:
-                log.exception("alarm timer tick failed; continuing")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), period)
+        # waited on at every tick (ten times a second): made once, not a task per tick
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                now = datetime.now(UTC)
+                # start watching devices registered since
+                if self.active and loop.time() >= rescan:
+                    unwatched = [
+                        d for d in self._registry.device_ids() if d not in self.engine.silence
+                    ]
+                    self.engine.watch(
+                        (r for r in map(self._registry.get, unwatched) if r is not None),
+                        _never_seen,
+                        now,
+                    )
+                    rescan = loop.time() + 5.0
+                try:
+                    events = self.engine.tick(now) if self.active else []
+                    if self.active and self.supervision is not None:
+                        events += self.supervision.tick(now)
+                    if events:
+                        self._dispatch(events)
+                    if loop.time() >= report:
+                        report = loop.time() + OPEN_ALARMS_SAMPLE_S
+                        self._report_open(now)
+                except Exception:
+                    log.exception("alarm timer tick failed; continuing")
+                await asyncio.wait((stopped,), timeout=period)
+        finally:
+            stopped.cancel()
