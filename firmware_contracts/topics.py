@@ -7,8 +7,8 @@ Device side: ``devices/{device_id}/{channel}``. Operator side:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
@@ -31,8 +31,11 @@ DEVICE_PUBLISHED: frozenset[Channel] = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceTopic:
+class DeviceTopic(NamedTuple):
+    """A device topic's parts. Made for every message the gateway receives, by both of a
+    worker's paths: as a named tuple, ``parse_device_topic`` takes about a fifth less
+    time than with a frozen dataclass (issue #22), and it is as immutable."""
+
     device_id: str
     channel: Channel
 

@@ -20,7 +20,7 @@ from firmware_contracts.decode import DecodeError
 from firmware_contracts.device_types import wrong_device_type
 from firmware_contracts.messages import DeviceMessage
 from firmware_contracts.topics import DEVICE_PUBLISHED, Channel, parse_device_topic
-from gateway.adapters.postgres.partitions import TABLES, retention_cutoff
+from gateway.adapters.postgres.partitions import retention_windows
 from gateway.config.settings import RetentionDays
 from gateway.domain.rate_limit import TokenBuckets
 from gateway.domain.registry import Binding, DeviceRecord, Refusal, Refused, bind
@@ -33,7 +33,6 @@ from gateway.worker.rows import PERSONAL_TYPES, Row, message_row, quarantine_row
 
 log = logging.getLogger(__name__)
 
-_TABLE_BY_NAME = {table.name: table for table in TABLES}
 #: the consent check of digital supervision (#20): None, or why a message is refused
 ConsentGate = Callable[[Binding, DeviceMessage, datetime | None], Refused | None]
 LIMIT_SAMPLE_WINDOW_S = 60.0
@@ -61,7 +60,7 @@ class Ingest:
         self._put = put
         self._states = states
         self._metrics = metrics
-        self._retention = retention
+        self._kept_for = retention_windows(retention)  # by table name
         self._decode = decode
         self._quarantine_cap = quarantine_payload_bytes
         self._max_skew = max_clock_skew
@@ -104,9 +103,9 @@ class Ingest:
             return
         assert device is not None
         row = message_row(message, topic.device_id, bound, msg.received_at)
-        table = _TABLE_BY_NAME.get(row.table)
-        if ts is not None and table is not None:
-            if ts < retention_cutoff(table, self._retention, msg.received_at):
+        kept_for = self._kept_for.get(row.table)
+        if ts is not None and kept_for is not None:
+            if ts < msg.received_at - kept_for:
                 await self._quarantine(
                     msg, topic.device_id, bound.tenant_id, "older_than_retention",
                     f"ts older than the {row.table} retention",

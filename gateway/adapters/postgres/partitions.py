@@ -39,9 +39,10 @@ PLAN_QUARANTINE = "quarantine"  # no partitions, only an age limit
 PLAN_SENSOR_EVENTS = "sensor_events"  # likewise (migration 0024)
 
 
-def retention_cutoff(table: PartitionedTable, retention: RetentionDays, now: datetime) -> datetime:
-    """Oldest device time kept for this table."""
-    return now - timedelta(days=getattr(retention, table.retention_field))
+def retention_windows(retention: RetentionDays) -> dict[str, timedelta]:
+    """How far back each partitioned table keeps device time, by table name: a message
+    stamped earlier than ``received_at`` less its table's window is not stored."""
+    return {t.name: timedelta(days=getattr(retention, t.retention_field)) for t in TABLES}
 
 
 def write_plan(conn: psycopg.Connection[Any], retention: RetentionDays) -> None:
