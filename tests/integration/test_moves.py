@@ -22,6 +22,7 @@ import httpx
 from api.auth import Role, mint
 from gateway.adapters.postgres import registry_repo as repo
 from tests.integration.harness import (
+    Bearer,
     gateway_with_api,
     operator,
     payload,
@@ -36,10 +37,9 @@ from tests.integration.harness import (
 SECRET = "moves-test-secret-moves-test-secret"
 
 
-def auth(tenant: str, role: Role = Role.TENANT_ADMIN, sub: str = "admin") -> dict[str, str]:
-    token = mint(SECRET, tenant=tenant, role=role, subject=f"{sub}.{tenant}", org=None,
-                 ttl_s=900)  # fmt: skip
-    return {"Authorization": f"Bearer {token}"}
+def auth(tenant: str, role: Role = Role.TENANT_ADMIN, sub: str = "admin") -> Bearer:
+    return Bearer(lambda: mint(SECRET, tenant=tenant, role=role, subject=f"{sub}.{tenant}",
+                               org=None, ttl_s=900))  # fmt: skip
 
 
 A, B, C = auth("kommun-a"), auth("kommun-b"), auth("kommun-c")
