@@ -89,6 +89,7 @@ class Bearer(Mapping[str, str]):
     def __len__(self) -> int:
         return 1
 
+
 def settings_for(mqtt_url: str, database_url: str, **overrides: Any) -> Settings:
     import tempfile
 

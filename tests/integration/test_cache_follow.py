@@ -167,12 +167,17 @@ class _Heard:
         return self.payloads[-1]
 
 
-async def test_a_follower_hears_changes_and_stops_at_once(database_url: str) -> None:
+async def _following(url: str) -> tuple[_Heard, asyncio.Event, asyncio.Task[None]]:
+    """A follower of CHANNEL started (loaded once), what it hears, and its stop."""
     heard = _Heard()
-    sub = Subscription(database_url, CHANNEL, heard.reload)
+    sub = Subscription(url, CHANNEL, heard.reload)
     await sub.load()
     stop = asyncio.Event()
-    task = asyncio.create_task(sub.follow(heard.on_change, stop))
+    return heard, stop, asyncio.create_task(sub.follow(heard.on_change, stop))
+
+
+async def test_a_follower_hears_changes_and_stops_at_once(database_url: str) -> None:
+    heard, stop, task = await _following(database_url)
     await _notify(database_url, "one")
     assert await heard.next_change() == "one"
     await _notify(database_url, "two")
@@ -189,11 +194,7 @@ async def test_a_follower_hears_changes_and_stops_at_once(database_url: str) -> 
 async def test_an_idle_follower_schedules_no_wake_ups(database_url: str) -> None:
     """Waiting for a notification costs no timer: the loop wakes when one comes (or the
     periodic full reload is due), not to look and find nothing."""
-    heard = _Heard()
-    sub = Subscription(database_url, CHANNEL, heard.reload)
-    await sub.load()
-    stop = asyncio.Event()
-    task = asyncio.create_task(sub.follow(heard.on_change, stop))
+    heard, stop, task = await _following(database_url)
     await _notify(database_url, "ready")
     assert await heard.next_change() == "ready"  # the follower is waiting now
 
