@@ -109,7 +109,7 @@ def run(alarms: int, background_rate: int, workdir: Path, workers: int = 1) -> d
         others = [st.start_worker(f"wg-bench-{n}")[0] for n in range(2, workers + 1)]
         seconds = max(20, alarms * 0.02 + 15)
         per_device = int(background_rate * seconds / load_devices)
-        load = _loadgen(st.broker.port, 2, load_devices, per_device, 0, rate=background_rate / 2)
+        load = _loadgen(st.broker.port, 2, load_devices, per_device, 0, rate=background_rate)
         started = time.time()
         result = asyncio.run(measure(st.broker.port, alarm_devices, silent))
         elapsed = time.time() - started

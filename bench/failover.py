@@ -154,7 +154,7 @@ async def measure(
                                     60, "worker A running the alarm engine")  # fmt: skip
             b, b_metrics = await asyncio.to_thread(st.start_worker, "wg-b", **RULES)
             per_device = int(rate * seconds / LOAD_DEVICES)
-            load = _loadgen(port, 2, LOAD_DEVICES, per_device, 0, rate=rate / 2)
+            load = _loadgen(port, 2, LOAD_DEVICES, per_device, 0, rate=rate)
             published, takeover = await _press(devices, presses, a, b_metrics)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(seen.all_in.wait(), 30)

@@ -99,8 +99,7 @@ async def measure(
         goal = await asyncio.to_thread(stored, st.database_url)
         per_device = int(offered * (RAMP_S + seconds) / LOAD_DEVICES)
         goal += per_device * LOAD_DEVICES
-        share = offered / FLOOD_PROCESSES
-        load = _loadgen(port, FLOOD_PROCESSES, LOAD_DEVICES, per_device, offset, rate=share,
+        load = _loadgen(port, FLOOD_PROCESSES, LOAD_DEVICES, per_device, offset, rate=offered,
                         telemetry_only=telemetry_only)  # fmt: skip
         try:
             await asyncio.sleep(RAMP_S)  # the scenario's timeline, not a synchronisation

@@ -61,8 +61,11 @@ def _loadgen(
     prefix: str = "bench-",
     telemetry_only: bool = False,
 ) -> Procs:
+    """``processes`` publisher processes, each with its share of the devices; ``rate`` is
+    the offered load of all of them together (msgs/s), or None for as fast as the broker
+    takes it."""
     share = devices // processes
-    extra = ["--rate", str(rate)] if rate else []
+    extra = ["--rate", str(rate / processes)] if rate else []
     if garbage_every:
         extra += ["--garbage-every", str(garbage_every)]
     if telemetry_only:
@@ -238,12 +241,20 @@ def _bare_paced(
     )  # fmt: skip
     wait_until(ready.exists, 30, "bare consumer subscribed")
     meter.start()
-    _wait_all(_loadgen(port, processes, devices, per_device, offset, rate=PACED_RATE), 600)
+    pubs = _wait_all(_loadgen(port, processes, devices, per_device, offset, rate=PACED_RATE), 600)
     out, _ = bare.communicate(timeout=600)
     broker_s = meter.stop()["broker"]
     result = orjson.loads(out.splitlines()[-1])
     return {"bare_consumer_s": float(result["cpu_s"]), "broker_s": broker_s,
-            "messages": float(total)}  # fmt: skip
+            "messages": float(total), "offered_msgs_per_s": _offered_rate(pubs)}  # fmt: skip
+
+
+def _offered_rate(pubs: list[dict[str, Any]]) -> float:
+    """The rate the publishers offered, all of them together: messages / (last publisher
+    done - first started)."""
+    published = sum(float(p["published"]) for p in pubs)
+    seconds = float(max(p["finished"] for p in pubs) - min(p["started"] for p in pubs))
+    return published / seconds
 
 
 def _paced_figures(
@@ -253,11 +264,18 @@ def _paced_figures(
     """CPU per stored message at the paced load: the worker, and broker + database +
     worker, beside the bare consumer (and broker + bare consumer) in the same run, the
     mean of its figures before and after the worker's."""
-    bare = {k: before[k] + after[k] for k in before}  # two runs of the same load
+    bare = {k: before[k] + after[k] for k in ("bare_consumer_s", "broker_s", "messages")}
     bare_us = per_message_us(bare["bare_consumer_s"], int(bare["messages"]))
     worker_us = per_message_us(cpu["worker"], stored.distinct)
     return {
         "offered_msgs_per_s": PACED_RATE,
+        # as measured at the publishers: the worker's phase and the bare consumer's two
+        # must match, for CPU per message depends on the rate
+        "offered_msgs_per_s_measured": {
+            "worker": round(stored.offered),
+            "bare_consumer_before": round(before["offered_msgs_per_s"]),
+            "bare_consumer_after": round(after["offered_msgs_per_s"]),
+        },
         "messages": messages,
         "stored_distinct": stored.distinct,
         "lost": messages - stored.distinct,
@@ -291,6 +309,7 @@ class _Phase:
     distinct: int
     rate: float  # rows / (last commit - first publish)
     latencies: list[float]  # publish -> commit, ms
+    offered: float  # msgs/s, as the publishers offered it
 
 
 #: A row of one phase: message id ``m{n}`` with ``first <= n <= last`` (the CASE keeps the
@@ -315,14 +334,15 @@ def _gateway_phase(
     total = devices * per_device
     goal = _stored(conn) + total
     loadgen = _loadgen(port, processes, devices, per_device, offset,
-                       rate=rate / processes if rate else None)  # fmt: skip
+                       rate=rate)  # fmt: skip
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         on_poll()
         if _stored(conn) >= goal:
             break
         time.sleep(0.25)
-    started = min(p["started"] for p in _wait_all(loadgen, 60))
+    pubs = _wait_all(loadgen, 60)
+    started = min(p["started"] for p in pubs)
     stats = conn.execute(
         "with rows as (select device_id, msg_id, ts, pg_xact_commit_timestamp(xmin) as committed"
         f" from device_health where {_OF_PHASE} union all"
@@ -336,7 +356,7 @@ def _gateway_phase(
     assert stats is not None
     count, last_commit, latencies, distinct = stats
     return _Phase(int(count), int(distinct), count / (float(last_commit) - started),
-                  [float(x) for x in latencies])  # fmt: skip
+                  [float(x) for x in latencies], _offered_rate(pubs))  # fmt: skip
 
 
 FLOODERS = 4

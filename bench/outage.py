@@ -58,7 +58,7 @@ async def measure(
                                 "the gateway running the alarm engine")  # fmt: skip
         per_device = int(rate * (WARMUP_S + outage_s + TAIL_S) / LOAD_DEVICES)
         total = per_device * LOAD_DEVICES
-        load = _loadgen(port, 2, LOAD_DEVICES, per_device, 0, rate=rate / 2)
+        load = _loadgen(port, 2, LOAD_DEVICES, per_device, 0, rate=rate)
         down = False
         try:
             await asyncio.sleep(WARMUP_S)  # the scenario's timeline, not a synchronisation

@@ -142,7 +142,7 @@ def phase(
             goal = _stored(conn) + devices * per_device
             started = time.monotonic()
             load = _loadgen(st.broker.port, processes, devices, per_device, 0,
-                            rate=rate / processes if rate else None)  # fmt: skip
+                            rate=rate)  # fmt: skip
             wait_until(lambda: _stored(conn) >= goal, 900, f"{name}: stored")
             seconds = time.monotonic() - started
             _wait_all(load, 60)

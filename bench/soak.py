@@ -210,7 +210,7 @@ async def measure(
                                             60, "wg-1 running the alarm engine")  # fmt: skip
             per_device = int(args.rate * duration / LOAD_DEVICES)
             total = per_device * LOAD_DEVICES
-            load = _loadgen(port, 2, LOAD_DEVICES, per_device, 0, rate=args.rate / 2)
+            load = _loadgen(port, 2, LOAD_DEVICES, per_device, 0, rate=args.rate)
             t0 = time.monotonic()
             sampler = asyncio.create_task(rss.run(workers, t0, stop_rss))
             pressing = asyncio.create_task(press(devices, presses, PRESS_EVERY_S, published))

@@ -27,6 +27,8 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     assert cpu["worker"] > 0 and cpu["bare_consumer"] > 0 and cpu["database"] > 0
     assert cpu["broker_database_worker"] > cpu["worker"]
     assert paced["worker_to_bare_consumer"] == round(cpu["worker"] / cpu["bare_consumer"], 2)
+    offered = paced["offered_msgs_per_s_measured"]  # the same load for the worker and the bare
+    assert set(offered) == {"worker", "bare_consumer_before", "bare_consumer_after"}
     assert result["alarm_latency_ms"]["alarms"] == 20
     assert result["alarm_latency_ms_two_workers"]["alarms"] == 20
     failover = result["failover"]  # the engine's worker killed: presses still delivered
