@@ -5,7 +5,9 @@ staff member's app unlocks the door (``lock`` event, action ``unlocked``, method
 ``app``, their ``key_id``), and when they leave after about ``visit_duration`` the same
 key locks it again. Now and then an attempt is ``denied`` (a key the lock does not
 know) before the visit goes ahead. Scripted ``incidents`` are visits at an offset by a
-given staff key, possibly leaving the door unlocked. Every operation costs battery.
+given staff key, possibly leaving the door unlocked; no daily visit relocks a door an
+incident left unlocked (the scenario's story plays as written: the night team's alarm,
+whatever the time of day the run starts). Every operation costs battery.
 
 An ``unlock`` command opens the door only if its ``expires_at`` has not passed on the
 lock's own clock (else the reply is ok=false, detail "expired"); on success the lock
@@ -38,6 +40,7 @@ class DoorLockSim(DeviceSim):
         self.zone = ZoneInfo(self.spec.timezone)
         self.staff_keys = self.spec.staff_key_ids
         self.locked = True
+        self.left_unlocked = False  # by a scripted incident: daily visits keep away
         self.visitor: str | None = None
         self.remote_key: str | None = None
 
@@ -73,6 +76,8 @@ class DoorLockSim(DeviceSim):
     def _visit(self, at: datetime) -> list[Output]:
         self.slot = next_daily(self.slot, self.lock.visits, self.zone)
         self._schedule("visit", max(at, jittered(self.rng, self.slot, self.lock.visit_jitter)))
+        if self.left_unlocked:
+            return []
         self.visitor = self.rng.choice(self.staff_keys)
         if self.rng.random() < self.lock.denied_probability:
             unknown = f"unknown-key-{self.rng.getrandbits(16):04x}"
@@ -85,6 +90,7 @@ class DoorLockSim(DeviceSim):
         self.locked = False
         self.visitor = key
         if incident.leave_unlocked:
+            self.left_unlocked = True
             self._cancel("leave")
         else:
             self._schedule("leave", at + incident.duration)
@@ -105,6 +111,7 @@ class DoorLockSim(DeviceSim):
 
     def _auto_lock(self, at: datetime) -> list[Output]:
         self.locked = True
+        self.left_unlocked = False
         return [self._event(at, "locked", "remote", self.remote_key)]
 
     def _schedule_tamper(self, after: datetime) -> None:

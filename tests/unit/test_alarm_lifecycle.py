@@ -14,6 +14,7 @@ from firmware_contracts.messages import Heartbeat, Lock, Status, Weight
 from gateway.domain.alarms import (
     AlarmBook,
     AlarmError,
+    AlarmEvent,
     AlarmKind,
     AlarmState,
     EscalationPolicy,
@@ -195,21 +196,88 @@ def test_engine_remembers_the_last_64_event_ids_per_device() -> None:
     assert engine.observe(device, binding, press(5), T0) == []  # a redelivery: no event
 
 
+def _lock_event(n: str, ts: datetime, action: str) -> Lock:
+    return Lock(v=1, type="lock", id=n, ts=ts, action=action, key_id="k", method="app")
+
+
+def _doors(events: list[AlarmEvent]) -> list[AlarmEvent]:
+    return [e for e in events if e.alarm.kind is AlarmKind.DOOR_UNLOCKED]
+
+
 def test_engine_door_left_unlocked_after_visit() -> None:
     engine, device, binding = engine_with()
-    unlock = Lock(v=1, type="lock", id="u", ts=T0, action="unlocked", key_id="k", method="app")
-    engine.observe(device, binding, unlock, T0)
-
-    def doors(events):  # type: ignore[no-untyped-def]
-        return [e for e in events if e.alarm.kind is AlarmKind.DOOR_UNLOCKED]
-
-    assert doors(engine.tick(T0 + timedelta(minutes=14))) == []
-    [raised] = doors(engine.tick(T0 + timedelta(minutes=15)))
+    engine.observe(device, binding, _lock_event("u", T0, "unlocked"), T0)
+    assert _doors(engine.tick(T0 + timedelta(minutes=14))) == []
+    [raised] = _doors(engine.tick(T0 + timedelta(minutes=15)))
     assert raised.type == "raised"
-    lock = Lock(v=1, type="lock", id="l", ts=T0 + timedelta(minutes=16), action="locked",
-                key_id="k", method="app")  # fmt: skip
-    [cleared] = doors(engine.observe(device, binding, lock, T0))
+    lock = _lock_event("l", T0 + timedelta(minutes=16), "locked")
+    [cleared] = _doors(engine.observe(device, binding, lock, T0))
     assert cleared.alarm.id == raised.alarm.id
+
+
+def test_engine_a_locks_backlog_that_locked_in_time_raises_no_door_alarm() -> None:
+    """A lock delivering what it buffered (a visit 19 minutes ago, locked after 10): the
+    clock is past the unlock's deadline when the unlock arrives, but the lock's own
+    timeline is not; the door alarm waits for the rest of the backlog, which locks it.
+    (The demo replays its history so, and raised a door_unlocked for a locked door.)"""
+    engine, device, binding = engine_with()
+    now = T0 + timedelta(minutes=19)
+    engine.observe(device, binding, _lock_event("u", T0, "unlocked"), now)
+    assert _doors(engine.tick(now + timedelta(seconds=0.1))) == []
+    beat = Heartbeat(v=1, type="heartbeat", id="h", ts=T0 + timedelta(minutes=5))
+    engine.observe(device, binding, beat, now + timedelta(seconds=4))
+    assert _doors(engine.tick(now + timedelta(seconds=8))) == []
+    locked = _lock_event("l", T0 + timedelta(minutes=10), "locked")
+    assert _doors(engine.observe(device, binding, locked, now + timedelta(seconds=10))) == []
+    assert _doors(engine.tick(now + timedelta(minutes=5))) == []
+
+
+def test_engine_a_locks_backlog_past_the_deadline_without_a_lock_raises_at_once() -> None:
+    engine, device, binding = engine_with()
+    now = T0 + timedelta(minutes=19)
+    engine.observe(device, binding, _lock_event("u", T0, "unlocked"), now)
+    assert _doors(engine.tick(now + timedelta(seconds=0.1))) == []
+    beat = Heartbeat(v=1, type="heartbeat", id="h", ts=T0 + timedelta(minutes=16))
+    [raised] = _doors(engine.observe(device, binding, beat, now + timedelta(seconds=1)))
+    assert raised.type == "raised"  # its own timeline is past the deadline, unlocked
+
+
+def test_engine_a_door_unlocked_again_counts_from_the_first_unlock() -> None:
+    """Two staff keys, no lock between: the door has been unlocked since the first."""
+    engine, device, binding = engine_with()
+    engine.observe(device, binding, _lock_event("u1", T0, "unlocked"), T0)
+    later = T0 + timedelta(minutes=8)
+    engine.observe(device, binding, _lock_event("u2", later, "unlocked"), later)
+    [raised] = _doors(engine.tick(T0 + timedelta(minutes=15)))
+    assert raised.type == "raised"
+
+
+def test_engine_a_locks_backlog_that_stops_short_of_the_deadline_raises_when_quiet() -> None:
+    engine, device, binding = engine_with()
+    quiet = RuleConfig().backlog_quiet
+    now = T0 + timedelta(minutes=19)
+    engine.observe(device, binding, _lock_event("u", T0, "unlocked"), now)
+    assert _doors(engine.tick(now + quiet - timedelta(seconds=0.1))) == []
+    [raised] = _doors(engine.tick(now + quiet))
+    assert raised.type == "raised"
+
+
+def test_engine_a_backlog_holds_a_door_alarm_for_a_bounded_time() -> None:
+    """A lock whose clock lags and that keeps sending: the door alarm is not held for
+    longer than ``backlog_hold_max`` after the unlock arrived."""
+    engine, device, binding = engine_with()
+    hold = RuleConfig().backlog_hold_max
+    now = T0 + timedelta(minutes=19)
+    engine.observe(device, binding, _lock_event("u", T0, "unlocked"), now)
+    at, n = now, 0
+    while at < now + hold - timedelta(seconds=2):
+        at += timedelta(seconds=2)
+        n += 1
+        beat = Heartbeat(v=1, type="heartbeat", id=f"h{n}", ts=T0 + timedelta(seconds=n))
+        engine.observe(device, binding, beat, at)
+        assert _doors(engine.tick(at)) == []
+    [raised] = _doors(engine.tick(now + hold))
+    assert raised.type == "raised"
 
 
 def test_engine_weight_gain_and_battery_hysteresis() -> None:

@@ -73,6 +73,15 @@ class RuleConfig:
     battery_low_percent: int = 20
     battery_ok_percent: int = 30  # hysteresis: cleared only once clearly recharged
     door_unlocked_after: timedelta = timedelta(minutes=15)
+    #: A lock's backlog (what it buffered while offline, or a replay): a message stamped
+    #: at least ``backlog_age`` before it arrived. While a lock delivers one, a door whose
+    #: deadline the clock has passed, but the lock's own timeline has not, waits for the
+    #: rest of it (the lock may have been locked in time): until a message stamped past the
+    #: deadline, ``backlog_quiet`` without one, or ``backlog_hold_max`` after the unlock
+    #: arrived. A door unlocked live is judged by the clock alone, as before.
+    backlog_age: timedelta = timedelta(seconds=30)
+    backlog_quiet: timedelta = timedelta(seconds=15)
+    backlog_hold_max: timedelta = timedelta(seconds=60)
     #: a device alarm stamped longer ago than this on receipt is history, not dispatched
     max_alarm_age: timedelta = timedelta(minutes=10)
 
@@ -105,6 +114,9 @@ class AlarmEngine:
         self._geofences: dict[UUID, GeofenceTracker] = {}
         self._weights: dict[UUID, WeightTrend] = {}
         self._door_deadlines: dict[str, tuple[datetime, Binding]] = {}
+        # locks with a deadline whose unlock came late: (unlock received, latest stamp,
+        # latest received, latest was late)
+        self._door_backlogs: dict[str, tuple[datetime, datetime, datetime, bool]] = {}
         self._geofence_subjects: dict[UUID, tuple[DeviceRecord, Binding]] = {}
         # Ids of recent safety events per device: a redelivered press is not a new press.
         # A tuple, not a deque(maxlen=...): a deque's first block is about 700 bytes, held
@@ -119,6 +131,9 @@ class AlarmEngine:
         self, device: DeviceRecord, binding: Binding, message: DeviceMessage, at: datetime
     ) -> list[AlarmEvent]:
         events = self._seen(device, binding, message, at)
+        backlogs = self._door_backlogs
+        if backlogs and message.ts is not None and device.device_id in backlogs:
+            events += self._heard_from_backlog(device.device_id, message.ts, at)
         match message:
             case AlarmMessage() if at - message.ts > self.config.max_alarm_age:
                 # A device replaying its buffer after an outage: the press is long past
@@ -153,7 +168,7 @@ class AlarmEngine:
             ):
                 events += self._battery(device, binding, percent, message.ts, reported_low=False)
             case Lock():
-                events += self._lock(device, binding, message)
+                events += self._lock(device, binding, message, at)
             case Status(state="offline"):
                 self.silence.mark_silent(device.device_id)
                 events += self._signal(
@@ -322,16 +337,62 @@ class AlarmEngine:
             return self._clear(AlarmKind.BATTERY_LOW, device, binding, at, percent=percent)
         return []
 
-    def _lock(self, device: DeviceRecord, binding: Binding, event: Lock) -> list[AlarmEvent]:
+    def _lock(
+        self, device: DeviceRecord, binding: Binding, event: Lock, at: datetime
+    ) -> list[AlarmEvent]:
         if event.action == "unlocked":
+            if device.device_id in self._door_deadlines:
+                return []  # unlocked again while unlocked: the door counts from the first
             self._door_deadlines[device.device_id] = (
                 event.ts + self.config.door_unlocked_after, binding,
             )  # fmt: skip
+            if at - event.ts >= self.config.backlog_age:
+                self._door_backlogs[device.device_id] = (at, event.ts, at, True)
+            else:
+                self._door_backlogs.pop(device.device_id, None)
             return []
         if event.action == "locked":
             self._door_deadlines.pop(device.device_id, None)
+            self._door_backlogs.pop(device.device_id, None)
             return self._clear(AlarmKind.DOOR_UNLOCKED, device, binding, event.ts)
         return []  # denied: the door stayed shut
+
+    def _heard_from_backlog(
+        self, device_id: str, stamped: datetime, at: datetime
+    ) -> list[AlarmEvent]:
+        """A message from a lock whose late unlock is pending: one stamped at or past the
+        door's deadline says the door was still unlocked then (before this message's own
+        lock or unlock counts)."""
+        unlock_at, latest, _, _ = self._door_backlogs[device_id]
+        late = at - stamped >= self.config.backlog_age
+        self._door_backlogs[device_id] = (unlock_at, max(latest, stamped), at, late)
+        deadline, _ = self._door_deadlines[device_id]
+        return self._door_left_unlocked(device_id, at) if stamped >= deadline else []
+
+    def _door_left_unlocked(self, device_id: str, at: datetime) -> list[AlarmEvent]:
+        _, binding = self._door_deadlines.pop(device_id)
+        self._door_backlogs.pop(device_id, None)
+        device = self._device(device_id)
+        if device is None:
+            return []
+        return self._signal(
+            AlarmKind.DOOR_UNLOCKED, device, binding, at, condition=True,
+            detail={"unlocked_for_s": self.config.door_unlocked_after.total_seconds()},
+        )  # fmt: skip
+
+    def _backlog_pending(self, device_id: str, deadline: datetime, now: datetime) -> bool:
+        """Whether the lock is still delivering a backlog that has not reached the door's
+        deadline (see :class:`RuleConfig`): what it did by then is not known yet."""
+        backlog = self._door_backlogs.get(device_id)
+        if backlog is None:
+            return False
+        unlock_at, latest, heard_at, late = backlog
+        return (
+            late
+            and latest < deadline
+            and now - heard_at < self.config.backlog_quiet
+            and now - unlock_at < self.config.backlog_hold_max
+        )
 
     def unauthorised_unlock(
         self, device: DeviceRecord, binding: Binding, event: Lock, decision: LockDecision
@@ -362,16 +423,9 @@ class AlarmEngine:
                 AlarmKind.DEVICE_SILENT, device, binding, now, condition=True,
                 detail={"reason": "no_message", "bound_s": bound.total_seconds()},
             )  # fmt: skip
-        for device_id, (deadline, binding) in list(self._door_deadlines.items()):
-            if deadline <= now:
-                del self._door_deadlines[device_id]
-                device = self._device(device_id)
-                if device is not None:
-                    events += self._signal(
-                        AlarmKind.DOOR_UNLOCKED, device, binding, now, condition=True,
-                        detail={"unlocked_for_s":
-                                self.config.door_unlocked_after.total_seconds()},
-                    )  # fmt: skip
+        for device_id, (deadline, _) in list(self._door_deadlines.items()):
+            if deadline <= now and not self._backlog_pending(device_id, deadline, now):
+                events += self._door_left_unlocked(device_id, now)
         for person_id, tracker in self._geofences.items():
             # a safe zone whose time window ended no longer applies: clear its exit alarm
             person = self._person(person_id)
