@@ -113,21 +113,26 @@ UPSERT_DEVICE_STATE = """
 LOAD_LAST_SEEN = "select device_id, last_seen from device_state"
 
 #: the rule state an engine taking over rebuilds from storage: recent weights per person,
-#: and each lock's last unlocked/locked event unless a door_unlocked alarm followed it
+#: and each door still unlocked with its first unlock since it was last locked (the door
+#: counts from it, as in the engine) unless a door_unlocked alarm followed that unlock
 LOAD_RECENT_WEIGHTS = """
     select person_id, ts, weight_kg from readings
     where kind = 'weight' and weight_kg is not null and ts > now() - interval '14 days'
     order by ts
 """
 LOAD_OPEN_DOORS = """
-    select l.device_id, l.ts from (
-        select distinct on (device_id) device_id, ts, action from lock_events
-        where action in ('unlocked', 'locked') and ts > now() - interval '2 days'
-        order by device_id, ts desc
-    ) l
-    where l.action = 'unlocked' and not exists (
+    with open_since as (
+        select u.device_id, min(u.ts) as ts from lock_events u
+        where u.action = 'unlocked' and u.ts > now() - interval '2 days'
+          and not exists (
+            select 1 from lock_events l
+            where l.device_id = u.device_id and l.action = 'locked' and l.ts >= u.ts)
+        group by u.device_id
+    )
+    select o.device_id, o.ts from open_since o
+    where not exists (
         select 1 from alarms a
-        where a.kind = 'door_unlocked' and a.device_id = l.device_id and a.raised_at >= l.ts)
+        where a.kind = 'door_unlocked' and a.device_id = o.device_id and a.raised_at >= o.ts)
 """
 
 LOAD_DEVICE_STATE = """
