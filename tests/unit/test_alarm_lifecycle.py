@@ -242,6 +242,23 @@ def test_engine_a_locks_backlog_past_the_deadline_without_a_lock_raises_at_once(
     assert raised.type == "raised"  # its own timeline is past the deadline, unlocked
 
 
+def test_engine_taking_over_times_a_late_stored_unlock_on_its_locks_backlog() -> None:
+    """The engine that received a backlog's unlock died; its successor seeds the door from
+    storage (unlock stamped 19 minutes before it was received) and waits for the rest of
+    the backlog as the first would have."""
+    engine, device, binding = engine_with()
+    received = T0 + timedelta(minutes=19)
+    engine.seed_door(device, T0, received)
+    assert _doors(engine.tick(received + timedelta(seconds=1))) == []
+    locked = _lock_event("l", T0 + timedelta(minutes=10), "locked")
+    assert _doors(engine.observe(device, binding, locked, received + timedelta(seconds=5))) == []
+    assert _doors(engine.tick(received + timedelta(minutes=2))) == []
+    live, _, _ = engine_with()  # a live stored unlock is timed by the clock, as before
+    live.seed_door(device, T0, T0)
+    [raised] = _doors(live.tick(T0 + timedelta(minutes=15)))
+    assert raised.type == "raised"
+
+
 def test_engine_a_door_unlocked_again_counts_from_the_first_unlock() -> None:
     """Two staff keys, no lock between: the door has been unlocked since the first."""
     engine, device, binding = engine_with()

@@ -114,7 +114,8 @@ LOAD_LAST_SEEN = "select device_id, last_seen from device_state"
 
 #: the rule state an engine taking over rebuilds from storage: recent weights per person,
 #: and each door still unlocked with its first unlock since it was last locked (the door
-#: counts from it, as in the engine) unless a door_unlocked alarm followed that unlock
+#: counts from it, as in the engine) unless a door_unlocked alarm followed that unlock, with
+#: when it was received (a lock's backlog is timed on its own timeline)
 LOAD_RECENT_WEIGHTS = """
     select person_id, ts, weight_kg from readings
     where kind = 'weight' and weight_kg is not null and ts > now() - interval '14 days'
@@ -122,14 +123,14 @@ LOAD_RECENT_WEIGHTS = """
 """
 LOAD_OPEN_DOORS = """
     with open_since as (
-        select u.device_id, min(u.ts) as ts from lock_events u
+        select distinct on (u.device_id) u.device_id, u.ts, u.received_at from lock_events u
         where u.action = 'unlocked' and u.ts > now() - interval '2 days'
           and not exists (
             select 1 from lock_events l
             where l.device_id = u.device_id and l.action = 'locked' and l.ts >= u.ts)
-        group by u.device_id
+        order by u.device_id, u.ts
     )
-    select o.device_id, o.ts from open_since o
+    select o.device_id, o.ts, o.received_at from open_since o
     where not exists (
         select 1 from alarms a
         where a.kind = 'door_unlocked' and a.device_id = o.device_id and a.raised_at >= o.ts)

@@ -198,12 +198,12 @@ class AlarmEngine:
             trend = self._weights[person_id] = WeightTrend(limit)
         trend.add(ts, kg)
 
-    def seed_door(self, device: DeviceRecord, unlocked_at: datetime) -> None:
-        """A stored unlock not yet followed by a lock or a door_unlocked alarm."""
-        binding = device.binding_at(unlocked_at)
-        self._door_deadlines[device.device_id] = (
-            unlocked_at + self.config.door_unlocked_after, binding,
-        )  # fmt: skip
+    def seed_door(self, device: DeviceRecord, unlocked_at: datetime, received_at: datetime) -> None:
+        """A stored unlock not yet followed by a lock or a door_unlocked alarm (the first
+        since the last lock), timed as the engine that received it timed it: a late one
+        waits for the rest of its lock's backlog here too."""
+        self._door_unlocked(device.device_id, device.binding_at(unlocked_at), unlocked_at,
+                            received_at)  # fmt: skip
 
     def _first_delivery(self, device_id: str, message_id: str) -> bool:
         recent = self._recent_events.get(device_id, ())
@@ -341,21 +341,23 @@ class AlarmEngine:
         self, device: DeviceRecord, binding: Binding, event: Lock, at: datetime
     ) -> list[AlarmEvent]:
         if event.action == "unlocked":
-            if device.device_id in self._door_deadlines:
-                return []  # unlocked again while unlocked: the door counts from the first
-            self._door_deadlines[device.device_id] = (
-                event.ts + self.config.door_unlocked_after, binding,
-            )  # fmt: skip
-            if at - event.ts >= self.config.backlog_age:
-                self._door_backlogs[device.device_id] = (at, event.ts, at, True)
-            else:
-                self._door_backlogs.pop(device.device_id, None)
+            if device.device_id not in self._door_deadlines:  # else it counts from the first
+                self._door_unlocked(device.device_id, binding, event.ts, at)
             return []
         if event.action == "locked":
             self._door_deadlines.pop(device.device_id, None)
             self._door_backlogs.pop(device.device_id, None)
             return self._clear(AlarmKind.DOOR_UNLOCKED, device, binding, event.ts)
         return []  # denied: the door stayed shut
+
+    def _door_unlocked(
+        self, device_id: str, binding: Binding, stamped: datetime, at: datetime
+    ) -> None:
+        self._door_deadlines[device_id] = (stamped + self.config.door_unlocked_after, binding)
+        if at - stamped >= self.config.backlog_age:  # from a backlog (see RuleConfig)
+            self._door_backlogs[device_id] = (at, stamped, at, True)
+        else:
+            self._door_backlogs.pop(device_id, None)
 
     def _heard_from_backlog(
         self, device_id: str, stamped: datetime, at: datetime

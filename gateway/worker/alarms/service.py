@@ -467,11 +467,11 @@ class AlarmService:
                         conn, queries.LOAD_RECENT_WEIGHTS
                     ):
                         engine.seed_weight(person_id, ts, kg)
-                    async for device_id, unlocked_at in queries.stream(
+                    async for device_id, unlocked_at, received_at in queries.stream(
                         conn, queries.LOAD_OPEN_DOORS
                     ):
                         if (device := self._registry.get(device_id)) is not None:
-                            engine.seed_door(device, unlocked_at)
+                            engine.seed_door(device, unlocked_at, received_at)
                     if self.supervision is not None:  # sensors' states, checks (#20)
                         await self.supervision.activate(conn, now)
                 stored = await load_open_alarms(self._database_url)
