@@ -1,7 +1,12 @@
 """``python -m bench.memory``: broker + gateway worker resident memory with 10,000 devices
 connected (one MQTT connection each, the ``load_fleet`` scenario: heartbeats and
 telemetry every 60 s), the worker's registry holding all of them; and beside it one API
-replica's, which does not grow with the fleet."""
+replica's, which does not grow with the fleet.
+
+Beside them, the floor under the target (``floor_mb``): the broker holding only what the
+device contract asks of 10,000 connections (:mod:`bench.broker_memory`) and a bare Python
+with the worker's libraries. What the target leaves above it is all the worker's own code,
+settings and fleet state, and what the broker holds for the gateway, may take."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from typing import Any
 import orjson
 import psutil
 
-from bench import machine
+from bench import broker_memory, machine
 from bench.mosquitto import wait_until
 from bench.stack import stack
 from device_sims.scenario import load_scenario
@@ -108,6 +113,12 @@ def run(devices: int, settle_s: float, workdir: Path) -> dict[str, Any]:
             time.sleep(0.5)
         stored = st.count("select count(*) from device_health")
         _stop(fleet, api, worker)
+    contract = broker_memory.run(devices, workdir / "broker-contract")
+    libraries = _libraries_floor_mb()
+    # what no gateway on this stack goes below: the broker holding the contract's state
+    # for 10,000 devices, and a Python with the libraries the worker cannot do without
+    floor = contract["broker_rss_mb_no_devices"] + contract["contract_mb_per_10k_devices"]
+    floor += libraries
     per_10k = 10_000 / devices
     total = peak_total * per_10k
     return {
@@ -124,7 +135,10 @@ def run(devices: int, settle_s: float, workdir: Path) -> dict[str, Any]:
         "added_by_devices_mb_per_10k": {
             k: round((peak[k] - fixed[k]) * per_10k, 1) for k in ("broker", "worker", "api")
         },
-        "python_with_libraries_mb": round(_libraries_floor_mb(), 1),
+        "python_with_libraries_mb": round(libraries, 1),
+        "broker_for_the_device_contract": contract,
+        "floor_mb": round(floor, 1),
+        "left_above_the_floor_mb": round(TARGET_MB - floor, 1),
         "health_rows_stored_during_run": stored,
         "target_mb": TARGET_MB,
         "meets_target": total <= TARGET_MB,

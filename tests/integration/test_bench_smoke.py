@@ -54,6 +54,9 @@ def test_bench_smoke_produces_every_figure(tmp_path: Path) -> None:
     memory = result["memory"]  # the worker and an API replica ran as their own processes
     assert memory["devices_connected"] == 30 and memory["health_rows_stored_during_run"] > 0
     assert set(memory["rss_mb"]) == {"broker", "worker", "api"}
+    # the floor: the broker holding the device contract alone, and the libraries
+    assert memory["broker_for_the_device_contract"]["devices"] == 30
+    assert memory["floor_mb"] > memory["python_with_libraries_mb"]
 
 
 def test_profile_smoke_splits_a_workers_time_by_stage() -> None:

@@ -164,6 +164,40 @@ def test_connect_carries_the_session_the_window_and_the_credentials() -> None:
     assert v311 == packets._packet(packets.CONNECT, b"\x00\x04MQTT\x04\x02\x00\x05\x00\x04wg-1")
 
 
+def test_connect_carries_a_will_after_the_client_id() -> None:
+    will = packets.Will("devices/d1/status", b'{"state":"offline"}', qos=1, retain=True)
+    v311 = packets.connect("d1", protocol=packets.V311, keepalive_s=60, clean_start=False,
+                           will=will)  # fmt: skip
+    assert v311 == packets._packet(
+        packets.CONNECT,
+        b"\x00\x04MQTT\x04\x2c\x00\x3c"  # will, will QoS 1, will retain; no clean start
+        b"\x00\x02d1\x00\x11devices/d1/status\x00\x13" + will.payload,
+    )
+    v5 = packets.connect("d1", protocol=packets.V5, keepalive_s=60, clean_start=True,
+                         username="u", will=packets.Will("t", b"x", qos=0))  # fmt: skip
+    buffer, _, start, end = _one(v5)
+    body = bytes(buffer[start:end])
+    assert body[7] == 0x86  # user name, will (QoS 0, not retained), clean start
+    assert body[10:] == b"\x00\x00\x02d1\x00\x00\x01t\x00\x01x\x00\x01u"  # empty will props
+
+
+@given(
+    topic=st.text(_MQTT_TEXT, min_size=1, max_size=40),
+    qos=st.integers(0, 1),
+    retain=st.booleans(),
+    mid=st.integers(1, 65535),
+    payload=st.binary(max_size=200),
+)
+def test_a_publish_we_encode_decodes_as_paho_decodes_it(
+    topic: str, qos: int, retain: bool, mid: int, payload: bytes
+) -> None:
+    for protocol in (packets.V5, packets.V311):
+        frame = packets.publish(topic, payload, qos=qos, retain=retain, packet_id=mid,
+                                protocol=protocol)  # fmt: skip
+        assert _paho(frame[0], frame, protocol) == (topic, payload, qos, retain, mid if qos else 0)
+        assert _ours(frame, protocol) == (topic, payload, qos, retain, mid if qos else 0)
+
+
 def test_subscribe_unsubscribe_and_acknowledgements() -> None:
     assert packets.subscribe(7, ["a/+", "b"], 1, packets.V5) == packets._packet(
         0x82, b"\x00\x07\x00\x00\x03a/+\x01\x00\x01b\x01"

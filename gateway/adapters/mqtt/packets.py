@@ -7,6 +7,10 @@ PINGRESP and, in MQTT 5, DISCONNECT. :class:`FrameReader` splits the byte stream
 packets; the ``decode_*`` functions read their bodies. A malformed packet raises
 :class:`ProtocolError`: the session then closes the connection, as the standard says
 (MQTT 5 section 4.13), and the broker redelivers what was not acknowledged.
+
+A device's connection also carries a last will (:class:`Will`) and publishes
+(:func:`publish`): ``bench.broker_memory`` connects devices this way, to measure what the
+broker holds for each thing the device contract asks of a connection.
 """
 
 from __future__ import annotations
@@ -101,6 +105,17 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + _varint(len(body)) + body
 
 
+@dataclass(frozen=True)
+class Will:
+    """The message the broker publishes for a client whose connection ends without a
+    DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
 def connect(
     client_id: str,
     *,
@@ -111,10 +126,13 @@ def connect(
     password: str | None = None,
     session_expiry_s: int = 0,
     receive_maximum: int | None = None,
+    will: Will | None = None,
 ) -> bytes:
-    """CONNECT without a will. MQTT 5 carries the session expiry and the receive maximum
-    (the number of unacknowledged QoS 1 messages the broker may send)."""
+    """CONNECT. MQTT 5 carries the session expiry and the receive maximum (the number of
+    unacknowledged QoS 1 messages the broker may send); a will goes without properties."""
     flags = 0x02 if clean_start else 0
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
     if username is not None:
         flags |= 0x80
     if password is not None:
@@ -128,6 +146,9 @@ def connect(
             properties += b"\x21" + _U16.pack(receive_maximum)
         body += _varint(len(properties)) + properties
     body += _string(client_id)
+    if will is not None:
+        body += (b"\x00" if protocol == V5 else b"") + _string(will.topic)
+        body += _U16.pack(len(will.payload)) + will.payload
     if username is not None:
         body += _string(username)
     if password is not None:
@@ -140,6 +161,15 @@ def subscribe(packet_id: int, filters: list[str], qos: int, protocol: int) -> by
     for topic_filter in filters:
         body += _string(topic_filter) + bytes([qos])
     return _packet(SUBSCRIBE, body)
+
+
+def publish(
+    topic: str, payload: bytes, *, qos: int, retain: bool, packet_id: int, protocol: int
+) -> bytes:
+    """PUBLISH at QoS 0 or 1 (``packet_id`` only goes with QoS 1), without properties."""
+    body = _string(topic) + (_U16.pack(packet_id) if qos else b"")
+    body += (b"\x00" if protocol == V5 else b"") + payload
+    return _packet(PUBLISH | (qos << 1) | (1 if retain else 0), body)
 
 
 def unsubscribe(packet_id: int, filters: list[str], protocol: int) -> bytes:
