@@ -103,7 +103,7 @@ async def _connect(port: int, device: _Device, does: frozenset[str]) -> asyncio.
             raise ConnectionError(f"the broker closed {device.device_id}'s connection")
         frames.feed(data)
         for first, start, end in frames.frames():
-            if first & 0xF0 != expected.pop(0):
+            if not expected or first & 0xF0 != expected.pop(0):
                 raise ConnectionError(f"{device.device_id}: unexpected packet {first:#x}")
             refused = _refusal(first, frames.buffer, start, end)
             if refused:
